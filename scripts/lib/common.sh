@@ -1,0 +1,46 @@
+# Shared by scripts/test and scripts/demo (sourced).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# Debian packages the build, the tests and the demo need. Installed only when
+# missing, quietly; idempotent.
+PACKAGES=(
+    meson ninja-build g++ gcc libc6-dev pkg-config   # build (libc6-dev: libc.a for the static-program test)
+    liburing-dev libinih-dev doctest-dev             # the fixed dependencies
+    clang libclang-rt-14-dev                         # libFuzzer and clang's sanitizer runtimes
+    python3 curl socat iperf3 iproute2               # real programs the tests run under the shim
+)
+
+install_missing() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# build DIR [meson options...]: configure once, then build everything.
+build() {
+    configure "$@" && compile "$1"
+}
+configure() {
+    local dir=$1; shift
+    [[ -f "$dir/build.ninja" ]] && return 0
+    meson setup "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log" >&2; return 1; }
+}
+# compile DIR [TARGETS...]
+compile() {
+    local dir=$1; shift
+    ninja -C "$dir" "$@" >"$dir.build.log" 2>&1 || { tail -50 "$dir.build.log" >&2; return 1; }
+}

@@ -1,0 +1,307 @@
+#include "shim/flows.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "core/qos/native_plan.h"
+#include "shim/log.h"
+#include "shim/real.h"
+
+namespace gs::shim {
+namespace {
+
+std::atomic<uint32_t> g_slots[kMaxFd];
+FlowRecord g_flows[kMaxFlows];
+std::atomic<uint32_t> g_bump{0};          // records [0, g_bump) have been handed out once
+std::atomic<uint64_t> g_free_head{0};     // (tag << 32) | (index + 1), 0 = empty
+std::atomic<uint64_t> g_untracked{0};
+std::atomic<int> g_max_fd{-1};
+bool g_keep_closed = false;
+
+int64_t now_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+void push_free(uint32_t index) noexcept {
+    uint64_t head = g_free_head.load(std::memory_order_relaxed);
+    uint64_t next;
+    do {
+        g_flows[index].next_free.store(static_cast<uint32_t>(head), std::memory_order_relaxed);
+        next = ((head >> 32) + 1) << 32 | (index + 1);
+    } while (!g_free_head.compare_exchange_weak(head, next, std::memory_order_release,
+                                                std::memory_order_relaxed));
+}
+
+FlowRecord* pop_free() noexcept {
+    uint64_t head = g_free_head.load(std::memory_order_acquire);
+    while (static_cast<uint32_t>(head) != 0) {
+        uint32_t index = static_cast<uint32_t>(head) - 1;
+        // The tag in the high half makes a concurrent pop+push of the same
+        // record fail this exchange (ABA).
+        uint64_t next = ((head >> 32) + 1) << 32 | g_flows[index].next_free.load(std::memory_order_relaxed);
+        if (g_free_head.compare_exchange_weak(head, next, std::memory_order_acquire,
+                                              std::memory_order_acquire))
+            return &g_flows[index];
+    }
+    return nullptr;
+}
+
+void json_escape(std::string& out, const char* s) {
+    for (; *s; ++s) {
+        unsigned char c = static_cast<unsigned char>(*s);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c < 0x20) {
+            char b[8];
+            snprintf(b, sizeof b, "\\u%04x", c);
+            out += b;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+}
+
+}  // namespace
+
+bool endpoint_from(const sockaddr* sa, socklen_t len, Endpoint& e) noexcept {
+    if (sa == nullptr || len < sizeof(sa_family_t)) return false;
+    sockaddr_storage ss{};
+    memcpy(&ss, sa, len < sizeof ss ? len : sizeof ss);
+    if (ss.ss_family == AF_INET && len >= sizeof(sockaddr_in)) {
+        auto& in = reinterpret_cast<const sockaddr_in&>(ss);
+        e.addr.family = AF_INET;
+        memcpy(e.addr.bytes, &in.sin_addr, 4);
+        e.port = ntohs(in.sin_port);
+        return true;
+    }
+    if (ss.ss_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
+        auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
+        if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+            e.addr.family = AF_INET;
+            memcpy(e.addr.bytes, in6.sin6_addr.s6_addr + 12, 4);
+        } else {
+            e.addr.family = AF_INET6;
+            memcpy(e.addr.bytes, in6.sin6_addr.s6_addr, 16);
+        }
+        e.port = ntohs(in6.sin6_port);
+        return true;
+    }
+    return false;
+}
+
+std::atomic<uint32_t>& fd_slot(int fd) noexcept { return g_slots[fd]; }
+
+int max_tracked_fd() noexcept { return g_max_fd.load(std::memory_order_relaxed); }
+
+void note_fd(int fd) noexcept {
+    int cur = g_max_fd.load(std::memory_order_relaxed);
+    while (fd > cur && !g_max_fd.compare_exchange_weak(cur, fd, std::memory_order_relaxed)) {
+    }
+}
+
+FlowRecord* flow_alloc() noexcept {
+    FlowRecord* r = pop_free();
+    if (r == nullptr) {
+        uint32_t i = g_bump.fetch_add(1, std::memory_order_relaxed);
+        if (i >= kMaxFlows) {
+            g_bump.store(kMaxFlows, std::memory_order_relaxed);
+            if (g_untracked.fetch_add(1, std::memory_order_relaxed) == 0)
+                GS_LOG(warn, "flow table full (%u flows): further flows keep their QoS but are not "
+                             "tracked or reported in --stats", kMaxFlows);
+            return nullptr;
+        }
+        r = &g_flows[i];
+    }
+    r->refs.store(1, std::memory_order_relaxed);
+    r->fd = -1;
+    r->family = 0;
+    r->rule = -1;
+    r->decision = nullptr;
+    r->local = Endpoint{};
+    r->peer = Endpoint{};
+    r->bytes_out.store(0, std::memory_order_relaxed);
+    r->bytes_in.store(0, std::memory_order_relaxed);
+    r->applied = r->failed = 0;
+    r->first_errno = 0;
+    r->denied = r->inherited = false;
+    r->opened_ns = now_ns();
+    r->closed_ns = 0;
+    r->state.store(FlowState::open, std::memory_order_release);
+    return r;
+}
+
+FlowRecord& flow_at(uint32_t index) noexcept { return g_flows[index]; }
+uint32_t flow_index(const FlowRecord& r) noexcept { return static_cast<uint32_t>(&r - g_flows); }
+uint64_t flows_untracked() noexcept { return g_untracked.load(std::memory_order_relaxed); }
+void keep_closed_flows(bool keep) noexcept { g_keep_closed = keep; }
+
+void mark_all_inherited() noexcept {
+    uint32_t n = g_bump.load(std::memory_order_relaxed);
+    if (n > kMaxFlows) n = kMaxFlows;
+    for (uint32_t i = 0; i < n; ++i) g_flows[i].inherited = true;
+}
+
+const char* format_endpoint(const Endpoint& e, char* buf, size_t len) noexcept {
+    char a[INET6_ADDRSTRLEN] = "?";
+    if (e.addr.family == AF_INET || e.addr.family == AF_INET6) inet_ntop(e.addr.family, e.addr.bytes, a, sizeof a);
+    snprintf(buf, len, e.addr.family == AF_INET6 ? "[%s]:%u" : "%s:%u", a, e.port);
+    return buf;
+}
+
+void flow_refresh(FlowRecord& r, int fd) noexcept {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (real::getsockname()(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+        endpoint_from(reinterpret_cast<sockaddr*>(&ss), len, r.local);
+    len = sizeof ss;
+    if (r.peer.port == 0 && real::getpeername()(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+        endpoint_from(reinterpret_cast<sockaddr*>(&ss), len, r.peer);
+    if (r.proto == policy::Proto::tcp) {
+        // The kernel counts TCP bytes exactly, including sendfile/splice that
+        // never pass through a hook.
+        tcp_info ti{};
+        len = sizeof ti;
+        if (real::getsockopt()(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+            len >= offsetof(tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received) {
+            // What the program wrote: acknowledged, plus still queued (at
+            // close, the tail of a download is often not acked yet).
+            int queued = 0;
+            if (ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0) queued = 0;
+            r.bytes_out.store(ti.tcpi_bytes_acked + static_cast<uint64_t>(queued), std::memory_order_relaxed);
+            r.bytes_in.store(ti.tcpi_bytes_received, std::memory_order_relaxed);
+        }
+    }
+}
+
+void flow_release(FlowRecord& r, int fd) noexcept {
+    if (r.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (fd >= 0) flow_refresh(r, fd);
+    r.closed_ns = now_ns();
+    if (log::on(policy::LogLevel::info)) {
+        char l[64], p[64];
+        GS_LOG(info, "flow closed: %s %s %s -> %s rule %s: class %s, transport %s, %llu bytes out, %llu in, %.1f ms",
+               policy::name(r.proto), policy::name(r.direction), format_endpoint(r.local, l, sizeof l),
+               format_endpoint(r.peer, p, sizeof p), r.decision ? r.decision->rule.c_str() : "-",
+               r.decision ? policy::name(r.decision->service) : "-", "native",
+               static_cast<unsigned long long>(r.bytes_out.load(std::memory_order_relaxed)),
+               static_cast<unsigned long long>(r.bytes_in.load(std::memory_order_relaxed)),
+               static_cast<double>(r.closed_ns - r.opened_ns) / 1e6);
+    }
+    if (g_keep_closed) {
+        r.state.store(FlowState::closed, std::memory_order_release);
+    } else {
+        r.state.store(FlowState::free, std::memory_order_release);
+        push_free(flow_index(r));
+    }
+}
+
+void release_slot_value(uint32_t value, int fd) noexcept {
+    if (slot::is_flow(value)) flow_release(flow_at(slot::index(value)), fd);
+}
+
+void write_stats(const char* path, const char* process, const policy::Policy& pol) noexcept {
+    try {
+        std::string out;
+        out.reserve(4096);
+        char b[256];
+        snprintf(b, sizeof b, "{\"gsocket\":1,\"pid\":%d,\"process\":\"", static_cast<int>(getpid()));
+        out += b;
+        json_escape(out, process);
+        out += "\",\"policy\":\"";
+        json_escape(out, pol.source().c_str());
+        snprintf(b, sizeof b, "\",\"policy_ok\":%s,\"untracked\":%llu,\"flows\":[", pol.ok() ? "true" : "false",
+                 static_cast<unsigned long long>(flows_untracked()));
+        out += b;
+        uint32_t n = g_bump.load(std::memory_order_acquire);
+        if (n > kMaxFlows) n = kMaxFlows;
+        bool first = true;
+        for (uint32_t i = 0; i < n; ++i) {
+            FlowRecord& r = g_flows[i];
+            FlowState st = r.state.load(std::memory_order_acquire);
+            if (st == FlowState::free) continue;
+            if (st == FlowState::open && r.fd >= 0 && r.fd < kMaxFd &&
+                slot::is_flow(g_slots[r.fd].load(std::memory_order_relaxed)) &&
+                slot::index(g_slots[r.fd].load(std::memory_order_relaxed)) == i)
+                flow_refresh(r, r.fd);
+            const policy::Decision* d = r.decision;
+            char l[64], p[64];
+            int64_t end = st == FlowState::closed ? r.closed_ns : now_ns();
+            snprintf(b, sizeof b,
+                     "%s{\"fd\":%d,\"proto\":\"%s\",\"direction\":\"%s\",\"local\":\"%s\",\"peer\":\"%s\","
+                     "\"state\":\"%s\",\"rule\":\"",
+                     first ? "" : ",", r.fd, policy::name(r.proto), policy::name(r.direction),
+                     format_endpoint(r.local, l, sizeof l), format_endpoint(r.peer, p, sizeof p),
+                     st == FlowState::open ? "open" : "closed");
+            out += b;
+            first = false;
+            json_escape(out, d ? d->rule.c_str() : "-");
+            snprintf(b, sizeof b, "\",\"class\":\"%s\",\"transport\":\"native\",\"requested_transport\":\"%s\",",
+                     d ? policy::name(d->service) : "-", d ? policy::name(d->transport) : "native");
+            out += b;
+            // Applied knobs with their values; knobs the kernel refused by name.
+            std::string failed;
+            out += "\"qos\":{";
+            bool qfirst = true;
+            if (d != nullptr) {
+                qos::NativePlan plan = qos::plan_native(*d, r.family, r.proto);
+                for (int k = 0; k < plan.count; ++k) {
+                    const qos::Setting& s = plan.settings[k];
+                    unsigned bit = 1u << static_cast<unsigned>(s.knob);
+                    if (s.knob == qos::Knob::tclass) continue;   // reported once, as dscp
+                    if (r.failed & bit) {
+                        failed += failed.empty() ? "\"" : ",\"";
+                        failed += qos::name(s.knob);
+                        failed += '"';
+                    }
+                    if (!(r.applied & bit)) continue;
+                    if (s.knob == qos::Knob::congestion)
+                        snprintf(b, sizeof b, "%s\"%s\":\"%s\"", qfirst ? "" : ",", qos::name(s.knob), s.text);
+                    else
+                        snprintf(b, sizeof b, "%s\"%s\":%llu", qfirst ? "" : ",", qos::name(s.knob),
+                                 static_cast<unsigned long long>(s.value));
+                    out += b;
+                    qfirst = false;
+                }
+            }
+            out += "},\"qos_failed\":[";
+            out += failed;
+            snprintf(b, sizeof b,
+                     "],\"bytes_out\":%llu,\"bytes_in\":%llu,\"duration_ms\":%.3f,"
+                     "\"denied\":%s,\"inherited\":%s}",
+                     static_cast<unsigned long long>(r.bytes_out.load()),
+                     static_cast<unsigned long long>(r.bytes_in.load()),
+                     static_cast<double>(end - r.opened_ns) / 1e6, r.denied ? "true" : "false",
+                     r.inherited ? "true" : "false");
+            out += b;
+        }
+        out += "]}\n";
+        int fd = static_cast<int>(
+            syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+        if (fd < 0) {
+            GS_LOG(warn, "cannot write stats to %s: %s; check GSOCKET_STATS / gsrun --stats", path, strerror(errno));
+            return;
+        }
+        // One write with O_APPEND: lines of concurrent processes do not interleave.
+        syscall(SYS_write, fd, out.data(), out.size());
+        syscall(SYS_close, fd);
+    } catch (...) {
+        GS_LOG(warn, "cannot write stats to %s: out of memory", path);
+    }
+}
+
+}  // namespace gs::shim

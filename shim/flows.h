@@ -1,0 +1,102 @@
+// The shim's bookkeeping: one slot per fd number, one record per classified flow.
+//
+// Everything here is reachable from hooks that a signal handler may call, so
+// it is fixed-size, preallocated (zero BSS pages cost nothing until touched)
+// and lock-free: slots are relaxed atomics, records come from a tagged
+// lock-free free list.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstddef>
+#include <sys/socket.h>
+
+#include "policy/policy.h"
+
+namespace gs::shim {
+
+// fds at or above this are never tracked (they pass through, logged once).
+constexpr int kMaxFd = 1 << 20;
+// Classified flows alive (or kept for --stats) at once.
+constexpr uint32_t kMaxFlows = 1 << 16;
+
+// A slot is 0 for an fd we know nothing about (the common case: one relaxed
+// load and the hook passes through), kSocket|bits for an inet socket seen at
+// socket()/accept() but not classified yet, kFlow|index for a classified flow.
+namespace slot {
+constexpr uint32_t kKindMask = 3u << 30;
+constexpr uint32_t kSocket = 1u << 30;
+constexpr uint32_t kFlow = 2u << 30;
+constexpr uint32_t kV6 = 1u << 0;    // kSocket bits
+constexpr uint32_t kUdp = 1u << 1;
+constexpr uint32_t kCount = 1u << 29; // kFlow bit: count bytes in the hooks (UDP; TCP asks TCP_INFO)
+inline bool is_flow(uint32_t s) noexcept { return (s & kKindMask) == kFlow; }
+inline bool is_socket(uint32_t s) noexcept { return (s & kKindMask) == kSocket; }
+inline bool counts(uint32_t s) noexcept { return (s & (kKindMask | kCount)) == (kFlow | kCount); }
+inline uint32_t index(uint32_t s) noexcept { return s & (kCount - 1); }
+}  // namespace slot
+
+std::atomic<uint32_t>& fd_slot(int fd) noexcept;   // fd must be in [0, kMaxFd)
+inline bool trackable(int fd) noexcept { return fd >= 0 && fd < kMaxFd; }
+// Highest fd ever given a non-zero slot: bounds close_range sweeps.
+int max_tracked_fd() noexcept;
+void note_fd(int fd) noexcept;
+
+struct Endpoint {
+    policy::Address addr;
+    uint16_t port = 0;   // host order
+};
+
+enum class FlowState : uint8_t { free = 0, open = 1, closed = 2 };
+
+struct FlowRecord {
+    std::atomic<FlowState> state{FlowState::free};
+    std::atomic<uint32_t> refs{0};        // fds that refer to this flow (dup)
+    std::atomic<uint32_t> next_free{0};   // free-list link (read by racing pops: atomic)
+    int fd = -1;                          // the fd it was classified on
+    int family = 0;                       // the socket's AF_INET / AF_INET6
+    policy::Proto proto = policy::Proto::tcp;
+    policy::Direction direction = policy::Direction::connect;
+    int rule = -1;                        // index in the policy's rules, -1 = fallback
+    const policy::Decision* decision = nullptr;
+    Endpoint local, peer;
+    std::atomic<uint64_t> bytes_out{0}, bytes_in{0};   // UDP: counted in hooks; TCP: from TCP_INFO
+    uint16_t applied = 0, failed = 0;     // bit (1 << Knob) per native QoS knob
+    int first_errno = 0;                  // errno of the first knob that failed
+    bool denied = false;                  // on_error = fail refused it
+    bool inherited = false;               // came from the parent across fork()
+    int64_t opened_ns = 0, closed_ns = 0; // CLOCK_MONOTONIC
+};
+
+// Take a free record (refs = 1, state open), or nullptr when all are in use.
+FlowRecord* flow_alloc() noexcept;
+FlowRecord& flow_at(uint32_t index) noexcept;
+uint32_t flow_index(const FlowRecord& r) noexcept;
+// Drop one fd's reference; the last one finalizes the flow (counters from the
+// kernel while `fd` is still open, a log line) and, unless records are kept
+// for --stats, returns it to the free list.
+void flow_release(FlowRecord& r, int fd) noexcept;
+// Release whatever a slot held (called with the value a slot had before it was reset).
+void release_slot_value(uint32_t value, int fd) noexcept;
+// Flows that could not be recorded because the table was full.
+uint64_t flows_untracked() noexcept;
+
+// Keep closed records so --stats can report them (set once at init).
+void keep_closed_flows(bool keep) noexcept;
+// After fork(), in the child: every record is the parent's.
+void mark_all_inherited() noexcept;
+
+// Refresh counters and addresses of a flow from the kernel (fd still open).
+void flow_refresh(FlowRecord& r, int fd) noexcept;
+
+// Append one JSON line describing this process and all its flows to `path`.
+// Not for signal handlers (it allocates); called at exit.
+void write_stats(const char* path, const char* process, const policy::Policy& pol) noexcept;
+
+// sockaddr_in / sockaddr_in6 (v4-mapped becomes v4) to an Endpoint; false for other families.
+bool endpoint_from(const sockaddr* sa, socklen_t len, Endpoint& e) noexcept;
+
+// "127.0.0.1:80" / "[::1]:80" into buf; returns buf.
+const char* format_endpoint(const Endpoint& e, char* buf, size_t len) noexcept;
+
+}  // namespace gs::shim

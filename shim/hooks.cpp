@@ -1,0 +1,421 @@
+// The exported entry points of libgsocket-preload.so.
+//
+// Each hook: one relaxed load of the fd's slot; 0 means "not ours" and the
+// call goes straight to libc. Nothing below throws (no exception can cross
+// into C), nothing allocates or locks (signal handlers call close, send...),
+// and errno after a hook is what libc set.
+
+// Meson builds with _FILE_OFFSET_BITS=64, which makes <fcntl.h> rename fcntl
+// to fcntl64; we export both names ourselves (off_t is 64-bit here anyway).
+#undef _FILE_OFFSET_BITS
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+#include "shim/flows.h"
+#include "shim/real.h"
+#include "shim/shim.h"
+
+#define GS_EXPORT extern "C" __attribute__((visibility("default")))
+
+using namespace gs::shim;
+using gs::policy::Direction;
+
+namespace {
+
+inline uint32_t slot_of(int fd) noexcept {
+    return trackable(fd) ? fd_slot(fd).load(std::memory_order_relaxed) : 0;
+}
+
+// Reset the slot of an fd number that now names a new open file, releasing
+// whatever stale state it had (an fd closed behind our back, e.g. by libc).
+inline void fresh_fd(int fd, uint32_t value) noexcept {
+    if (!trackable(fd)) return;
+    if (value != 0) note_fd(fd);
+    if (fd_slot(fd).load(std::memory_order_relaxed) == 0 && value == 0) return;
+    uint32_t old = fd_slot(fd).exchange(value, std::memory_order_relaxed);
+    release_slot_value(old, -1);
+}
+
+inline void count(uint32_t s, bool out, ssize_t n) noexcept {
+    if (n > 0 && slot::counts(s)) {
+        FlowRecord& r = flow_at(slot::index(s));
+        (out ? r.bytes_out : r.bytes_in).fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    }
+}
+
+// newfd now refers to the same open file as oldfd.
+void on_dup(int oldfd, int newfd) noexcept {
+    int saved = errno;
+    uint32_t s = slot_of(oldfd);
+    if (slot::is_flow(s)) flow_at(slot::index(s)).refs.fetch_add(1, std::memory_order_relaxed);
+    fresh_fd(newfd, s);
+    errno = saved;
+}
+
+// Before a call that may start a flow: classify it. Returns -1 (errno set)
+// to deny, 0 to go on.
+inline int start_flow(int fd, uint32_t s, Direction dir, const sockaddr* to, socklen_t tolen) noexcept {
+    if (s != 0 && !slot::is_socket(s)) return 0;   // already classified
+    int rc = classify(fd, s, dir, to, tolen);
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
+// A datagram send with an address on an unconnected UDP socket, or a TCP
+// sendto with MSG_FASTOPEN (a connect in disguise).
+inline int before_send(int fd, uint32_t s, int flags, const sockaddr* to, socklen_t tolen) noexcept {
+    if (to == nullptr || (s != 0 && !slot::is_socket(s))) return 0;
+    if (tolen < sizeof(sa_family_t) || (to->sa_family != AF_INET && to->sa_family != AF_INET6)) return 0;
+    if (s == 0) {
+        if (!g_ready.load(std::memory_order_relaxed)) return 0;
+        s = probe_slot(fd);
+        if (s == 0) return 0;
+    }
+    if (s & slot::kUdp) return start_flow(fd, s, Direction::datagram, to, tolen);
+    if (flags & MSG_FASTOPEN) return start_flow(fd, s, Direction::connect, to, tolen);
+    return 0;
+}
+
+// fds passed over SCM_RIGHTS arrive with no state of ours; make sure their
+// numbers do not carry stale state from a socket closed behind our back.
+void on_received_fds(const msghdr* msg) noexcept {
+    if (msg == nullptr || msg->msg_controllen == 0) return;
+    for (cmsghdr* c = CMSG_FIRSTHDR(const_cast<msghdr*>(msg)); c != nullptr;
+         c = CMSG_NXTHDR(const_cast<msghdr*>(msg), c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const unsigned char* p = CMSG_DATA(c);
+        for (size_t i = 0; i < n; ++i) {
+            int fd;
+            __builtin_memcpy(&fd, p + i * sizeof(int), sizeof fd);
+            fresh_fd(fd, 0);
+        }
+    }
+}
+
+void release_range(unsigned first, unsigned last) noexcept {
+    int max = max_tracked_fd();
+    if (max < 0 || first > static_cast<unsigned>(max)) return;
+    if (last > static_cast<unsigned>(max)) last = static_cast<unsigned>(max);
+    for (unsigned fd = first; fd <= last; ++fd) {
+        if (fd_slot(static_cast<int>(fd)).load(std::memory_order_relaxed) == 0) continue;
+        uint32_t old = fd_slot(static_cast<int>(fd)).exchange(0, std::memory_order_relaxed);
+        release_slot_value(old, static_cast<int>(fd));
+    }
+}
+
+__attribute__((constructor)) void gs_constructor() { init(); }
+__attribute__((destructor)) void gs_destructor() { fini(); }
+
+}  // namespace
+
+// ---- sockets ---------------------------------------------------------------
+
+GS_EXPORT int socket(int domain, int type, int protocol) {
+    int fd = real::socket()(domain, type, protocol);
+    if (fd >= 0 && g_ready.load(std::memory_order_relaxed)) fresh_fd(fd, socket_slot(domain, type, protocol));
+    return fd;
+}
+
+GS_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
+    uint32_t s = slot_of(fd);
+    if ((s == 0 || slot::is_socket(s)) && addr != nullptr && len >= sizeof(sa_family_t) &&
+        (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) &&
+        start_flow(fd, s, Direction::connect, addr, len) != 0)
+        return -1;
+    return real::connect()(fd, addr, len);
+}
+
+GS_EXPORT int bind(int fd, const sockaddr* addr, socklen_t len) { return real::bind()(fd, addr, len); }
+
+GS_EXPORT int listen(int fd, int backlog) {
+    if (fail_closed()) {
+        uint32_t s = slot_of(fd);
+        if (s == 0) s = probe_slot(fd);
+        if (slot::is_socket(s)) {
+            errno = -deny(fd, "listen", nullptr, 0);
+            return -1;
+        }
+    }
+    return real::listen()(fd, backlog);
+}
+
+namespace {
+// `cap` is the size of the program's address buffer before the call: after
+// it, *len is the address's real size, which may exceed what was copied.
+int after_accept(int lfd, int fd, sockaddr* addr, socklen_t* len, socklen_t cap) noexcept {
+    if (fd < 0 || !g_ready.load(std::memory_order_relaxed)) return fd;
+    int saved = errno;
+    uint32_t ls = slot_of(lfd);
+    if (ls == 0) {
+        ls = probe_slot(lfd);   // a listener created before we were loaded
+        if (ls != 0 && trackable(lfd)) fd_slot(lfd).store(ls, std::memory_order_relaxed);
+    }
+    uint32_t s = slot::is_socket(ls) ? ls : 0;
+    fresh_fd(fd, s);
+    if (s != 0) {
+        sockaddr_storage peer{};
+        socklen_t plen = sizeof peer;
+        if (addr != nullptr && len != nullptr && *len <= cap && *len >= sizeof(sockaddr_in) &&
+            *len <= sizeof peer) {
+            plen = *len;
+            __builtin_memcpy(&peer, addr, plen);
+        } else if (real::getpeername()(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
+            plen = 0;
+        }
+        if (plen > 0) classify(fd, s, Direction::accept, reinterpret_cast<sockaddr*>(&peer), plen);
+    }
+    errno = saved;
+    return fd;
+}
+}  // namespace
+
+GS_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
+    socklen_t cap = len != nullptr ? *len : 0;
+    return after_accept(fd, real::accept()(fd, addr, len), addr, len, cap);
+}
+
+GS_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+    socklen_t cap = len != nullptr ? *len : 0;
+    return after_accept(fd, real::accept4()(fd, addr, len, flags), addr, len, cap);
+}
+
+GS_EXPORT int getsockopt(int fd, int level, int name, void* val, socklen_t* len) {
+    return real::getsockopt()(fd, level, name, val, len);
+}
+
+GS_EXPORT int setsockopt(int fd, int level, int name, const void* val, socklen_t len) {
+    uint32_t s = slot_of(fd);
+    if (!slot::is_flow(s)) return real::setsockopt()(fd, level, name, val, len);
+    const FlowRecord& r = flow_at(slot::index(s));
+    uint64_t v;
+    int rc;
+    if (!policy_override(r, level, name, val, len, v)) {
+        rc = real::setsockopt()(fd, level, name, val, len);
+    } else if (name == SO_MAX_PACING_RATE && len >= sizeof(uint64_t)) {
+        rc = real::setsockopt()(fd, level, name, &v, sizeof v);
+    } else if (name == SO_MAX_PACING_RATE) {
+        uint32_t v32 = v >= UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(v);
+        rc = real::setsockopt()(fd, level, name, &v32, sizeof v32);
+    } else {
+        int vi = static_cast<int>(v);
+        rc = real::setsockopt()(fd, level, name, &vi, sizeof vi);
+    }
+    // Linux resets SO_PRIORITY when IP_TOS changes: put the policy's back.
+    bool tos = (level == IPPROTO_IP && name == IP_TOS) || (level == IPPROTO_IPV6 && name == IPV6_TCLASS);
+    if (rc == 0 && tos && r.decision != nullptr && r.decision->qos.priority >= 0) {
+        int saved = errno;
+        int p = r.decision->qos.priority;
+        real::setsockopt()(fd, SOL_SOCKET, SO_PRIORITY, &p, sizeof p);
+        errno = saved;
+    }
+    return rc;
+}
+
+GS_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) { return real::getsockname()(fd, addr, len); }
+GS_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) { return real::getpeername()(fd, addr, len); }
+GS_EXPORT int shutdown(int fd, int how) { return real::shutdown()(fd, how); }
+
+// ---- data ------------------------------------------------------------------
+
+GS_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
+    ssize_t r = real::send()(fd, buf, n, flags);
+    count(slot_of(fd), true, r);
+    return r;
+}
+
+GS_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen) {
+    uint32_t s = slot_of(fd);
+    if (to != nullptr && before_send(fd, s, flags, to, tolen) != 0) return -1;
+    ssize_t r = real::sendto()(fd, buf, n, flags, to, tolen);
+    count(slot_of(fd), true, r);
+    return r;
+}
+
+GS_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+    uint32_t s = slot_of(fd);
+    if (msg != nullptr && msg->msg_name != nullptr &&
+        before_send(fd, s, flags, static_cast<const sockaddr*>(msg->msg_name), msg->msg_namelen) != 0)
+        return -1;
+    ssize_t r = real::sendmsg()(fd, msg, flags);
+    count(slot_of(fd), true, r);
+    return r;
+}
+
+GS_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
+    uint32_t s = slot_of(fd);
+    if (vec != nullptr && n > 0 && vec[0].msg_hdr.msg_name != nullptr &&
+        before_send(fd, s, flags, static_cast<const sockaddr*>(vec[0].msg_hdr.msg_name),
+                    vec[0].msg_hdr.msg_namelen) != 0)
+        return -1;
+    int r = real::sendmmsg()(fd, vec, n, flags);
+    if (r > 0 && slot::counts(s = slot_of(fd)))
+        for (int i = 0; i < r; ++i) count(s, true, vec[i].msg_len);
+    return r;
+}
+
+GS_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
+    ssize_t r = real::recv()(fd, buf, n, flags);
+    count(slot_of(fd), false, r);
+    return r;
+}
+
+GS_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) {
+    ssize_t r = real::recvfrom()(fd, buf, n, flags, from, fromlen);
+    count(slot_of(fd), false, r);
+    return r;
+}
+
+GS_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+    ssize_t r = real::recvmsg()(fd, msg, flags);
+    if (r >= 0) {
+        on_received_fds(msg);
+        count(slot_of(fd), false, r);
+    }
+    return r;
+}
+
+GS_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, struct timespec* timeout) {
+    int r = real::recvmmsg()(fd, vec, n, flags, timeout);
+    if (r > 0) {
+        uint32_t s = slot_of(fd);
+        for (int i = 0; i < r; ++i) {
+            on_received_fds(&vec[i].msg_hdr);
+            count(s, false, vec[i].msg_len);
+        }
+    }
+    return r;
+}
+
+// Fortified variants (-D_FORTIFY_SOURCE): keep libc's buffer checks by
+// calling its own __*_chk.
+GS_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
+    ssize_t r = real::__recv_chk()(fd, buf, n, buflen, flags);
+    count(slot_of(fd), false, r);
+    return r;
+}
+
+GS_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* from,
+                                 socklen_t* fromlen) {
+    ssize_t r = real::__recvfrom_chk()(fd, buf, n, buflen, flags, from, fromlen);
+    count(slot_of(fd), false, r);
+    return r;
+}
+
+GS_EXPORT ssize_t read(int fd, void* buf, size_t n) {
+    ssize_t r = real::read()(fd, buf, n);
+    count(slot_of(fd), false, r);
+    return r;
+}
+
+GS_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
+    ssize_t r = real::__read_chk()(fd, buf, n, buflen);
+    count(slot_of(fd), false, r);
+    return r;
+}
+
+GS_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
+    ssize_t r = real::write()(fd, buf, n);
+    count(slot_of(fd), true, r);
+    return r;
+}
+
+GS_EXPORT ssize_t readv(int fd, const iovec* iov, int n) {
+    ssize_t r = real::readv()(fd, iov, n);
+    count(slot_of(fd), false, r);
+    return r;
+}
+
+GS_EXPORT ssize_t writev(int fd, const iovec* iov, int n) {
+    ssize_t r = real::writev()(fd, iov, n);
+    count(slot_of(fd), true, r);
+    return r;
+}
+
+// ---- fd bookkeeping ---------------------------------------------------------
+
+GS_EXPORT int close(int fd) {
+    if (slot_of(fd) != 0) {
+        // Forget the fd before the kernel can hand its number to another
+        // thread's new socket.
+        uint32_t old = fd_slot(fd).exchange(0, std::memory_order_relaxed);
+        int saved = errno;
+        release_slot_value(old, fd);
+        errno = saved;
+    }
+    return real::close()(fd);
+}
+
+GS_EXPORT int dup(int fd) {
+    int r = real::dup()(fd);
+    if (r >= 0) on_dup(fd, r);
+    return r;
+}
+
+namespace {
+int dup_onto(int oldfd, int newfd, int r) noexcept {
+    if (r >= 0 && oldfd != newfd) on_dup(oldfd, newfd);
+    return r;
+}
+// dup2 closes newfd first: take its counters while it is still that socket.
+void before_dup_onto(int oldfd, int newfd) noexcept {
+    uint32_t s = slot_of(newfd);
+    if (oldfd != newfd && slot::is_flow(s)) {
+        int saved = errno;
+        flow_refresh(flow_at(slot::index(s)), newfd);
+        errno = saved;
+    }
+}
+}  // namespace
+
+GS_EXPORT int dup2(int oldfd, int newfd) {
+    before_dup_onto(oldfd, newfd);
+    return dup_onto(oldfd, newfd, real::dup2()(oldfd, newfd));
+}
+
+GS_EXPORT int dup3(int oldfd, int newfd, int flags) {
+    before_dup_onto(oldfd, newfd);
+    return dup_onto(oldfd, newfd, real::dup3()(oldfd, newfd, flags));
+}
+
+// fcntl's third argument is an int or a pointer depending on cmd; both travel
+// in the same register on every ABI glibc supports, as a pointer-sized value.
+GS_EXPORT int fcntl(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    void* arg = va_arg(ap, void*);
+    va_end(ap);
+    int r = real::fcntl()(fd, cmd, arg);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) on_dup(fd, r);
+    return r;
+}
+
+GS_EXPORT int fcntl64(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    void* arg = va_arg(ap, void*);
+    va_end(ap);
+    int r = real::fcntl64()(fd, cmd, arg);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) on_dup(fd, r);
+    return r;
+}
+
+GS_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+    if (!(flags & CLOSE_RANGE_CLOEXEC)) {
+        int saved = errno;
+        release_range(first, last);
+        errno = saved;
+    }
+    return real::close_range()(first, last, flags);
+}
+
+GS_EXPORT void closefrom(int lowfd) {
+    if (lowfd >= 0) release_range(static_cast<unsigned>(lowfd), ~0u);
+    real::closefrom()(lowfd);
+}

@@ -1,0 +1,354 @@
+#include "shim/shim.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+#include "core/qos/native_plan.h"
+#include "shim/log.h"
+#include "shim/real.h"
+
+namespace gs::shim {
+
+std::atomic<bool> g_ready{false};
+
+namespace {
+
+// Written once by init() before g_ready is published, read-only afterwards.
+const policy::Policy* g_policy = nullptr;
+bool g_fail_closed = false;     // the policy is broken and says on_error = fail
+bool g_has_src_rules = false;   // only then is getsockname worth a syscall at connect
+char g_process[256] = "";
+char g_stats[PATH_MAX] = "";
+// One bit per (rule, kind of warning), so each is logged once per process.
+// Index 0 is the fallback decision, rule i is at i + 1.
+// Never freed: hooks in other threads may still run while the process exits.
+std::atomic<uint32_t>* g_warned = nullptr;
+size_t g_warned_count = 0;
+std::atomic<bool> g_denied_logged{false};
+std::atomic<bool> g_untrackable_logged{false};
+
+enum Warn : uint32_t {
+    kWarnTransport = 1u << 16,   // upgraded transport asked, left native
+    kWarnRateDown = 1u << 17,    // rate_down has no native knob
+    kWarnUdpRate = 1u << 18,     // UDP pacing needs the fq qdisc
+};
+
+bool once(int rule, uint32_t bit) noexcept {
+    size_t i = static_cast<size_t>(rule + 1);
+    if (i >= g_warned_count) return false;
+    return (g_warned[i].fetch_or(bit, std::memory_order_relaxed) & bit) == 0;
+}
+
+const char* errname(int e) noexcept {
+    const char* n = strerrorname_np(e);
+    return n ? n : "error";
+}
+
+bool parse_level(const char* s, policy::LogLevel& out) noexcept {
+    static constexpr policy::LogLevel all[] = {policy::LogLevel::off, policy::LogLevel::error,
+                                              policy::LogLevel::warn, policy::LogLevel::info,
+                                              policy::LogLevel::debug};
+    for (policy::LogLevel l : all)
+        if (strcmp(s, policy::name(l)) == 0) return out = l, true;
+    return false;
+}
+
+void on_fork_child() noexcept { mark_all_inherited(); }
+
+void load() {
+    const char* env_log = getenv("GSOCKET_LOG");
+    policy::LogLevel level = policy::LogLevel::warn;
+    bool bad_env_log = env_log && *env_log && !parse_level(env_log, level);
+    log::configure(level, getenv("GSOCKET_LOG_FILE"));
+    if (bad_env_log)
+        GS_LOG(warn, "GSOCKET_LOG=%s: unknown level, use off, error, warn, info or debug; using warn", env_log);
+
+    const char* proc = program_invocation_short_name;
+    strncpy(g_process, proc ? proc : "", sizeof g_process - 1);
+
+    const char* path = getenv("GSOCKET_POLICY");
+    std::string found;
+    auto* pol = new policy::Policy();
+    if (path && *path) {
+        *pol = policy::Policy::load_file(path);
+    } else if (!(found = policy::find_policy_file()).empty()) {
+        *pol = policy::Policy::load_file(found);
+    } else {
+        *pol = policy::Policy::builtin();
+    }
+    g_policy = pol;
+
+    if (!(env_log && *env_log) && pol->ok()) log::configure(pol->general().log, getenv("GSOCKET_LOG_FILE"));
+
+    for (const policy::Diagnostic& d : pol->diagnostics()) GS_LOG(error, "%s", d.text.c_str());
+    if (!pol->ok()) {
+        g_fail_closed = pol->general().on_error == policy::OnError::fail;
+        GS_LOG(error, "policy %s has %zu error(s): %s", pol->source().c_str(), pol->diagnostics().size(),
+               g_fail_closed ? "on_error = fail, so connect/sendto/listen on TCP and UDP sockets fail with EACCES"
+                             : "every flow stays native, without QoS (on_error = open)");
+    }
+    if (pol->ok() && (pol->general().rate_up || pol->general().rate_down))
+        GS_LOG(warn, "policy %s: rate_up/rate_down need the gsocket core, which this build does not have yet; "
+                     "not enforced", pol->source().c_str());
+
+    for (const policy::Rule& r : pol->rules()) g_has_src_rules |= !r.src.empty();
+    g_warned_count = pol->rules().size() + 1;
+    g_warned = new std::atomic<uint32_t>[g_warned_count]();
+
+    const char* stats = getenv("GSOCKET_STATS");
+    if (stats && *stats) {
+        strncpy(g_stats, stats, sizeof g_stats - 1);
+        keep_closed_flows(true);
+    }
+    pthread_atfork(nullptr, nullptr, on_fork_child);
+    GS_LOG(debug, "loaded policy %s for process %s: %zu rules", pol->source().c_str(), g_process,
+           pol->rules().size());
+}
+
+void apply_native(int fd, const policy::Decision& d, int rule, int family, policy::Proto proto,
+                  FlowRecord* rec) noexcept {
+    qos::NativePlan plan = qos::plan_native(d, family, proto);
+    for (int i = 0; i < plan.count; ++i) {
+        const qos::Setting& s = plan.settings[i];
+        int rc;
+        if (s.knob == qos::Knob::tos || s.knob == qos::Knob::tclass) {
+            int cur = 0;
+            socklen_t len = sizeof cur;
+            if (real::getsockopt()(fd, s.level, s.optname, &cur, &len) != 0) cur = 0;
+            int v = qos::tos_with_dscp(static_cast<int>(s.value), cur);
+            rc = real::setsockopt()(fd, s.level, s.optname, &v, sizeof v);
+        } else if (s.knob == qos::Knob::pacing) {
+            uint64_t v = s.value;
+            rc = real::setsockopt()(fd, s.level, s.optname, &v, sizeof v);
+            if (rc != 0 && errno == EINVAL) {   // kernels before 4.20 take 32 bits
+                uint32_t v32 = v > UINT32_MAX - 1 ? UINT32_MAX - 1 : static_cast<uint32_t>(v);
+                rc = real::setsockopt()(fd, s.level, s.optname, &v32, sizeof v32);
+            }
+        } else if (s.knob == qos::Knob::congestion) {
+            rc = real::setsockopt()(fd, s.level, s.optname, s.text, static_cast<socklen_t>(strlen(s.text)));
+        } else {
+            int v = s.value > INT_MAX ? INT_MAX : static_cast<int>(s.value);
+            rc = real::setsockopt()(fd, s.level, s.optname, &v, sizeof v);
+        }
+        uint16_t bit = static_cast<uint16_t>(1u << static_cast<unsigned>(s.knob));
+        if (rc == 0) {
+            if (rec) rec->applied |= bit;
+            continue;
+        }
+        int e = errno;
+        if (rec) {
+            rec->failed |= bit;
+            if (rec->first_errno == 0) rec->first_errno = e;
+        }
+        if (once(rule, bit)) {
+            if (s.knob == qos::Knob::congestion)
+                GS_LOG(warn, "flow rule %s: congestion = %s refused by the kernel (%s: %s); see "
+                             "/proc/sys/net/ipv4/tcp_allowed_congestion_control; the flow keeps the default",
+                       d.rule.c_str(), s.text, errname(e), strerror(e));
+            else
+                GS_LOG(warn, "flow rule %s: %s = %llu refused by the kernel (%s: %s); left unchanged",
+                       d.rule.c_str(), qos::name(s.knob), static_cast<unsigned long long>(s.value), errname(e),
+                       strerror(e));
+        }
+    }
+    if (proto == policy::Proto::udp && d.qos.rate > 0 && once(rule, kWarnUdpRate))
+        GS_LOG(info, "flow rule %s: rate on a native UDP flow is SO_MAX_PACING_RATE, which only the fq qdisc "
+                     "enforces", d.rule.c_str());
+    if (d.qos.rate_down > 0 && once(rule, kWarnRateDown))
+        GS_LOG(warn, "flow rule %s: rate_down needs the gsocket core, which this build does not have yet; "
+                     "use window or rcvbuf to limit a native flow's receive side", d.rule.c_str());
+    if (d.transport != policy::Transport::native && once(rule, kWarnTransport)) {
+        if (d.transport == policy::Transport::automatic)
+            GS_LOG(info, "flow rule %s: transport = auto falls back to native: this build has no gsocket core yet",
+                   d.rule.c_str());
+        else
+            GS_LOG(warn, "flow rule %s: transport = %s needs the gsocket core, which this build does not have "
+                         "yet; matching flows stay native", d.rule.c_str(), policy::name(d.transport));
+    }
+}
+
+}  // namespace
+
+void init() noexcept {
+    static std::atomic<int> state{0};   // 0 new, 1 running, 2 done
+    int expected = 0;
+    if (!state.compare_exchange_strong(expected, 1)) return;
+    real::resolve_all();
+    const char* disable = getenv("GSOCKET_DISABLE");
+    if (disable && strcmp(disable, "1") == 0) {
+        state.store(2);
+        return;
+    }
+    try {
+        load();
+        g_ready.store(true, std::memory_order_release);
+    } catch (...) {
+        // Fail open: without a policy every call passes through untouched.
+        GS_LOG(error, "cannot load the policy (out of memory); every flow stays native");
+    }
+    state.store(2);
+}
+
+void fini() noexcept {
+    if (!g_ready.load(std::memory_order_acquire) || g_stats[0] == '\0') return;
+    write_stats(g_stats, g_process, *g_policy);
+}
+
+bool fail_closed() noexcept { return g_ready.load(std::memory_order_acquire) && g_fail_closed; }
+
+uint32_t socket_slot(int domain, int type, int protocol) noexcept {
+    if (domain != AF_INET && domain != AF_INET6) return 0;
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    uint32_t v6 = domain == AF_INET6 ? slot::kV6 : 0;
+    // MPTCP sockets are TCP to the program (mptcpize users run us too).
+    if (base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP))
+        return slot::kSocket | v6;
+    if (base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP)) return slot::kSocket | v6 | slot::kUdp;
+    return 0;
+}
+
+uint32_t probe_slot(int fd) noexcept {
+    int domain = 0, type = 0, protocol = 0;
+    socklen_t len = sizeof(int);
+    int saved = errno;
+    uint32_t s = 0;
+    if (real::getsockopt()(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+        (domain == AF_INET || domain == AF_INET6) &&
+        real::getsockopt()(fd, SOL_SOCKET, SO_TYPE, &type, &(len = sizeof(int))) == 0 &&
+        real::getsockopt()(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &(len = sizeof(int))) == 0)
+        s = socket_slot(domain, type, protocol);
+    errno = saved;
+    return s;
+}
+
+int deny(int fd, const char* call, const sockaddr* peer, socklen_t peerlen) noexcept {
+    Endpoint e;
+    char b[64] = "-";
+    if (endpoint_from(peer, peerlen, e)) format_endpoint(e, b, sizeof b);
+    if (!g_denied_logged.exchange(true, std::memory_order_relaxed))
+        GS_LOG(error, "%s on fd %d to %s refused: the policy %s has errors and says on_error = fail (EACCES); "
+                      "fix it (gsctl policy check) or set on_error = open", call, fd, b, g_policy->source().c_str());
+    else
+        GS_LOG(debug, "%s on fd %d to %s refused (on_error = fail)", call, fd, b);
+    return -EACCES;
+}
+
+int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, socklen_t peerlen) noexcept {
+    if (!g_ready.load(std::memory_order_acquire)) return 0;
+    if (!trackable(fd)) {
+        if (fd >= 0 && !g_untrackable_logged.exchange(true, std::memory_order_relaxed))
+            GS_LOG(warn, "fd %d is above the shim's table (%d): flows on such fds stay native without QoS", fd,
+                   kMaxFd);
+        return 0;
+    }
+    if (cur == 0) cur = probe_slot(fd);
+    if (!slot::is_socket(cur)) return 0;   // not TCP/UDP, or already classified
+    Endpoint pe;
+    if (!endpoint_from(peer, peerlen, pe)) return 0;
+    if (g_fail_closed) {
+        if (FlowRecord* r = flow_alloc()) {   // recorded so --stats shows what was refused
+            r->denied = true;
+            r->peer = pe;
+            r->proto = (cur & slot::kUdp) ? policy::Proto::udp : policy::Proto::tcp;
+            r->direction = dir;
+            flow_release(*r, -1);
+        }
+        return deny(fd, dir == policy::Direction::datagram ? "sendto" : "connect", peer, peerlen);
+    }
+
+    const int saved = errno;
+    const int family = (cur & slot::kV6) ? AF_INET6 : AF_INET;
+    const policy::Proto proto = (cur & slot::kUdp) ? policy::Proto::udp : policy::Proto::tcp;
+    Endpoint local;
+    if (dir == policy::Direction::accept || g_has_src_rules) {
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        if (real::getsockname()(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+            endpoint_from(reinterpret_cast<sockaddr*>(&ss), len, local);
+    }
+    policy::FlowKey key;
+    key.process = g_process;
+    key.proto = proto;
+    key.direction = dir;
+    if (dir == policy::Direction::accept) {
+        key.dst = local.addr;
+        key.dport = local.port;
+        key.src = pe.addr;
+        key.sport = pe.port;
+    } else {
+        key.dst = pe.addr;
+        key.dport = pe.port;
+        // An unbound socket has no source yet: rules with `src` do not match it.
+        static constexpr uint8_t zero[16] = {};
+        bool unbound = local.port == 0 &&
+                       memcmp(local.addr.bytes, zero, local.addr.family == AF_INET6 ? 16 : 4) == 0;
+        if (local.addr.family != 0 && !unbound) {
+            key.src = local.addr;
+            key.sport = local.port;
+        }
+    }
+    const policy::Decision& d = g_policy->match(key);
+    const int rule = g_policy->rule_index(d);
+
+    FlowRecord* r = flow_alloc();
+    apply_native(fd, d, rule, family, proto, r);
+    if (r != nullptr) {
+        r->fd = fd;
+        r->family = family;
+        r->proto = proto;
+        r->direction = dir;
+        r->rule = rule;
+        r->decision = &d;
+        r->peer = pe;
+        r->local = local;
+        uint32_t v = slot::kFlow | flow_index(*r) | (proto == policy::Proto::udp ? slot::kCount : 0);
+        note_fd(fd);
+        uint32_t old = fd_slot(fd).exchange(v, std::memory_order_relaxed);
+        if (slot::is_flow(old)) release_slot_value(old, -1);   // lost a race with another thread
+    }
+    if (log::on(policy::LogLevel::info)) {
+        char p[64];
+        GS_LOG(info, "flow: %s %s %s on fd %d: rule %s (line %d), class %s, transport native%s", policy::name(proto),
+               policy::name(dir), format_endpoint(pe, p, sizeof p), fd, d.rule.c_str(), d.line,
+               policy::name(d.service), r && r->failed ? ", some QoS refused" : "");
+    }
+    errno = saved;
+    return 0;
+}
+
+bool policy_override(const FlowRecord& r, int level, int optname, const void* val, socklen_t len,
+                     uint64_t& out) noexcept {
+    if (r.decision == nullptr || val == nullptr) return false;
+    const policy::Qos& q = r.decision->qos;
+    if (((level == IPPROTO_IP && optname == IP_TOS) || (level == IPPROTO_IPV6 && optname == IPV6_TCLASS)) &&
+        q.dscp >= 0 && len >= sizeof(int)) {
+        int v;
+        memcpy(&v, val, sizeof v);
+        out = static_cast<uint64_t>(qos::tos_with_dscp(q.dscp, v < 0 ? 0 : v));
+        return true;
+    }
+    if (level == SOL_SOCKET && optname == SO_PRIORITY && q.priority >= 0 && len >= sizeof(int)) {
+        out = static_cast<uint64_t>(q.priority);
+        return true;
+    }
+    if (level == SOL_SOCKET && optname == SO_MAX_PACING_RATE && q.rate > 0 && len >= sizeof(uint32_t)) {
+        uint64_t v = 0;
+        if (len >= sizeof(uint64_t)) {
+            memcpy(&v, val, sizeof v);
+        } else {
+            uint32_t v32;
+            memcpy(&v32, val, sizeof v32);
+            v = v32 == UINT32_MAX ? UINT64_MAX : v32;
+        }
+        out = v < q.rate ? v : q.rate;   // the program may ask for less, never more
+        return true;
+    }
+    return false;
+}
+
+}  // namespace gs::shim

@@ -1,0 +1,48 @@
+// The shim's decisions, between the hooks (hooks.cpp) and the policy.
+//
+// Hooks make a three-way choice: pass to libc, handle (classify, then call
+// libc), or deny with errno. Everything here is noexcept and, once init() has
+// run, allocation-free.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "policy/policy.h"
+#include "shim/flows.h"
+
+namespace gs::shim {
+
+// Set by init() once the policy is loaded; hooks that classify check it.
+extern std::atomic<bool> g_ready;
+
+// Load configuration and policy (the constructor calls it; idempotent).
+void init() noexcept;
+// At exit: --stats.
+void fini() noexcept;
+
+// Classify the flow on `fd` (slot value `cur`, from socket()/accept or 0 when
+// unknown) and apply native QoS. `peer`: the address the program connects or
+// sends to, or for `accept` the peer it accepted. Returns 0 to go on with the
+// real call, or -errno to deny it (on_error = fail with a broken policy).
+int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, socklen_t peerlen) noexcept;
+
+// The slot value socket()/accept would set for an inet socket of this kind,
+// or 0 if the fd is not an AF_INET/AF_INET6 TCP or UDP socket.
+uint32_t socket_slot(int domain, int type, int protocol) noexcept;
+// Same, asking the kernel (for fds the shim never saw created).
+uint32_t probe_slot(int fd) noexcept;
+
+// with on_error = fail and a broken policy, listen() is denied too.
+bool fail_closed() noexcept;
+int deny(int fd, const char* call, const sockaddr* peer, socklen_t peerlen) noexcept;
+
+// The program sets an option the policy also sets: returns the value to pass
+// to the kernel instead (policy wins, the program's ECN bits are kept), or
+// false to pass the program's value unchanged.
+bool policy_override(const FlowRecord& r, int level, int optname, const void* val, socklen_t len,
+                     uint64_t& out) noexcept;
+
+}  // namespace gs::shim

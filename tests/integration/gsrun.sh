@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# gsrun: --help, quiet by default, keeps an existing LD_PRELOAD, warns about
+# programs LD_PRELOAD cannot reach (static, setuid, Go), clear errors for bad
+# options, and the program's exit status passes through.
+source "$(dirname "$0")/lib.sh"
+
+"$GSRUN" --help | grep -q "usage: gsrun" || fail "gsrun --help"
+"$GSCTL" --help | grep -qi "usage" || fail "gsctl --help"
+
+out=$("$GSRUN" -- echo hello 2>"$T/err")
+[[ "$out" == "hello" ]] || fail "stdout of a program under gsrun changed: '$out'"
+[[ ! -s "$T/err" ]] || { cat "$T/err" >&2; fail "gsrun or the shim printed to stderr for a plain program"; }
+
+rc=0; "$GSRUN" -- sh -c 'exit 7' || rc=$?
+[[ $rc -eq 7 ]] || fail "the program's exit status 7 came back as $rc"
+
+preload=$("$GSRUN" -- sh -c 'echo "$LD_PRELOAD"')
+[[ "$preload" == *libgsocket-preload.so* ]] || fail "LD_PRELOAD lacks the shim: $preload"
+other=$(ldconfig -p | awk '/libm.so.6 .*x86-64/ {print $NF; exit}')
+preload=$(LD_PRELOAD="$other${LD_PRELOAD:+ $LD_PRELOAD}" "$GSRUN" -- sh -c 'echo "$LD_PRELOAD"')
+[[ "$preload" == "$other"*libgsocket-preload.so* ]] || fail "an existing LD_PRELOAD was not kept in front: $preload"
+nested=$("$GSRUN" -- "$GSRUN" -- sh -c 'echo "$LD_PRELOAD"')
+[[ $(grep -o libgsocket-preload.so <<<"$nested" | wc -l) -eq 1 ]] || fail "nested gsrun preloads twice: $nested"
+
+"$GSRUN" --bogus -- true 2>"$T/err" && fail "unknown option accepted"
+grep -q "unknown option --bogus" "$T/err" || fail "no message for an unknown option"
+"$GSRUN" --policy "$T/missing.ini" -- true 2>"$T/err" && fail "missing policy accepted"
+grep -q "missing.ini" "$T/err" || fail "a missing --policy file is not named"
+"$GSRUN" --log loud -- true 2>"$T/err" && fail "bad --log accepted"
+grep -q "unknown level" "$T/err" || fail "no message for a bad --log"
+rc=0; "$GSRUN" -- /nonexistent/cmd 2>"$T/err" || rc=$?
+[[ $rc -eq 127 ]] || fail "a missing command exits $rc, not 127"
+grep -q "cannot run /nonexistent/cmd" "$T/err" || fail "no message for a missing command"
+
+if [[ -n "${GS_STATIC_PROG:-}" && -x "$GS_STATIC_PROG" ]]; then
+    "$GSRUN" -- "$GS_STATIC_PROG" 2>"$T/err" >/dev/null || true
+    grep -q "statically linked" "$T/err" || { cat "$T/err" >&2; fail "no warning for a static program"; }
+else
+    note "no static test program built (libc.a missing): static warning not checked"
+fi
+
+if [[ $(id -u) -eq 0 ]] && id nobody >/dev/null 2>&1; then
+    cp /bin/true "$T/suid-true"; chown nobody "$T/suid-true"; chmod u+s "$T/suid-true"
+    "$GSRUN" -- "$T/suid-true" 2>"$T/err" || true
+    grep -q "setuid" "$T/err" || { cat "$T/err" >&2; fail "no warning for a setuid program"; }
+fi
+
+# A script's interpreter is what matters.
+printf '#!/usr/bin/env sh\necho script-ran\n' >"$T/script.sh"; chmod +x "$T/script.sh"
+[[ $("$GSRUN" -- "$T/script.sh" 2>"$T/err") == script-ran ]] || fail "script under gsrun"
+[[ ! -s "$T/err" ]] || fail "warning for a dynamically linked interpreter"
+
+# GSOCKET_DISABLE=1 leaves everything alone: no classification at all.
+GSOCKET_DISABLE=1 "$GSRUN" --stats "$T/s.jsonl" -- "$PY" -c 'import socket; s=socket.socket(); s.connect_ex(("127.0.0.1", 9)); s.close()'
+[[ ! -s "$T/s.jsonl" ]] || fail "GSOCKET_DISABLE=1 still recorded flows"
+echo "ok gsrun"

@@ -1,0 +1,300 @@
+// The unit parsers: every unit, the edges, and that nothing wraps.
+#include "policy/policy.h"
+
+#include <doctest/doctest.h>
+#include <sys/socket.h>
+
+using namespace gs::policy;
+
+namespace {
+
+uint64_t rate(std::string_view s) {
+    uint64_t v = 12345;
+    std::string why;
+    REQUIRE_MESSAGE(parse_rate(s, v, why), s, ": ", why);
+    return v;
+}
+
+std::string rate_err(std::string_view s) {
+    uint64_t v = 0;
+    std::string why;
+    CHECK_FALSE(parse_rate(s, v, why));
+    return why;
+}
+
+uint64_t size(std::string_view s) {
+    uint64_t v = 0;
+    std::string why;
+    REQUIRE_MESSAGE(parse_size(s, v, why), s, ": ", why);
+    return v;
+}
+
+bool size_ok(std::string_view s) {
+    uint64_t v = 0;
+    std::string why;
+    return parse_size(s, v, why);
+}
+
+uint32_t dur(std::string_view s) {
+    uint32_t v = 0;
+    std::string why;
+    REQUIRE_MESSAGE(parse_duration(s, v, why), s, ": ", why);
+    return v;
+}
+
+bool dur_ok(std::string_view s) {
+    uint32_t v = 0;
+    std::string why;
+    return parse_duration(s, v, why);
+}
+
+}  // namespace
+
+TEST_CASE("rates: bit units are decimal SI, divided by 8") {
+    CHECK(rate("0") == 0);
+    CHECK(rate("8bit") == 1);
+    CHECK(rate("1kbit") == 125);
+    CHECK(rate("20mbit") == 2500000);
+    CHECK(rate("1.5mbit") == 187500);
+    CHECK(rate("1gbit") == 125000000);
+    CHECK(rate("1tbit") == 125000000000ULL);
+    CHECK(rate("20Mbit") == 2500000);   // bit units are case-insensitive
+    CHECK(rate(" 10 mbit ") == 1250000);
+}
+
+TEST_CASE("rates: byte units, decimal and binary") {
+    CHECK(rate("1B/s") == 1);
+    CHECK(rate("2kB/s") == 2000);
+    CHECK(rate("2KB/s") == 2000);
+    CHECK(rate("2MB/s") == 2000000);
+    CHECK(rate("1GB/s") == 1000000000);
+    CHECK(rate("1KiB/s") == 1024);
+    CHECK(rate("1MiB/s") == 1048576);
+    CHECK(rate("1.5GiB/s") == 1610612736);
+}
+
+TEST_CASE("rates: errors say what is right") {
+    CHECK(rate_err("10") == "no unit: write 10mbit (bits/s) or 2MB/s (bytes/s)");
+    CHECK(rate_err("10kbps").find("ambiguous") != std::string::npos);
+    CHECK(rate_err("10Mbps").find("ambiguous") != std::string::npos);
+    CHECK(rate_err("1gbps").find("tc reads kbps as kilobytes") != std::string::npos);
+    CHECK(rate_err("10mb/s").find("unknown unit 'mb/s'") != std::string::npos);
+    CHECK(rate_err("").find("empty") != std::string::npos);
+    CHECK(rate_err("mbit").find("not a rate") != std::string::npos);
+    CHECK(rate_err("-5mbit").find("negative") != std::string::npos);
+    CHECK(rate_err("1.mbit").find("not a rate") != std::string::npos);
+    CHECK(rate_err("1bit").find("below 1 B/s") != std::string::npos);
+    CHECK(rate_err("1.0000000000001mbit").find("decimals") != std::string::npos);
+}
+
+TEST_CASE("rates: overflow is an error, never a wrap") {
+    CHECK(rate("18446744073709551615B/s") == 18446744073709551615ULL);
+    CHECK(rate_err("18446744073709551616B/s").find("too large") != std::string::npos);
+    CHECK(rate_err("147573952589676412928bit").find("too large") != std::string::npos);
+    CHECK(rate_err("99999999999tbit").find("too large") != std::string::npos);
+    CHECK(rate_err("9999999999999999999999999999999999999999tbit").find("too large") != std::string::npos);
+    CHECK(rate_err("17179869184GiB/s").find("too large") != std::string::npos);
+}
+
+TEST_CASE("sizes") {
+    CHECK(size("0") == 0);
+    CHECK(size("1500") == 1500);
+    CHECK(size("1500B") == 1500);
+    CHECK(size("64kB") == 64000);
+    CHECK(size("64KB") == 64000);
+    CHECK(size("1MB") == 1000000);
+    CHECK(size("1GB") == 1000000000);
+    CHECK(size("64KiB") == 65536);
+    CHECK(size("1.5MiB") == 1572864);
+    CHECK(size("2GiB") == 2147483648ULL);
+    CHECK_FALSE(size_ok("1.5"));      // bytes are whole
+    CHECK_FALSE(size_ok("10kb"));     // b is bits elsewhere: refused
+    CHECK_FALSE(size_ok("1TB"));
+    CHECK_FALSE(size_ok("-1"));
+    CHECK_FALSE(size_ok(""));
+    CHECK_FALSE(size_ok("18446744073709551616"));
+    CHECK_FALSE(size_ok("17179869184GiB"));
+}
+
+TEST_CASE("durations") {
+    CHECK(dur("0") == 0);
+    CHECK(dur("1us") == 1);
+    CHECK(dur("120ms") == 120000);
+    CHECK(dur("1.5s") == 1500000);
+    CHECK(dur("0.5ms") == 500);
+    CHECK(dur("4294s") == 4294000000u);
+    CHECK_FALSE(dur_ok("120"));       // no unit
+    CHECK_FALSE(dur_ok("5min"));
+    CHECK_FALSE(dur_ok("4295s"));     // past 32-bit microseconds
+    CHECK_FALSE(dur_ok("0.1us"));     // rounds to nothing
+    CHECK_FALSE(dur_ok("ms"));
+    std::string why;
+    uint32_t v = 0;
+    CHECK_FALSE(parse_duration("120", v, why));
+    CHECK(why == "no unit: write 120ms, 500us or 1.5s");
+}
+
+TEST_CASE("percent") {
+    std::string why;
+    uint32_t ppm = 0;
+    CHECK((parse_percent("1%", ppm, why) && ppm == 10000));
+    CHECK((parse_percent("0.5%", ppm, why) && ppm == 5000));
+    CHECK((parse_percent("0.0001%", ppm, why) && ppm == 1));
+    CHECK((parse_percent("100%", ppm, why) && ppm == 1000000));
+    CHECK((parse_percent("0", ppm, why) && ppm == 0));
+    CHECK_FALSE(parse_percent("1", ppm, why));
+    CHECK_FALSE(parse_percent("100.0001%", ppm, why));
+    CHECK_FALSE(parse_percent("0.00001%", ppm, why));
+    CHECK_FALSE(parse_percent("-1%", ppm, why));
+    CHECK_FALSE(parse_percent("%", ppm, why));
+    CHECK_FALSE(parse_percent("99999999999999999999999999999999999%", ppm, why));
+}
+
+TEST_CASE("dscp names and numbers") {
+    std::string why;
+    int d = -1;
+    auto ok = [&](std::string_view s, int want) {
+        d = -1;
+        CHECK_MESSAGE(parse_dscp(s, d, why), s);
+        CHECK_MESSAGE(d == want, s);
+    };
+    ok("EF", 46);
+    ok("ef", 46);
+    ok("VA", 44);
+    ok("LE", 1);
+    ok("BE", 0);
+    ok("default", 0);
+    ok("CS0", 0);
+    ok("cs7", 56);
+    ok("AF11", 10);
+    ok("AF41", 34);
+    ok("af43", 38);
+    ok("0", 0);
+    ok("63", 63);
+    CHECK_FALSE(parse_dscp("64", d, why));
+    CHECK_FALSE(parse_dscp("AF44", d, why));
+    CHECK_FALSE(parse_dscp("AF51", d, why));
+    CHECK_FALSE(parse_dscp("CS8", d, why));
+    CHECK_FALSE(parse_dscp("", d, why));
+    CHECK_FALSE(parse_dscp("100", d, why));
+    for (int i = 0; i < 64; ++i) {   // the formatter reads back
+        CHECK(parse_dscp(format_dscp(i), d, why));
+        CHECK(d == i);
+    }
+}
+
+TEST_CASE("cidrs: v4, v6, bare addresses, mapped, host bits") {
+    Cidr c;
+    std::string why;
+    REQUIRE(parse_cidr("10.0.0.0/8", c, why));
+    CHECK(c.addr.family == AF_INET);
+    CHECK(c.prefix == 8);
+    REQUIRE(parse_cidr("192.0.2.7", c, why));
+    CHECK(c.prefix == 32);
+    REQUIRE(parse_cidr("2001:db8::/32", c, why));
+    CHECK(c.addr.family == AF_INET6);
+    CHECK(c.prefix == 32);
+    REQUIRE(parse_cidr("::1", c, why));
+    CHECK(c.prefix == 128);
+    REQUIRE(parse_cidr("::ffff:10.0.0.0/104", c, why));
+    CHECK(c.addr.family == AF_INET);
+    CHECK(c.prefix == 8);
+    CHECK(format_cidr(c) == "10.0.0.0/8");
+    REQUIRE(parse_cidr("::ffff:0:0/96", c, why));
+    CHECK(c.addr.family == AF_INET);
+    CHECK(c.prefix == 0);
+    REQUIRE(parse_cidr("0.0.0.0/0", c, why));
+    CHECK_FALSE(parse_cidr("10.0.0.1/8", c, why));
+    CHECK(why == "10.0.0.1/8 has host bits set, write 10.0.0.0/8");
+    CHECK_FALSE(parse_cidr("fd00::1/8", c, why));
+    CHECK(why == "fd00::1/8 has host bits set, write fd00::/8");
+    CHECK_FALSE(parse_cidr("10.0.0.0/33", c, why));
+    CHECK_FALSE(parse_cidr("::/129", c, why));
+    CHECK_FALSE(parse_cidr("10.0.0.0/", c, why));
+    CHECK_FALSE(parse_cidr("10.0.0.0/-1", c, why));
+    CHECK_FALSE(parse_cidr("10.0.0.0/0008", c, why));
+    CHECK_FALSE(parse_cidr("300.0.0.0", c, why));
+    CHECK_FALSE(parse_cidr("example.com", c, why));
+    CHECK_FALSE(parse_cidr("fe80::1%eth0", c, why));
+}
+
+TEST_CASE("cidr contains") {
+    Cidr c;
+    std::string why;
+    Address a;
+    REQUIRE(parse_cidr("10.1.0.0/17", c, why));
+    REQUIRE(parse_address("10.1.127.255", a));
+    CHECK(c.contains(a));
+    REQUIRE(parse_address("10.1.128.0", a));
+    CHECK_FALSE(c.contains(a));
+    REQUIRE(parse_address("::ffff:10.1.2.3", a));   // mapped is stored as v4
+    CHECK(a.family == AF_INET);
+    CHECK(c.contains(a));
+    CHECK_FALSE(c.contains(Address{}));
+    REQUIRE(parse_cidr("0.0.0.0/0", c, why));
+    CHECK(c.contains(a));
+    REQUIRE(parse_address("::1", a));
+    CHECK_FALSE(c.contains(a));                      // no cross-family match
+}
+
+TEST_CASE("port ranges") {
+    PortRange r;
+    std::string why;
+    REQUIRE(parse_port_range("443", r, why));
+    CHECK((r.lo == 443 && r.hi == 443));
+    REQUIRE(parse_port_range("8000-8099", r, why));
+    CHECK((r.lo == 8000 && r.hi == 8099));
+    REQUIRE(parse_port_range("1-65535", r, why));
+    CHECK_FALSE(parse_port_range("9000-8000", r, why));
+    CHECK(why == "empty range, write LOW-HIGH with LOW <= HIGH");
+    CHECK_FALSE(parse_port_range("0", r, why));
+    CHECK_FALSE(parse_port_range("65536", r, why));
+    CHECK_FALSE(parse_port_range("999999", r, why));
+    CHECK_FALSE(parse_port_range("http", r, why));
+    CHECK_FALSE(parse_port_range("1-", r, why));
+    CHECK_FALSE(parse_port_range("-5", r, why));
+}
+
+TEST_CASE("formatters read back to the same value") {
+    std::string why;
+    for (uint64_t v : {1ULL, 125ULL, 187ULL, 1000ULL, 1024ULL, 2500000ULL, 1610612736ULL, 18446744073709551615ULL}) {
+        uint64_t back = 0;
+        CHECK_MESSAGE(parse_rate(format_rate(v), back, why), format_rate(v));
+        CHECK(back == v);
+        CHECK(parse_size(format_size(v), back, why));
+        CHECK(back == v);
+    }
+    CHECK(format_rate(2500000) == "20mbit");
+    CHECK(format_rate(2097152) == "2MiB/s");
+    CHECK(format_rate(3) == "3B/s");
+    for (uint32_t us : {1u, 999u, 1000u, 120000u, 1500000u, 4294967295u}) {
+        uint32_t back = 0;
+        CHECK(parse_duration(format_duration(us), back, why));
+        CHECK(back == us);
+    }
+    for (uint32_t ppm : {1u, 5000u, 10000u, 123456u, 1000000u}) {
+        uint32_t back = 0;
+        CHECK(parse_percent(format_percent(ppm), back, why));
+        CHECK(back == ppm);
+    }
+}
+
+TEST_CASE("mces element chains") {
+    std::string why;
+    using V = std::vector<std::string>;
+    CHECK(check_elements(V{"framing", "handshake", "sequencing", "sack", "ordering"},
+                         ServiceClass::reliable, true, why));
+    CHECK_FALSE(check_elements(V{"framing", "handshake", "sequencing", "sack"},
+                               ServiceClass::reliable, true, why));
+    CHECK(check_elements(V{"framing", "handshake", "sequencing", "deadline"},
+                         ServiceClass::realtime, true, why));
+    CHECK_FALSE(check_elements(V{"framing", "handshake", "sequencing", "ordering", "deadline"},
+                               ServiceClass::realtime, true, why));
+    CHECK(check_elements(V{"framing", "handshake"}, ServiceClass::datagram, true, why));
+    CHECK(check_elements(V{"framing", "handshake", "sequencing", "sack"}, ServiceClass::datagram,
+                         false, why));   // class unknown: only the order rules
+    CHECK_FALSE(check_elements(V{}, ServiceClass::datagram, false, why));
+    CHECK_FALSE(check_elements(V{"framing", "auth", "handshake"}, ServiceClass::datagram, false, why));
+    CHECK_FALSE(check_elements(V{"framing", "handshake", "close", "keepalive"}, ServiceClass::datagram,
+                               false, why));
+}

@@ -1,0 +1,376 @@
+// gsctl: look at a gsocket policy the way the shim will.
+//   gsctl policy check FILE...      validate; diagnostics to stderr, exit 1
+//   gsctl policy explain FILE URL   which rule decides a flow, and what it decides
+//   gsctl policy show FILE          the policy in canonical form
+// Exit codes: 0 fine, 1 the policy has problems (or a name does not resolve),
+// 2 usage error.
+#include "policy/policy.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gp = gs::policy;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: gsctl [--help] COMMAND ...\n"
+    "\n"
+    "commands:\n"
+    "  policy check [-q] FILE...      check policy files; print each problem as FILE:LINE: ...\n"
+    "  policy explain FILE [OPTIONS] URL\n"
+    "                                 show which rule decides a flow and what it decides\n"
+    "  policy show FILE               print the policy as the shim reads it (canonical units)\n"
+    "\n"
+    "Run 'gsctl policy --help' or 'gsctl policy SUBCOMMAND --help' for details.\n";
+
+constexpr const char* kPolicyUsage =
+    "usage: gsctl policy check [-q] FILE...\n"
+    "       gsctl policy explain FILE [--process NAME] [--direction connect|accept|datagram]\n"
+    "                                 [--src ADDR[:PORT]] URL\n"
+    "       gsctl policy show FILE\n"
+    "\n"
+    "check    exit 0 and print 'FILE: ok, N rules, M overlays' when clean (nothing with -q);\n"
+    "         otherwise print every problem to stderr and exit 1.\n"
+    "explain  URL is tcp://HOST:PORT or udp://HOST:PORT; HOST is an IPv4 address, [IPv6],\n"
+    "         or a name (each address it resolves to is explained).\n"
+    "show     the policy in canonical form: every value in the units the parser reads back.\n"
+    "\n"
+    "Exit status: 0 ok, 1 the policy has problems, 2 usage error.\n";
+
+constexpr const char* kCheckUsage =
+    "usage: gsctl policy check [-q|--quiet] FILE...\n"
+    "\n"
+    "Check each policy file. When a file is clean, print 'FILE: ok, N rules, M overlays'\n"
+    "(nothing with -q). Otherwise print each problem to stderr as\n"
+    "'FILE:LINE: key = value: what is wrong, what would be right' and exit 1.\n";
+
+constexpr const char* kExplainUsage =
+    "usage: gsctl policy explain FILE [--process NAME] [--direction connect|accept|datagram]\n"
+    "                             [--src ADDR[:PORT]] URL\n"
+    "\n"
+    "URL        tcp://HOST:PORT or udp://HOST:PORT; HOST is an IPv4 address, [IPv6] or a\n"
+    "           name, resolved with getaddrinfo (each address is explained)\n"
+    "--process  the program name (basename of argv[0]); default: any process, which\n"
+    "           matches only rules without 'process'\n"
+    "--direction  connect (default): the program connects to URL; accept: the program\n"
+    "           accepted a flow on its local address URL (--src is then the peer);\n"
+    "           datagram: an unconnected UDP socket sends to URL\n"
+    "--src      the local bound address (connect, datagram) or the peer (accept);\n"
+    "           default: unknown, which matches only rules without 'src'\n";
+
+constexpr const char* kShowUsage =
+    "usage: gsctl policy show FILE\n"
+    "\n"
+    "Print the policy in canonical form: what parsed cleanly, every value in the units\n"
+    "the parser reads back. Problems go to stderr (exit 1).\n";
+
+int usage_error(const std::string& msg, const char* usage) {
+    fprintf(stderr, "gsctl: %s\n\n%s", msg.c_str(), usage);
+    return 2;
+}
+
+bool is_help(std::string_view a) { return a == "--help" || a == "-h"; }
+
+void print_diagnostics(const gp::Policy& p) {
+    for (const gp::Diagnostic& d : p.diagnostics()) fprintf(stderr, "%s\n", d.text.c_str());
+}
+
+int cmd_check(const std::vector<std::string>& args) {
+    bool quiet = false;
+    std::vector<std::string> files;
+    for (const std::string& a : args) {
+        if (is_help(a)) {
+            fputs(kCheckUsage, stdout);
+            return 0;
+        }
+        if (a == "-q" || a == "--quiet") quiet = true;
+        else if (a.size() > 1 && a[0] == '-') return usage_error("unknown option '" + a + "'", kCheckUsage);
+        else files.push_back(a);
+    }
+    if (files.empty()) return usage_error("policy check needs a FILE", kCheckUsage);
+    int rc = 0;
+    for (const std::string& f : files) {
+        gp::Policy p = gp::Policy::load_file(f);
+        if (!p.ok()) {
+            print_diagnostics(p);
+            rc = 1;
+        } else if (!quiet) {
+            printf("%s: ok, %zu rules, %zu overlays\n", f.c_str(), p.rules().size(),
+                   p.overlays().size());
+        }
+    }
+    return rc;
+}
+
+int cmd_show(const std::vector<std::string>& args) {
+    std::vector<std::string> files;
+    for (const std::string& a : args) {
+        if (is_help(a)) {
+            fputs(kShowUsage, stdout);
+            return 0;
+        }
+        if (a.size() > 1 && a[0] == '-') return usage_error("unknown option '" + a + "'", kShowUsage);
+        files.push_back(a);
+    }
+    if (files.size() != 1) return usage_error("policy show needs one FILE", kShowUsage);
+    gp::Policy p = gp::Policy::load_file(files[0]);
+    print_diagnostics(p);
+    fputs(gp::to_ini(p).c_str(), stdout);
+    return p.ok() ? 0 : 1;
+}
+
+// "ADDR", "ADDR:PORT", "[V6]:PORT" or "[V6]".
+bool parse_endpoint(std::string_view s, gp::Address& a, uint16_t& port) {
+    std::string_view host = s, p;
+    if (!s.empty() && s[0] == '[') {
+        size_t close = s.find(']');
+        if (close == std::string_view::npos) return false;
+        host = s.substr(1, close - 1);
+        std::string_view rest = s.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest[0] != ':') return false;
+            p = rest.substr(1);
+            if (p.empty()) return false;
+        }
+    } else if (s.find(':') != std::string_view::npos && s.find(':') == s.rfind(':')) {
+        host = s.substr(0, s.find(':'));
+        p = s.substr(s.find(':') + 1);
+        if (p.empty()) return false;
+    }
+    if (!gp::parse_address(host, a)) return false;
+    port = 0;
+    if (!p.empty()) {
+        gp::PortRange r;
+        std::string why;
+        if (!gp::parse_port_range(p, r, why) || r.lo != r.hi) return false;
+        port = r.lo;
+    }
+    return true;
+}
+
+std::string priority_text(int p) {
+    const char* n = p == 2 ? " (low)" : p == 0 ? " (normal)" : p == 6 ? " (high)" : "";
+    return std::to_string(p) + n;
+}
+
+void print_decision(const gp::Policy& p, const gp::Decision& d) {
+    if (d.line == 0)
+        printf("  rule:      no rule matched: fallback (%s)\n", d.rule.c_str());
+    else
+        printf("  rule:      [flow %s] at %s:%d\n", d.rule.c_str(), p.source().c_str(), d.line);
+    printf("  class:     %s (%d)\n", gp::name(d.service), static_cast<int>(d.service));
+    printf("  transport: %s\n", gp::name(d.transport));
+    const gp::Qos& q = d.qos;
+    std::vector<std::string> lines;
+    if (q.rate) lines.push_back("rate = " + gp::format_rate(q.rate) + " (" + std::to_string(q.rate) + " B/s)");
+    if (q.rate_down)
+        lines.push_back("rate_down = " + gp::format_rate(q.rate_down) + " (" + std::to_string(q.rate_down) + " B/s)");
+    if (q.burst) lines.push_back("burst = " + gp::format_size(q.burst) + " (" + std::to_string(q.burst) + " bytes)");
+    if (q.latency_us)
+        lines.push_back("latency = " + gp::format_duration(q.latency_us) + " (" + std::to_string(q.latency_us) + " us)");
+    if (q.jitter_us)
+        lines.push_back("jitter = " + gp::format_duration(q.jitter_us) + " (" + std::to_string(q.jitter_us) + " us)");
+    if (q.loss_ppm)
+        lines.push_back("loss = " + gp::format_percent(q.loss_ppm) + " (" + std::to_string(q.loss_ppm) + " ppm)");
+    if (q.priority >= 0) lines.push_back("priority = " + priority_text(q.priority) + " (SO_PRIORITY)");
+    if (q.dscp >= 0)
+        lines.push_back("dscp = " + gp::format_dscp(q.dscp) + " (" + std::to_string(q.dscp) + ", TOS byte " +
+                        std::to_string(q.dscp << 2) + ")");
+    if (q.fec_data)
+        lines.push_back("fec = " + std::to_string(q.fec_data) + "/" + std::to_string(q.fec_parity) + " (" +
+                        std::to_string(q.fec_data) + " data, " + std::to_string(q.fec_parity) +
+                        " parity packets)");
+    if (q.rcvbuf) lines.push_back("rcvbuf = " + gp::format_size(q.rcvbuf) + " (" + std::to_string(q.rcvbuf) + " bytes)");
+    if (q.window) lines.push_back("window = " + gp::format_size(q.window) + " (" + std::to_string(q.window) + " bytes)");
+    if (q.notsent_lowat)
+        lines.push_back("notsent_lowat = " + gp::format_size(q.notsent_lowat) + " (" +
+                        std::to_string(q.notsent_lowat) + " bytes)");
+    if (q.congestion[0]) lines.push_back(std::string("congestion = ") + q.congestion);
+    if (!q.elements.empty()) {
+        std::string e = "elements =";
+        for (const std::string& x : q.elements) e += " " + x;
+        lines.push_back(e);
+    }
+    if (lines.empty()) printf("  qos:       none\n");
+    for (size_t i = 0; i < lines.size(); ++i)
+        printf("  %s %s\n", i == 0 ? "qos:      " : "          ", lines[i].c_str());
+}
+
+int cmd_explain(const std::vector<std::string>& args) {
+    std::string file, url, process, src_text;
+    gp::Direction dir = gp::Direction::connect;
+    for (size_t i = 0; i < args.size(); ++i) {
+        std::string a = args[i];
+        if (is_help(a)) {
+            fputs(kExplainUsage, stdout);
+            return 0;
+        }
+        std::string value;
+        bool has_value = false;
+        if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {
+            value = a.substr(a.find('=') + 1);
+            a = a.substr(0, a.find('='));
+            has_value = true;
+        }
+        auto take = [&](std::string& out) {
+            if (has_value) {
+                out = value;
+                return true;
+            }
+            if (i + 1 >= args.size()) return false;
+            out = args[++i];
+            return true;
+        };
+        if (a == "--process") {
+            if (!take(process)) return usage_error("--process needs a NAME", kExplainUsage);
+        } else if (a == "--direction") {
+            std::string d;
+            if (!take(d)) return usage_error("--direction needs a value", kExplainUsage);
+            if (d == "connect") dir = gp::Direction::connect;
+            else if (d == "accept") dir = gp::Direction::accept;
+            else if (d == "datagram") dir = gp::Direction::datagram;
+            else return usage_error("--direction: write connect, accept or datagram, not '" + d + "'", kExplainUsage);
+        } else if (a == "--src") {
+            if (!take(src_text)) return usage_error("--src needs ADDR[:PORT]", kExplainUsage);
+        } else if (a.size() > 1 && a[0] == '-') {
+            return usage_error("unknown option '" + a + "'", kExplainUsage);
+        } else if (file.empty()) {
+            file = a;
+        } else if (url.empty()) {
+            url = a;
+        } else {
+            return usage_error("unexpected argument '" + a + "'", kExplainUsage);
+        }
+    }
+    if (file.empty() || url.empty()) return usage_error("policy explain needs FILE and URL", kExplainUsage);
+
+    gp::FlowKey flow;
+    std::string_view rest;
+    if (url.rfind("tcp://", 0) == 0) flow.proto = gp::Proto::tcp;
+    else if (url.rfind("udp://", 0) == 0) flow.proto = gp::Proto::udp;
+    else return usage_error("URL must be tcp://HOST:PORT or udp://HOST:PORT, not '" + url + "'", kExplainUsage);
+    rest = std::string_view(url).substr(6);
+    std::string host, port_text;
+    if (!rest.empty() && rest[0] == '[') {
+        size_t close = rest.find(']');
+        if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':')
+            return usage_error("URL: write [IPv6]:PORT, e.g. tcp://[::1]:443", kExplainUsage);
+        host = std::string(rest.substr(1, close - 1));
+        port_text = std::string(rest.substr(close + 2));
+    } else {
+        size_t colon = rest.rfind(':');
+        if (colon == std::string_view::npos || rest.find(':') != colon)
+            return usage_error("URL: write HOST:PORT (IPv6 in brackets), e.g. tcp://10.0.0.1:443", kExplainUsage);
+        host = std::string(rest.substr(0, colon));
+        port_text = std::string(rest.substr(colon + 1));
+    }
+    gp::PortRange pr;
+    std::string why;
+    if (host.empty() || !gp::parse_port_range(port_text, pr, why) || pr.lo != pr.hi)
+        return usage_error("URL: bad host or port in '" + url + "'", kExplainUsage);
+    flow.dport = pr.lo;
+    flow.direction = dir;
+    if (dir == gp::Direction::accept && flow.proto == gp::Proto::udp)
+        return usage_error("--direction accept is for TCP (UDP has no accept)", kExplainUsage);
+    if (dir == gp::Direction::datagram && flow.proto == gp::Proto::tcp)
+        return usage_error("--direction datagram is for UDP", kExplainUsage);
+    if (!src_text.empty() && !parse_endpoint(src_text, flow.src, flow.sport))
+        return usage_error("--src: write ADDR, ADDR:PORT or [IPv6]:PORT, not '" + src_text + "'", kExplainUsage);
+    flow.process = process;
+
+    // The addresses to explain: a literal, or everything the name resolves to.
+    std::vector<gp::Address> dsts;
+    gp::Address lit;
+    if (gp::parse_address(host, lit)) {
+        dsts.push_back(lit);
+    } else {
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = flow.proto == gp::Proto::tcp ? SOCK_STREAM : SOCK_DGRAM;
+        addrinfo* res = nullptr;
+        int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+        if (rc != 0) {
+            fprintf(stderr, "gsctl: cannot resolve %s: %s\n", host.c_str(), gai_strerror(rc));
+            return 1;
+        }
+        for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+            gp::Address a;
+            if (ai->ai_family == AF_INET) {
+                a.family = AF_INET;
+                memcpy(a.bytes, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, 4);
+            } else if (ai->ai_family == AF_INET6) {
+                a.family = AF_INET6;
+                memcpy(a.bytes, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, 16);
+            } else {
+                continue;
+            }
+            bool dup = false;
+            for (const gp::Address& d : dsts)
+                dup = dup || (d.family == a.family && memcmp(d.bytes, a.bytes, 16) == 0);
+            if (!dup) dsts.push_back(a);
+        }
+        freeaddrinfo(res);
+    }
+
+    gp::Policy p = gp::Policy::load_file(file);
+    printf("policy: %s (%zu rules, %zu overlays)\n", file.c_str(), p.rules().size(), p.overlays().size());
+    if (!p.ok()) {
+        for (const gp::Diagnostic& d : p.diagnostics()) printf("%s\n", d.text.c_str());
+        if (p.general().on_error == gp::OnError::fail)
+            printf("the policy has %zu problem(s): the shim would fail every flow (on_error = fail);\n"
+                   "below is what the rules that parsed cleanly would decide\n",
+                   p.diagnostics().size());
+        else
+            printf("the policy has %zu problem(s): the shim would leave every flow native (on_error = open);\n"
+                   "below is what the rules that parsed cleanly would decide\n",
+                   p.diagnostics().size());
+    }
+    auto endpoint = [](const gp::Address& a, uint16_t port) {
+        if (a.family == 0) return std::string("(unknown)");
+        std::string s = a.family == AF_INET6 ? "[" + gp::format_address(a) + "]" : gp::format_address(a);
+        return port ? s + ":" + std::to_string(port) : s;
+    };
+    for (const gp::Address& d : dsts) {
+        flow.dst = d;
+        printf("\nflow: %s %s, dst %s, src %s, process: %s\n", gp::name(flow.proto), gp::name(dir),
+               endpoint(flow.dst, flow.dport).c_str(), endpoint(flow.src, flow.sport).c_str(),
+               process.empty() ? "(any)" : process.c_str());
+        print_decision(p, p.match(flow));
+    }
+    return p.ok() ? 0 : 1;
+}
+
+int cmd_policy(const std::vector<std::string>& args) {
+    if (args.empty()) return usage_error("policy needs a subcommand", kPolicyUsage);
+    if (is_help(args[0])) {
+        fputs(kPolicyUsage, stdout);
+        return 0;
+    }
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (args[0] == "check") return cmd_check(rest);
+    if (args[0] == "explain") return cmd_explain(rest);
+    if (args[0] == "show") return cmd_show(rest);
+    return usage_error("unknown policy subcommand '" + args[0] + "'", kPolicyUsage);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty()) return usage_error("a command is needed", kUsage);
+    if (is_help(args[0])) {
+        fputs(kUsage, stdout);
+        return 0;
+    }
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (args[0] == "policy") return cmd_policy(rest);
+    if (args[0][0] == '-') return usage_error("unknown option '" + args[0] + "'", kUsage);
+    return usage_error("unknown command '" + args[0] + "'", kUsage);
+}
