@@ -2,12 +2,10 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -177,13 +175,26 @@ void flow_refresh(FlowRecord& r, int fd) noexcept {
         tcp_info ti{};
         len = sizeof ti;
         if (real::getsockopt()(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-            len >= offsetof(tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received) {
-            // What the program wrote: acknowledged, plus still queued (at
-            // close, the tail of a download is often not acked yet).
-            int queued = 0;
-            if (ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0) queued = 0;
-            r.bytes_out.store(ti.tcpi_bytes_acked + static_cast<uint64_t>(queued), std::memory_order_relaxed);
-            r.bytes_in.store(ti.tcpi_bytes_received, std::memory_order_relaxed);
+            len >= offsetof(tcp_info, tcpi_bytes_retrans) + sizeof ti.tcpi_bytes_retrans) {
+            // What the program wrote: data sent once (retransmissions out),
+            // plus what waits unsent. The kernel's sequence space counts a
+            // FIN as one byte; bytes_sent does not, bytes_received does.
+            // After a graceful close the socket is in CLOSE (the TIME_WAIT
+            // mini-socket took over), where a FIN is assumed: a flow ended by
+            // a reset is counted one byte high on the way in.
+            enum : uint8_t { TCP_FIN_WAIT1 = 4, TCP_TIME_WAIT = 6, TCP_CLOSE = 7, TCP_CLOSE_WAIT = 8,
+                             TCP_LAST_ACK = 9, TCP_CLOSING = 11 };   // include/net/tcp_states.h
+            const uint8_t st = ti.tcpi_state;
+            const bool fin_queued = st == TCP_FIN_WAIT1 || st == TCP_CLOSING || st == TCP_LAST_ACK;
+            const bool fin_received = st == TCP_CLOSE_WAIT || st == TCP_LAST_ACK || st == TCP_CLOSING ||
+                                      st == TCP_TIME_WAIT || st == TCP_CLOSE;
+            uint64_t notsent = ti.tcpi_notsent_bytes;
+            if (fin_queued && notsent > 0) --notsent;
+            uint64_t out = ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + notsent;
+            uint64_t in = ti.tcpi_bytes_received;
+            if (fin_received && in > 0) --in;
+            r.bytes_out.store(out, std::memory_order_relaxed);
+            r.bytes_in.store(in, std::memory_order_relaxed);
         }
     }
 }
@@ -208,6 +219,12 @@ void flow_release(FlowRecord& r, int fd) noexcept {
         r.state.store(FlowState::free, std::memory_order_release);
         push_free(flow_index(r));
     }
+}
+
+void flow_discard(FlowRecord& r) noexcept {
+    r.refs.store(0, std::memory_order_relaxed);
+    r.state.store(FlowState::free, std::memory_order_release);
+    push_free(flow_index(r));
 }
 
 void release_slot_value(uint32_t value, int fd) noexcept {

@@ -30,10 +30,14 @@ constexpr uint32_t kFlow = 2u << 30;
 constexpr uint32_t kV6 = 1u << 0;    // kSocket bits
 constexpr uint32_t kUdp = 1u << 1;
 constexpr uint32_t kCount = 1u << 29; // kFlow bit: count bytes in the hooks (UDP; TCP asks TCP_INFO)
+constexpr uint32_t kPending = 1u << 28; // kFlow bit: a UDP socket that received before it sent: recorded, not classified
 inline bool is_flow(uint32_t s) noexcept { return (s & kKindMask) == kFlow; }
 inline bool is_socket(uint32_t s) noexcept { return (s & kKindMask) == kSocket; }
+inline bool is_pending(uint32_t s) noexcept { return (s & (kKindMask | kPending)) == (kFlow | kPending); }
+// Not classified yet: the next connect/sendto decides.
+inline bool unclassified(uint32_t s) noexcept { return is_socket(s) || is_pending(s); }
 inline bool counts(uint32_t s) noexcept { return (s & (kKindMask | kCount)) == (kFlow | kCount); }
-inline uint32_t index(uint32_t s) noexcept { return s & (kCount - 1); }
+inline uint32_t index(uint32_t s) noexcept { return s & (kPending - 1); }
 }  // namespace slot
 
 std::atomic<uint32_t>& fd_slot(int fd) noexcept;   // fd must be in [0, kMaxFd)
@@ -76,6 +80,8 @@ uint32_t flow_index(const FlowRecord& r) noexcept;
 // kernel while `fd` is still open, a log line) and, unless records are kept
 // for --stats, returns it to the free list.
 void flow_release(FlowRecord& r, int fd) noexcept;
+// Give back a record that never described a flow (not reported in --stats).
+void flow_discard(FlowRecord& r) noexcept;
 // Release whatever a slot held (called with the value a slot had before it was reset).
 void release_slot_value(uint32_t value, int fd) noexcept;
 // Flows that could not be recorded because the table was full.

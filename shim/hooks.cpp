@@ -46,6 +46,14 @@ inline void count(uint32_t s, bool out, ssize_t n) noexcept {
     }
 }
 
+// Received data counts from the first datagram, even on a UDP socket that has
+// not sent yet (a server, a multicast listener): record it, unclassified.
+inline void count_in(int fd, uint32_t s, ssize_t n) noexcept {
+    if (n <= 0) return;
+    if (slot::counts(s)) return count(s, false, n);
+    if (slot::is_socket(s) && (s & slot::kUdp)) record_pending(fd, s, static_cast<uint64_t>(n));
+}
+
 // newfd now refers to the same open file as oldfd.
 void on_dup(int oldfd, int newfd) noexcept {
     int saved = errno;
@@ -58,7 +66,7 @@ void on_dup(int oldfd, int newfd) noexcept {
 // Before a call that may start a flow: classify it. Returns -1 (errno set)
 // to deny, 0 to go on.
 inline int start_flow(int fd, uint32_t s, Direction dir, const sockaddr* to, socklen_t tolen) noexcept {
-    if (s != 0 && !slot::is_socket(s)) return 0;   // already classified
+    if (s != 0 && !slot::unclassified(s)) return 0;   // already classified
     int rc = classify(fd, s, dir, to, tolen);
     if (rc < 0) {
         errno = -rc;
@@ -70,14 +78,14 @@ inline int start_flow(int fd, uint32_t s, Direction dir, const sockaddr* to, soc
 // A datagram send with an address on an unconnected UDP socket, or a TCP
 // sendto with MSG_FASTOPEN (a connect in disguise).
 inline int before_send(int fd, uint32_t s, int flags, const sockaddr* to, socklen_t tolen) noexcept {
-    if (to == nullptr || (s != 0 && !slot::is_socket(s))) return 0;
+    if (to == nullptr || (s != 0 && !slot::unclassified(s))) return 0;
     if (tolen < sizeof(sa_family_t) || (to->sa_family != AF_INET && to->sa_family != AF_INET6)) return 0;
     if (s == 0) {
         if (!g_ready.load(std::memory_order_relaxed)) return 0;
         s = probe_slot(fd);
         if (s == 0) return 0;
     }
-    if (s & slot::kUdp) return start_flow(fd, s, Direction::datagram, to, tolen);
+    if (slot::is_pending(s) || (s & slot::kUdp)) return start_flow(fd, s, Direction::datagram, to, tolen);
     if (flags & MSG_FASTOPEN) return start_flow(fd, s, Direction::connect, to, tolen);
     return 0;
 }
@@ -125,7 +133,7 @@ GS_EXPORT int socket(int domain, int type, int protocol) {
 
 GS_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
     uint32_t s = slot_of(fd);
-    if ((s == 0 || slot::is_socket(s)) && addr != nullptr && len >= sizeof(sa_family_t) &&
+    if ((s == 0 || slot::unclassified(s)) && addr != nullptr && len >= sizeof(sa_family_t) &&
         (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) &&
         start_flow(fd, s, Direction::connect, addr, len) != 0)
         return -1;
@@ -262,13 +270,13 @@ GS_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
 
 GS_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
     ssize_t r = real::recv()(fd, buf, n, flags);
-    count(slot_of(fd), false, r);
+    count_in(fd, slot_of(fd), r);
     return r;
 }
 
 GS_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) {
     ssize_t r = real::recvfrom()(fd, buf, n, flags, from, fromlen);
-    count(slot_of(fd), false, r);
+    count_in(fd, slot_of(fd), r);
     return r;
 }
 
@@ -276,7 +284,7 @@ GS_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
     ssize_t r = real::recvmsg()(fd, msg, flags);
     if (r >= 0) {
         on_received_fds(msg);
-        count(slot_of(fd), false, r);
+        count_in(fd, slot_of(fd), r);
     }
     return r;
 }
@@ -287,7 +295,8 @@ GS_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, struct t
         uint32_t s = slot_of(fd);
         for (int i = 0; i < r; ++i) {
             on_received_fds(&vec[i].msg_hdr);
-            count(s, false, vec[i].msg_len);
+            count_in(fd, s, vec[i].msg_len);
+            s = slot_of(fd);
         }
     }
     return r;
@@ -297,26 +306,26 @@ GS_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, struct t
 // calling its own __*_chk.
 GS_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
     ssize_t r = real::__recv_chk()(fd, buf, n, buflen, flags);
-    count(slot_of(fd), false, r);
+    count_in(fd, slot_of(fd), r);
     return r;
 }
 
 GS_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* from,
                                  socklen_t* fromlen) {
     ssize_t r = real::__recvfrom_chk()(fd, buf, n, buflen, flags, from, fromlen);
-    count(slot_of(fd), false, r);
+    count_in(fd, slot_of(fd), r);
     return r;
 }
 
 GS_EXPORT ssize_t read(int fd, void* buf, size_t n) {
     ssize_t r = real::read()(fd, buf, n);
-    count(slot_of(fd), false, r);
+    count_in(fd, slot_of(fd), r);
     return r;
 }
 
 GS_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
     ssize_t r = real::__read_chk()(fd, buf, n, buflen);
-    count(slot_of(fd), false, r);
+    count_in(fd, slot_of(fd), r);
     return r;
 }
 
@@ -328,7 +337,7 @@ GS_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
 
 GS_EXPORT ssize_t readv(int fd, const iovec* iov, int n) {
     ssize_t r = real::readv()(fd, iov, n);
-    count(slot_of(fd), false, r);
+    count_in(fd, slot_of(fd), r);
     return r;
 }
 

@@ -247,23 +247,26 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
         return 0;
     }
     if (cur == 0) cur = probe_slot(fd);
-    if (!slot::is_socket(cur)) return 0;   // not TCP/UDP, or already classified
+    if (!slot::unclassified(cur)) return 0;   // not TCP/UDP, or already classified
+    // A UDP socket that received first already has its record.
+    FlowRecord* pending = slot::is_pending(cur) ? &flow_at(slot::index(cur)) : nullptr;
     Endpoint pe;
     if (!endpoint_from(peer, peerlen, pe)) return 0;
     if (g_fail_closed) {
-        if (FlowRecord* r = flow_alloc()) {   // recorded so --stats shows what was refused
+        FlowRecord* r = pending ? pending : flow_alloc();   // recorded so --stats shows what was refused
+        if (r != nullptr) {
             r->denied = true;
             r->peer = pe;
             r->proto = (cur & slot::kUdp) ? policy::Proto::udp : policy::Proto::tcp;
             r->direction = dir;
-            flow_release(*r, -1);
+            if (pending == nullptr) flow_release(*r, -1);
         }
         return deny(fd, dir == policy::Direction::datagram ? "sendto" : "connect", peer, peerlen);
     }
 
     const int saved = errno;
-    const int family = (cur & slot::kV6) ? AF_INET6 : AF_INET;
-    const policy::Proto proto = (cur & slot::kUdp) ? policy::Proto::udp : policy::Proto::tcp;
+    const int family = pending ? pending->family : (cur & slot::kV6) ? AF_INET6 : AF_INET;
+    const policy::Proto proto = pending || (cur & slot::kUdp) ? policy::Proto::udp : policy::Proto::tcp;
     Endpoint local;
     if (dir == policy::Direction::accept || g_has_src_rules) {
         sockaddr_storage ss{};
@@ -295,7 +298,7 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
     const policy::Decision& d = g_policy->match(key);
     const int rule = g_policy->rule_index(d);
 
-    FlowRecord* r = flow_alloc();
+    FlowRecord* r = pending ? pending : flow_alloc();
     apply_native(fd, d, rule, family, proto, r);
     if (r != nullptr) {
         r->fd = fd;
@@ -309,7 +312,8 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
         uint32_t v = slot::kFlow | flow_index(*r) | (proto == policy::Proto::udp ? slot::kCount : 0);
         note_fd(fd);
         uint32_t old = fd_slot(fd).exchange(v, std::memory_order_relaxed);
-        if (slot::is_flow(old)) release_slot_value(old, -1);   // lost a race with another thread
+        if (slot::is_flow(old) && slot::index(old) != flow_index(*r))
+            release_slot_value(old, -1);   // lost a race with another thread
     }
     if (log::on(policy::LogLevel::info)) {
         char p[64];
@@ -319,6 +323,25 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
     }
     errno = saved;
     return 0;
+}
+
+void record_pending(int fd, uint32_t cur, uint64_t n) noexcept {
+    if (!trackable(fd)) return;
+    FlowRecord* r = flow_alloc();
+    if (r == nullptr) return;
+    r->fd = fd;
+    r->family = (cur & slot::kV6) ? AF_INET6 : AF_INET;
+    r->proto = policy::Proto::udp;
+    r->direction = policy::Direction::datagram;
+    r->bytes_in.store(n, std::memory_order_relaxed);
+    uint32_t v = slot::kFlow | slot::kCount | slot::kPending | flow_index(*r);
+    // Another thread may have classified or recorded it meanwhile: then it keeps its own.
+    if (!fd_slot(fd).compare_exchange_strong(cur, v, std::memory_order_relaxed)) {
+        flow_discard(*r);
+        if (slot::counts(cur)) flow_at(slot::index(cur)).bytes_in.fetch_add(n, std::memory_order_relaxed);
+        return;
+    }
+    note_fd(fd);
 }
 
 bool policy_override(const FlowRecord& r, int level, int optname, const void* val, socklen_t len,

@@ -29,6 +29,11 @@ void fini() noexcept;
 // real call, or -errno to deny it (on_error = fail with a broken policy).
 int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, socklen_t peerlen) noexcept;
 
+// A UDP socket (slot value `cur`, kSocket) received `n` bytes before its first
+// send: give it a record, still unclassified (slot kFlow|kPending), so its
+// bytes count from the start and --stats lists receive-only sockets too.
+void record_pending(int fd, uint32_t cur, uint64_t n) noexcept;
+
 // The slot value socket()/accept would set for an inet socket of this kind,
 // or 0 if the fd is not an AF_INET/AF_INET6 TCP or UDP socket.
 uint32_t socket_slot(int domain, int type, int protocol) noexcept;
