@@ -7,7 +7,7 @@
 # writes bench/results/DATE-passthrough-HOST.{md,svg}.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-rounds=11 seconds=2 count=20000 placement=same
+rounds=31 seconds=1 count=10000 placement=same
 usage() { echo "usage: bench/passthrough.sh [--rounds N] [--seconds S] [--count N] [--placement same|split|free]"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -64,8 +64,16 @@ python3 - "$out" "$seconds" "$count" "$placement" "${ip_plain[*]}" "${ip_shim[*]
 import platform, statistics as st, sys, os, subprocess
 out, secs, count, placement = sys.argv[1:5]
 ip_p, ip_s, pp_p, pp_s = ([float(x) for x in a.split()] for a in sys.argv[5:9])
+import random
 tp = st.median(ip_s) / st.median(ip_p)
 rt = st.median(pp_s) / st.median(pp_p)
+# 95% bootstrap interval of each ratio of medians: the machine's noise, made visible.
+rng = random.Random(1)
+def ci(a, b):
+    rs = sorted(st.median(rng.choices(b, k=len(b))) / st.median(rng.choices(a, k=len(a))) for _ in range(2000))
+    return rs[50], rs[1949]
+tp_lo, tp_hi = ci(ip_p, ip_s)
+rt_lo, rt_hi = ci(pp_p, pp_s)
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 lines = [
     f"# Pass-through cost of libgsocket-preload.so — {os.path.basename(out)}",
@@ -80,8 +88,8 @@ lines = [
 for i in range(len(ip_p)):
     lines.append(f"| {i+1} | {ip_p[i]:.2f} | {ip_s[i]:.2f} | {pp_p[i]:.2f} | {pp_s[i]:.2f} |")
 lines += ["", f"| median | {st.median(ip_p):.2f} | {st.median(ip_s):.2f} | {st.median(pp_p):.2f} | {st.median(pp_s):.2f} |", "",
-          f"**throughput ratio shim/plain = {tp:.3f}** (target >= 0.98); "
-          f"**round-trip ratio shim/plain = {rt:.3f}** (target <= 1.03).", ""]
+          f"**throughput ratio shim/plain = {tp:.3f}** (95% bootstrap interval {tp_lo:.3f}-{tp_hi:.3f}; target >= 0.98); "
+          f"**round-trip ratio shim/plain = {rt:.3f}** (interval {rt_lo:.3f}-{rt_hi:.3f}; target <= 1.03).", ""]
 open(out + ".md", "w").write("\n".join(lines))
 # A plot people can compare at a glance: per-round values, plain vs shim.
 def bars(x0, title, a, b, unit):

@@ -18,10 +18,15 @@
 #include "shim/real.h"
 
 namespace gs::shim {
-namespace {
-
+namespace detail {
 std::atomic<uint32_t> g_slots[kMaxFd];
 FlowRecord g_flows[kMaxFlows];
+}  // namespace detail
+
+namespace {
+
+using detail::g_flows;
+using detail::g_slots;
 std::atomic<uint32_t> g_bump{0};          // records [0, g_bump) have been handed out once
 std::atomic<uint64_t> g_free_head{0};     // (tag << 32) | (index + 1), 0 = empty
 std::atomic<uint64_t> g_untracked{0};
@@ -102,7 +107,6 @@ bool endpoint_from(const sockaddr* sa, socklen_t len, Endpoint& e) noexcept {
     return false;
 }
 
-std::atomic<uint32_t>& fd_slot(int fd) noexcept { return g_slots[fd]; }
 
 int max_tracked_fd() noexcept { return g_max_fd.load(std::memory_order_relaxed); }
 
@@ -143,8 +147,6 @@ FlowRecord* flow_alloc() noexcept {
     return r;
 }
 
-FlowRecord& flow_at(uint32_t index) noexcept { return g_flows[index]; }
-uint32_t flow_index(const FlowRecord& r) noexcept { return static_cast<uint32_t>(&r - g_flows); }
 uint64_t flows_untracked() noexcept { return g_untracked.load(std::memory_order_relaxed); }
 void keep_closed_flows(bool keep) noexcept { g_keep_closed = keep; }
 

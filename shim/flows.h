@@ -40,7 +40,13 @@ inline bool counts(uint32_t s) noexcept { return (s & (kKindMask | kCount)) == (
 inline uint32_t index(uint32_t s) noexcept { return s & (kPending - 1); }
 }  // namespace slot
 
-std::atomic<uint32_t>& fd_slot(int fd) noexcept;   // fd must be in [0, kMaxFd)
+struct FlowRecord;
+namespace detail {
+extern std::atomic<uint32_t> g_slots[kMaxFd];
+extern FlowRecord g_flows[kMaxFlows];
+}  // namespace detail
+// Inline: every hook's first (and, passing through, only) step.
+inline std::atomic<uint32_t>& fd_slot(int fd) noexcept { return detail::g_slots[fd]; }   // fd in [0, kMaxFd)
 inline bool trackable(int fd) noexcept { return fd >= 0 && fd < kMaxFd; }
 // Highest fd ever given a non-zero slot: bounds close_range sweeps.
 int max_tracked_fd() noexcept;
@@ -74,8 +80,8 @@ struct FlowRecord {
 
 // Take a free record (refs = 1, state open), or nullptr when all are in use.
 FlowRecord* flow_alloc() noexcept;
-FlowRecord& flow_at(uint32_t index) noexcept;
-uint32_t flow_index(const FlowRecord& r) noexcept;
+inline FlowRecord& flow_at(uint32_t index) noexcept { return detail::g_flows[index]; }
+inline uint32_t flow_index(const FlowRecord& r) noexcept { return static_cast<uint32_t>(&r - detail::g_flows); }
 // Drop one fd's reference; the last one finalizes the flow (counters from the
 // kernel while `fd` is still open, a log line) and, unless records are kept
 // for --stats, returns it to the free list.

@@ -30,14 +30,10 @@ namespace gs::shim::real {
 // Each pointer is written at most once per value (every writer stores the
 // same resolved address), so relaxed atomics are enough.
 #define GS_DEFINE(name, ret, params)                                                     \
-    static std::atomic<name##_t> g_##name{nullptr};                                      \
-    name##_t name() noexcept {                                                           \
-        name##_t p = g_##name.load(std::memory_order_relaxed);                           \
-        if (__builtin_expect(p == nullptr, 0)) {                                         \
-            p = reinterpret_cast<name##_t>(                                              \
-                lookup(#name));                        \
-            g_##name.store(p, std::memory_order_relaxed);                                \
-        }                                                                                \
+    std::atomic<name##_t> g_##name{nullptr};                                             \
+    name##_t resolve_##name() noexcept {                                                 \
+        auto p = reinterpret_cast<name##_t>(lookup(#name));                              \
+        g_##name.store(p, std::memory_order_relaxed);                                    \
         return p;                                                                        \
     }
 GS_REAL_FUNCTIONS(GS_DEFINE)

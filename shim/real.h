@@ -9,6 +9,8 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <atomic>
+
 namespace gs::shim::real {
 
 // X(name, return type, parameter list). One line per interposed function.
@@ -48,9 +50,16 @@ namespace gs::shim::real {
     X(close_range, int, (unsigned int, unsigned int, int))                                \
     X(closefrom, void, (int))
 
-#define GS_DECLARE(name, ret, params)  \
-    using name##_t = ret(*) params;    \
-    name##_t name() noexcept;
+// real::connect() etc.: inline, one relaxed load on the hot path; the first
+// call resolves out of line.
+#define GS_DECLARE(name, ret, params)                                        \
+    using name##_t = ret(*) params;                                          \
+    extern std::atomic<name##_t> g_##name;                                   \
+    name##_t resolve_##name() noexcept;                                      \
+    inline name##_t name() noexcept {                                        \
+        name##_t p = g_##name.load(std::memory_order_relaxed);              \
+        return __builtin_expect(p != nullptr, 1) ? p : resolve_##name();     \
+    }
 GS_REAL_FUNCTIONS(GS_DECLARE)
 #undef GS_DECLARE
 
