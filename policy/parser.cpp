@@ -905,6 +905,17 @@ void Parser::run() {
     int r = ini_parse_stream(&Parser::reader, this, &Parser::handler, this);
     finish_section();
     if (r == -2) throw std::bad_alloc();
+    // Checks across sections: [general] may come before or after the flows.
+    // A reservation is made against the host's budget, so a class that
+    // reserves needs one.
+    if (policy_.general_.capacity == 0)
+        for (const Rule& rule : policy_.rules_)
+            if (rule.class_set && rule.decision.qos.rate > 0 &&
+                (rule.decision.service == ServiceClass::guaranteed || rule.decision.service == ServiceClass::realtime))
+                section_diag(rule.decision.line, "flow " + rule.decision.rule,
+                             std::string("class ") + name(rule.decision.service) +
+                                 " reserves its rate at connect against the host's budget, which is not set: "
+                                 "add capacity = 1gbit (each direction) to [general]");
     // inih reports the first syntax error it saw; classify() should have seen it too.
     if (r > 0 && std::find(syntax_lines_.begin(), syntax_lines_.end(), r) == syntax_lines_.end())
         diag(r, "syntax error, write KEY = VALUE or [section]");

@@ -1,13 +1,20 @@
-// gsctl: look at a gsocket policy the way the shim will.
+// gsctl: look at a gsocket policy the way the shim will, and at the host's
+// reservation ledger.
 //   gsctl policy check FILE...      validate; diagnostics to stderr, exit 1
 //   gsctl policy explain FILE URL   which rule decides a flow, and what it decides
 //   gsctl policy show FILE          the policy in canonical form
+//   gsctl reservations              the ledger (docs/reservations.md)
 // Exit codes: 0 fine, 1 the policy has problems (or a name does not resolve),
 // 2 usage error.
+#include "core/qos/ledger.h"
 #include "policy/policy.h"
 
 #include <netdb.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -27,8 +34,11 @@ constexpr const char* kUsage =
     "  policy explain FILE [OPTIONS] URL\n"
     "                                 show which rule decides a flow and what it decides\n"
     "  policy show FILE               print the policy as the shim reads it (canonical units)\n"
+    "  reservations [--json]          list the host's reservation ledger\n"
+    "  reservations --reclaim         drop the reservations of processes that are gone\n"
     "\n"
-    "Run 'gsctl policy --help' or 'gsctl policy SUBCOMMAND --help' for details.\n";
+    "Run 'gsctl policy --help', 'gsctl policy SUBCOMMAND --help' or\n"
+    "'gsctl reservations --help' for details.\n";
 
 constexpr const char* kPolicyUsage =
     "usage: gsctl policy check [-q] FILE...\n"
@@ -360,6 +370,330 @@ int cmd_policy(const std::vector<std::string>& args) {
     return usage_error("unknown policy subcommand '" + args[0] + "'", kPolicyUsage);
 }
 
+
+// ---- gsctl reservations ----
+
+namespace gq = gs::qos;
+
+constexpr const char* kReservationsUsage =
+    "usage: gsctl reservations [--ledger FILE] [--json]\n"
+    "       gsctl reservations --reclaim [--ledger FILE] [--json]\n"
+    "       gsctl reservations --hold RATE --for SECONDS [--direction up|down]\n"
+    "                          [--class guaranteed|realtime] [--on-reject fail|downgrade]\n"
+    "                          [--capacity RATE | --policy FILE] [--flow TEXT] [--ledger FILE]\n"
+    "\n"
+    "List the host's reservation ledger: every guaranteed or realtime flow's reserved\n"
+    "rate, with its process (pid, name, whether it is still alive), direction (up =\n"
+    "sending, down = receiving), class, flow and age; then the total reserved and the\n"
+    "capacity of each direction. Entries of dead processes are dropped by the next\n"
+    "reservation that would not fit otherwise, or now by --reclaim.\n"
+    "\n"
+    "--ledger FILE   the ledger; default $GSOCKET_LEDGER, else $XDG_RUNTIME_DIR/gsocket/ledger,\n"
+    "                else /tmp/gsocket-UID/ledger\n"
+    "--json          one JSON object on stdout, for scripts\n"
+    "--reclaim       drop dead processes' entries and print what was dropped\n"
+    "\n"
+    "Debugging aid: --hold reserves RATE (policy units: 20mbit, 2MB/s, 600B/s) as a\n"
+    "flow of this gsctl process would, prints the answer, holds it SECONDS (or until\n"
+    "SIGINT/SIGTERM) and releases it. It lets an operator try admission by hand.\n"
+    "--capacity RATE (or the [general] capacity of --policy FILE, whose on_reject is\n"
+    "then the default too) is written to the ledger as a process with that policy would.\n"
+    "Exit status of --hold: 0 granted or downgraded, 1 refused or the ledger unusable.\n"
+    "\n"
+    "Exit status: 0 ok, 1 the ledger is missing (when named) or unusable, 2 usage error.\n";
+
+std::string json_str(std::string_view s) {
+    std::string o = "\"";
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') {
+            o += '\\';
+            o += static_cast<char>(c);
+        } else if (c < 0x20) {
+            char b[8];
+            snprintf(b, sizeof b, "\\u%04x", c);
+            o += b;
+        } else {
+            o += static_cast<char>(c);
+        }
+    }
+    return o + "\"";
+}
+
+std::string process_name(pid_t pid) {
+    std::string path = "/proc/" + std::to_string(pid) + "/comm";
+    FILE* f = fopen(path.c_str(), "re");
+    if (!f) return "";
+    char b[64] = "";
+    if (!fgets(b, sizeof b, f)) b[0] = '\0';
+    fclose(f);
+    std::string n = b;
+    while (!n.empty() && n.back() == '\n') n.pop_back();
+    return n;
+}
+
+double age_seconds(int64_t created_ns) {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    return now > created_ns ? static_cast<double>(now - created_ns) / 1e9 : 0.0;
+}
+
+std::string age_text(double s) {
+    char b[32];
+    if (s < 60) snprintf(b, sizeof b, "%.1fs", s);
+    else if (s < 3600) snprintf(b, sizeof b, "%dm%02ds", static_cast<int>(s) / 60, static_cast<int>(s) % 60);
+    else snprintf(b, sizeof b, "%dh%02dm", static_cast<int>(s) / 3600, static_cast<int>(s) % 3600 / 60);
+    return b;
+}
+
+std::string rate_text(uint64_t r) { return gp::format_rate(r) + " (" + std::to_string(r) + " B/s)"; }
+
+std::string item_json(const gq::LedgerItem& it) {
+    char age[32];
+    snprintf(age, sizeof age, "%.3f", age_seconds(it.created_ns));
+    return "{\"pid\": " + std::to_string(it.pid) + ", \"process\": " + json_str(process_name(it.pid)) +
+           ", \"alive\": " + (it.alive ? "true" : "false") + ", \"direction\": \"" + gq::name(it.dir) +
+           "\", \"rate\": " + std::to_string(it.rate) + ", \"rate_text\": " + json_str(gp::format_rate(it.rate)) +
+           ", \"class\": \"" + gp::name(it.service) + "\", \"flow\": " + json_str(it.description) +
+           ", \"flow_id\": " + std::to_string(it.flow_id) + ", \"start_time\": " + std::to_string(it.start_time) +
+           ", \"age_s\": " + age + ", \"slot\": " + std::to_string(it.slot) + "}";
+}
+
+// Open the ledger for a look (capacity 0: the header's is kept). A missing
+// default ledger is an empty one; a missing --ledger FILE is a mistake.
+int open_for_look(gq::Ledger& l, const std::string& path, bool named, bool& absent) {
+    struct stat st{};
+    absent = false;
+    if (stat(path.c_str(), &st) != 0 && errno == ENOENT) {
+        absent = true;
+        if (named) {
+            fprintf(stderr, "gsctl: no ledger at %s: check the path (no gsocket process has reserved there)\n",
+                    path.c_str());
+            return 1;
+        }
+        return 0;
+    }
+    if (l.open(path.c_str(), 0, 0) != 0) {
+        fprintf(stderr, "gsctl: %s\n", l.error());
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_hold(gq::Ledger& l, const std::string& path, uint64_t rate, double seconds, gq::Dir dir,
+             gp::ServiceClass cls, gp::OnReject on, uint64_t capacity, const std::string& flow) {
+    if (l.open(path.c_str(), capacity, capacity) != 0) {
+        fprintf(stderr, "gsctl: %s\n", l.error());
+        return 1;
+    }
+    // Block the signals that end the hold before reserving: sigtimedwait takes them.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, nullptr);
+    gq::ReserveResult r = l.reserve(static_cast<uint64_t>(getpid()), dir, rate, cls, flow.c_str(), on);
+    std::string reclaimed = r.reclaimed ? ", reclaimed " + std::to_string(r.reclaimed) + " dead entr" +
+                                              (r.reclaimed == 1 ? "y" : "ies") : "";
+    switch (r.status) {
+    case gq::ReserveResult::Status::granted:
+        printf("granted %s %s to pid %d, %s of %s were free%s; holding for %gs\n", rate_text(r.granted).c_str(),
+               gq::name(dir), static_cast<int>(getpid()), rate_text(r.available).c_str(),
+               rate_text(r.capacity).c_str(), reclaimed.c_str(), seconds);
+        break;
+    case gq::ReserveResult::Status::downgraded:
+        printf("downgraded: asked %s %s, granted %s to pid %d (all that was free of %s)%s; holding for %gs\n",
+               rate_text(r.asked).c_str(), gq::name(dir), rate_text(r.granted).c_str(), static_cast<int>(getpid()),
+               rate_text(r.capacity).c_str(), reclaimed.c_str(), seconds);
+        break;
+    default:
+        printf("%s: asked %s %s, available %s of capacity %s%s (%s%s%s)\n", gq::name(r.status),
+               rate_text(r.asked).c_str(), gq::name(dir), rate_text(r.available).c_str(),
+               rate_text(r.capacity).c_str(), reclaimed.c_str(), strerrorname_np(-r.error),
+               r.status == gq::ReserveResult::Status::full ? ": every slot of the ledger is taken" : "",
+               r.capacity == 0 && r.status == gq::ReserveResult::Status::refused
+                   ? ": no capacity is set; give --capacity or a policy with [general] capacity" : "");
+        return 1;
+    }
+    fflush(stdout);
+    timespec ts{static_cast<time_t>(seconds), static_cast<long>((seconds - static_cast<double>(static_cast<time_t>(seconds))) * 1e9)};
+    int sig = sigtimedwait(&set, nullptr, &ts);
+    int rc = l.release(r.reservation);
+    printf("released%s%s\n", sig > 0 ? " on " : "", sig > 0 ? sigabbrev_np(sig) : "");
+    if (rc != 0) fprintf(stderr, "gsctl: release: %s\n", strerror(-rc));
+    return rc == 0 ? 0 : 1;
+}
+
+int cmd_reservations(const std::vector<std::string>& args) {
+    std::string ledger, policy_file, flow = "gsctl hold";
+    bool json = false, reclaim = false, hold = false, have_for = false;
+    uint64_t rate = 0, capacity = 0;
+    double seconds = 0;
+    gq::Dir dir = gq::Dir::up;
+    gp::ServiceClass cls = gp::ServiceClass::guaranteed;
+    gp::OnReject on = gp::OnReject::fail;
+    bool on_set = false;
+    for (size_t i = 0; i < args.size(); ++i) {
+        std::string a = args[i], value;
+        bool has_value = false;
+        if (is_help(a)) {
+            fputs(kReservationsUsage, stdout);
+            return 0;
+        }
+        if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {
+            value = a.substr(a.find('=') + 1);
+            a = a.substr(0, a.find('='));
+            has_value = true;
+        }
+        auto take = [&](std::string& out) {
+            if (has_value) return out = value, true;
+            if (i + 1 >= args.size()) return false;
+            out = args[++i];
+            return true;
+        };
+        std::string v, why;
+        if (a == "--json") json = true;
+        else if (a == "--reclaim") reclaim = true;
+        else if (a == "--ledger") {
+            if (!take(ledger) || ledger.empty()) return usage_error("--ledger needs a FILE", kReservationsUsage);
+        } else if (a == "--hold") {
+            if (!take(v)) return usage_error("--hold needs a RATE", kReservationsUsage);
+            if (!gp::parse_rate(v, rate, why) || rate == 0)
+                return usage_error("--hold " + v + ": " + (why.empty() ? "the rate must be above 0" : why),
+                                   kReservationsUsage);
+            hold = true;
+        } else if (a == "--for") {
+            if (!take(v)) return usage_error("--for needs SECONDS", kReservationsUsage);
+            char* end = nullptr;
+            seconds = strtod(v.c_str(), &end);
+            if (v.empty() || *end || !(seconds >= 0 && seconds <= 86400))
+                return usage_error("--for: write seconds, 0 to 86400, not '" + v + "'", kReservationsUsage);
+            have_for = true;
+        } else if (a == "--capacity") {
+            if (!take(v) || !gp::parse_rate(v, capacity, why))
+                return usage_error("--capacity: " + (why.empty() ? std::string("needs a RATE") : why),
+                                   kReservationsUsage);
+        } else if (a == "--policy") {
+            if (!take(policy_file)) return usage_error("--policy needs a FILE", kReservationsUsage);
+        } else if (a == "--direction") {
+            if (!take(v) || (v != "up" && v != "down"))
+                return usage_error("--direction: write up or down", kReservationsUsage);
+            dir = v == "up" ? gq::Dir::up : gq::Dir::down;
+        } else if (a == "--class") {
+            if (!take(v) || (v != "guaranteed" && v != "realtime"))
+                return usage_error("--class: write guaranteed or realtime", kReservationsUsage);
+            cls = v == "guaranteed" ? gp::ServiceClass::guaranteed : gp::ServiceClass::realtime;
+        } else if (a == "--on-reject") {
+            if (!take(v) || (v != "fail" && v != "downgrade"))
+                return usage_error("--on-reject: write fail or downgrade", kReservationsUsage);
+            on = v == "fail" ? gp::OnReject::fail : gp::OnReject::downgrade;
+            on_set = true;
+        } else if (a == "--flow") {
+            if (!take(flow)) return usage_error("--flow needs a TEXT", kReservationsUsage);
+        } else {
+            return usage_error("unknown argument '" + a + "'", kReservationsUsage);
+        }
+    }
+    if (hold && !have_for) return usage_error("--hold needs --for SECONDS", kReservationsUsage);
+    if (!hold && (have_for || capacity || !policy_file.empty()))
+        return usage_error("--for, --capacity and --policy go with --hold", kReservationsUsage);
+    if (hold && (reclaim || json)) return usage_error("--hold goes alone (no --reclaim, --json)", kReservationsUsage);
+
+    bool named = !ledger.empty();
+    if (!named) {
+        std::string why;
+        if (gq::ledger_path(ledger, why, hold) != 0) {
+            fprintf(stderr, "gsctl: %s\n", why.c_str());
+            return 1;
+        }
+    }
+    gq::Ledger l;
+    if (hold) {
+        if (!policy_file.empty()) {
+            gp::Policy p = gp::Policy::load_file(policy_file);
+            if (!p.ok()) {
+                print_diagnostics(p);
+                return 1;
+            }
+            if (!capacity) capacity = p.general().capacity;
+            if (!on_set) on = p.general().on_reject;
+        }
+        return cmd_hold(l, ledger, rate, seconds, dir, cls, on, capacity, flow);
+    }
+    bool absent = false;
+    if (int rc = open_for_look(l, ledger, named, absent)) return rc;
+
+    if (reclaim) {
+        std::vector<gq::LedgerItem> dropped;
+        if (!absent) {
+            if (int rc = l.reclaim(&dropped)) {
+                fprintf(stderr, "gsctl: ledger %s: %s\n", ledger.c_str(), strerror(-rc));
+                return 1;
+            }
+        }
+        if (json) {
+            printf("{\"ledger\": %s, \"reclaimed\": [", json_str(ledger).c_str());
+            for (size_t i = 0; i < dropped.size(); ++i) printf("%s%s", i ? ", " : "", item_json(dropped[i]).c_str());
+            printf("]}\n");
+            return 0;
+        }
+        for (const gq::LedgerItem& it : dropped)
+            printf("dropped pid %d (gone): %s %s, %s, %s, age %s\n", static_cast<int>(it.pid), gq::name(it.dir),
+                   rate_text(it.rate).c_str(), gp::name(it.service), it.description.c_str(),
+                   age_text(age_seconds(it.created_ns)).c_str());
+        printf("%s: reclaimed %zu reservation(s) of dead processes\n", ledger.c_str(), dropped.size());
+        return 0;
+    }
+
+    std::vector<gq::LedgerItem> items;
+    gq::LedgerUsage u;
+    if (!absent) {
+        if (int rc = l.snapshot(items, &u)) {
+            fprintf(stderr, "gsctl: ledger %s: %s\n", ledger.c_str(), strerror(-rc));
+            return 1;
+        }
+    }
+    if (json) {
+        printf("{\"ledger\": %s, \"exists\": %s, \"slots\": %u, \"used\": %u,\n", json_str(ledger).c_str(),
+               absent ? "false" : "true", u.slots, u.used);
+        for (int d = 0; d < 2; ++d)
+            printf(" \"%s\": {\"capacity\": %llu, \"reserved\": %llu},\n", d ? "down" : "up",
+                   static_cast<unsigned long long>(u.capacity[d]), static_cast<unsigned long long>(u.reserved[d]));
+        printf(" \"reservations\": [");
+        for (size_t i = 0; i < items.size(); ++i)
+            printf("%s\n  %s", i ? "," : "", item_json(items[i]).c_str());
+        printf("%s]}\n", items.empty() ? "" : "\n");
+        return 0;
+    }
+    if (absent) {
+        printf("%s: no ledger yet: no reservations (no gsocket process has reserved here)\n", ledger.c_str());
+        return 0;
+    }
+    printf("ledger %s: %u reservation(s), %u slots\n", ledger.c_str(), u.used, u.slots);
+    if (!items.empty()) {
+        printf("%-8s %-16s %-5s %-4s %-28s %-10s %-8s %s\n", "PID", "PROCESS", "ALIVE", "DIR", "RATE", "CLASS", "AGE",
+               "FLOW");
+        for (const gq::LedgerItem& it : items) {
+            std::string n = process_name(it.pid);
+            printf("%-8d %-16s %-5s %-4s %-28s %-10s %-8s %s\n", static_cast<int>(it.pid), n.empty() ? "-" : n.c_str(),
+                   it.alive ? "yes" : "no", gq::name(it.dir), rate_text(it.rate).c_str(), gp::name(it.service),
+                   age_text(age_seconds(it.created_ns)).c_str(), it.description.c_str());
+        }
+    }
+    for (int d = 0; d < 2; ++d) {
+        std::string cap = u.capacity[d] ? rate_text(u.capacity[d]) : std::string("unset");
+        uint64_t free_ = u.capacity[d] > u.reserved[d] ? u.capacity[d] - u.reserved[d] : 0;
+        printf("%-4s reserved %s of %s, free %s\n", d ? "down" : "up", rate_text(u.reserved[d]).c_str(), cap.c_str(),
+               rate_text(free_).c_str());
+    }
+    size_t dead = 0;
+    for (const gq::LedgerItem& it : items) dead += !it.alive;
+    if (dead)
+        printf("%zu reservation(s) belong to dead processes: the next reservation that needs the room drops them, "
+               "or run 'gsctl reservations --reclaim'\n", dead);
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -371,6 +705,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (args[0] == "policy") return cmd_policy(rest);
+    if (args[0] == "reservations") return cmd_reservations(rest);
     if (args[0][0] == '-') return usage_error("unknown option '" + args[0] + "'", kUsage);
     return usage_error("unknown command '" + args[0] + "'", kUsage);
 }

@@ -7,6 +7,9 @@ source "$(dirname "$0")/lib.sh"
 
 a=$(free_port); b=$(free_port); u=$(free_port udp); v=$(free_port udp); c=$(free_port); r=$(free_port)
 cat >"$T/p.ini" <<INI
+[general]
+capacity = 1gbit
+
 [flow voice]
 proto = tcp
 direction = connect

@@ -1,0 +1,352 @@
+#include "core/engine/engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <new>
+
+namespace gs::engine {
+
+int64_t now_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+namespace {
+
+// Raw system calls for our own fds: the engine is linked into the preload
+// library, whose exported close/write would otherwise be called.
+void sys_close(int fd) noexcept { syscall(SYS_close, fd); }
+
+// The engine thread creates the ring (SINGLE_ISSUER makes its creator the
+// only submitter) and tells the starting thread how that went.
+struct StartSync {
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    bool done = false;
+    int err = 0;
+    Options opts;
+};
+
+struct ThreadArg {
+    Engine* engine;
+    StartSync* sync;
+};
+
+}  // namespace
+
+void Engine::WakeRead::complete(Engine& e, const io_uring_cqe&) noexcept {
+    e.stats_.wakeups++;
+    if (!e.stopping_.load(std::memory_order_relaxed)) e.arm_wakeup();
+}
+
+int Engine::init(const Options& o) noexcept {
+    io_uring_params p{};
+    if (o.single_issuer) p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    int rc = io_uring_queue_init_params(o.entries, &ring_, &p);
+    if (rc == -EINVAL && o.single_issuer) {   // kernels before 6.1
+        p = io_uring_params{};
+        rc = io_uring_queue_init_params(o.entries, &ring_, &p);
+    }
+    if (rc < 0) return rc;
+    ring_ok_ = true;
+    setup_flags_ = p.flags;
+    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) return -errno;
+    try {
+        heap_.reserve(1024);
+    } catch (...) {
+        return -ENOMEM;
+    }
+    now_ = now_ns();
+    arm_wakeup();
+    return 0;
+}
+
+Engine::~Engine() {
+    if (ring_ok_) io_uring_queue_exit(&ring_);
+    if (wake_fd_ >= 0) sys_close(wake_fd_);
+}
+
+void Engine::arm_wakeup() noexcept {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_read(s, wake_fd_, &wake_read_.value, sizeof wake_read_.value, 0);
+    io_uring_sqe_set_data(s, static_cast<Completion*>(&wake_read_));
+}
+
+io_uring_sqe* Engine::sqe() noexcept {
+    io_uring_sqe* s = io_uring_get_sqe(&ring_);
+    while (s == nullptr) {   // the SQ is full: hand it to the kernel and retry
+        io_uring_submit(&ring_);
+        s = io_uring_get_sqe(&ring_);
+    }
+    return s;
+}
+
+bool Engine::on_engine_thread() const noexcept { return thread_ok_ && pthread_equal(thread_, pthread_self()); }
+
+void Engine::submit(Command& c) noexcept {
+    Command* head = head_.load(std::memory_order_relaxed);
+    do {
+        c.next_ = head;
+    } while (!head_.compare_exchange_weak(head, &c, std::memory_order_seq_cst, std::memory_order_relaxed));
+    // Pairs with the engine's store to sleeping_ before its last look at
+    // head_: one of the two sees the other, so no command waits for a wake-up
+    // that never comes, and a busy engine is never woken for nothing.
+    if (sleeping_.load(std::memory_order_seq_cst)) {
+        uint64_t one = 1;
+        syscall(SYS_write, wake_fd_, &one, sizeof one);
+    }
+}
+
+void Engine::run_commands() noexcept {
+    Command* c = head_.exchange(nullptr, std::memory_order_acquire);
+    // The stack is newest first: reverse it so each thread's commands run in order.
+    Command* ordered = nullptr;
+    while (c != nullptr) {
+        Command* next = c->next_;
+        c->next_ = ordered;
+        ordered = c;
+        c = next;
+    }
+    while (ordered != nullptr) {
+        Command* next = ordered->next_;   // run() may free or reuse the command
+        ordered->run(*this);
+        stats_.commands++;
+        ordered = next;
+    }
+}
+
+// ---- timers: a binary min-heap of Timer* ------------------------------------
+
+void Engine::heap_up(int i) noexcept {
+    while (i > 0) {
+        int parent = (i - 1) / 2;
+        if (heap_[parent]->deadline_ <= heap_[i]->deadline_) break;
+        std::swap(heap_[parent], heap_[i]);
+        heap_[parent]->heap_index_ = parent;
+        heap_[i]->heap_index_ = i;
+        i = parent;
+    }
+}
+
+void Engine::heap_down(int i) noexcept {
+    const int n = static_cast<int>(heap_.size());
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && heap_[l]->deadline_ < heap_[m]->deadline_) m = l;
+        if (r < n && heap_[r]->deadline_ < heap_[m]->deadline_) m = r;
+        if (m == i) return;
+        std::swap(heap_[m], heap_[i]);
+        heap_[m]->heap_index_ = m;
+        heap_[i]->heap_index_ = i;
+        i = m;
+    }
+}
+
+void Engine::heap_remove(int i) noexcept {
+    Timer* t = heap_[i];
+    Timer* last = heap_.back();
+    heap_.pop_back();
+    t->heap_index_ = -1;
+    if (last == t) return;
+    heap_[i] = last;
+    last->heap_index_ = i;
+    heap_up(i);
+    heap_down(last->heap_index_);
+}
+
+void Engine::arm(Timer& t, int64_t deadline) noexcept {
+    if (t.heap_index_ >= 0) heap_remove(t.heap_index_);
+    t.deadline_ = deadline;
+    try {
+        heap_.push_back(&t);
+    } catch (...) {
+        // Out of memory on the engine thread: fire at once rather than never.
+        t.fire(*this, now_);
+        return;
+    }
+    t.heap_index_ = static_cast<int>(heap_.size()) - 1;
+    heap_up(t.heap_index_);
+}
+
+void Engine::cancel(Timer& t) noexcept {
+    if (t.heap_index_ >= 0) heap_remove(t.heap_index_);
+}
+
+void Engine::run_timers() noexcept {
+    while (!heap_.empty() && heap_[0]->deadline_ <= now_) {
+        Timer* t = heap_[0];
+        heap_remove(0);
+        stats_.timers_fired++;
+        t->fire(*this, now_);   // may re-arm itself
+    }
+}
+
+// ---- the loop ---------------------------------------------------------------
+
+void Engine::loop() noexcept {
+    for (;;) {
+        stats_.loops++;
+        now_ = now_ns();
+        run_commands();
+        run_timers();
+        if (stopping_.load(std::memory_order_acquire) && head_.load(std::memory_order_acquire) == nullptr) break;
+
+        __kernel_timespec ts{};
+        __kernel_timespec* tsp = nullptr;
+        if (!heap_.empty()) {
+            int64_t wait = heap_[0]->deadline_ - now_ns();
+            if (wait < 0) wait = 0;
+            ts.tv_sec = wait / 1'000'000'000;
+            ts.tv_nsec = wait % 1'000'000'000;
+            tsp = &ts;
+        }
+        io_uring_cqe* cqe = nullptr;
+        sleeping_.store(true, std::memory_order_seq_cst);
+        if (head_.load(std::memory_order_seq_cst) != nullptr) {
+            sleeping_.store(false, std::memory_order_relaxed);
+            io_uring_submit(&ring_);
+            // DEFER_TASKRUN: completions are only posted when we ask.
+            io_uring_get_events(&ring_);
+        } else {
+            io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+            sleeping_.store(false, std::memory_order_relaxed);
+        }
+        // Reap everything there is in one batch.
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+            ++n;
+            if (void* owner = io_uring_cqe_get_data(cqe)) static_cast<Completion*>(owner)->complete(*this, *cqe);
+        }
+        io_uring_cq_advance(&ring_, n);
+        stats_.completions += n;
+    }
+}
+
+void* Engine::thread_main(void* arg) noexcept {
+    // Signals belong to the program's threads, never to ours.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    pthread_setname_np(pthread_self(), "gsocket-engine");
+    auto* a = static_cast<ThreadArg*>(arg);
+    Engine* e = a->engine;
+    StartSync* sync = a->sync;
+    int err = e->init(sync->opts);
+    pthread_mutex_lock(&sync->mu);
+    sync->err = err;
+    sync->done = true;
+    pthread_cond_signal(&sync->cv);
+    pthread_mutex_unlock(&sync->mu);
+    if (err == 0) e->loop();
+    return nullptr;
+}
+
+Engine* Engine::create(const Options& o, int* err) noexcept {
+    int dummy;
+    if (err == nullptr) err = &dummy;
+    auto* e = new (std::nothrow) Engine();
+    if (e == nullptr) return *err = -ENOMEM, nullptr;
+    StartSync sync;
+    sync.opts = o;
+    ThreadArg arg{e, &sync};
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int rc = pthread_create(&e->thread_, &attr, &Engine::thread_main, &arg);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        delete e;
+        return *err = -rc, nullptr;
+    }
+    e->thread_ok_ = true;
+    pthread_mutex_lock(&sync.mu);
+    while (!sync.done) pthread_cond_wait(&sync.cv, &sync.mu);
+    pthread_mutex_unlock(&sync.mu);
+    if (sync.err != 0) {
+        pthread_join(e->thread_, nullptr);
+        e->thread_ok_ = false;
+        delete e;
+        return *err = sync.err, nullptr;
+    }
+    *err = 0;
+    return e;
+}
+
+void Engine::stop() noexcept {
+    if (!thread_ok_) return;
+    stopping_.store(true, std::memory_order_release);
+    if (on_engine_thread()) return;   // the loop ends after this round
+    uint64_t one = 1;
+    syscall(SYS_write, wake_fd_, &one, sizeof one);
+    pthread_join(thread_, nullptr);
+    thread_ok_ = false;
+}
+
+void Engine::destroy(Engine* e) noexcept {
+    if (e == nullptr) return;
+    e->stop();
+    delete e;
+}
+
+// ---- the process's engine -----------------------------------------------------
+
+namespace {
+std::atomic<Engine*> g_engine{nullptr};
+std::atomic<pid_t> g_engine_pid{0};
+std::atomic<bool> g_failed{false};
+pthread_mutex_t g_start_mu = PTHREAD_MUTEX_INITIALIZER;
+
+// A fork() while another thread held the start lock would leave it held
+// forever in the child.
+void reset_after_fork() noexcept { pthread_mutex_init(&g_start_mu, nullptr); }
+
+void stop_at_exit() noexcept {
+    Engine* e = g_engine.load(std::memory_order_acquire);
+    if (e != nullptr && g_engine_pid.load(std::memory_order_relaxed) == getpid()) e->stop();
+}
+}  // namespace
+
+Engine* Engine::get() noexcept {
+    Engine* e = g_engine.load(std::memory_order_acquire);
+    pid_t me = getpid();
+    if (e != nullptr && g_engine_pid.load(std::memory_order_relaxed) == me) return e;
+    if (g_failed.load(std::memory_order_relaxed) && g_engine_pid.load(std::memory_order_relaxed) == me)
+        return nullptr;
+    pthread_mutex_lock(&g_start_mu);
+    e = g_engine.load(std::memory_order_acquire);
+    if (e != nullptr && g_engine_pid.load(std::memory_order_relaxed) != me) {
+        // A child of fork(): the parent's engine thread does not exist here.
+        // Drop our references to its ring and eventfd; leave its memory.
+        if (e->ring_ok_) sys_close(e->ring_.ring_fd);
+        if (e->wake_fd_ >= 0) sys_close(e->wake_fd_);
+        e = nullptr;
+        g_engine.store(nullptr, std::memory_order_release);
+    }
+    if (e == nullptr) {
+        int err = 0;
+        e = create(Options{}, &err);
+        g_engine_pid.store(me, std::memory_order_relaxed);
+        g_failed.store(e == nullptr, std::memory_order_relaxed);
+        if (e != nullptr) {
+            g_engine.store(e, std::memory_order_release);
+            static std::atomic<bool> registered{false};
+            if (!registered.exchange(true)) {
+                atexit(stop_at_exit);
+                pthread_atfork(nullptr, nullptr, reset_after_fork);
+            }
+        }
+    }
+    pthread_mutex_unlock(&g_start_mu);
+    return e;
+}
+
+}  // namespace gs::engine

@@ -1,0 +1,132 @@
+// The engine: one io_uring loop per process, on its own thread, started
+// lazily by the first upgraded flow (a program whose flows all stay native
+// never gets a thread).
+//
+// Threads talk to it in one direction only: an application thread hands it a
+// Command (intrusive, storage owned by the caller, so no allocation on the
+// hook path) and, if the engine sleeps, wakes it with one eventfd write.
+// Everything else happens on the engine thread: completions are dispatched to
+// the Completion whose address is in the SQE's user_data (seastar, liburing),
+// timers fire in deadline order, and protocol objects (core/qos, core/mces)
+// are driven with the engine's `now`.
+//
+// Errors: 0 or -errno. No exceptions leave this file.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+namespace gs::engine {
+
+class Engine;
+
+// Monotonic nanoseconds: the one clock everything sans-IO is fed with.
+int64_t now_ns() noexcept;
+
+// Work handed from any thread to the engine thread. The submitter keeps the
+// object alive until run() has been called (a flow record, a stack frame that
+// waits for an answer...). run() is called exactly once, on the engine thread.
+struct Command {
+    virtual void run(Engine& e) noexcept = 0;
+    Command* next_ = nullptr;   // intrusive MPSC link, the engine's business
+
+protected:
+    ~Command() = default;
+};
+
+// Owner of an in-flight io_uring request: its address is the SQE's user_data.
+struct Completion {
+    virtual void complete(Engine& e, const io_uring_cqe& cqe) noexcept = 0;
+
+protected:
+    ~Completion() = default;
+};
+
+// A deadline on the engine's clock. Armed and cancelled on the engine thread only.
+struct Timer {
+    virtual void fire(Engine& e, int64_t now) noexcept = 0;
+    int64_t deadline_ = 0;
+    int heap_index_ = -1;   // -1: not armed
+
+protected:
+    ~Timer() = default;
+};
+
+struct Options {
+    unsigned entries = 256;      // SQ size; the CQ is twice that
+    bool single_issuer = true;   // IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN when the kernel has them
+};
+
+struct Stats {
+    uint64_t loops = 0, completions = 0, commands = 0, timers_fired = 0, wakeups = 0;
+};
+
+class Engine {
+public:
+    // The process's engine, started on first use; nullptr when it cannot start
+    // (io_uring refused, no memory, no thread): callers stay native (fail
+    // open). After fork() the child starts its own on first use; the parent's
+    // is left untouched.
+    static Engine* get() noexcept;
+    // For tests: an engine that is not the process's (own thread, own ring).
+    static Engine* create(const Options& o, int* err) noexcept;
+    // Stop the thread after the commands already submitted have run; join.
+    void stop() noexcept;
+    // Stop and free a created engine.
+    static void destroy(Engine* e) noexcept;
+
+    // Any thread. Never blocks, never allocates.
+    void submit(Command& c) noexcept;
+
+    // Engine thread only.
+    io_uring_sqe* sqe() noexcept;   // flushes to the kernel when the SQ is full; never nullptr
+    void arm(Timer& t, int64_t deadline) noexcept;
+    void cancel(Timer& t) noexcept;
+    bool on_engine_thread() const noexcept;
+    int64_t now() const noexcept { return now_; }
+    const Stats& stats() const noexcept { return stats_; }
+    unsigned features() const noexcept { return ring_.features; }
+    unsigned setup_flags() const noexcept { return setup_flags_; }
+
+private:
+    Engine() = default;
+    ~Engine();
+    int init(const Options& o) noexcept;
+    static void* thread_main(void* self) noexcept;
+    void loop() noexcept;
+    void run_commands() noexcept;
+    void run_timers() noexcept;
+    void arm_wakeup() noexcept;
+    void heap_up(int i) noexcept;
+    void heap_down(int i) noexcept;
+    void heap_remove(int i) noexcept;
+
+    struct WakeRead final : Completion {
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
+        uint64_t value = 0;
+    };
+
+    io_uring ring_{};
+    unsigned setup_flags_ = 0;
+    bool ring_ok_ = false;
+    int wake_fd_ = -1;
+    WakeRead wake_read_;
+    pthread_t thread_{};
+    bool thread_ok_ = false;
+    std::atomic<bool> stopping_{false};
+
+    // MPSC: producers push onto head_ (a Treiber stack); the engine takes the
+    // whole stack at once and reverses it, so commands from one thread run in
+    // the order that thread submitted them.
+    std::atomic<Command*> head_{nullptr};
+    std::atomic<bool> sleeping_{false};
+
+    std::vector<Timer*> heap_;   // min-heap on deadline_, reserved up front
+    int64_t now_ = 0;
+    Stats stats_;
+};
+
+}  // namespace gs::engine
