@@ -140,6 +140,11 @@ FlowRecord* flow_alloc() noexcept {
     r->bytes_in.store(0, std::memory_order_relaxed);
     r->applied = r->failed = 0;
     r->first_errno = 0;
+    r->reserved[0] = r->reserved[1] = qos::Reservation{};
+    r->admission = qos::ReserveResult::Status::unavailable;
+    r->reserves = false;
+    r->rate = 0;
+    r->granted[0] = r->granted[1] = 0;
     r->denied = r->inherited = false;
     r->opened_ns = now_ns();
     r->closed_ns = 0;
@@ -204,6 +209,7 @@ void flow_refresh(FlowRecord& r, int fd) noexcept {
 void flow_release(FlowRecord& r, int fd) noexcept {
     if (r.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     if (fd >= 0) flow_refresh(r, fd);
+    release_reservations(r);   // close releases what connect reserved
     r.closed_ns = now_ns();
     if (log::on(policy::LogLevel::info)) {
         char l[64], p[64];
@@ -221,6 +227,14 @@ void flow_release(FlowRecord& r, int fd) noexcept {
         r.state.store(FlowState::free, std::memory_order_release);
         push_free(flow_index(r));
     }
+}
+
+void release_all_reservations() noexcept {
+    uint32_t n = g_bump.load(std::memory_order_acquire);
+    if (n > kMaxFlows) n = kMaxFlows;
+    for (uint32_t i = 0; i < n; ++i)
+        if (g_flows[i].state.load(std::memory_order_acquire) == FlowState::open && !g_flows[i].inherited)
+            release_reservations(g_flows[i]);
 }
 
 void flow_discard(FlowRecord& r) noexcept {
@@ -299,8 +313,15 @@ void write_stats(const char* path, const char* process, const policy::Policy& po
             }
             out += "},\"qos_failed\":[";
             out += failed;
+            out += "]";
+            if (r.reserves) {
+                snprintf(b, sizeof b, ",\"admission\":\"%s\",\"reserved_up\":%llu,\"reserved_down\":%llu",
+                         qos::name(r.admission), static_cast<unsigned long long>(r.granted[0]),
+                         static_cast<unsigned long long>(r.granted[1]));
+                out += b;
+            }
             snprintf(b, sizeof b,
-                     "],\"bytes_out\":%llu,\"bytes_in\":%llu,\"duration_ms\":%.3f,"
+                     ",\"bytes_out\":%llu,\"bytes_in\":%llu,\"duration_ms\":%.3f,"
                      "\"denied\":%s,\"inherited\":%s}",
                      static_cast<unsigned long long>(r.bytes_out.load()),
                      static_cast<unsigned long long>(r.bytes_in.load()),

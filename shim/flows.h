@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <sys/socket.h>
 
+#include "core/qos/ledger.h"
 #include "policy/policy.h"
 
 namespace gs::shim {
@@ -27,12 +28,14 @@ namespace slot {
 constexpr uint32_t kKindMask = 3u << 30;
 constexpr uint32_t kSocket = 1u << 30;
 constexpr uint32_t kFlow = 2u << 30;
+constexpr uint32_t kInternal = 3u << 30;   // one of the shim's own fds: programs may not close it
 constexpr uint32_t kV6 = 1u << 0;    // kSocket bits
 constexpr uint32_t kUdp = 1u << 1;
 constexpr uint32_t kCount = 1u << 29; // kFlow bit: count bytes in the hooks (UDP; TCP asks TCP_INFO)
 constexpr uint32_t kPending = 1u << 28; // kFlow bit: a UDP socket that received before it sent: recorded, not classified
 inline bool is_flow(uint32_t s) noexcept { return (s & kKindMask) == kFlow; }
 inline bool is_socket(uint32_t s) noexcept { return (s & kKindMask) == kSocket; }
+inline bool is_internal(uint32_t s) noexcept { return (s & kKindMask) == kInternal; }
 inline bool is_pending(uint32_t s) noexcept { return (s & (kKindMask | kPending)) == (kFlow | kPending); }
 // Not classified yet: the next connect/sendto decides.
 inline bool unclassified(uint32_t s) noexcept { return is_socket(s) || is_pending(s); }
@@ -73,7 +76,12 @@ struct FlowRecord {
     std::atomic<uint64_t> bytes_out{0}, bytes_in{0};   // UDP: counted in hooks; TCP: from TCP_INFO
     uint16_t applied = 0, failed = 0;     // bit (1 << Knob) per native QoS knob
     int first_errno = 0;                  // errno of the first knob that failed
-    bool denied = false;                  // on_error = fail refused it
+    bool denied = false;                  // on_error = fail, or admission, refused it
+    qos::Reservation reserved[2];         // up (sending), down (receiving): host ledger entries
+    qos::ReserveResult::Status admission = qos::ReserveResult::Status::unavailable;   // when a class reserves
+    bool reserves = false;                // the decision asked for a reservation
+    uint64_t rate = 0;                    // the pacing rate applied: the policy's, or what a downgrade granted
+    uint64_t granted[2] = {0, 0};         // bytes/s admitted up / down (kept after release, for --stats)
     bool inherited = false;               // came from the parent across fork()
     int64_t opened_ns = 0, closed_ns = 0; // CLOCK_MONOTONIC
 };
@@ -90,6 +98,10 @@ void flow_release(FlowRecord& r, int fd) noexcept;
 void flow_discard(FlowRecord& r) noexcept;
 // Release whatever a slot held (called with the value a slot had before it was reset).
 void release_slot_value(uint32_t value, int fd) noexcept;
+// Give back the flow's ledger reservations (shim.cpp; no-op without any).
+void release_reservations(FlowRecord& r) noexcept;
+// At exit: release the reservations of flows still open.
+void release_all_reservations() noexcept;
 // Flows that could not be recorded because the table was full.
 uint64_t flows_untracked() noexcept;
 

@@ -112,10 +112,28 @@ void release_range(unsigned first, unsigned last) noexcept {
     if (max < 0 || first > static_cast<unsigned>(max)) return;
     if (last > static_cast<unsigned>(max)) last = static_cast<unsigned>(max);
     for (unsigned fd = first; fd <= last; ++fd) {
-        if (fd_slot(static_cast<int>(fd)).load(std::memory_order_relaxed) == 0) continue;
+        uint32_t s = fd_slot(static_cast<int>(fd)).load(std::memory_order_relaxed);
+        if (s == 0 || slot::is_internal(s)) continue;
         uint32_t old = fd_slot(static_cast<int>(fd)).exchange(0, std::memory_order_relaxed);
         release_slot_value(old, static_cast<int>(fd));
     }
+}
+
+// close_range over [first, last] that steps around the shim's own fds
+// (programs close every fd they do not know: PITFALLS 10).
+int close_range_around_internal(unsigned first, unsigned last, int flags) noexcept {
+    int max = max_tracked_fd();
+    unsigned from = first;
+    if (max >= 0 && first <= static_cast<unsigned>(max)) {
+        unsigned top = last < static_cast<unsigned>(max) ? last : static_cast<unsigned>(max);
+        for (unsigned fd = first; fd <= top; ++fd) {
+            if (!slot::is_internal(fd_slot(static_cast<int>(fd)).load(std::memory_order_relaxed))) continue;
+            if (fd > from && real::close_range()(from, fd - 1, flags) != 0) return -1;
+            from = fd + 1;
+        }
+    }
+    if (from > last) return 0;
+    return real::close_range()(from, last, flags);
 }
 
 __attribute__((constructor)) void gs_constructor() { init(); }
@@ -350,7 +368,10 @@ GS_EXPORT ssize_t writev(int fd, const iovec* iov, int n) {
 // ---- fd bookkeeping ---------------------------------------------------------
 
 GS_EXPORT int close(int fd) {
-    if (slot_of(fd) != 0) {
+    if (uint32_t s = slot_of(fd); s != 0) {
+        // The shim's own fd: the program did not open it; closing it would
+        // break the shim and free the number for the program's next file.
+        if (slot::is_internal(s)) return 0;
         // Forget the fd before the kernel can hand its number to another
         // thread's new socket.
         uint32_t old = fd_slot(fd).exchange(0, std::memory_order_relaxed);
@@ -416,15 +437,18 @@ GS_EXPORT int fcntl64(int fd, int cmd, ...) {
 }
 
 GS_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+    if (first > last) return real::close_range()(first, last, flags);   // the kernel's EINVAL
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         int saved = errno;
         release_range(first, last);
         errno = saved;
     }
-    return real::close_range()(first, last, flags);
+    return close_range_around_internal(first, last, flags);
 }
 
 GS_EXPORT void closefrom(int lowfd) {
-    if (lowfd >= 0) release_range(static_cast<unsigned>(lowfd), ~0u);
-    real::closefrom()(lowfd);
+    if (lowfd < 0) return real::closefrom()(lowfd);
+    release_range(static_cast<unsigned>(lowfd), ~0u);
+    if (close_range_around_internal(static_cast<unsigned>(lowfd), ~0u, 0) != 0)
+        real::closefrom()(lowfd);   // close_range missing: libc's own fallback
 }

@@ -30,6 +30,10 @@ char g_stats[PATH_MAX] = "";
 std::atomic<uint32_t>* g_warned = nullptr;
 size_t g_warned_count = 0;
 std::atomic<bool> g_denied_logged{false};
+// The host reservation ledger, opened at load when a rule reserves (classes
+// guaranteed and realtime with a rate). Never freed.
+qos::Ledger* g_ledger = nullptr;
+std::atomic<bool> g_ledger_open_logged{false};
 std::atomic<bool> g_untrackable_logged{false};
 
 enum Warn : uint32_t {
@@ -58,7 +62,58 @@ bool parse_level(const char* s, policy::LogLevel& out) noexcept {
     return false;
 }
 
-void on_fork_child() noexcept { mark_all_inherited(); }
+// The shim's own descriptors: close/close_range/closefrom leave them alone.
+void protect_fd(int fd) noexcept {
+    if (!trackable(fd)) return;
+    note_fd(fd);
+    fd_slot(fd).store(slot::kInternal, std::memory_order_relaxed);
+}
+void unprotect_fd(int fd) noexcept {
+    if (trackable(fd)) fd_slot(fd).store(0, std::memory_order_relaxed);
+}
+
+void on_fork_child() noexcept {
+    mark_all_inherited();
+    if (g_ledger != nullptr && g_ledger->is_open()) {
+        // The child opens its own descriptor: the inherited one shares the
+        // parent's lock. Its reservations stay the parent's.
+        int old = g_ledger->fd();
+        unprotect_fd(old);
+        if (g_ledger->after_fork() == 0) protect_fd(g_ledger->fd());
+    }
+}
+
+// "600 Mbit/s", without allocating (hooks call it).
+const char* rate_text(uint64_t bytes_per_s, char* buf, size_t len) noexcept {
+    double bits = static_cast<double>(bytes_per_s) * 8;
+    if (bits >= 1e9) snprintf(buf, len, "%.3g Gbit/s", bits / 1e9);
+    else if (bits >= 1e6) snprintf(buf, len, "%.3g Mbit/s", bits / 1e6);
+    else if (bits >= 1e3) snprintf(buf, len, "%.3g kbit/s", bits / 1e3);
+    else snprintf(buf, len, "%.0f bit/s", bits);
+    return buf;
+}
+
+bool reserving(const policy::Decision& d) noexcept {
+    return (d.service == policy::ServiceClass::guaranteed || d.service == policy::ServiceClass::realtime) &&
+           (d.qos.rate > 0 || d.qos.rate_down > 0);
+}
+
+void open_ledger(const policy::Policy& pol) {
+    bool needed = false;
+    for (const policy::Rule& r : pol.rules()) needed |= reserving(r.decision);
+    if (!needed || pol.general().capacity == 0) return;
+    std::string path, why;
+    auto* l = new qos::Ledger();
+    if (qos::ledger_path(path, why, true) != 0) {
+        GS_LOG(warn, "no reservation ledger: %s; guaranteed and realtime flows proceed without admission",
+               why.c_str());
+    } else if (l->open(path.c_str(), pol.general().capacity, pol.general().capacity) != 0) {
+        GS_LOG(warn, "%s; guaranteed and realtime flows proceed without admission", l->error());
+    } else {
+        protect_fd(l->fd());
+    }
+    g_ledger = l;
+}
 
 void load() {
     const char* env_log = getenv("GSOCKET_LOG");
@@ -105,6 +160,7 @@ void load() {
         strncpy(g_stats, stats, sizeof g_stats - 1);
         keep_closed_flows(true);
     }
+    open_ledger(*pol);
     pthread_atfork(nullptr, nullptr, on_fork_child);
     GS_LOG(debug, "loaded policy %s for process %s: %zu rules", pol->source().c_str(), g_process,
            pol->rules().size());
@@ -195,8 +251,15 @@ void init() noexcept {
 }
 
 void fini() noexcept {
-    if (!g_ready.load(std::memory_order_acquire) || g_stats[0] == '\0') return;
-    write_stats(g_stats, g_process, *g_policy);
+    if (!g_ready.load(std::memory_order_acquire)) return;
+    if (g_stats[0] != '\0') write_stats(g_stats, g_process, *g_policy);
+    release_all_reservations();
+}
+
+void release_reservations(FlowRecord& r) noexcept {
+    if (g_ledger == nullptr || r.inherited) return;
+    for (qos::Reservation& res : r.reserved)
+        if (res.valid()) g_ledger->release(res);
 }
 
 bool fail_closed() noexcept { return g_ready.load(std::memory_order_acquire) && g_fail_closed; }
@@ -236,6 +299,83 @@ int deny(int fd, const char* call, const sockaddr* peer, socklen_t peerlen) noex
     else
         GS_LOG(debug, "%s on fd %d to %s refused (on_error = fail)", call, fd, b);
     return -EACCES;
+}
+
+// GSocket's "connect negotiates": reserve the flow's rates in the host
+// ledger. Returns 0 to go on (granted, downgraded, or no ledger to ask: fail
+// open) or -ENOBUFS to refuse the connect. An accepted flow is never refused
+// (the peer is already connected): it goes on without a reservation.
+static int admit(int fd, const policy::Decision& d, policy::Direction dir, const Endpoint& peer, policy::Proto proto,
+          FlowRecord* r) noexcept {
+    char where[64], desc[qos::kDescriptionLen], asked[32], gave[32], avail[32], cap[32];
+    format_endpoint(peer, where, sizeof where);
+    snprintf(desc, sizeof desc, "%s %s %s (%s)", policy::name(proto), policy::name(dir), where, d.rule.c_str());
+    const uint64_t want[2] = {d.qos.rate, d.qos.rate_down};
+    qos::Reservation got[2];
+    qos::ReserveResult::Status status = qos::ReserveResult::Status::granted;
+    uint64_t granted[2] = {0, 0};
+    for (int i = 0; i < 2; ++i) {
+        if (want[i] == 0) continue;
+        const qos::Dir qd = i == 0 ? qos::Dir::up : qos::Dir::down;
+        qos::ReserveResult res = g_ledger->reserve(r ? flow_index(*r) : static_cast<uint64_t>(fd), qd, want[i],
+                                                   d.service, desc, g_policy->general().on_reject);
+        if (res.admitted()) {
+            got[i] = res.reservation;
+            granted[i] = res.granted;
+            if (res.status == qos::ReserveResult::Status::downgraded) {
+                status = res.status;
+                GS_LOG(warn, "flow %s to %s (rule %s): class %s asked %s %s, settled for %s (on_reject = downgrade; "
+                             "%s of %s free)", policy::name(proto), where, d.rule.c_str(), policy::name(d.service),
+                       rate_text(res.asked, asked, sizeof asked), qos::name(qd),
+                       rate_text(res.granted, gave, sizeof gave), rate_text(res.available, avail, sizeof avail),
+                       rate_text(res.capacity, cap, sizeof cap));
+            }
+            continue;
+        }
+        if (res.fail_open()) {
+            status = res.status;
+            if (!g_ledger_open_logged.exchange(true, std::memory_order_relaxed))
+                GS_LOG(warn, "reservation ledger %s: %s; flows proceed without admission", g_ledger->path(),
+                       qos::name(res.status));
+            continue;
+        }
+        // Refused (or the table is full): give back what the other direction got.
+        for (qos::Reservation& g : got)
+            if (g.valid()) g_ledger->release(g);
+        if (r != nullptr) {
+            r->reserves = true;
+            r->admission = res.status;
+            r->denied = dir != policy::Direction::accept;
+        }
+        GS_LOG(warn, "flow %s to %s (rule %s): class %s asked %s %s, %s free of %s (ledger %s): %s%s",
+               policy::name(proto), where, d.rule.c_str(), policy::name(d.service),
+               rate_text(res.asked, asked, sizeof asked), qos::name(qd), rate_text(res.available, avail, sizeof avail),
+               rate_text(res.capacity, cap, sizeof cap), g_ledger->path(),
+               res.status == qos::ReserveResult::Status::full ? "every ledger slot is taken, " : "",
+               dir == policy::Direction::accept
+                   ? "the accepted flow goes on without a reservation"
+                   : "connect fails with ENOBUFS; lower the rate, raise [general] capacity or set on_reject = downgrade");
+        if (dir == policy::Direction::accept) return 0;
+        if (r != nullptr) {
+            r->fd = fd;
+            r->peer = peer;
+            r->proto = proto;
+            r->direction = dir;
+            r->decision = &d;
+            flow_release(*r, -1);   // kept for --stats when it keeps closed flows
+        }
+        return -qos::kRefusedErrno;
+    }
+    if (r != nullptr) {
+        r->reserves = true;
+        r->admission = status;
+        r->reserved[0] = got[0];
+        r->reserved[1] = got[1];
+        r->granted[0] = granted[0];
+        r->granted[1] = granted[1];
+        r->rate = granted[0] ? granted[0] : d.qos.rate;
+    }
+    return 0;
 }
 
 int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, socklen_t peerlen) noexcept {
@@ -299,7 +439,19 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
     const int rule = g_policy->rule_index(d);
 
     FlowRecord* r = pending ? pending : flow_alloc();
+    if (reserving(d) && g_ledger != nullptr) {
+        int rc = admit(fd, d, dir, pe, proto, r);
+        if (rc < 0) {
+            errno = saved;
+            return rc;
+        }
+    }
     apply_native(fd, d, rule, family, proto, r);
+    if (r != nullptr && r->reserves && r->rate != d.qos.rate && r->rate > 0) {
+        // Downgraded: pace at what was granted, not at what was asked.
+        uint64_t v = r->rate;
+        real::setsockopt()(fd, SOL_SOCKET, SO_MAX_PACING_RATE, &v, sizeof v);
+    }
     if (r != nullptr) {
         r->fd = fd;
         r->family = family;
@@ -368,7 +520,8 @@ bool policy_override(const FlowRecord& r, int level, int optname, const void* va
             memcpy(&v32, val, sizeof v32);
             v = v32 == UINT32_MAX ? UINT64_MAX : v32;
         }
-        out = v < q.rate ? v : q.rate;   // the program may ask for less, never more
+        const uint64_t cap = r.rate > 0 ? r.rate : q.rate;   // a downgrade granted less
+        out = v < cap ? v : cap;   // the program may ask for less, never more
         return true;
     }
     return false;

@@ -165,6 +165,9 @@ public:
     bool is_open() const noexcept { return entries_ != nullptr; }
     const char* error() const noexcept { return error_; }
     const char* path() const noexcept { return path_; }
+    // The descriptor the OFD lock lives on (-1 when closed): the shim keeps
+    // programs from closing it.
+    int fd() const noexcept { return fd_; }
 
     // In the child after fork(), single-threaded (a pthread_atfork child
     // handler): the inherited descriptor shares the parent's OFD lock, so the
