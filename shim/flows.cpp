@@ -247,8 +247,8 @@ void release_slot_value(uint32_t value, int fd) noexcept {
     if (slot::is_flow(value)) flow_release(flow_at(slot::index(value)), fd);
 }
 
-void write_stats(const char* path, const char* process, const policy::Policy& pol) noexcept {
-    try {
+std::string flows_json(const char* process, const policy::Policy& pol) {
+    {
         std::string out;
         out.reserve(4096);
         char b[256];
@@ -330,6 +330,13 @@ void write_stats(const char* path, const char* process, const policy::Policy& po
             out += b;
         }
         out += "]}\n";
+        return out;
+    }
+}
+
+void write_stats(const char* path, const char* process, const policy::Policy& pol) noexcept {
+    try {
+        std::string out = flows_json(process, pol);
         int fd = static_cast<int>(
             syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
         if (fd < 0) {

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <cstddef>
 #include <sys/socket.h>
 
@@ -113,6 +114,9 @@ void mark_all_inherited() noexcept;
 // Refresh counters and addresses of a flow from the kernel (fd still open).
 void flow_refresh(FlowRecord& r, int fd) noexcept;
 
+// One JSON object (and a newline) describing this process and all its flows:
+// the --stats record, and what the control socket answers. Allocates; may throw.
+std::string flows_json(const char* process, const policy::Policy& pol);
 // Append one JSON line describing this process and all its flows to `path`.
 // Not for signal handlers (it allocates); called at exit.
 void write_stats(const char* path, const char* process, const policy::Policy& pol) noexcept;

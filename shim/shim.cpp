@@ -8,6 +8,8 @@
 #include <string.h>
 
 
+#include "core/engine/control.h"
+#include "core/engine/engine.h"
 #include "core/qos/native_plan.h"
 #include "shim/log.h"
 #include "shim/real.h"
@@ -160,6 +162,7 @@ void load() {
         strncpy(g_stats, stats, sizeof g_stats - 1);
         keep_closed_flows(true);
     }
+    engine::set_fd_guard(engine::FdGuard{&protect_fd, &unprotect_fd});
     open_ledger(*pol);
     pthread_atfork(nullptr, nullptr, on_fork_child);
     GS_LOG(debug, "loaded policy %s for process %s: %zu rules", pol->source().c_str(), g_process,
@@ -301,6 +304,8 @@ int deny(int fd, const char* call, const sockaddr* peer, socklen_t peerlen) noex
     return -EACCES;
 }
 
+std::string snapshot() { return flows_json(g_process, *g_policy); }
+
 // GSocket's "connect negotiates": reserve the flow's rates in the host
 // ledger. Returns 0 to go on (granted, downgraded, or no ledger to ask: fail
 // open) or -ENOBUFS to refuse the connect. An accepted flow is never refused
@@ -365,6 +370,13 @@ static int admit(int fd, const policy::Decision& d, policy::Direction dir, const
             flow_release(*r, -1);   // kept for --stats when it keeps closed flows
         }
         return -qos::kRefusedErrno;
+    }
+    // A process holding reservations answers gsctl flows/top.
+    static std::atomic<bool> control_started{false};
+    if ((got[0].valid() || got[1].valid()) && !control_started.exchange(true, std::memory_order_relaxed)) {
+        int rc = engine::control_start(&snapshot);
+        if (rc < 0 && rc != -ENOSYS)
+            GS_LOG(info, "no control socket for gsctl flows (%s): flows carry on", strerror(-rc));
     }
     if (r != nullptr) {
         r->reserves = true;

@@ -20,10 +20,27 @@ int64_t now_ns() noexcept {
 }
 
 namespace {
+FdGuard g_guard;
+}  // namespace
 
-// Raw system calls for our own fds: the engine is linked into the preload
-// library, whose exported close/write would otherwise be called.
-void sys_close(int fd) noexcept { syscall(SYS_close, fd); }
+void set_fd_guard(const FdGuard& g) noexcept { g_guard = g; }
+void guard_fd(int fd) noexcept {
+    if (fd >= 0 && g_guard.protect) g_guard.protect(fd);
+}
+void unguard_fd(int fd) noexcept {
+    if (fd >= 0 && g_guard.unprotect) g_guard.unprotect(fd);
+}
+// A raw system call: the engine is linked into the preload library, whose
+// exported close() would refuse to close a guarded fd.
+void close_internal_fd(int fd) noexcept {
+    if (fd < 0) return;
+    unguard_fd(fd);
+    syscall(SYS_close, fd);
+}
+
+namespace {
+
+void sys_close(int fd) noexcept { close_internal_fd(fd); }
 
 // The engine thread creates the ring (SINGLE_ISSUER makes its creator the
 // only submitter) and tells the starting thread how that went.
@@ -58,8 +75,10 @@ int Engine::init(const Options& o) noexcept {
     if (rc < 0) return rc;
     ring_ok_ = true;
     setup_flags_ = p.flags;
+    guard_fd(ring_.ring_fd);
     wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd_ < 0) return -errno;
+    guard_fd(wake_fd_);
     try {
         heap_.reserve(1024);
     } catch (...) {
@@ -71,7 +90,10 @@ int Engine::init(const Options& o) noexcept {
 }
 
 Engine::~Engine() {
-    if (ring_ok_) io_uring_queue_exit(&ring_);
+    if (ring_ok_) {
+        unguard_fd(ring_.ring_fd);
+        io_uring_queue_exit(&ring_);
+    }
     if (wake_fd_ >= 0) sys_close(wake_fd_);
 }
 

@@ -55,6 +55,20 @@ protected:
     ~Timer() = default;
 };
 
+// Who must keep programs from closing the engine's own fds (the shim, whose
+// close/close_range hooks step around them). Set once, before the first
+// engine starts; the engine and its users (the control socket) call
+// guard_fd() on every fd they keep and unguard_fd() before closing it.
+struct FdGuard {
+    void (*protect)(int fd) noexcept = nullptr;
+    void (*unprotect)(int fd) noexcept = nullptr;
+};
+void set_fd_guard(const FdGuard& g) noexcept;
+void guard_fd(int fd) noexcept;
+void unguard_fd(int fd) noexcept;
+// Close one of the engine's own fds (unguarded first), bypassing the hooks.
+void close_internal_fd(int fd) noexcept;
+
 struct Options {
     unsigned entries = 256;      // SQ size; the CQ is twice that
     bool single_issuer = true;   // IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN when the kernel has them
