@@ -107,7 +107,7 @@ enum class SecKind : uint8_t { none, general, flow, overlay, ignored };
 // Keys and what they take. `list` keys accept indented continuation lines.
 enum class K : uint8_t {
     // general
-    on_error, on_reject, log, capacity, rate_up, g_rate_down,
+    on_error, on_reject, log, capacity, rate_up, g_rate_down, bridge,
     // flow
     process, proto, dst, src, dport, sport, direction, klass, transport, rate, rate_down, burst,
     latency, jitter, loss, priority, dscp, fec, rcvbuf, window, notsent_lowat, congestion,
@@ -126,6 +126,7 @@ constexpr KeySpec kGeneralKeys[] = {
     {"on_error", K::on_error, false}, {"on_reject", K::on_reject, false},
     {"log", K::log, false},           {"capacity", K::capacity, false},
     {"rate_up", K::rate_up, false},   {"rate_down", K::g_rate_down, false},
+    {"bridge", K::bridge, false},
 };
 
 constexpr KeySpec kFlowKeys[] = {
@@ -595,6 +596,12 @@ void Parser::set_scalar(int key_id, const std::string& key, std::string_view v, 
         else if (v == "debug") g.log = LogLevel::debug;
         else bad("bad value, write off, error, warn, info or debug");
         return;
+    case K::bridge:
+        if (v == "never") g.bridge = Bridge::never;
+        else if (v == "needed") g.bridge = Bridge::needed;
+        else if (v == "always") g.bridge = Bridge::always;
+        else bad("bad value, write never, needed or always");
+        return;
     case K::capacity: rate(g.capacity); return;
     case K::rate_up: rate(g.rate_up); return;
     case K::g_rate_down: rate(g.rate_down); return;
@@ -908,14 +915,21 @@ void Parser::run() {
     // Checks across sections: [general] may come before or after the flows.
     // A reservation is made against the host's budget, so a class that
     // reserves needs one.
-    if (policy_.general_.capacity == 0)
-        for (const Rule& rule : policy_.rules_)
-            if (rule.class_set && rule.decision.qos.rate > 0 &&
-                (rule.decision.service == ServiceClass::guaranteed || rule.decision.service == ServiceClass::realtime))
-                section_diag(rule.decision.line, "flow " + rule.decision.rule,
-                             std::string("class ") + name(rule.decision.service) +
-                                 " reserves its rate at connect against the host's budget, which is not set: "
-                                 "add capacity = 1gbit (each direction) to [general]");
+    // Such a rule is left out, as any broken section is.
+    if (policy_.general_.capacity == 0) {
+        auto reserves_without_budget = [this](const Rule& rule) {
+            if (!(rule.class_set && rule.decision.qos.rate > 0 &&
+                  (rule.decision.service == ServiceClass::guaranteed ||
+                   rule.decision.service == ServiceClass::realtime)))
+                return false;
+            section_diag(rule.decision.line, "flow " + rule.decision.rule,
+                         std::string("class ") + name(rule.decision.service) +
+                             " reserves its rate at connect against the host's budget, which is not set: "
+                             "add capacity = 1gbit (each direction) to [general]");
+            return true;
+        };
+        std::erase_if(policy_.rules_, reserves_without_budget);
+    }
     // inih reports the first syntax error it saw; classify() should have seen it too.
     if (r > 0 && std::find(syntax_lines_.begin(), syntax_lines_.end(), r) == syntax_lines_.end())
         diag(r, "syntax error, write KEY = VALUE or [section]");

@@ -195,6 +195,7 @@ std::string to_ini(const Policy& p) {
     o += "capacity = " + (g.capacity ? format_rate(g.capacity) : "0") + "\n";
     o += "rate_up = " + (g.rate_up ? format_rate(g.rate_up) : "0") + "\n";
     o += "rate_down = " + (g.rate_down ? format_rate(g.rate_down) : "0") + "\n";
+    if (g.bridge != Bridge::needed) o += std::string("bridge = ") + name(g.bridge) + "\n";
     for (const Rule& r : p.rules()) {
         const Decision& d = r.decision;
         const Qos& q = d.qos;

@@ -112,7 +112,15 @@ struct Overlay {
     std::string server;                 // host:port of gsoverlayd, "" = none
 };
 
+// Which flows the engine carries over a bridge (a socketpair on the
+// program's fd, the engine holding the transport): never; the flows whose QoS
+// the kernel cannot give (needed, the default); every TCP flow (always: for
+// tests and diagnosis).
+enum class Bridge : uint8_t { never, needed, always };
+const char* name(Bridge b) noexcept;   // "never", "needed", "always"
+
 struct General {
+    Bridge bridge = Bridge::needed;
     OnError on_error = OnError::open;
     OnReject on_reject = OnReject::fail;
     LogLevel log = LogLevel::warn;

@@ -620,4 +620,13 @@ const char* name(LogLevel l) noexcept {
     return "?";
 }
 
+const char* name(Bridge b) noexcept {
+    switch (b) {
+    case Bridge::never: return "never";
+    case Bridge::needed: return "needed";
+    case Bridge::always: return "always";
+    }
+    return "?";
+}
+
 }  // namespace gs::policy

@@ -145,6 +145,12 @@ FlowRecord* flow_alloc() noexcept {
     r->reserves = false;
     r->rate = 0;
     r->granted[0] = r->granted[1] = 0;
+    r->bridged = false;
+    r->bridge.phase.store(engine::BridgeState::connecting, std::memory_order_relaxed);
+    r->bridge.error.store(0, std::memory_order_relaxed);
+    r->bridge.connect_done.store(0, std::memory_order_relaxed);
+    r->bridge.transport = r->bridge.app_end = -1;
+    r->bridge.filler = 0;
     r->denied = r->inherited = false;
     r->opened_ns = now_ns();
     r->closed_ns = 0;
@@ -176,7 +182,7 @@ void flow_refresh(FlowRecord& r, int fd) noexcept {
     len = sizeof ss;
     if (r.peer.port == 0 && real::getpeername()(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
         endpoint_from(reinterpret_cast<sockaddr*>(&ss), len, r.peer);
-    if (r.proto == policy::Proto::tcp) {
+    if (r.proto == policy::Proto::tcp && !r.bridged) {
         // The kernel counts TCP bytes exactly, including sendfile/splice that
         // never pass through a hook.
         tcp_info ti{};
@@ -210,6 +216,11 @@ void flow_release(FlowRecord& r, int fd) noexcept {
     if (r.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     if (fd >= 0) flow_refresh(r, fd);
     release_reservations(r);   // close releases what connect reserved
+    if (r.bridged && r.bridge.transport >= 0) {
+        // Both the program and the engine are done with the flow.
+        engine::close_internal_fd(r.bridge.transport);
+        r.bridge.transport = -1;
+    }
     r.closed_ns = now_ns();
     if (log::on(policy::LogLevel::info)) {
         char l[64], p[64];
@@ -283,8 +294,10 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
             out += b;
             first = false;
             json_escape(out, d ? d->rule.c_str() : "-");
-            snprintf(b, sizeof b, "\",\"class\":\"%s\",\"transport\":\"native\",\"requested_transport\":\"%s\",",
-                     d ? policy::name(d->service) : "-", d ? policy::name(d->transport) : "native");
+            snprintf(b, sizeof b, "\",\"class\":\"%s\",\"transport\":\"native\",\"requested_transport\":\"%s\","
+                     "\"bridged\":%s,",
+                     d ? policy::name(d->service) : "-", d ? policy::name(d->transport) : "native",
+                     r.bridged ? "true" : "false");
             out += b;
             // Applied knobs with their values; knobs the kernel refused by name.
             std::string failed;

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <sys/socket.h>
 
+#include "core/engine/bridge.h"
 #include "core/qos/ledger.h"
 #include "policy/policy.h"
 
@@ -34,6 +35,7 @@ constexpr uint32_t kV6 = 1u << 0;    // kSocket bits
 constexpr uint32_t kUdp = 1u << 1;
 constexpr uint32_t kCount = 1u << 29; // kFlow bit: count bytes in the hooks (UDP; TCP asks TCP_INFO)
 constexpr uint32_t kPending = 1u << 28; // kFlow bit: a UDP socket that received before it sent: recorded, not classified
+constexpr uint32_t kBridged = 1u << 27; // kFlow bit: the fd is the program's end of a bridge (core/engine/bridge.h)
 inline bool is_flow(uint32_t s) noexcept { return (s & kKindMask) == kFlow; }
 inline bool is_socket(uint32_t s) noexcept { return (s & kKindMask) == kSocket; }
 inline bool is_internal(uint32_t s) noexcept { return (s & kKindMask) == kInternal; }
@@ -41,7 +43,8 @@ inline bool is_pending(uint32_t s) noexcept { return (s & (kKindMask | kPending)
 // Not classified yet: the next connect/sendto decides.
 inline bool unclassified(uint32_t s) noexcept { return is_socket(s) || is_pending(s); }
 inline bool counts(uint32_t s) noexcept { return (s & (kKindMask | kCount)) == (kFlow | kCount); }
-inline uint32_t index(uint32_t s) noexcept { return s & (kPending - 1); }
+inline bool is_bridged(uint32_t s) noexcept { return (s & (kKindMask | kBridged)) == (kFlow | kBridged); }
+inline uint32_t index(uint32_t s) noexcept { return s & (kBridged - 1); }
 }  // namespace slot
 
 struct FlowRecord;
@@ -83,6 +86,8 @@ struct FlowRecord {
     bool reserves = false;                // the decision asked for a reservation
     uint64_t rate = 0;                    // the pacing rate applied: the policy's, or what a downgrade granted
     uint64_t granted[2] = {0, 0};         // bytes/s admitted up / down (kept after release, for --stats)
+    bool bridged = false;                 // carried by the engine over a socketpair
+    engine::BridgeState bridge;           // valid while bridged
     bool inherited = false;               // came from the parent across fork()
     int64_t opened_ns = 0, closed_ns = 0; // CLOCK_MONOTONIC
 };

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <unistd.h>
 
+#include "core/engine/bridge.h"
 #include "shim/flows.h"
 #include "shim/real.h"
 #include "shim/shim.h"
@@ -52,6 +53,27 @@ inline void count_in(int fd, uint32_t s, ssize_t n) noexcept {
     if (n <= 0) return;
     if (slot::counts(s)) return count(s, false, n);
     if (slot::is_socket(s) && (s & slot::kUdp)) record_pending(fd, s, static_cast<uint64_t>(n));
+}
+
+// A bridged flow whose transport failed: the program's end just reads EOF
+// (or EPIPE on write); what a TCP program expects is the transport's errno,
+// once.
+inline ssize_t translate_in(uint32_t s, ssize_t r) noexcept {
+    if (r == 0 && slot::is_bridged(s)) {
+        int e = bridge_of(s).error.exchange(0, std::memory_order_relaxed);
+        if (e != 0) {
+            errno = e;
+            return -1;
+        }
+    }
+    return r;
+}
+inline ssize_t translate_out(uint32_t s, ssize_t r) noexcept {
+    if (r < 0 && errno == EPIPE && slot::is_bridged(s)) {
+        int e = bridge_of(s).error.exchange(0, std::memory_order_relaxed);
+        if (e != 0) errno = e;
+    }
+    return r;
 }
 
 // newfd now refers to the same open file as oldfd.
@@ -151,10 +173,28 @@ GS_EXPORT int socket(int domain, int type, int protocol) {
 
 GS_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
     uint32_t s = slot_of(fd);
-    if ((s == 0 || slot::unclassified(s)) && addr != nullptr && len >= sizeof(sa_family_t) &&
-        (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) &&
-        start_flow(fd, s, Direction::connect, addr, len) != 0)
+    if (slot::is_bridged(s)) {
+        // Connect again on a bridged flow: answer as the kernel would.
+        gs::engine::BridgeState& b = bridge_of(s);
+        int phase = b.phase.load(std::memory_order_acquire);
+        int e = phase == gs::engine::BridgeState::connecting ? EALREADY
+                : phase == gs::engine::BridgeState::failed  ? b.error.exchange(0, std::memory_order_relaxed)
+                                                            : EISCONN;
+        errno = e != 0 ? e : ECONNABORTED;
         return -1;
+    }
+    if ((s == 0 || slot::unclassified(s)) && addr != nullptr && len >= sizeof(sa_family_t) &&
+        (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
+        if (start_flow(fd, s, Direction::connect, addr, len) != 0) return -1;
+        if (wants_bridge(s = slot_of(fd))) {
+            int rc = bridge_connect(fd, addr, len);
+            if (rc <= 0) {
+                if (rc == 0) return 0;
+                errno = -rc;
+                return -1;
+            }
+        }
+    }
     return real::connect()(fd, addr, len);
 }
 
@@ -212,13 +252,40 @@ GS_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
     return after_accept(fd, real::accept4()(fd, addr, len, flags), addr, len, cap);
 }
 
+namespace {
+// Options a program sets to shape its own blocking calls stay on its end of a
+// bridge; every other option belongs to the transport.
+bool on_program_end(int level, int name) noexcept {
+    return level == SOL_SOCKET && (name == SO_RCVTIMEO_OLD || name == SO_SNDTIMEO_OLD || name == SO_RCVTIMEO_NEW ||
+                                   name == SO_SNDTIMEO_NEW || name == SO_RCVLOWAT || name == SO_SNDLOWAT);
+}
+}  // namespace
+
 GS_EXPORT int getsockopt(int fd, int level, int name, void* val, socklen_t* len) {
+    uint32_t s = slot_of(fd);
+    if (slot::is_bridged(s) && !on_program_end(level, name)) {
+        gs::engine::BridgeState& b = bridge_of(s);
+        if (level == SOL_SOCKET && name == SO_ERROR && val != nullptr && len != nullptr && *len >= sizeof(int)) {
+            // Reported once, as the kernel does.
+            int e = b.error.exchange(0, std::memory_order_relaxed);
+            __builtin_memcpy(val, &e, sizeof e);
+            *len = sizeof e;
+            return 0;
+        }
+        return real::getsockopt()(b.transport, level, name, val, len);
+    }
     return real::getsockopt()(fd, level, name, val, len);
 }
 
 GS_EXPORT int setsockopt(int fd, int level, int name, const void* val, socklen_t len) {
     uint32_t s = slot_of(fd);
     if (!slot::is_flow(s)) return real::setsockopt()(fd, level, name, val, len);
+    if (slot::is_bridged(s) && !on_program_end(level, name)) {
+        // The transport carries the flow: its options are the ones that mean something.
+        if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
+            real::setsockopt()(fd, level, name, val, len);
+        fd = bridge_of(s).transport;
+    }
     const FlowRecord& r = flow_at(slot::index(s));
     uint64_t v;
     int rc;
@@ -244,16 +311,24 @@ GS_EXPORT int setsockopt(int fd, int level, int name, const void* val, socklen_t
     return rc;
 }
 
-GS_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) { return real::getsockname()(fd, addr, len); }
-GS_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) { return real::getpeername()(fd, addr, len); }
+// A bridged flow answers with the transport's addresses: IP, never AF_UNIX.
+GS_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) {
+    uint32_t s = slot_of(fd);
+    return real::getsockname()(slot::is_bridged(s) ? bridge_of(s).transport : fd, addr, len);
+}
+GS_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) {
+    uint32_t s = slot_of(fd);
+    return real::getpeername()(slot::is_bridged(s) ? bridge_of(s).transport : fd, addr, len);
+}
 GS_EXPORT int shutdown(int fd, int how) { return real::shutdown()(fd, how); }
 
 // ---- data ------------------------------------------------------------------
 
 GS_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
     ssize_t r = real::send()(fd, buf, n, flags);
-    count(slot_of(fd), true, r);
-    return r;
+    uint32_t s = slot_of(fd);
+    count(s, true, r);
+    return translate_out(s, r);
 }
 
 GS_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen) {
@@ -288,8 +363,9 @@ GS_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
 
 GS_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
     ssize_t r = real::recv()(fd, buf, n, flags);
-    count_in(fd, slot_of(fd), r);
-    return r;
+    uint32_t s = slot_of(fd);
+    count_in(fd, s, r);
+    return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) {
@@ -324,8 +400,9 @@ GS_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, struct t
 // calling its own __*_chk.
 GS_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
     ssize_t r = real::__recv_chk()(fd, buf, n, buflen, flags);
-    count_in(fd, slot_of(fd), r);
-    return r;
+    uint32_t s = slot_of(fd);
+    count_in(fd, s, r);
+    return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* from,
@@ -337,32 +414,37 @@ GS_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int
 
 GS_EXPORT ssize_t read(int fd, void* buf, size_t n) {
     ssize_t r = real::read()(fd, buf, n);
-    count_in(fd, slot_of(fd), r);
-    return r;
+    uint32_t s = slot_of(fd);
+    count_in(fd, s, r);
+    return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
     ssize_t r = real::__read_chk()(fd, buf, n, buflen);
-    count_in(fd, slot_of(fd), r);
-    return r;
+    uint32_t s = slot_of(fd);
+    count_in(fd, s, r);
+    return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
     ssize_t r = real::write()(fd, buf, n);
-    count(slot_of(fd), true, r);
-    return r;
+    uint32_t s = slot_of(fd);
+    count(s, true, r);
+    return translate_out(s, r);
 }
 
 GS_EXPORT ssize_t readv(int fd, const iovec* iov, int n) {
     ssize_t r = real::readv()(fd, iov, n);
-    count_in(fd, slot_of(fd), r);
-    return r;
+    uint32_t s = slot_of(fd);
+    count_in(fd, s, r);
+    return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t writev(int fd, const iovec* iov, int n) {
     ssize_t r = real::writev()(fd, iov, n);
-    count(slot_of(fd), true, r);
-    return r;
+    uint32_t s = slot_of(fd);
+    count(s, true, r);
+    return translate_out(s, r);
 }
 
 // ---- fd bookkeeping ---------------------------------------------------------

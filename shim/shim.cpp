@@ -1,6 +1,7 @@
 #include "shim/shim.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -506,6 +507,112 @@ void record_pending(int fd, uint32_t cur, uint64_t n) noexcept {
         return;
     }
     note_fd(fd);
+}
+
+bool wants_bridge(uint32_t s) noexcept {
+    if (!slot::is_flow(s) || slot::is_bridged(s) || g_policy->general().bridge != policy::Bridge::always) return false;
+    const FlowRecord& r = flow_at(slot::index(s));
+    return r.proto == policy::Proto::tcp && r.direction == policy::Direction::connect && !r.denied;
+}
+
+engine::BridgeState& bridge_of(uint32_t s) noexcept { return flow_at(slot::index(s)).bridge; }
+
+namespace {
+
+// The engine is done with a bridge: drop its reference to the flow record.
+void bridge_done(engine::BridgeState* b) noexcept {
+    auto* r = static_cast<FlowRecord*>(b->owner);
+    flow_release(*r, -1);
+}
+
+// Zeros the shim writes into a non-blocking connect's end of the pair, so
+// that it does not look writable before the transport is connected.
+const char kFiller[64 * 1024] = {};
+
+int move_high(int fd) noexcept {
+    int h = real::fcntl()(fd, F_DUPFD_CLOEXEC, engine::kInternalFdBase);
+    if (h < 0) h = real::fcntl()(fd, F_DUPFD_CLOEXEC, 3);
+    return h;
+}
+
+}  // namespace
+
+int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
+    uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
+    FlowRecord& r = flow_at(slot::index(s));
+    if (len > sizeof r.bridge.peer) return 1;
+    engine::Engine* e = engine::Engine::get();
+    static std::atomic<bool> logged{false};
+    if (e == nullptr) {
+        if (!logged.exchange(true)) GS_LOG(warn, "the gsocket engine cannot start (io_uring?): flows stay native");
+        return 1;
+    }
+    const int saved = errno;
+    // A listening or already connected socket: let the kernel say EISCONN.
+    int listening = 0;
+    socklen_t ll = sizeof listening;
+    sockaddr_storage tmp;
+    socklen_t tl = sizeof tmp;
+    if ((real::getsockopt()(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) == 0 && listening) ||
+        real::getpeername()(fd, reinterpret_cast<sockaddr*>(&tmp), &tl) == 0) {
+        errno = saved;
+        return 1;
+    }
+    int fl = real::fcntl()(fd, F_GETFL);
+    int fdfl = real::fcntl()(fd, F_GETFD);
+    int sp[2];
+    if (fl < 0 || fdfl < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
+        errno = saved;
+        return 1;
+    }
+    int transport = move_high(fd);
+    int app_end = move_high(sp[1]);
+    real::close()(sp[1]);
+    // The program's fd becomes its end of the pair, with the flags it had.
+    if (transport < 0 || app_end < 0 ||
+        real::dup3()(sp[0], fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+        if (transport >= 0) real::close()(transport);
+        if (app_end >= 0) real::close()(app_end);
+        real::close()(sp[0]);
+        errno = saved;
+        return 1;
+    }
+    real::close()(sp[0]);
+    const bool nonblock = fl & O_NONBLOCK;
+    if (nonblock) real::fcntl()(fd, F_SETFL, O_NONBLOCK);
+    protect_fd(transport);
+    protect_fd(app_end);
+
+    engine::BridgeState& b = r.bridge;
+    b.transport = transport;
+    b.app_end = app_end;
+    memcpy(&b.peer, addr, len);
+    b.peer_len = len;
+    b.bytes_out = &r.bytes_out;
+    b.bytes_in = &r.bytes_in;
+    b.on_done = &bridge_done;
+    b.owner = &r;
+    b.filler = 0;
+    if (nonblock) {
+        for (;;) {
+            ssize_t n = real::send()(fd, kFiller, sizeof kFiller, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n <= 0) break;
+            b.filler += static_cast<uint32_t>(n);
+        }
+    }
+    r.bridged = true;
+    r.refs.fetch_add(1, std::memory_order_relaxed);   // the engine's, dropped in bridge_done
+    fd_slot(fd).fetch_or(slot::kBridged, std::memory_order_relaxed);
+    engine::start_bridge(*e, b);
+    errno = saved;
+    if (nonblock) return -EINPROGRESS;
+    int err = b.wait_connected();
+    if (err != 0) return -err;
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    if (real::getsockname()(transport, reinterpret_cast<sockaddr*>(&ss), &sl) == 0)
+        endpoint_from(reinterpret_cast<sockaddr*>(&ss), sl, r.local);
+    return 0;
 }
 
 bool policy_override(const FlowRecord& r, int level, int optname, const void* val, socklen_t len,

@@ -34,6 +34,17 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
 // bytes count from the start and --stats lists receive-only sockets too.
 void record_pending(int fd, uint32_t cur, uint64_t n) noexcept;
 
+// Whether the classified flow on `fd` (slot value `s`) is to be carried by the
+// engine over a bridge ([general] bridge = always: TCP connects for now).
+bool wants_bridge(uint32_t s) noexcept;
+// Put the engine between the program and its TCP socket `fd` and connect the
+// transport to `addr`. Returns 0 (connected: blocking connect), -EINPROGRESS
+// (non-blocking), -errno (the transport's connect failed), or 1 when the
+// bridge could not be set up (the caller connects natively: fail open).
+int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept;
+// For the hooks: the bridge of a bridged slot.
+engine::BridgeState& bridge_of(uint32_t s) noexcept;
+
 // The slot value socket()/accept would set for an inet socket of this kind,
 // or 0 if the fd is not an AF_INET/AF_INET6 TCP or UDP socket.
 uint32_t socket_slot(int domain, int type, int protocol) noexcept;

@@ -1,6 +1,7 @@
 #include "core/engine/engine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -75,9 +76,18 @@ int Engine::init(const Options& o) noexcept {
     if (rc < 0) return rc;
     ring_ok_ = true;
     setup_flags_ = p.flags;
+    // Our fds live high, out of the numbers programs pick and count.
+    if (int high = fcntl(ring_.ring_fd, F_DUPFD_CLOEXEC, kInternalFdBase); high >= 0) {
+        syscall(SYS_close, ring_.ring_fd);
+        ring_.ring_fd = ring_.enter_ring_fd = high;
+    }
     guard_fd(ring_.ring_fd);
     wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd_ < 0) return -errno;
+    if (int high = fcntl(wake_fd_, F_DUPFD_CLOEXEC, kInternalFdBase); high >= 0) {
+        syscall(SYS_close, wake_fd_);
+        wake_fd_ = high;
+    }
     guard_fd(wake_fd_);
     try {
         heap_.reserve(1024);

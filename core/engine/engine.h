@@ -55,6 +55,10 @@ protected:
     ~Timer() = default;
 };
 
+// The engine's fds (and the shim's) are moved to this number or above, out
+// of the numbers programs pick, use in loops and count.
+constexpr int kInternalFdBase = 512;
+
 // Who must keep programs from closing the engine's own fds (the shim, whose
 // close/close_range hooks step around them). Set once, before the first
 // engine starts; the engine and its users (the control socket) call

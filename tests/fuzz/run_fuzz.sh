@@ -9,7 +9,10 @@ shift 3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$artifacts"
+# libFuzzer exits 77 on a finding by default, which meson reads as "skipped":
+# a crash must fail the test.
 exec_args="-max_total_time=20 -runs=2000000 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1"
+exec_args="$exec_args -error_exitcode=1 -timeout_exitcode=1"
 dict=$(dirname "$0")/policy.dict
 [ -f "$dict" ] && exec_args="$exec_args -dict=$dict"
 # shellcheck disable=SC2086

@@ -1,0 +1,214 @@
+#include "core/engine/bridge.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <memory>
+#include <new>
+
+namespace gs::engine {
+namespace {
+
+constexpr size_t kChunk = 256 * 1024;   // per direction; one recv and one send in flight
+
+long futex(std::atomic<uint32_t>* w, int op, uint32_t v) noexcept {
+    return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, v, nullptr, nullptr, 0);
+}
+
+}  // namespace
+
+// The engine's side of one bridged flow. Lives on the engine thread; frees
+// itself when both directions are over and nothing is in flight.
+class Bridge {
+public:
+    explicit Bridge(BridgeState& s) noexcept : s_(s) {}
+
+    void begin(Engine& e) noexcept {
+        io_uring_sqe* q = e.sqe();
+        io_uring_prep_connect(q, s_.transport, reinterpret_cast<const sockaddr*>(&s_.peer), s_.peer_len);
+        io_uring_sqe_set_data(q, static_cast<Completion*>(&connect_));
+        ++inflight_;
+    }
+
+private:
+    // One direction: recv from `from`, send all of it to `to`, again.
+    struct Pump final : Completion {
+        Bridge* b = nullptr;
+        int from = -1, to = -1;
+        bool up = false;   // app -> transport
+        bool sending = false, over = false;
+        std::unique_ptr<char[]> buf;
+        size_t len = 0, off = 0;
+
+        void recv(Engine& e) noexcept {
+            sending = false;
+            io_uring_sqe* q = e.sqe();
+            io_uring_prep_recv(q, from, buf.get(), kChunk, 0);
+            io_uring_sqe_set_data(q, static_cast<Completion*>(this));
+            ++b->inflight_;
+        }
+        void send(Engine& e) noexcept {
+            sending = true;
+            io_uring_sqe* q = e.sqe();
+            io_uring_prep_send(q, to, buf.get() + off, len - off, MSG_NOSIGNAL);
+            io_uring_sqe_set_data(q, static_cast<Completion*>(this));
+            ++b->inflight_;
+        }
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override {
+            --b->inflight_;
+            if (b->ending_ || over) return b->maybe_free();
+            if (!sending) {
+                if (cqe.res > 0) {
+                    len = static_cast<size_t>(cqe.res);
+                    off = 0;
+                    return send(e);
+                }
+                if (cqe.res == 0) {
+                    // EOF: the program half-closed (or closed) its end, or the
+                    // peer sent FIN. Pass the half-close on.
+                    over = true;
+                    ::shutdown(to, SHUT_WR);
+                    return b->direction_over(e);
+                }
+                return b->fail(e, up ? 0 : -cqe.res);   // a transport error is the program's business
+            }
+            if (cqe.res < 0) return b->fail(e, up ? -cqe.res : 0);
+            off += static_cast<size_t>(cqe.res);
+            std::atomic<uint64_t>* counter = up ? b->s_.bytes_out : b->s_.bytes_in;
+            if (counter) counter->fetch_add(static_cast<uint64_t>(cqe.res), std::memory_order_relaxed);
+            if (off < len) return send(e);
+            recv(e);
+        }
+    };
+
+    struct Connect final : Completion {
+        Bridge* b = nullptr;
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override {
+            --b->inflight_;
+            b->connected(e, cqe.res);
+        }
+    };
+
+    // Take back the bytes that kept the program's end from looking
+    // writable: from now on it is, as a socket whose connect has an answer
+    // (POLLOUT, with POLLHUP when that answer was a failure).
+    void drain_filler() noexcept {
+        static char sink[64 * 1024];   // engine thread only
+        for (uint32_t left = s_.filler; left > 0;) {
+            ssize_t n = ::recv(s_.app_end, sink, left < sizeof sink ? left : sizeof sink, MSG_DONTWAIT);
+            if (n <= 0) break;
+            left -= static_cast<uint32_t>(n);
+        }
+        s_.filler = 0;
+    }
+
+    void connected(Engine& e, int res) noexcept {
+        if (res < 0) {
+            s_.error.store(-res, std::memory_order_relaxed);
+            s_.phase.store(BridgeState::failed, std::memory_order_release);
+            announce();
+            drain_filler();
+            return end(e);
+        }
+        try {
+            up_.buf.reset(new char[kChunk]);
+            down_.buf.reset(new char[kChunk]);
+        } catch (...) {
+            s_.error.store(ENOBUFS, std::memory_order_relaxed);
+            s_.phase.store(BridgeState::failed, std::memory_order_release);
+            announce();
+            return end(e);
+        }
+        // Connected from here on: say so before the program's end turns
+        // writable (a program polling for POLLOUT may ask at once).
+        s_.phase.store(BridgeState::connected, std::memory_order_release);
+        announce();
+        drain_filler();
+        up_.b = down_.b = this;
+        up_.from = s_.app_end;
+        up_.to = s_.transport;
+        up_.up = true;
+        down_.from = s_.transport;
+        down_.to = s_.app_end;
+        up_.recv(e);
+        down_.recv(e);
+    }
+
+    void announce() noexcept {
+        s_.connect_done.store(1, std::memory_order_release);
+        futex(&s_.connect_done, FUTEX_WAKE_PRIVATE, INT32_MAX);
+    }
+
+    void direction_over(Engine& e) noexcept {
+        if (up_.over && down_.over) end(e);
+    }
+
+    // `transport_err`: an errno the program must see (the peer reset, timed
+    // out...); 0 when the program's own end went away.
+    void fail(Engine& e, int transport_err) noexcept {
+        if (transport_err != 0) s_.error.store(transport_err, std::memory_order_relaxed);
+        end(e);
+    }
+
+    // Stop both directions: shutting the sockets down completes any receive
+    // still posted, then the last completion frees the bridge.
+    void end(Engine&) noexcept {
+        if (ending_) return;
+        ending_ = true;
+        ::shutdown(s_.app_end, SHUT_RDWR);
+        ::shutdown(s_.transport, SHUT_RDWR);
+        maybe_free();
+    }
+
+    // The transport stays open (shut down) until the program closes its fd
+    // too: getsockname, getsockopt... must keep answering for it, and its
+    // number must not go to another bridge meanwhile. The owner closes it.
+    void maybe_free() noexcept {
+        if (!ending_ || inflight_ > 0) return;
+        close_internal_fd(s_.app_end);
+        s_.app_end = -1;
+        if (s_.phase.load(std::memory_order_relaxed) == BridgeState::connected)
+            s_.phase.store(BridgeState::closed, std::memory_order_release);
+        BridgeState* s = &s_;
+        delete this;
+        if (s->on_done) s->on_done(s);
+    }
+
+    BridgeState& s_;
+    Connect connect_{};
+    Pump up_, down_;
+    int inflight_ = 0;
+    bool ending_ = false;
+
+    friend struct BridgeState;
+};
+
+void BridgeState::Start::run(Engine& e) noexcept {
+    auto* b = new (std::nothrow) Bridge(*state);
+    if (b == nullptr) {
+        state->error.store(ENOBUFS, std::memory_order_relaxed);
+        state->phase.store(failed, std::memory_order_release);
+        state->connect_done.store(1, std::memory_order_release);
+        futex(&state->connect_done, FUTEX_WAKE_PRIVATE, INT32_MAX);
+        close_internal_fd(state->app_end);
+        state->app_end = -1;
+        if (state->on_done) state->on_done(state);
+        return;
+    }
+    b->connect_.b = b;
+    b->begin(e);
+}
+
+int BridgeState::wait_connected() noexcept {
+    while (connect_done.load(std::memory_order_acquire) == 0) futex(&connect_done, FUTEX_WAIT_PRIVATE, 0);
+    return phase.load(std::memory_order_acquire) == failed ? error.load(std::memory_order_relaxed) : 0;
+}
+
+void start_bridge(Engine& e, BridgeState& s) noexcept {
+    s.start.state = &s;
+    e.submit(s.start);
+}
+
+}  // namespace gs::engine
