@@ -1,6 +1,7 @@
 #include "core/engine/engine.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -95,6 +96,8 @@ int Engine::init(const Options& o) noexcept {
         return -ENOMEM;
     }
     now_ = now_ns();
+    spin_ns_ = o.spin_us * 1000;
+    if (const char* e = getenv("GSOCKET_ENGINE_SPIN_US"); e && *e) spin_ns_ = atoll(e) * 1000;
     arm_wakeup();
     return 0;
 }
@@ -228,6 +231,7 @@ void Engine::loop() noexcept {
     for (;;) {
         stats_.loops++;
         now_ = now_ns();
+        if (head_.load(std::memory_order_relaxed) != nullptr) last_work_ = now_;
         run_commands();
         run_timers();
         if (stopping_.load(std::memory_order_acquire) && head_.load(std::memory_order_acquire) == nullptr) break;
@@ -242,6 +246,23 @@ void Engine::loop() noexcept {
             tsp = &ts;
         }
         io_uring_cqe* cqe = nullptr;
+        // Brief adaptive polling: right after work, more work usually follows
+        // within microseconds (the other half of a round trip); sleeping and
+        // being woken costs more than that here (docs/engine.md). Spin only
+        // while the last work is recent, never past spin_ns_.
+        if (spin_ns_ > 0 && now_ns() - last_work_ < spin_ns_) {
+            io_uring_submit(&ring_);
+            bool got = false;
+            while (!got && now_ns() - last_work_ < spin_ns_) {
+                io_uring_get_events(&ring_);
+                got = io_uring_cq_ready(&ring_) > 0 || head_.load(std::memory_order_acquire) != nullptr;
+            }
+            if (got) {
+                stats_.spins++;
+                reap();
+                continue;
+            }
+        }
         sleeping_.store(true, std::memory_order_seq_cst);
         if (head_.load(std::memory_order_seq_cst) != nullptr) {
             sleeping_.store(false, std::memory_order_relaxed);
@@ -252,15 +273,21 @@ void Engine::loop() noexcept {
             io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
             sleeping_.store(false, std::memory_order_relaxed);
         }
-        // Reap everything there is in one batch.
-        unsigned head, n = 0;
-        io_uring_for_each_cqe(&ring_, head, cqe) {
-            ++n;
-            if (void* owner = io_uring_cqe_get_data(cqe)) static_cast<Completion*>(owner)->complete(*this, *cqe);
-        }
-        io_uring_cq_advance(&ring_, n);
-        stats_.completions += n;
+        reap();
     }
+}
+
+// Every completion there is, in one batch.
+void Engine::reap() noexcept {
+    unsigned head, n = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+        ++n;
+        if (void* owner = io_uring_cqe_get_data(cqe)) static_cast<Completion*>(owner)->complete(*this, *cqe);
+    }
+    io_uring_cq_advance(&ring_, n);
+    stats_.completions += n;
+    if (n > 0) last_work_ = now_ns();
 }
 
 void* Engine::thread_main(void* arg) noexcept {

@@ -76,10 +76,14 @@ void close_internal_fd(int fd) noexcept;
 struct Options {
     unsigned entries = 256;      // SQ size; the CQ is twice that
     bool single_issuer = true;   // IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN when the kernel has them
+    // Keep polling for this long after the last work before sleeping
+    // (GSOCKET_ENGINE_SPIN_US overrides; 0 = always sleep, the default: see
+    // docs/engine.md for why spinning is off until placement is handled).
+    int64_t spin_us = 0;
 };
 
 struct Stats {
-    uint64_t loops = 0, completions = 0, commands = 0, timers_fired = 0, wakeups = 0;
+    uint64_t loops = 0, completions = 0, commands = 0, timers_fired = 0, wakeups = 0, spins = 0;
 };
 
 class Engine {
@@ -117,6 +121,7 @@ private:
     void loop() noexcept;
     void run_commands() noexcept;
     void run_timers() noexcept;
+    void reap() noexcept;
     void arm_wakeup() noexcept;
     void heap_up(int i) noexcept;
     void heap_down(int i) noexcept;
@@ -144,6 +149,7 @@ private:
 
     std::vector<Timer*> heap_;   // min-heap on deadline_, reserved up front
     int64_t now_ = 0;
+    int64_t spin_ns_ = 0, last_work_ = 0;
     Stats stats_;
 };
 
