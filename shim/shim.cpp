@@ -372,11 +372,12 @@ static int admit(int fd, const policy::Decision& d, policy::Direction dir, const
         }
         return -qos::kRefusedErrno;
     }
-    // A process holding reservations answers gsctl flows/top.
-    static std::atomic<bool> control_started{false};
-    if ((got[0].valid() || got[1].valid()) && !control_started.exchange(true, std::memory_order_relaxed)) {
+    // A process holding reservations answers gsctl flows/top. Asked at every
+    // admission (cheap once started): a child of fork() starts its own.
+    if (got[0].valid() || got[1].valid()) {
         int rc = engine::control_start(&snapshot);
-        if (rc < 0 && rc != -ENOSYS)
+        static std::atomic<bool> logged{false};
+        if (rc < 0 && !logged.exchange(true, std::memory_order_relaxed))
             GS_LOG(info, "no control socket for gsctl flows (%s): flows carry on", strerror(-rc));
     }
     if (r != nullptr) {

@@ -4,20 +4,27 @@
 //   gsctl policy explain FILE URL   which rule decides a flow, and what it decides
 //   gsctl policy show FILE          the policy in canonical form
 //   gsctl reservations              the ledger (docs/reservations.md)
+//   gsctl flows / gsctl top         the processes' control sockets (docs/observability.md)
 // Exit codes: 0 fine, 1 the policy has problems (or a name does not resolve),
 // 2 usage error.
 #include "core/qos/ledger.h"
 #include "policy/policy.h"
 
+#include <dirent.h>
 #include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,9 +43,12 @@ constexpr const char* kUsage =
     "  policy show FILE               print the policy as the shim reads it (canonical units)\n"
     "  reservations [--json]          list the host's reservation ledger\n"
     "  reservations --reclaim         drop the reservations of processes that are gone\n"
+    "  flows [--json] [PID...]        the flows of running gsocket processes, once\n"
+    "  top [--interval S] [--iterations N]\n"
+    "                                 a live table of processes, flows and rates\n"
     "\n"
-    "Run 'gsctl policy --help', 'gsctl policy SUBCOMMAND --help' or\n"
-    "'gsctl reservations --help' for details.\n";
+    "Run 'gsctl policy --help', 'gsctl policy SUBCOMMAND --help',\n"
+    "'gsctl reservations --help', 'gsctl flows --help' or 'gsctl top --help' for details.\n";
 
 constexpr const char* kPolicyUsage =
     "usage: gsctl policy check [-q] FILE...\n"
@@ -694,6 +704,567 @@ int cmd_reservations(const std::vector<std::string>& args) {
     return 0;
 }
 
+
+// ---- gsctl flows / gsctl top: ask the processes' control sockets ----
+// (the server is core/engine/control.cpp; the protocol is in control.h)
+
+
+constexpr const char* kFlowsUsage =
+    "usage: gsctl flows [--json] [PID...]\n"
+    "\n"
+    "Ask every gsocket process of this user (each answers on DIR/PID.sock, DIR being\n"
+    "$XDG_RUNTIME_DIR/gsocket, else /tmp/gsocket-UID), or only the PIDs given, for its\n"
+    "flows, and print one table: process[pid], direction, protocol, local and peer\n"
+    "addresses, rule, class, transport, admission and reserved rates, bytes each way.\n"
+    "A process answers once it holds a reservation (docs/observability.md).\n"
+    "\n"
+    "--json   a JSON array of the processes' objects, as they sent them\n"
+    "\n"
+    "Sockets of processes that are gone are removed (said on stderr); a process that\n"
+    "does not answer within 1 s is skipped (said on stderr).\n"
+    "Exit status: 0 (also when no process answers: stderr says so and --json prints []),\n"
+    "1 a PID given does not answer or the directory is unusable, 2 usage error.\n";
+
+constexpr const char* kTopUsage =
+    "usage: gsctl top [--interval SECONDS] [--iterations N]\n"
+    "\n"
+    "A live table of every gsocket process of this user and its flows: class,\n"
+    "transport, rate each way (from the bytes counted between two refreshes), bytes,\n"
+    "reservation, and per-process totals. Refreshed every --interval seconds\n"
+    "(default 1, at least 0.05); --iterations N stops after N tables (default: until\n"
+    "interrupted). On a terminal the screen is cleared before each table; otherwise\n"
+    "the tables follow each other, separated by a blank line, without escape codes.\n"
+    "Exit status: 0, 1 the directory is unusable, 2 usage error.\n";
+
+// A JSON value, just enough to read the snapshots (objects keep their order).
+struct Json {
+    enum class Type : uint8_t { null, boolean, number, string, array, object } type = Type::null;
+    bool b = false;
+    double n = 0;
+    std::string s;
+    std::vector<Json> a;
+    // An object's members, in order. Two vectors: std::vector may hold the
+    // incomplete Json, std::pair may not (clang's libstdc++ check).
+    std::vector<std::string> keys;
+    std::vector<Json> values;
+
+    const Json* get(std::string_view key) const {
+        for (size_t i = 0; i < keys.size(); ++i)
+            if (keys[i] == key) return &values[i];
+        return nullptr;
+    }
+    std::string str(std::string_view key, const char* def = "-") const {
+        const Json* v = get(key);
+        return v && v->type == Type::string ? v->s : def;
+    }
+    double num(std::string_view key, double def = 0) const {
+        const Json* v = get(key);
+        return v && v->type == Type::number ? v->n : def;
+    }
+    bool has(std::string_view key) const { return get(key) != nullptr; }
+};
+
+// Recursive descent with a depth bound: the input comes from another process.
+class JsonReader {
+public:
+    explicit JsonReader(std::string_view t) : p_(t.data()), end_(t.data() + t.size()) {}
+    bool parse(Json& out) {
+        if (!value(out, 0)) return false;
+        ws();
+        return p_ == end_;
+    }
+
+private:
+    void ws() {
+        while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+    }
+    bool lit(const char* w) {
+        size_t n = strlen(w);
+        if (static_cast<size_t>(end_ - p_) < n || memcmp(p_, w, n) != 0) return false;
+        p_ += n;
+        return true;
+    }
+    bool string(std::string& s) {
+        if (p_ >= end_ || *p_ != '"') return false;
+        ++p_;
+        while (p_ < end_ && *p_ != '"') {
+            char c = *p_++;
+            if (c != '\\') {
+                s += c;
+                continue;
+            }
+            if (p_ >= end_) return false;
+            char e = *p_++;
+            switch (e) {
+            case '"': case '\\': case '/': s += e; break;
+            case 'b': s += '\b'; break;
+            case 'f': s += '\f'; break;
+            case 'n': s += '\n'; break;
+            case 'r': s += '\r'; break;
+            case 't': s += '\t'; break;
+            case 'u': {
+                if (end_ - p_ < 4) return false;
+                unsigned cp = 0;
+                for (int i = 0; i < 4; ++i) {
+                    char h = *p_++;
+                    cp <<= 4;
+                    if (h >= '0' && h <= '9') cp |= static_cast<unsigned>(h - '0');
+                    else if (h >= 'a' && h <= 'f') cp |= static_cast<unsigned>(h - 'a' + 10);
+                    else if (h >= 'A' && h <= 'F') cp |= static_cast<unsigned>(h - 'A' + 10);
+                    else return false;
+                }
+                // Tables only: anything outside ASCII shows as '?'.
+                s += cp < 0x80 ? static_cast<char>(cp) : '?';
+                break;
+            }
+            default: return false;
+            }
+        }
+        if (p_ >= end_) return false;
+        ++p_;
+        return true;
+    }
+    bool value(Json& v, int depth) {
+        if (depth > 32) return false;
+        ws();
+        if (p_ >= end_) return false;
+        char c = *p_;
+        if (c == '{') {
+            ++p_;
+            v.type = Json::Type::object;
+            ws();
+            if (p_ < end_ && *p_ == '}') return ++p_, true;
+            for (;;) {
+                ws();
+                std::string k;
+                if (!string(k)) return false;
+                ws();
+                if (p_ >= end_ || *p_++ != ':') return false;
+                Json x;
+                if (!value(x, depth + 1)) return false;
+                v.keys.push_back(std::move(k));
+                v.values.push_back(std::move(x));
+                ws();
+                if (p_ < end_ && *p_ == ',') { ++p_; continue; }
+                if (p_ < end_ && *p_ == '}') return ++p_, true;
+                return false;
+            }
+        }
+        if (c == '[') {
+            ++p_;
+            v.type = Json::Type::array;
+            ws();
+            if (p_ < end_ && *p_ == ']') return ++p_, true;
+            for (;;) {
+                Json x;
+                if (!value(x, depth + 1)) return false;
+                v.a.push_back(std::move(x));
+                ws();
+                if (p_ < end_ && *p_ == ',') { ++p_; continue; }
+                if (p_ < end_ && *p_ == ']') return ++p_, true;
+                return false;
+            }
+        }
+        if (c == '"') return v.type = Json::Type::string, string(v.s);
+        if (lit("true")) return v.type = Json::Type::boolean, v.b = true, true;
+        if (lit("false")) return v.type = Json::Type::boolean, v.b = false, true;
+        if (lit("null")) return v.type = Json::Type::null, true;
+        std::string num;
+        while (p_ < end_ && (isdigit(static_cast<unsigned char>(*p_)) || strchr("+-.eE", *p_))) num += *p_++;
+        if (num.empty()) return false;
+        char* e = nullptr;
+        v.n = strtod(num.c_str(), &e);
+        v.type = Json::Type::number;
+        return e && *e == '\0';
+    }
+    const char* p_;
+    const char* end_;
+};
+
+double mono_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+constexpr double kAnswerWait = 1.0;                // seconds a process has to answer
+constexpr size_t kMaxAnswer = 64u << 20;           // bytes: a snapshot, not a stream
+
+// One request to one control socket. 0 and `out`, or -errno: -ENOENT (no
+// socket), -ECONNREFUSED (nobody listens), -ETIMEDOUT, -EMSGSIZE, other.
+int ask(const std::string& path, const char* request, std::string& out) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.size() >= sizeof a.sun_path) return -ENAMETOOLONG;
+    memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    const double deadline = mono_seconds() + kAnswerWait;
+    auto left_ms = [&] {
+        double l = deadline - mono_seconds();
+        return l <= 0 ? 0 : static_cast<int>(l * 1000) + 1;
+    };
+    int rc = 0;
+    // A full listen backlog says EAGAIN (AF_UNIX has no EINPROGRESS): retry until the deadline.
+    while (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN || left_ms() == 0) {
+            rc = errno == EAGAIN ? -ETIMEDOUT : -errno;
+            close(fd);
+            return rc;
+        }
+        usleep(10'000);
+    }
+    std::string req = std::string(request) + "\n";
+    if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+        rc = -errno;
+        close(fd);
+        return rc ? rc : -EIO;
+    }
+    out.clear();
+    char b[65536];
+    for (;;) {
+        pollfd p{fd, POLLIN, 0};
+        int ms = left_ms();
+        int n = ms > 0 ? poll(&p, 1, ms) : 0;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        ssize_t r = read(fd, b, sizeof b);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (r < 0) {
+            rc = -errno;
+            break;
+        }
+        if (r == 0) break;
+        out.append(b, static_cast<size_t>(r));
+        if (out.size() > kMaxAnswer) {
+            rc = -EMSGSIZE;
+            break;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+struct ProcAnswer {
+    pid_t pid = 0;
+    std::string raw;   // the object as sent, without its newline
+    Json obj;
+    double at = 0;     // mono_seconds() when it came
+};
+
+struct Collected {
+    std::vector<ProcAnswer> procs;
+    std::vector<std::string> notes;   // what was skipped or removed, and why
+    bool named_missing = false;       // a PID given on the command line did not answer
+    bool dir_error = false;
+    bool dir_absent = false;
+    std::string dir;
+};
+
+bool pid_gone(pid_t pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
+
+std::string proc_label(pid_t pid) {
+    std::string n = process_name(pid);
+    return (n.empty() ? std::string("pid ") : n + "[") + std::to_string(pid) + (n.empty() ? "" : "]");
+}
+
+// The sockets to ask: DIR/PID.sock for the PIDs given, else every one in DIR.
+Collected collect(const std::vector<pid_t>& pids) {
+    Collected c;
+    std::string why;
+    int rc = gq::runtime_dir(c.dir, why, gq::DirMode::check);
+    if (rc == -ENOENT) {
+        c.dir_absent = true;
+        c.notes.push_back(c.dir + " does not exist: no gsocket process of this user has opened a control socket "
+                          "(a process opens one when it holds a reservation)");
+        c.named_missing = !pids.empty();
+        return c;
+    }
+    if (rc < 0) {
+        c.dir_error = true;
+        c.notes.push_back(why);
+        return c;
+    }
+    std::vector<pid_t> targets = pids;
+    if (targets.empty()) {
+        DIR* d = opendir(c.dir.c_str());
+        if (d == nullptr) {
+            c.dir_error = true;
+            c.notes.push_back("cannot read " + c.dir + ": " + strerror(errno));
+            return c;
+        }
+        while (dirent* e = readdir(d)) {
+            std::string_view n = e->d_name;
+            if (n.size() <= 5 || n.substr(n.size() - 5) != ".sock") continue;
+            std::string_view digits = n.substr(0, n.size() - 5);
+            if (digits.find_first_not_of("0123456789") != std::string_view::npos || digits.size() > 9) continue;
+            targets.push_back(static_cast<pid_t>(std::stol(std::string(digits))));
+        }
+        closedir(d);
+        std::sort(targets.begin(), targets.end());
+    }
+    const bool named = !pids.empty();
+    for (pid_t pid : targets) {
+        std::string path = c.dir + "/" + std::to_string(pid) + ".sock";
+        std::string out;
+        int r = ask(path, "flows", out);
+        if (r == 0) {
+            ProcAnswer a;
+            a.pid = pid;
+            a.raw = out;
+            while (!a.raw.empty() && (a.raw.back() == '\n' || a.raw.back() == '\r')) a.raw.pop_back();
+            a.at = mono_seconds();
+            if (a.raw.rfind("error:", 0) == 0) {
+                c.notes.push_back(proc_label(pid) + " answered: " + a.raw);
+                c.named_missing |= named;
+            } else if (!JsonReader(a.raw).parse(a.obj) || a.obj.type != Json::Type::object) {
+                c.notes.push_back(proc_label(pid) + " sent an answer that is not a JSON object; skipped");
+                c.named_missing |= named;
+            } else {
+                c.procs.push_back(std::move(a));
+            }
+            continue;
+        }
+        c.named_missing |= named;
+        if (r == -ENOENT) {
+            c.notes.push_back(pid_gone(pid) ? "no process " + std::to_string(pid)
+                                            : proc_label(pid) + " has no control socket (it holds no reservation, "
+                                                                "or does not run under gsocket)");
+        } else if (pid_gone(pid)) {
+            // Left by a process that died without exit() (SIGKILL, _exit).
+            // Refused, or reset: io_uring tears a dead process's ring down
+            // asynchronously, so its listener may accept a moment longer.
+            if (unlink(path.c_str()) == 0)
+                c.notes.push_back("removed " + path + ": process " + std::to_string(pid) + " is gone");
+            else
+                c.notes.push_back("process " + std::to_string(pid) + " is gone; cannot remove " + path + ": " +
+                                  strerror(errno));
+        } else if (r == -ETIMEDOUT) {
+            c.notes.push_back(proc_label(pid) + " did not answer within 1 s; skipped");
+        } else {
+            c.notes.push_back(proc_label(pid) + " does not answer on " + path + ": " + strerror(-r) + "; skipped");
+        }
+    }
+    return c;
+}
+
+// 1234 -> "1.2k": live figures, where exact units (format_rate) would be noise.
+std::string human(double v, const char* unit) {
+    const char* pre[] = {"", "k", "M", "G", "T"};
+    int i = 0;
+    while (v >= 1000 && i < 4) v /= 1000, ++i;
+    char b[32];
+    if (i == 0) snprintf(b, sizeof b, "%.0f%s", v, unit);
+    else snprintf(b, sizeof b, "%.*f%s%s", v < 10 ? 2 : v < 100 ? 1 : 0, v, pre[i], unit);
+    return b;
+}
+
+uint64_t as_u64(double d) { return d > 0 ? static_cast<uint64_t>(d) : 0; }
+
+// "granted up 60mbit down -", or "-" for a flow without a reservation.
+std::string reservation_text(const Json& f) {
+    if (!f.has("admission")) return "-";
+    std::string s = f.str("admission");
+    uint64_t up = as_u64(f.num("reserved_up")), down = as_u64(f.num("reserved_down"));
+    if (up) s += " up " + gp::format_rate(up);
+    if (down) s += " down " + gp::format_rate(down);
+    return s;
+}
+
+std::string proc_title(const ProcAnswer& p) {
+    return p.obj.str("process", "?") + "[" + std::to_string(static_cast<long>(p.obj.num("pid", p.pid))) + "]";
+}
+
+const std::vector<Json>& flows_of(const ProcAnswer& p) {
+    static const std::vector<Json> none;
+    const Json* f = p.obj.get("flows");
+    return f && f->type == Json::Type::array ? f->a : none;
+}
+
+void print_notes(const Collected& c, FILE* to) {
+    for (const std::string& n : c.notes) fprintf(to, "gsctl: %s\n", n.c_str());
+}
+
+std::string nothing_text(const Collected& c) {
+    return "no gsocket process answers in " + c.dir +
+           " (processes open a control socket there when they hold a reservation)";
+}
+
+int cmd_flows(const std::vector<std::string>& args) {
+    bool json = false;
+    std::vector<pid_t> pids;
+    for (const std::string& a : args) {
+        if (is_help(a)) {
+            fputs(kFlowsUsage, stdout);
+            return 0;
+        }
+        if (a == "--json") {
+            json = true;
+        } else if (!a.empty() && a.find_first_not_of("0123456789") == std::string::npos && a.size() <= 9 &&
+                   std::stol(a) > 0) {
+            pids.push_back(static_cast<pid_t>(std::stol(a)));
+        } else {
+            return usage_error("unexpected argument '" + a + "' (a PID is a positive number)", kFlowsUsage);
+        }
+    }
+    Collected c = collect(pids);
+    print_notes(c, stderr);
+    if (c.dir_error) return 1;
+    if (c.procs.empty() && pids.empty() && !c.dir_absent) fprintf(stderr, "gsctl: %s\n", nothing_text(c).c_str());
+    if (json) {
+        printf("[");
+        for (size_t i = 0; i < c.procs.size(); ++i) printf("%s\n%s", i ? "," : "", c.procs[i].raw.c_str());
+        printf("%s]\n", c.procs.empty() ? "" : "\n");
+        return c.named_missing ? 1 : 0;
+    }
+    if (!c.procs.empty()) {
+        printf("%-22s %-8s %-5s %-22s %-22s %-12s %-11s %-9s %-30s %9s %9s\n", "PROCESS", "DIR", "PROTO", "LOCAL",
+               "PEER", "RULE", "CLASS", "TRANSPORT", "RESERVATION", "OUT", "IN");
+        for (const ProcAnswer& p : c.procs) {
+            const std::vector<Json>& fl = flows_of(p);
+            if (fl.empty())
+                printf("%-22s (no flows)\n", proc_title(p).c_str());
+            for (const Json& f : fl) {
+                std::string peer = f.str("peer");
+                if (f.str("state", "open") == "closed") peer += " (closed)";
+                printf("%-22s %-8s %-5s %-22s %-22s %-12s %-11s %-9s %-30s %9s %9s\n", proc_title(p).c_str(),
+                       f.str("direction").c_str(), f.str("proto").c_str(), f.str("local").c_str(), peer.c_str(),
+                       f.str("rule").c_str(), f.str("class").c_str(), f.str("transport").c_str(),
+                       reservation_text(f).c_str(), human(f.num("bytes_out"), "B").c_str(),
+                       human(f.num("bytes_in"), "B").c_str());
+            }
+        }
+    }
+    return c.named_missing ? 1 : 0;
+}
+
+int cmd_top(const std::vector<std::string>& args) {
+    double interval = 1.0;
+    long iterations = 0;
+    for (size_t i = 0; i < args.size(); ++i) {
+        std::string a = args[i], value;
+        if (is_help(a)) {
+            fputs(kTopUsage, stdout);
+            return 0;
+        }
+        bool has_value = false;
+        if (a.rfind("--", 0) == 0 && a.find('=') != std::string::npos) {
+            value = a.substr(a.find('=') + 1);
+            a = a.substr(0, a.find('='));
+            has_value = true;
+        }
+        if (a != "--interval" && a != "--iterations") return usage_error("unknown argument '" + a + "'", kTopUsage);
+        if (!has_value) {
+            if (i + 1 >= args.size()) return usage_error(a + " needs a value", kTopUsage);
+            value = args[++i];
+        }
+        char* end = nullptr;
+        if (a == "--interval") {
+            interval = strtod(value.c_str(), &end);
+            if (value.empty() || *end || !(interval >= 0.05 && interval <= 3600))
+                return usage_error("--interval: write seconds, 0.05 to 3600, not '" + value + "'", kTopUsage);
+        } else {
+            iterations = strtol(value.c_str(), &end, 10);
+            if (value.empty() || *end || iterations < 1)
+                return usage_error("--iterations: write a count of 1 or more, not '" + value + "'", kTopUsage);
+        }
+    }
+    const bool tty = isatty(STDOUT_FILENO);
+    struct Prev {
+        double out = 0, in = 0, at = 0;
+    };
+    std::map<std::string, Prev> prev;
+    char itv[32];
+    snprintf(itv, sizeof itv, "%g", interval);
+    for (long n = 1; iterations == 0 || n <= iterations; ++n) {
+        const double started = mono_seconds();
+        Collected c = collect({});
+        if (c.dir_error) {
+            print_notes(c, stderr);
+            return 1;
+        }
+        std::map<std::string, Prev> seen;
+        std::string out;
+        char line[512];
+        time_t wall = time(nullptr);
+        char clock_text[16] = "";
+        strftime(clock_text, sizeof clock_text, "%H:%M:%S", localtime(&wall));
+        size_t nflows = 0;
+        for (const ProcAnswer& p : c.procs) nflows += flows_of(p).size();
+        snprintf(line, sizeof line, "gsctl top  %s  %zu process(es), %zu flow(s)  every %ss  [%ld]\n", clock_text,
+                 c.procs.size(), nflows, itv, n);
+        out += line;
+        if (c.procs.empty()) out += nothing_text(c) + "\n";
+        for (const ProcAnswer& p : c.procs) {
+            std::string rows;
+            double rate_out = 0, rate_in = 0, bytes_out = 0, bytes_in = 0;
+            uint64_t res_up = 0, res_down = 0;
+            bool any_rate = false;
+            for (const Json& f : flows_of(p)) {
+                std::string key = std::to_string(p.pid) + "|" + std::to_string(static_cast<long>(f.num("fd", -1))) +
+                                  "|" + f.str("proto") + "|" + f.str("local") + "|" + f.str("peer");
+                Prev now{f.num("bytes_out"), f.num("bytes_in"), p.at};
+                seen[key] = now;
+                std::string ro = "-", ri = "-";
+                auto it = prev.find(key);
+                if (it != prev.end() && now.at > it->second.at && now.out >= it->second.out &&
+                    now.in >= it->second.in) {
+                    double dt = now.at - it->second.at;
+                    double o = (now.out - it->second.out) / dt, in = (now.in - it->second.in) / dt;
+                    ro = human(o, "B/s");
+                    ri = human(in, "B/s");
+                    rate_out += o;
+                    rate_in += in;
+                    any_rate = true;
+                }
+                bytes_out += now.out;
+                bytes_in += now.in;
+                res_up += as_u64(f.num("reserved_up"));
+                res_down += as_u64(f.num("reserved_down"));
+                std::string peer = f.str("peer");
+                if (f.str("state", "open") == "closed") peer += " (closed)";
+                snprintf(line, sizeof line, "  %-4ld %-4s %-22s %-26s %-11s %-9s %10s %10s %9s %9s  %s\n",
+                         static_cast<long>(f.num("fd", -1)), f.str("proto").c_str(), f.str("local").c_str(),
+                         peer.c_str(), f.str("class").c_str(), f.str("transport").c_str(), ro.c_str(), ri.c_str(),
+                         human(now.out, "B").c_str(), human(now.in, "B").c_str(), reservation_text(f).c_str());
+                rows += line;
+            }
+            std::string res = "-";
+            if (res_up || res_down)
+                res = "up " + (res_up ? gp::format_rate(res_up) : std::string("-")) + " down " +
+                      (res_down ? gp::format_rate(res_down) : std::string("-"));
+            snprintf(line, sizeof line, "%-22s %-3zu flow(s) %-48s %10s %10s %9s %9s  reserved %s\n",
+                     proc_title(p).c_str(), flows_of(p).size(), "", any_rate ? human(rate_out, "B/s").c_str() : "-",
+                     any_rate ? human(rate_in, "B/s").c_str() : "-", human(bytes_out, "B").c_str(),
+                     human(bytes_in, "B").c_str(), res.c_str());
+            out += "\n";
+            out += line;
+            snprintf(line, sizeof line, "  %-4s %-4s %-22s %-26s %-11s %-9s %10s %10s %9s %9s  %s\n", "FD", "PROT",
+                     "LOCAL", "PEER", "CLASS", "TRANSPORT", "OUT/s", "IN/s", "OUT", "IN", "RESERVATION");
+            out += line;
+            out += rows;
+        }
+        for (const std::string& note : c.notes) out += "gsctl: " + note + "\n";
+        prev = std::move(seen);
+        if (tty) fputs("\x1b[H\x1b[2J", stdout);
+        else if (n > 1) fputs("\n", stdout);
+        fputs(out.c_str(), stdout);
+        fflush(stdout);
+        if (iterations != 0 && n == iterations) break;
+        double wait = interval - (mono_seconds() - started);
+        if (wait > 0) {
+            timespec ts{static_cast<time_t>(wait), static_cast<long>((wait - static_cast<double>(static_cast<time_t>(wait))) * 1e9)};
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            }
+        }
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -706,6 +1277,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (args[0] == "policy") return cmd_policy(rest);
     if (args[0] == "reservations") return cmd_reservations(rest);
+    if (args[0] == "flows") return cmd_flows(rest);
+    if (args[0] == "top") return cmd_top(rest);
     if (args[0][0] == '-') return usage_error("unknown option '" + args[0] + "'", kUsage);
     return usage_error("unknown command '" + args[0] + "'", kUsage);
 }

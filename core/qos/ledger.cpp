@@ -159,26 +159,19 @@ bool owner_alive(pid_t pid, uint64_t start_time) noexcept {
     return start == start_time;                             // else the pid was reused
 }
 
-int ledger_path(std::string& path, std::string& why, bool create_dir) {
-    const char* env = getenv("GSOCKET_LEDGER");
-    if (env && *env) {
-        path = env;
-        return 0;
-    }
+int runtime_dir(std::string& dir, std::string& why, DirMode mode) {
     const char* xdg = getenv("XDG_RUNTIME_DIR");
-    std::string dir;
     bool in_tmp = !(xdg && *xdg);
     if (!in_tmp) dir = std::string(xdg) + "/gsocket";
     else dir = "/tmp/gsocket-" + std::to_string(geteuid());
-    path = dir + "/ledger";
-    if (!create_dir) return 0;
-    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    if (mode == DirMode::name_only) return 0;
+    if (mode == DirMode::create && mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
         int e = errno;
         why = "cannot create " + dir + ": " + strerror(e);
         return -e;
     }
     // A shared /tmp: someone else may have made the directory first, or a
-    // symlink, to read or redirect our ledger.
+    // symlink, to read or redirect our ledger and sockets.
     struct stat st{};
     if (lstat(dir.c_str(), &st) != 0) {
         int e = errno;
@@ -191,6 +184,18 @@ int ledger_path(std::string& path, std::string& why, bool create_dir) {
         return -EPERM;
     }
     return 0;
+}
+
+int ledger_path(std::string& path, std::string& why, bool create_dir) {
+    const char* env = getenv("GSOCKET_LEDGER");
+    if (env && *env) {
+        path = env;
+        return 0;
+    }
+    std::string dir;
+    int rc = runtime_dir(dir, why, create_dir ? DirMode::create : DirMode::name_only);
+    path = dir + "/ledger";
+    return rc;
 }
 
 int Ledger::fail(int err, const char* fmt, ...) noexcept {

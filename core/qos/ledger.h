@@ -141,6 +141,15 @@ bool owner_alive(pid_t pid, uint64_t start_time) noexcept;
 // /proc/PID/stat field 22, 0 if unreadable. No allocation.
 uint64_t process_start_time(pid_t pid) noexcept;
 
+// gsocket's per-user runtime directory, home of the ledger and of the control
+// sockets (core/engine/control.h): $XDG_RUNTIME_DIR/gsocket, else
+// /tmp/gsocket-UID. name_only: just the name. check: it must exist (-ENOENT)
+// and, in a shared /tmp, be a real directory of ours, mode 0700 (-EPERM).
+// create: create it 0700 if absent, then check. Returns 0 or -errno with `why`
+// saying what is wrong and what to do.
+enum class DirMode : uint8_t { name_only, check, create };
+int runtime_dir(std::string& dir, std::string& why, DirMode mode);
+
 // The ledger's file: $GSOCKET_LEDGER, else $XDG_RUNTIME_DIR/gsocket/ledger, else
 // /tmp/gsocket-UID/ledger. With create_dir, the default directory is created
 // 0700 (and a /tmp one must be a real directory owned by us). Returns 0 or

@@ -24,21 +24,9 @@ PY
 PIDS+=($!)
 wait_port "$port"
 
-policy() {   # policy ON_REJECT -> file
-    cat >"$T/$1.ini" <<INI
-[general]
-capacity = 100mbit
-on_reject = $1
-
-[flow video]
-proto = tcp
-dport = $port
-class = guaranteed
-rate = 60mbit
-INI
-    echo "$T/$1.ini"
-}
-fail_ini=$(policy fail); down_ini=$(policy downgrade)
+fail_ini=$T/fail.ini down_ini=$T/downgrade.ini
+guaranteed_policy "$fail_ini" "$port" fail
+guaranteed_policy "$down_ini" "$port" downgrade
 
 # connect, report errno or the pacing rate the socket got, then hold for $2 s.
 client='import socket, sys, time

@@ -58,6 +58,22 @@ wait_port() {
 # bg CMD...: start in the background, killed at exit.
 bg() { "$@" & PIDS+=($!); }
 
+# guaranteed_policy FILE PORT [ON_REJECT]: a host budget of 100mbit and one
+# rule reserving 60mbit (7500000 B/s) for TCP flows to PORT.
+guaranteed_policy() {
+    cat >"$1" <<INI
+[general]
+capacity = 100mbit
+on_reject = ${3:-fail}
+
+[flow video]
+proto = tcp
+dport = $2
+class = guaranteed
+rate = 60mbit
+INI
+}
+
 # A stats file must show that the shim really classified flows (so a test
 # cannot pass with the preload silently absent). Prints the flow count.
 stats_flows() {
