@@ -151,8 +151,8 @@ void load() {
                              : "every flow stays native, without QoS (on_error = open)");
     }
     if (pol->ok() && (pol->general().rate_up || pol->general().rate_down))
-        GS_LOG(warn, "policy %s: rate_up/rate_down need the gsocket core, which this build does not have yet; "
-                     "not enforced", pol->source().c_str());
+        GS_LOG(info, "policy %s: rate_up/rate_down are enforced by the engine on the TCP connections this "
+                     "process makes; not yet on accepted or UDP flows", pol->source().c_str());
 
     for (const policy::Rule& r : pol->rules()) g_has_src_rules |= !r.src.empty();
     g_warned_count = pol->rules().size() + 1;
@@ -219,9 +219,11 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
     if (proto == policy::Proto::udp && d.qos.rate > 0 && once(rule, kWarnUdpRate))
         GS_LOG(info, "flow rule %s: rate on a native UDP flow is SO_MAX_PACING_RATE, which only the fq qdisc "
                      "enforces", d.rule.c_str());
-    if (d.qos.rate_down > 0 && once(rule, kWarnRateDown))
-        GS_LOG(warn, "flow rule %s: rate_down needs the gsocket core, which this build does not have yet; "
-                     "use window or rcvbuf to limit a native flow's receive side", d.rule.c_str());
+    if (d.qos.rate_down > 0 && !(proto == policy::Proto::tcp && rec && rec->direction == policy::Direction::connect) &&
+        once(rule, kWarnRateDown))
+        GS_LOG(warn, "flow rule %s: rate_down is enforced on TCP connections only in this build; this %s flow "
+                     "gets none (window or rcvbuf limit a native flow's receive side)", d.rule.c_str(),
+               policy::name(proto));
     if (d.transport != policy::Transport::native && once(rule, kWarnTransport)) {
         if (d.transport == policy::Transport::automatic)
             GS_LOG(info, "flow rule %s: transport = auto falls back to native: this build has no gsocket core yet",
@@ -460,6 +462,7 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
             return rc;
         }
     }
+    if (r != nullptr) r->direction = dir;
     apply_native(fd, d, rule, family, proto, r);
     if (r != nullptr && r->reserves && r->rate != d.qos.rate && r->rate > 0) {
         // Downgraded: pace at what was granted, not at what was asked.
@@ -510,10 +513,21 @@ void record_pending(int fd, uint32_t cur, uint64_t n) noexcept {
     note_fd(fd);
 }
 
+// The engine must carry a flow when its QoS needs what the kernel cannot do:
+// a receive rate, or the process's aggregate limits (trickle's -u/-d).
+// TCP connects only, for now (docs/limitations.md).
 bool wants_bridge(uint32_t s) noexcept {
-    if (!slot::is_flow(s) || slot::is_bridged(s) || g_policy->general().bridge != policy::Bridge::always) return false;
+    if (!slot::is_flow(s) || slot::is_bridged(s)) return false;
     const FlowRecord& r = flow_at(slot::index(s));
-    return r.proto == policy::Proto::tcp && r.direction == policy::Direction::connect && !r.denied;
+    if (r.proto != policy::Proto::tcp || r.direction != policy::Direction::connect || r.denied) return false;
+    const policy::General& g = g_policy->general();
+    switch (g.bridge) {
+    case policy::Bridge::never: return false;
+    case policy::Bridge::always: return true;
+    case policy::Bridge::needed:
+        return g_policy->ok() && (g.rate_up > 0 || g.rate_down > 0 || (r.decision && r.decision->qos.rate_down > 0));
+    }
+    return false;
 }
 
 engine::BridgeState& bridge_of(uint32_t s) noexcept { return flow_at(slot::index(s)).bridge; }
@@ -591,6 +605,10 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     b.peer_len = len;
     b.bytes_out = &r.bytes_out;
     b.bytes_in = &r.bytes_in;
+    b.rate_up = 0;   // the flow's own send rate is the kernel's pacing on the transport
+    b.rate_down = r.decision ? r.decision->qos.rate_down : 0;
+    b.aggregate_up = g_policy->general().rate_up;
+    b.aggregate_down = g_policy->general().rate_down;
     b.on_done = &bridge_done;
     b.owner = &r;
     b.filler = 0;

@@ -1,5 +1,7 @@
 #include "core/engine/bridge.h"
 
+#include "core/qos/token_bucket.h"
+
 #include <errno.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -33,26 +35,69 @@ public:
     }
 
 private:
-    // One direction: recv from `from`, send all of it to `to`, again.
-    struct Pump final : Completion {
+    // One direction: recv from `from`, send all of it to `to`, again. With a
+    // bucket chain (the flow's limit, the process's aggregate), the sending
+    // side goes in slices no bigger than the chain lets pass smoothly, each
+    // when its tokens are there (a Timer waits for them); the receiving side
+    // (transport -> program, a receive limit) reads no more than the chain
+    // allows, so the peer's TCP is slowed by the window it sees.
+    struct Pump final : Completion, Timer {
         Bridge* b = nullptr;
         int from = -1, to = -1;
         bool up = false;   // app -> transport
-        bool sending = false, over = false;
+        bool sending = false, over = false, waiting = false;
         std::unique_ptr<char[]> buf;
         size_t len = 0, off = 0;
+        qos::TokenBucket* bucket = nullptr;   // chain head, nullptr = unlimited
+
+        // The largest piece sent or read at once under a limit: what the
+        // slowest level earns in 2 ms, at least one full-size segment.
+        size_t slice() const noexcept {
+            uint64_t rate = 0;
+            for (const qos::TokenBucket* t = bucket; t; t = t->parent())
+                if (!t->unlimited() && (rate == 0 || t->rate() < rate)) rate = t->rate();
+            if (rate == 0) return kChunk;
+            uint64_t s = rate / 500;
+            return s < 1448 ? 1448 : s > kChunk ? kChunk : static_cast<size_t>(s);
+        }
+
+        void wait(Engine& e, int64_t delay) noexcept {
+            waiting = true;
+            e.arm(*this, now_ns() + delay);
+        }
+        void fire(Engine& e, int64_t) noexcept override {
+            waiting = false;
+            if (b->ending_ || over) return b->maybe_free();
+            if (sending) send(e);
+            else recv(e);
+        }
 
         void recv(Engine& e) noexcept {
             sending = false;
+            size_t want = kChunk;
+            if (bucket != nullptr && !up) {   // a receive limit
+                int64_t now = now_ns();
+                int64_t avail = qos::chain_available(bucket, now);
+                if (avail <= 0) return wait(e, qos::chain_time_until(bucket, 1, now));
+                want = slice();
+            }
             io_uring_sqe* q = e.sqe();
-            io_uring_prep_recv(q, from, buf.get(), kChunk, 0);
+            io_uring_prep_recv(q, from, buf.get(), want, 0);
             io_uring_sqe_set_data(q, static_cast<Completion*>(this));
             ++b->inflight_;
         }
         void send(Engine& e) noexcept {
             sending = true;
+            size_t n = len - off;
+            if (bucket != nullptr && up) {   // a send limit: paced slices
+                if (n > slice()) n = slice();
+                int64_t now = now_ns();
+                int64_t t = qos::chain_time_until(bucket, n, now);
+                if (t > 0) return wait(e, t);
+                qos::chain_consume(bucket, n, now);
+            }
             io_uring_sqe* q = e.sqe();
-            io_uring_prep_send(q, to, buf.get() + off, len - off, MSG_NOSIGNAL);
+            io_uring_prep_send(q, to, buf.get() + off, n, MSG_NOSIGNAL);
             io_uring_sqe_set_data(q, static_cast<Completion*>(this));
             ++b->inflight_;
         }
@@ -63,6 +108,7 @@ private:
                 if (cqe.res > 0) {
                     len = static_cast<size_t>(cqe.res);
                     off = 0;
+                    if (bucket != nullptr && !up) qos::chain_consume(bucket, len, now_ns());
                     return send(e);
                 }
                 if (cqe.res == 0) {
@@ -126,6 +172,25 @@ private:
         s_.phase.store(BridgeState::connected, std::memory_order_release);
         announce();
         drain_filler();
+        // Limits: the flow's own, under the process's aggregate (the engine
+        // thread owns both; aggregates are shared by every bridge).
+        int64_t now = now_ns();
+        qos::TokenBucket* agg_up = aggregate(0, s_.aggregate_up, now);
+        qos::TokenBucket* agg_down = aggregate(1, s_.aggregate_down, now);
+        if (s_.rate_up > 0) {
+            up_bucket_.set_rate(s_.rate_up, 0, now);
+            up_bucket_.set_parent(agg_up);
+            up_.bucket = &up_bucket_;
+        } else {
+            up_.bucket = agg_up;
+        }
+        if (s_.rate_down > 0) {
+            down_bucket_.set_rate(s_.rate_down, 0, now);
+            down_bucket_.set_parent(agg_down);
+            down_.bucket = &down_bucket_;
+        } else {
+            down_.bucket = agg_down;
+        }
         up_.b = down_.b = this;
         up_.from = s_.app_end;
         up_.to = s_.transport;
@@ -154,9 +219,14 @@ private:
 
     // Stop both directions: shutting the sockets down completes any receive
     // still posted, then the last completion frees the bridge.
-    void end(Engine&) noexcept {
+    void end(Engine& e) noexcept {
         if (ending_) return;
         ending_ = true;
+        for (Pump* p : {&up_, &down_})
+            if (p->waiting) {
+                e.cancel(*p);
+                p->waiting = false;
+            }
         ::shutdown(s_.app_end, SHUT_RDWR);
         ::shutdown(s_.transport, SHUT_RDWR);
         maybe_free();
@@ -176,9 +246,19 @@ private:
         if (s->on_done) s->on_done(s);
     }
 
+    // The process's aggregate limit for a direction ([general] rate_up /
+    // rate_down), or nullptr. Engine thread only; set by the first bridge.
+    static qos::TokenBucket* aggregate(int dir, uint64_t rate, int64_t now) noexcept {
+        static qos::TokenBucket buckets[2];
+        if (rate == 0) return nullptr;
+        if (buckets[dir].unlimited()) buckets[dir].set_rate(rate, 0, now);
+        return &buckets[dir];
+    }
+
     BridgeState& s_;
     Connect connect_{};
     Pump up_, down_;
+    qos::TokenBucket up_bucket_, down_bucket_;
     int inflight_ = 0;
     bool ending_ = false;
 

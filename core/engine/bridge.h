@@ -30,6 +30,11 @@ struct BridgeState {
     uint32_t filler = 0;                    // bytes the shim wrote into the program's end to hold off POLLOUT
     sockaddr_storage peer{};
     socklen_t peer_len = 0;
+    // Limits the engine enforces, bytes/s, 0 = none: this flow's (a receive
+    // limit the kernel cannot give; a send limit if the kernel's pacing is
+    // not used) and the process's aggregates.
+    uint64_t rate_up = 0, rate_down = 0;
+    uint64_t aggregate_up = 0, aggregate_down = 0;
     std::atomic<uint64_t>* bytes_out = nullptr;   // counters to add relayed bytes to
     std::atomic<uint64_t>* bytes_in = nullptr;
     // Called on the engine thread once the bridge is over and the engine's
