@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -23,9 +24,39 @@ long futex(std::atomic<uint32_t>* w, int op, uint32_t v) noexcept {
 
 // The engine's side of one bridged flow. Lives on the engine thread; frees
 // itself when both directions are over and nothing is in flight.
+class Bridge;
+Bridge* g_bridges = nullptr;   // every live bridge (engine thread only)
+
 class Bridge {
 public:
-    explicit Bridge(BridgeState& s) noexcept : s_(s) {}
+    explicit Bridge(BridgeState& s) noexcept : s_(s) {
+        next_ = g_bridges;
+        if (next_) next_->prev_ = this;
+        g_bridges = this;
+    }
+    ~Bridge() {
+        if (prev_) prev_->next_ = next_;
+        else g_bridges = next_;
+        if (next_) next_->prev_ = prev_;
+    }
+
+    // At exit: the program writes no more. Half-close its end (if that fd is
+    // still this bridge's socket) so the up direction ends with everything
+    // it wrote relayed, then a FIN.
+    static void drain_all(Engine&) noexcept {
+        for (Bridge* b = g_bridges; b; b = b->next_) {
+            if (b->up_.over || b->ending_ || b->s_.program_fd < 0) continue;
+            struct stat st;
+            if (fstat(b->s_.program_fd, &st) == 0 && st.st_ino == b->s_.program_ino)
+                ::shutdown(b->s_.program_fd, SHUT_WR);
+        }
+    }
+    // Every bridge has sent what the program wrote (or is gone).
+    static bool drained() noexcept {
+        for (Bridge* b = g_bridges; b; b = b->next_)
+            if (!b->up_.over && !b->ending_) return false;
+        return true;
+    }
 
     void begin(Engine& e) noexcept {
         io_uring_sqe* q = e.sqe();
@@ -178,14 +209,14 @@ private:
         qos::TokenBucket* agg_up = aggregate(0, s_.aggregate_up, now);
         qos::TokenBucket* agg_down = aggregate(1, s_.aggregate_down, now);
         if (s_.rate_up > 0) {
-            up_bucket_.set_rate(s_.rate_up, 0, now);
+            up_bucket_.set_rate(s_.rate_up, relay_burst(s_.rate_up), now);
             up_bucket_.set_parent(agg_up);
             up_.bucket = &up_bucket_;
         } else {
             up_.bucket = agg_up;
         }
         if (s_.rate_down > 0) {
-            down_bucket_.set_rate(s_.rate_down, 0, now);
+            down_bucket_.set_rate(s_.rate_down, relay_burst(s_.rate_down), now);
             down_bucket_.set_parent(agg_down);
             down_.bucket = &down_bucket_;
         } else {
@@ -246,15 +277,26 @@ private:
         if (s->on_done) s->on_done(s);
     }
 
+    // The relay sends in 2 ms slices, but the engine may come back late (a
+    // timer's wake-up, other flows' work): a bucket holding 10 ms of tokens
+    // keeps such lateness from costing rate, and 10 ms is still a tenth of
+    // the 100 ms bins smoothness is judged on.
+    static uint64_t relay_burst(uint64_t rate) noexcept {
+        uint64_t b = rate / 100;
+        return b < 3000 ? 3000 : b;
+    }
+
     // The process's aggregate limit for a direction ([general] rate_up /
     // rate_down), or nullptr. Engine thread only; set by the first bridge.
     static qos::TokenBucket* aggregate(int dir, uint64_t rate, int64_t now) noexcept {
         static qos::TokenBucket buckets[2];
         if (rate == 0) return nullptr;
-        if (buckets[dir].unlimited()) buckets[dir].set_rate(rate, 0, now);
+        if (buckets[dir].unlimited()) buckets[dir].set_rate(rate, relay_burst(rate), now);
         return &buckets[dir];
     }
 
+    Bridge* next_ = nullptr;
+    Bridge* prev_ = nullptr;
     BridgeState& s_;
     Connect connect_{};
     Pump up_, down_;
@@ -287,6 +329,9 @@ int BridgeState::wait_connected() noexcept {
 }
 
 void start_bridge(Engine& e, BridgeState& s) noexcept {
+    // At exit, the engine relays what programs wrote before it stops.
+    static std::atomic<bool> hooks{false};
+    if (!hooks.exchange(true)) set_drain_hooks(&Bridge::drain_all, &Bridge::drained);
     s.start.state = &s;
     e.submit(s.start);
 }

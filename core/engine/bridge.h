@@ -26,6 +26,11 @@ struct BridgeState {
     std::atomic<int> error{0};              // the transport's errno (ECONNREFUSED, ECONNRESET...), 0 none
     std::atomic<uint32_t> connect_done{0};  // futex word: 1 once the connect has an answer
     int transport = -1;                     // the guarded transport fd (getsockname, options...)
+    // The program's end: its fd number and inode. At exit the engine
+    // half-closes it (if it is still that socket) so that everything the
+    // program wrote is relayed before the process goes.
+    int program_fd = -1;
+    unsigned long program_ino = 0;
     int app_end = -1;                       // the engine's end of the socketpair
     uint32_t filler = 0;                    // bytes the shim wrote into the program's end to hold off POLLOUT
     sockaddr_storage peer{};

@@ -23,7 +23,14 @@ int64_t now_ns() noexcept {
 
 namespace {
 FdGuard g_guard;
+std::atomic<void (*)(Engine&) noexcept> g_drain_begin{nullptr};
+std::atomic<bool (*)() noexcept> g_drain_done{nullptr};
 }  // namespace
+
+void set_drain_hooks(void (*begin)(Engine& e) noexcept, bool (*done)() noexcept) noexcept {
+    g_drain_begin.store(begin, std::memory_order_relaxed);
+    g_drain_done.store(done, std::memory_order_release);
+}
 
 void set_fd_guard(const FdGuard& g) noexcept { g_guard = g; }
 void guard_fd(int fd) noexcept {
@@ -63,7 +70,7 @@ struct ThreadArg {
 
 void Engine::WakeRead::complete(Engine& e, const io_uring_cqe&) noexcept {
     e.stats_.wakeups++;
-    if (!e.stopping_.load(std::memory_order_relaxed)) e.arm_wakeup();
+    e.arm_wakeup();
 }
 
 int Engine::init(const Options& o) noexcept {
@@ -234,12 +241,24 @@ void Engine::loop() noexcept {
         if (head_.load(std::memory_order_relaxed) != nullptr) last_work_ = now_;
         run_commands();
         run_timers();
-        if (stopping_.load(std::memory_order_acquire) && head_.load(std::memory_order_acquire) == nullptr) break;
+        if (stopping_.load(std::memory_order_acquire)) {
+            // Before stopping, let what must finish finish (bounded).
+            if (!draining_) {
+                draining_ = true;
+                drain_deadline_ = now_ + kDrainLimitNs;
+                if (auto begin = g_drain_begin.load(std::memory_order_acquire)) begin(*this);
+            }
+            auto done = g_drain_done.load(std::memory_order_acquire);
+            bool drained = done == nullptr || done() || now_ns() >= drain_deadline_;
+            if (drained && head_.load(std::memory_order_acquire) == nullptr) break;
+        }
 
         __kernel_timespec ts{};
         __kernel_timespec* tsp = nullptr;
-        if (!heap_.empty()) {
-            int64_t wait = heap_[0]->deadline_ - now_ns();
+        int64_t next = heap_.empty() ? INT64_MAX : heap_[0]->deadline_;
+        if (draining_ && drain_deadline_ < next) next = drain_deadline_;
+        if (next != INT64_MAX) {
+            int64_t wait = next - now_ns();
             if (wait < 0) wait = 0;
             ts.tv_sec = wait / 1'000'000'000;
             ts.tv_nsec = wait % 1'000'000'000;

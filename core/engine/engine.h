@@ -73,6 +73,13 @@ void unguard_fd(int fd) noexcept;
 // Close one of the engine's own fds (unguarded first), bypassing the hooks.
 void close_internal_fd(int fd) noexcept;
 
+// Work that must finish before the engine stops at exit (bridges flushing
+// what the program wrote): `begin` is called once on the engine thread when
+// stop() is asked, and the loop goes on until `done` says so or
+// kDrainLimitNs has passed. Set once, before stop() can be called.
+constexpr int64_t kDrainLimitNs = 2'000'000'000;
+void set_drain_hooks(void (*begin)(Engine& e) noexcept, bool (*done)() noexcept) noexcept;
+
 struct Options {
     unsigned entries = 256;      // SQ size; the CQ is twice that
     bool single_issuer = true;   // IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN when the kernel has them
@@ -150,6 +157,8 @@ private:
     std::vector<Timer*> heap_;   // min-heap on deadline_, reserved up front
     int64_t now_ = 0;
     int64_t spin_ns_ = 0, last_work_ = 0;
+    bool draining_ = false;
+    int64_t drain_deadline_ = 0;
     Stats stats_;
 };
 

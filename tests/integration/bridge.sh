@@ -43,4 +43,30 @@ wait_port "$tp"
 timeout 30 "$GSRUN" --policy "$T/bridge.ini" -- socat -T 10 -t 10 - "TCP:127.0.0.1:$tp" <"$T/in.bin" >"$T/out.bin" 2>"$T/err" \
     || { cat "$T/err" >&2; fail "socat over a bridge failed"; }
 cmp "$T/in.bin" "$T/out.bin" || fail "socat's echo differs over a bridge"
+# A program that writes and exits with its socket still open: the engine
+# relays everything it wrote before the process goes. Shaped to 1 MB/s, so
+# about 200 kB still wait in the bridge when the program calls exit(); a
+# dup keeps the socket open through the interpreter's own clean-up.
+sp=$(free_port)
+"$PY" - "$sp" >"$T/count" <<'PY' &
+import socket, sys
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1]))); l.listen(1); l.settimeout(20)
+c, _ = l.accept(); c.settimeout(20); n = 0
+while True:
+    d = c.recv(1 << 16)
+    if not d: break
+    n += len(d)
+print(n)
+PY
+srv=$!; PIDS+=($srv)
+wait_port "$sp"
+printf '[general]\nrate_up = 1MB/s\n' >"$T/slow.ini"
+"$GSRUN" --policy "$T/slow.ini" -- "$PY" -c 'import os, socket, sys
+s = socket.socket(); s.connect(("127.0.0.1", int(sys.argv[1])))
+keep = os.dup(s.fileno())
+s.sendall(b"x" * 600000)' "$sp"
+wait "$srv" || true
+[[ $(cat "$T/count") -eq 600000 ]] || fail "the server got $(cat "$T/count") of 600000 bytes written before exit"
+
 echo "ok bridge: $n flows bridged, gsprobe identical, curl 4 MiB and socat 1 MB intact"
