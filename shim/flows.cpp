@@ -134,6 +134,7 @@ FlowRecord* flow_alloc() noexcept {
     r->family = 0;
     r->rule = -1;
     r->decision = nullptr;
+    r->request = nullptr;
     r->local = Endpoint{};
     r->peer = Endpoint{};
     r->bytes_out.store(0, std::memory_order_relaxed);

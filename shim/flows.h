@@ -34,7 +34,8 @@ constexpr uint32_t kInternal = 3u << 30;   // one of the shim's own fds: program
 constexpr uint32_t kV6 = 1u << 0;    // kSocket bits
 constexpr uint32_t kUdp = 1u << 1;
 constexpr uint32_t kCount = 1u << 29; // kFlow bit: count bytes in the hooks (UDP; TCP asks TCP_INFO)
-constexpr uint32_t kPending = 1u << 28; // kFlow bit: a UDP socket that received before it sent: recorded, not classified
+constexpr uint32_t kPending = 1u << 28; // kFlow bit: recorded, not classified yet: a UDP socket that received
+                                        // before it sent, or a socket carrying a GSocket API request (api.cpp)
 constexpr uint32_t kBridged = 1u << 27; // kFlow bit: the fd is the program's end of a bridge (core/engine/bridge.h)
 inline bool is_flow(uint32_t s) noexcept { return (s & kKindMask) == kFlow; }
 inline bool is_socket(uint32_t s) noexcept { return (s & kKindMask) == kSocket; }
@@ -48,6 +49,7 @@ inline uint32_t index(uint32_t s) noexcept { return s & (kBridged - 1); }
 }  // namespace slot
 
 struct FlowRecord;
+struct Request;
 namespace detail {
 extern std::atomic<uint32_t> g_slots[kMaxFd];
 extern FlowRecord g_flows[kMaxFlows];
@@ -66,6 +68,18 @@ struct Endpoint {
 
 enum class FlowState : uint8_t { free = 0, open = 1, closed = 2 };
 
+// An explicit request from the GSocket API (api/gsocket.h, shim/api.cpp): the
+// class and QoS a program asked for one socket. classify() fills what the
+// program left unset from the policy's matching rule into `decision`, which
+// then is the flow's decision. gs_set_qos (which may allocate) prepares it;
+// classify() only writes scalars into it (no allocation in hooks). Owned by
+// api.cpp: one per record index, allocated on first use, reused, never freed.
+struct Request {
+    policy::ServiceClass service = policy::ServiceClass::reliable;
+    policy::Qos asked;           // the program's fields, 0 / -1 = unset
+    policy::Decision decision;   // asked + the policy's defaults (valid once classified)
+};
+
 struct FlowRecord {
     std::atomic<FlowState> state{FlowState::free};
     std::atomic<uint32_t> refs{0};        // fds that refer to this flow (dup)
@@ -76,6 +90,7 @@ struct FlowRecord {
     policy::Direction direction = policy::Direction::connect;
     int rule = -1;                        // index in the policy's rules, -1 = fallback
     const policy::Decision* decision = nullptr;
+    Request* request = nullptr;           // set by the GSocket API: used instead of the policy's match
     Endpoint local, peer;
     std::atomic<uint64_t> bytes_out{0}, bytes_in{0};   // UDP: counted in hooks; TCP: from TCP_INFO
     uint16_t applied = 0, failed = 0;     // bit (1 << Knob) per native QoS knob

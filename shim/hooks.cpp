@@ -107,7 +107,8 @@ inline int before_send(int fd, uint32_t s, int flags, const sockaddr* to, sockle
         s = probe_slot(fd);
         if (s == 0) return 0;
     }
-    if (slot::is_pending(s) || (s & slot::kUdp)) return start_flow(fd, s, Direction::datagram, to, tolen);
+    // A pending record is a UDP socket that received first, or an API request on either protocol.
+    if (socket_bits(s) & slot::kUdp) return start_flow(fd, s, Direction::datagram, to, tolen);
     if (flags & MSG_FASTOPEN) return start_flow(fd, s, Direction::connect, to, tolen);
     return 0;
 }
@@ -204,7 +205,7 @@ GS_EXPORT int listen(int fd, int backlog) {
     if (fail_closed()) {
         uint32_t s = slot_of(fd);
         if (s == 0) s = probe_slot(fd);
-        if (slot::is_socket(s)) {
+        if (socket_bits(s) != 0) {
             errno = -deny(fd, "listen", nullptr, 0);
             return -1;
         }
@@ -223,7 +224,7 @@ int after_accept(int lfd, int fd, sockaddr* addr, socklen_t* len, socklen_t cap)
         ls = probe_slot(lfd);   // a listener created before we were loaded
         if (ls != 0 && trackable(lfd)) fd_slot(lfd).store(ls, std::memory_order_relaxed);
     }
-    uint32_t s = slot::is_socket(ls) ? ls : 0;
+    uint32_t s = socket_bits(ls);   // a listener with an API request accepts plain sockets
     fresh_fd(fd, s);
     if (s != 0) {
         sockaddr_storage peer{};

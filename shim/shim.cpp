@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -34,8 +35,10 @@ std::atomic<uint32_t>* g_warned = nullptr;
 size_t g_warned_count = 0;
 std::atomic<bool> g_denied_logged{false};
 // The host reservation ledger, opened at load when a rule reserves (classes
-// guaranteed and realtime with a rate). Never freed.
-qos::Ledger* g_ledger = nullptr;
+// guaranteed and realtime with a rate), or later by ensure_ledger() for a
+// GSocket API request. Published once, never freed.
+std::atomic<qos::Ledger*> g_ledger_ptr{nullptr};
+inline qos::Ledger* ledger() noexcept { return g_ledger_ptr.load(std::memory_order_acquire); }
 std::atomic<bool> g_ledger_open_logged{false};
 std::atomic<bool> g_untrackable_logged{false};
 
@@ -77,12 +80,13 @@ void unprotect_fd(int fd) noexcept {
 
 void on_fork_child() noexcept {
     mark_all_inherited();
-    if (g_ledger != nullptr && g_ledger->is_open()) {
+    qos::Ledger* led = ledger();
+    if (led != nullptr && led->is_open()) {
         // The child opens its own descriptor: the inherited one shares the
         // parent's lock. Its reservations stay the parent's.
-        int old = g_ledger->fd();
+        int old = led->fd();
         unprotect_fd(old);
-        if (g_ledger->after_fork() == 0) protect_fd(g_ledger->fd());
+        if (led->after_fork() == 0) protect_fd(led->fd());
     }
 }
 
@@ -96,13 +100,7 @@ const char* rate_text(uint64_t bytes_per_s, char* buf, size_t len) noexcept {
     return buf;
 }
 
-bool reserving(const policy::Decision& d) noexcept {
-    return (d.service == policy::ServiceClass::guaranteed || d.service == policy::ServiceClass::realtime) &&
-           (d.qos.rate > 0 || d.qos.rate_down > 0);
-}
-
-void open_ledger(const policy::Policy& pol) {
-    bool needed = false;
+void open_ledger(const policy::Policy& pol, bool needed) {
     for (const policy::Rule& r : pol.rules()) needed |= reserving(r.decision);
     if (!needed || pol.general().capacity == 0) return;
     std::string path, why;
@@ -115,7 +113,7 @@ void open_ledger(const policy::Policy& pol) {
     } else {
         protect_fd(l->fd());
     }
-    g_ledger = l;
+    g_ledger_ptr.store(l, std::memory_order_release);
 }
 
 void load() {
@@ -164,7 +162,7 @@ void load() {
         keep_closed_flows(true);
     }
     engine::set_fd_guard(engine::FdGuard{&protect_fd, &unprotect_fd});
-    open_ledger(*pol);
+    open_ledger(*pol, false);
     pthread_atfork(nullptr, nullptr, on_fork_child);
     GS_LOG(debug, "loaded policy %s for process %s: %zu rules", pol->source().c_str(), g_process,
            pol->rules().size());
@@ -236,6 +234,68 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
 
 }  // namespace
 
+bool reserving(const policy::Decision& d) noexcept {
+    return (d.service == policy::ServiceClass::guaranteed || d.service == policy::ServiceClass::realtime) &&
+           (d.qos.rate > 0 || d.qos.rate_down > 0);
+}
+
+void ensure_ledger() noexcept {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    if (!g_ready.load(std::memory_order_acquire) || ledger() != nullptr) return;
+    pthread_mutex_lock(&mu);
+    try {
+        if (ledger() == nullptr) open_ledger(*g_policy, true);
+    } catch (...) {
+        GS_LOG(warn, "no reservation ledger (out of memory): guaranteed and realtime flows proceed without admission");
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+const policy::Policy* current_policy() noexcept { return g_ready.load(std::memory_order_acquire) ? g_policy : nullptr; }
+
+namespace {
+
+// The program asked through the GSocket API: its class and the QoS it set,
+// the rest from the rule the policy matched, the defaults a shimmed program
+// would get. Writes scalars only, into storage gs_set_qos prepared (the rule
+// name fits the capacity it reserved): no allocation in a hook.
+const policy::Decision& merge_request(Request& q, const policy::Decision& m) noexcept {
+    policy::Decision& d = q.decision;
+    const policy::Qos& a = q.asked;
+    const policy::Qos& p = m.qos;
+    policy::Qos& o = d.qos;
+    d.service = q.service;
+    d.line = m.line;
+    // The rule's transport when it is about the same class; else what the
+    // parser gives the class by default.
+    d.transport = m.service == q.service ? m.transport
+                  : (q.service == policy::ServiceClass::guaranteed || q.service == policy::ServiceClass::realtime)
+                      ? policy::Transport::automatic
+                      : policy::Transport::native;
+    o.rate = a.rate ? a.rate : p.rate;
+    o.rate_down = a.rate_down ? a.rate_down : p.rate_down;
+    o.burst = a.burst ? a.burst : p.burst;
+    o.latency_us = a.latency_us ? a.latency_us : p.latency_us;
+    o.jitter_us = a.jitter_us ? a.jitter_us : p.jitter_us;
+    o.loss_ppm = a.loss_ppm ? a.loss_ppm : p.loss_ppm;
+    o.priority = a.priority >= 0 ? a.priority : p.priority;
+    o.dscp = a.dscp >= 0 ? a.dscp : p.dscp;
+    // Not in the API: the rule's.
+    o.fec_data = p.fec_data;
+    o.fec_parity = p.fec_parity;
+    o.rcvbuf = p.rcvbuf;
+    o.window = p.window;
+    o.notsent_lowat = p.notsent_lowat;
+    memcpy(o.congestion, p.congestion, sizeof o.congestion);
+    char name[64];
+    int n = snprintf(name, sizeof name, "api+%s", m.rule.c_str());
+    if (n > 0 && static_cast<size_t>(n) <= d.rule.capacity()) d.rule.assign(name, static_cast<size_t>(n));
+    else d.rule.assign("api", 3);
+    return d;
+}
+
+}  // namespace
+
 void init() noexcept {
     static std::atomic<int> state{0};   // 0 new, 1 running, 2 done
     int expected = 0;
@@ -263,12 +323,20 @@ void fini() noexcept {
 }
 
 void release_reservations(FlowRecord& r) noexcept {
-    if (g_ledger == nullptr || r.inherited) return;
+    qos::Ledger* led = ledger();
+    if (led == nullptr || r.inherited) return;
     for (qos::Reservation& res : r.reserved)
-        if (res.valid()) g_ledger->release(res);
+        if (res.valid()) led->release(res);
 }
 
 bool fail_closed() noexcept { return g_ready.load(std::memory_order_acquire) && g_fail_closed; }
+
+uint32_t socket_bits(uint32_t s) noexcept {
+    if (slot::is_socket(s)) return s;
+    if (!slot::is_pending(s)) return 0;
+    const FlowRecord& r = flow_at(slot::index(s));
+    return slot::kSocket | (r.family == AF_INET6 ? slot::kV6 : 0) | (r.proto == policy::Proto::udp ? slot::kUdp : 0);
+}
 
 uint32_t socket_slot(int domain, int type, int protocol) noexcept {
     if (domain != AF_INET && domain != AF_INET6) return 0;
@@ -313,8 +381,11 @@ std::string snapshot() { return flows_json(g_process, *g_policy); }
 // ledger. Returns 0 to go on (granted, downgraded, or no ledger to ask: fail
 // open) or -ENOBUFS to refuse the connect. An accepted flow is never refused
 // (the peer is already connected): it goes on without a reservation.
+// `pending`: r is the record of an unclassified socket (an API request): a
+// refusal leaves it in place, so the program may lower its request and connect again.
 static int admit(int fd, const policy::Decision& d, policy::Direction dir, const Endpoint& peer, policy::Proto proto,
-          FlowRecord* r) noexcept {
+          FlowRecord* r, bool pending) noexcept {
+    qos::Ledger* const led = ledger();
     char where[64], desc[qos::kDescriptionLen], asked[32], gave[32], avail[32], cap[32];
     format_endpoint(peer, where, sizeof where);
     snprintf(desc, sizeof desc, "%s %s %s (%s)", policy::name(proto), policy::name(dir), where, d.rule.c_str());
@@ -325,7 +396,7 @@ static int admit(int fd, const policy::Decision& d, policy::Direction dir, const
     for (int i = 0; i < 2; ++i) {
         if (want[i] == 0) continue;
         const qos::Dir qd = i == 0 ? qos::Dir::up : qos::Dir::down;
-        qos::ReserveResult res = g_ledger->reserve(r ? flow_index(*r) : static_cast<uint64_t>(fd), qd, want[i],
+        qos::ReserveResult res = led->reserve(r ? flow_index(*r) : static_cast<uint64_t>(fd), qd, want[i],
                                                    d.service, desc, g_policy->general().on_reject);
         if (res.admitted()) {
             got[i] = res.reservation;
@@ -343,13 +414,13 @@ static int admit(int fd, const policy::Decision& d, policy::Direction dir, const
         if (res.fail_open()) {
             status = res.status;
             if (!g_ledger_open_logged.exchange(true, std::memory_order_relaxed))
-                GS_LOG(warn, "reservation ledger %s: %s; flows proceed without admission", g_ledger->path(),
+                GS_LOG(warn, "reservation ledger %s: %s; flows proceed without admission", led->path(),
                        qos::name(res.status));
             continue;
         }
         // Refused (or the table is full): give back what the other direction got.
         for (qos::Reservation& g : got)
-            if (g.valid()) g_ledger->release(g);
+            if (g.valid()) led->release(g);
         if (r != nullptr) {
             r->reserves = true;
             r->admission = res.status;
@@ -358,7 +429,7 @@ static int admit(int fd, const policy::Decision& d, policy::Direction dir, const
         GS_LOG(warn, "flow %s to %s (rule %s): class %s asked %s %s, %s free of %s (ledger %s): %s%s",
                policy::name(proto), where, d.rule.c_str(), policy::name(d.service),
                rate_text(res.asked, asked, sizeof asked), qos::name(qd), rate_text(res.available, avail, sizeof avail),
-               rate_text(res.capacity, cap, sizeof cap), g_ledger->path(),
+               rate_text(res.capacity, cap, sizeof cap), led->path(),
                res.status == qos::ReserveResult::Status::full ? "every ledger slot is taken, " : "",
                dir == policy::Direction::accept
                    ? "the accepted flow goes on without a reservation"
@@ -370,7 +441,7 @@ static int admit(int fd, const policy::Decision& d, policy::Direction dir, const
             r->proto = proto;
             r->direction = dir;
             r->decision = &d;
-            flow_release(*r, -1);   // kept for --stats when it keeps closed flows
+            if (!pending) flow_release(*r, -1);   // kept for --stats when it keeps closed flows
         }
         return -qos::kRefusedErrno;
     }
@@ -422,7 +493,12 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
 
     const int saved = errno;
     const int family = pending ? pending->family : (cur & slot::kV6) ? AF_INET6 : AF_INET;
-    const policy::Proto proto = pending || (cur & slot::kUdp) ? policy::Proto::udp : policy::Proto::tcp;
+    const policy::Proto proto = pending ? pending->proto : (cur & slot::kUdp) ? policy::Proto::udp : policy::Proto::tcp;
+    if (pending) {   // an API request refused before may be asked again
+        pending->denied = pending->reserves = false;
+        pending->admission = qos::ReserveResult::Status::unavailable;
+        pending->rate = 0;
+    }
     Endpoint local;
     if (dir == policy::Direction::accept || g_has_src_rules) {
         sockaddr_storage ss{};
@@ -451,12 +527,14 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
             key.sport = local.port;
         }
     }
-    const policy::Decision& d = g_policy->match(key);
-    const int rule = g_policy->rule_index(d);
+    const policy::Decision& matched = g_policy->match(key);
+    const int rule = g_policy->rule_index(matched);
+    const bool requested = pending != nullptr && pending->request != nullptr;
+    const policy::Decision& d = requested ? merge_request(*pending->request, matched) : matched;
 
     FlowRecord* r = pending ? pending : flow_alloc();
-    if (reserving(d) && g_ledger != nullptr) {
-        int rc = admit(fd, d, dir, pe, proto, r);
+    if (reserving(d) && ledger() != nullptr) {
+        int rc = admit(fd, d, dir, pe, proto, r, requested);
         if (rc < 0) {
             errno = saved;
             return rc;
@@ -593,6 +671,9 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
         return 1;
     }
     real::close()(sp[0]);
+    struct stat st;
+    r.bridge.program_fd = fd;
+    r.bridge.program_ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
     const bool nonblock = fl & O_NONBLOCK;
     if (nonblock) real::fcntl()(fd, F_SETFL, O_NONBLOCK);
     protect_fd(transport);

@@ -51,6 +51,18 @@ uint32_t socket_slot(int domain, int type, int protocol) noexcept;
 // Same, asking the kernel (for fds the shim never saw created).
 uint32_t probe_slot(int fd) noexcept;
 
+// For an unclassified slot (kSocket, or a pending record): the kSocket value
+// socket() would have given it; 0 for anything else.
+uint32_t socket_bits(uint32_t s) noexcept;
+
+// Whether a decision reserves in the host ledger (guaranteed or realtime with a rate).
+bool reserving(const policy::Decision& d) noexcept;
+// Open the host ledger if the policy has a budget and nobody opened it yet (a
+// GSocket API request reserves although no rule does). Not for hooks: allocates.
+void ensure_ledger() noexcept;
+// The loaded policy, or nullptr before init() or with GSOCKET_DISABLE=1.
+const policy::Policy* current_policy() noexcept;
+
 // with on_error = fail and a broken policy, listen() is denied too.
 bool fail_closed() noexcept;
 int deny(int fd, const char* call, const sockaddr* peer, socklen_t peerlen) noexcept;

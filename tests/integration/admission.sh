@@ -9,20 +9,7 @@ source "$(dirname "$0")/lib.sh"
 
 export GSOCKET_LEDGER="$T/ledger"
 port=$(free_port)
-"$PY" - "$port" >"$T/server.log" 2>&1 <<'PY' &
-import socket, sys, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); s.settimeout(30)
-conns = []
-end = time.time() + 30
-while time.time() < end:
-    try:
-        c, _ = s.accept(); conns.append(c)
-    except OSError:
-        break
-PY
-PIDS+=($!)
-wait_port "$port"
+hold_server "$port" 30
 
 fail_ini=$T/fail.ini down_ini=$T/downgrade.ini
 guaranteed_policy "$fail_ini" "$port" fail

@@ -50,10 +50,10 @@ grep -qx "errno 13" "$T/out" || { cat "$T/out" "$T/err" >&2; fail "on_error = fa
 grep -q "refused: the policy .*fail.ini has errors" "$T/err" || fail "the refusal is not logged"
 
 # The server accepts three connections: the first run, this one, the next.
-python3 -c "$client" "$port" | grep -qx "got hello" || fail "the server is not reachable without the shim"
+python3 -c "$client" "$port" | has -x "got hello" || fail "the server is not reachable without the shim"
 # Non-inet sockets are never refused, even with on_error = fail.
 "$GSRUN" --policy "$T/fail.ini" -- "$PY" -c 'import socket; a,b = socket.socketpair(); a.send(b"x"); print(b.recv(1))' \
-    2>/dev/null | grep -qx "b'x'" || fail "on_error = fail refused a unix socketpair"
+    2>/dev/null | has -x "b'x'" || fail "on_error = fail refused a unix socketpair"
 # Environment mistakes, without gsrun: a missing policy file, a bad log level.
 GSOCKET_POLICY="$T/nope.ini" LD_PRELOAD="${LD_PRELOAD:+$LD_PRELOAD }$GS_PRELOAD" "$PY" -c "$client" "$port" >"$T/out" 2>"$T/err" || true
 grep -qx "got hello" "$T/out" || { cat "$T/out" "$T/err" >&2; fail "the program failed with a missing GSOCKET_POLICY file"; }

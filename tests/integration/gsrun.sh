@@ -4,8 +4,8 @@
 # options, and the program's exit status passes through.
 source "$(dirname "$0")/lib.sh"
 
-"$GSRUN" --help | grep -q "usage: gsrun" || fail "gsrun --help"
-"$GSCTL" --help | grep -qi "usage" || fail "gsctl --help"
+help=$("$GSRUN" --help); grep -q "usage: gsrun" <<<"$help" || fail "gsrun --help"
+help=$("$GSCTL" --help); grep -qi "usage" <<<"$help" || fail "gsctl --help"
 
 out=$("$GSRUN" -- echo hello 2>"$T/err")
 [[ "$out" == "hello" ]] || fail "stdout of a program under gsrun changed: '$out'"

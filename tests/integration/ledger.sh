@@ -61,7 +61,7 @@ hold c 600B/s --policy "$T/p.ini" --class realtime --for 30
 c=${PIDS[-1]}
 grep -q "^downgraded: asked 600B/s (600 B/s) up, granted 400B/s (400 B/s)" "$T/c.out" || fail "C: $(cat "$T/c.out")"
 [[ $(json '(j["up"]["reserved"], j["used"])') == "(1000, 2)" ]] || fail "totals after C: $(cat "$T/j")"
-"$G" reservations | grep -q "^up   reserved 8kbit (1000 B/s) of 8kbit (1000 B/s), free 0B/s" || \
+"$G" reservations | has "^up   reserved 8kbit (1000 B/s) of 8kbit (1000 B/s), free 0B/s" || \
     fail "the table does not show the totals"
 
 # A killed with SIGKILL: still listed, dead; --reclaim drops it and says so.

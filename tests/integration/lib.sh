@@ -16,6 +16,9 @@ cleanup() {
 trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# `CMD | has PATTERN`: grep -q stops reading at the first match, and under
+# pipefail the writer's SIGPIPE would then fail the pipeline; has reads all.
+has() { grep "$@" >/dev/null; }
 skip() { echo "SKIP: $*"; exit 77; }
 note() { echo "# $*"; }
 
@@ -46,9 +49,9 @@ wait_port() {
     local port=$1 proto=${2:-tcp} i
     for i in $(seq 1 200); do
         if [[ $proto == tcp ]]; then
-            ss -Hltn "sport = :$port" | grep -q . && return 0
+            ss -Hltn "sport = :$port" | has . && return 0
         else
-            ss -Hlun "sport = :$port" | grep -q . && return 0
+            ss -Hlun "sport = :$port" | has . && return 0
         fi
         sleep 0.05
     done
@@ -57,6 +60,25 @@ wait_port() {
 
 # bg CMD...: start in the background, killed at exit.
 bg() { "$@" & PIDS+=($!); }
+
+# hold_server PORT SECONDS: a TCP server on 127.0.0.1:PORT that accepts and
+# holds every connection, for SECONDS at most (killed at exit).
+hold_server() {
+    "$PY" - "$1" "$2" >"$T/hold-$1.log" 2>&1 <<'PY' &
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); s.settimeout(float(sys.argv[2]))
+conns = []
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    try:
+        c, _ = s.accept(); conns.append(c)
+    except OSError:
+        break
+PY
+    PIDS+=($!)
+    wait_port "$1"
+}
 
 # guaranteed_policy FILE PORT [ON_REJECT]: a host budget of 100mbit and one
 # rule reserving 60mbit (7500000 B/s) for TCP flows to PORT.

@@ -103,7 +103,7 @@ PY
 # The table names the process, the class and the reservation.
 "$GSCTL" flows >"$T/flows.txt" 2>&1 || fail "gsctl flows exited $?"
 grep -q "python3\[$holder_pid\].*guaranteed.*granted up 60mbit" "$T/flows.txt" || { cat "$T/flows.txt" >&2; fail "gsctl flows table"; }
-"$GSCTL" flows "$holder_pid" | grep -q "guaranteed" || fail "gsctl flows PID does not show the flow"
+"$GSCTL" flows "$holder_pid" | has "guaranteed" || fail "gsctl flows PID does not show the flow"
 
 # top: two tables (not a TTY: no escape codes), the second with a rate.
 "$GSCTL" top --iterations 2 --interval 0.5 >"$T/top.txt" 2>&1 || fail "gsctl top exited $?"

@@ -20,7 +20,7 @@ INI
     || { cat "$T/shim.err" >&2; fail "gsprobe all fails under gsrun"; }
 
 diff -u "$T/plain.out" "$T/shim.out" || fail "stdout differs under the shim"
-if grep -v '^ok\|^skip\|^note' "$T/shim.err" | grep -q .; then
+if grep -v '^ok\|^skip\|^note' "$T/shim.err" | has .; then
     cat "$T/shim.err" >&2
     fail "the shim wrote to stderr with a clean policy (it must be quiet)"
 fi
