@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -221,6 +223,13 @@ private:
             down_.bucket = &down_bucket_;
         } else {
             down_.bucket = agg_down;
+        }
+        if (up_.bucket != nullptr) {
+            // The pacer decides when a slice goes: Nagle holding a small
+            // slice for the peer's delayed ACK made a 400 ms beat of stalls
+            // and catch-ups (CoV 0.18 of 100 ms bins at 1 MB/s).
+            int one = 1;
+            ::setsockopt(s_.transport, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         up_.b = down_.b = this;
         up_.from = s_.app_end;
