@@ -706,7 +706,13 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     engine::start_bridge(*e, b);
     errno = saved;
     if (nonblock) return -EINPROGRESS;
-    int err = b.wait_connected();
+    // A blocking connect honours the program's SO_SNDTIMEO, as the kernel's does.
+    timeval tv{};
+    socklen_t tvl = sizeof tv;
+    int64_t timeout = 0;
+    if (real::getsockopt()(transport, SOL_SOCKET, SO_SNDTIMEO, &tv, &tvl) == 0)
+        timeout = int64_t{tv.tv_sec} * 1'000'000'000 + int64_t{tv.tv_usec} * 1000;
+    int err = b.wait_connected(timeout);
     if (err != 0) return -err;
     sockaddr_storage ss{};
     socklen_t sl = sizeof ss;

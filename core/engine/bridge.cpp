@@ -332,8 +332,22 @@ void BridgeState::Start::run(Engine& e) noexcept {
     b->begin(e);
 }
 
-int BridgeState::wait_connected() noexcept {
-    while (connect_done.load(std::memory_order_acquire) == 0) futex(&connect_done, FUTEX_WAIT_PRIVATE, 0);
+int BridgeState::wait_connected(int64_t timeout_ns) noexcept {
+    const int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
+    while (connect_done.load(std::memory_order_acquire) == 0) {
+        timespec ts{}, *tsp = nullptr;
+        if (deadline != 0) {
+            int64_t left = deadline - now_ns();
+            if (left <= 0) return EINPROGRESS;   // as connect() with SO_SNDTIMEO
+            ts.tv_sec = left / 1'000'000'000;
+            ts.tv_nsec = left % 1'000'000'000;
+            tsp = &ts;
+        }
+        long rc = syscall(SYS_futex, reinterpret_cast<uint32_t*>(&connect_done), FUTEX_WAIT_PRIVATE, 0, tsp,
+                          nullptr, 0);
+        // A signal handler ran: connect() says EINTR and the connection goes on.
+        if (rc != 0 && errno == EINTR) return EINTR;
+    }
     return phase.load(std::memory_order_acquire) == failed ? error.load(std::memory_order_relaxed) : 0;
 }
 

@@ -57,8 +57,11 @@ struct BridgeState {
     } start;
 
     // Block the calling thread until the connect has an answer (blocking
-    // connect()). Returns 0 or the positive errno.
-    int wait_connected() noexcept;
+    // connect()). Returns 0 or the positive errno; EINPROGRESS when
+    // `timeout_ns` (> 0: the program's SO_SNDTIMEO) passes first, EINTR when
+    // a signal handler runs, as the kernel's connect() would; the connect
+    // goes on in both cases.
+    int wait_connected(int64_t timeout_ns = 0) noexcept;
 };
 
 // Hand a prepared BridgeState to the engine (any thread).

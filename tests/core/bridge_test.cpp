@@ -4,7 +4,9 @@
 #include <doctest/doctest.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -151,4 +153,30 @@ TEST_CASE("a refused connect is reported once, and the program's end sees the en
     close(prog);
     close(o.state.transport);
     Engine::destroy(e);
+}
+
+namespace {
+void on_alarm(int) {}
+}  // namespace
+
+TEST_CASE("a blocking connect's wait ends as the kernel's would: SO_SNDTIMEO and signals") {
+    BridgeState s;   // never started: the answer never comes
+    int64_t t0 = now_ns();
+    CHECK(s.wait_connected(50'000'000) == EINPROGRESS);
+    CHECK(now_ns() - t0 >= 50'000'000);
+
+    struct sigaction sa{}, old{};
+    sa.sa_handler = on_alarm;   // no SA_RESTART: the wait is interrupted
+    sigemptyset(&sa.sa_mask);
+    REQUIRE(sigaction(SIGALRM, &sa, &old) == 0);
+    itimerval it{};
+    it.it_value.tv_usec = 20'000;
+    setitimer(ITIMER_REAL, &it, nullptr);
+    CHECK(s.wait_connected() == EINTR);
+    sigaction(SIGALRM, &old, nullptr);
+
+    s.phase.store(BridgeState::failed);
+    s.error.store(ETIMEDOUT);
+    s.connect_done.store(1);
+    CHECK(s.wait_connected() == ETIMEDOUT);   // an answer wins over everything
 }
