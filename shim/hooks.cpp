@@ -237,6 +237,7 @@ int after_accept(int lfd, int fd, sockaddr* addr, socklen_t* len, socklen_t cap)
             plen = 0;
         }
         if (plen > 0) classify(fd, s, Direction::accept, reinterpret_cast<sockaddr*>(&peer), plen);
+        if (wants_bridge(slot_of(fd))) bridge_connect(fd, nullptr, 0);   // fails open: stays native
     }
     errno = saved;
     return fd;

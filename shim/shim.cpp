@@ -149,8 +149,8 @@ void load() {
                              : "every flow stays native, without QoS (on_error = open)");
     }
     if (pol->ok() && (pol->general().rate_up || pol->general().rate_down))
-        GS_LOG(info, "policy %s: rate_up/rate_down are enforced by the engine on the TCP connections this "
-                     "process makes; not yet on accepted or UDP flows", pol->source().c_str());
+        GS_LOG(info, "policy %s: rate_up/rate_down are enforced by the engine on this process's TCP flows; "
+                     "not yet on UDP flows", pol->source().c_str());
 
     for (const policy::Rule& r : pol->rules()) g_has_src_rules |= !r.src.empty();
     g_warned_count = pol->rules().size() + 1;
@@ -217,11 +217,9 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
     if (proto == policy::Proto::udp && d.qos.rate > 0 && once(rule, kWarnUdpRate))
         GS_LOG(info, "flow rule %s: rate on a native UDP flow is SO_MAX_PACING_RATE, which only the fq qdisc "
                      "enforces", d.rule.c_str());
-    if (d.qos.rate_down > 0 && !(proto == policy::Proto::tcp && rec && rec->direction == policy::Direction::connect) &&
-        once(rule, kWarnRateDown))
-        GS_LOG(warn, "flow rule %s: rate_down is enforced on TCP connections only in this build; this %s flow "
-                     "gets none (window or rcvbuf limit a native flow's receive side)", d.rule.c_str(),
-               policy::name(proto));
+    if (d.qos.rate_down > 0 && proto != policy::Proto::tcp && once(rule, kWarnRateDown))
+        GS_LOG(warn, "flow rule %s: rate_down is enforced on TCP flows only in this build; this %s flow "
+                     "gets none", d.rule.c_str(), policy::name(proto));
     if (d.transport != policy::Transport::native && once(rule, kWarnTransport)) {
         if (d.transport == policy::Transport::automatic)
             GS_LOG(info, "flow rule %s: transport = auto falls back to native: this build has no gsocket core yet",
@@ -597,7 +595,9 @@ void record_pending(int fd, uint32_t cur, uint64_t n) noexcept {
 bool wants_bridge(uint32_t s) noexcept {
     if (!slot::is_flow(s) || slot::is_bridged(s)) return false;
     const FlowRecord& r = flow_at(slot::index(s));
-    if (r.proto != policy::Proto::tcp || r.direction != policy::Direction::connect || r.denied) return false;
+    if (r.proto != policy::Proto::tcp || r.denied ||
+        (r.direction != policy::Direction::connect && r.direction != policy::Direction::accept))
+        return false;
     const policy::General& g = g_policy->general();
     switch (g.bridge) {
     case policy::Bridge::never: return false;
@@ -633,7 +633,8 @@ int move_high(int fd) noexcept {
 int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
     FlowRecord& r = flow_at(slot::index(s));
-    if (len > sizeof r.bridge.peer) return 1;
+    const bool accepted = addr == nullptr;
+    if (!accepted && len > sizeof r.bridge.peer) return 1;
     engine::Engine* e = engine::Engine::get();
     static std::atomic<bool> logged{false};
     if (e == nullptr) {
@@ -646,8 +647,8 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     socklen_t ll = sizeof listening;
     sockaddr_storage tmp;
     socklen_t tl = sizeof tmp;
-    if ((real::getsockopt()(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) == 0 && listening) ||
-        real::getpeername()(fd, reinterpret_cast<sockaddr*>(&tmp), &tl) == 0) {
+    if (!accepted && ((real::getsockopt()(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) == 0 && listening) ||
+                      real::getpeername()(fd, reinterpret_cast<sockaddr*>(&tmp), &tl) == 0)) {
         errno = saved;
         return 1;
     }
@@ -682,8 +683,9 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     engine::BridgeState& b = r.bridge;
     b.transport = transport;
     b.app_end = app_end;
-    memcpy(&b.peer, addr, len);
-    b.peer_len = len;
+    b.accepted = accepted;
+    if (!accepted) memcpy(&b.peer, addr, len);
+    b.peer_len = accepted ? 0 : len;
     b.bytes_out = &r.bytes_out;
     b.bytes_in = &r.bytes_in;
     b.rate_up = 0;   // the flow's own send rate is the kernel's pacing on the transport
@@ -693,7 +695,7 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     b.on_done = &bridge_done;
     b.owner = &r;
     b.filler = 0;
-    if (nonblock) {
+    if (nonblock && !accepted) {
         for (;;) {
             ssize_t n = real::send()(fd, kFiller, sizeof kFiller, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (n <= 0) break;
@@ -705,6 +707,7 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     fd_slot(fd).fetch_or(slot::kBridged, std::memory_order_relaxed);
     engine::start_bridge(*e, b);
     errno = saved;
+    if (accepted) return 0;
     if (nonblock) return -EINPROGRESS;
     // A blocking connect honours the program's SO_SNDTIMEO, as the kernel's does.
     timeval tv{};

@@ -41,6 +41,7 @@ bool wants_bridge(uint32_t s) noexcept;
 // transport to `addr`. Returns 0 (connected: blocking connect), -EINPROGRESS
 // (non-blocking), -errno (the transport's connect failed), or 1 when the
 // bridge could not be set up (the caller connects natively: fail open).
+// With `addr` null, `fd` is an accepted, connected socket: bridged at once.
 int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept;
 // For the hooks: the bridge of a bridged slot.
 engine::BridgeState& bridge_of(uint32_t s) noexcept;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/stat.h>
@@ -61,6 +62,7 @@ public:
     }
 
     void begin(Engine& e) noexcept {
+        if (s_.accepted) return connected(e, 0);
         io_uring_sqe* q = e.sqe();
         io_uring_prep_connect(q, s_.transport, reinterpret_cast<const sockaddr*>(&s_.peer), s_.peer_len);
         io_uring_sqe_set_data(q, static_cast<Completion*>(&connect_));
@@ -146,8 +148,10 @@ private:
                 }
                 if (cqe.res == 0) {
                     // EOF: the program half-closed (or closed) its end, or the
-                    // peer sent FIN. Pass the half-close on.
+                    // peer sent FIN. Pass the half-close on, unless the
+                    // program closed with SO_LINGER {1, 0}: that is a reset.
                     over = true;
+                    if (up && b->abortive_close()) return b->reset(e);
                     ::shutdown(to, SHUT_WR);
                     return b->direction_over(e);
                 }
@@ -239,6 +243,27 @@ private:
         down_.to = s_.app_end;
         up_.recv(e);
         down_.recv(e);
+    }
+
+    // The program closed its end (not just SHUT_WR: the pair's far end is
+    // gone, POLLHUP) and had set SO_LINGER {1, 0} on the flow (applied to
+    // the transport): it asked for an abortive close.
+    bool abortive_close() const noexcept {
+        linger l{};
+        socklen_t len = sizeof l;
+        if (::getsockopt(s_.transport, SOL_SOCKET, SO_LINGER, &l, &len) != 0 || !l.l_onoff || l.l_linger != 0)
+            return false;
+        pollfd p{s_.app_end, 0, 0};
+        return ::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+    }
+    // Abort the transport: connect(AF_UNSPEC) disconnects a TCP socket with
+    // a RST (closing the fd would not: our own pending receive still holds
+    // the socket open).
+    void reset(Engine& e) noexcept {
+        sockaddr unspec{};
+        unspec.sa_family = AF_UNSPEC;
+        ::connect(s_.transport, &unspec, sizeof unspec);
+        end(e);
     }
 
     void announce() noexcept {

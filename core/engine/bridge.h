@@ -33,6 +33,7 @@ struct BridgeState {
     unsigned long program_ino = 0;
     int app_end = -1;                       // the engine's end of the socketpair
     uint32_t filler = 0;                    // bytes the shim wrote into the program's end to hold off POLLOUT
+    bool accepted = false;                  // the transport is connected already (accept()): relay at once
     sockaddr_storage peer{};
     socklen_t peer_len = 0;
     // Limits the engine enforces, bytes/s, 0 = none: this flow's (a receive

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Bridged flows ([general] bridge = always): the program's TCP socket becomes
+# Bridged flows ([general] bridge = always, connected and accepted flows,
+# so gsprobe's in-process servers are bridged too): the program's TCP socket becomes
 # one end of a socketpair and the engine carries the flow over the kernel's
 # TCP. gsprobe's fidelity scenarios must behave exactly as without the shim
 # (names, options, non-blocking connect with EINPROGRESS/SO_ERROR, epoll,
