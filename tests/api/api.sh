@@ -72,9 +72,9 @@ grep -qx "received 300000 bytes" "$T/srv.out" || { cat "$T/srv.out" >&2; fail "s
 if command -v pkg-config >/dev/null && [[ -n "${GS_BUILD:-}" ]]; then
     meson install -C "$GS_BUILD" --no-rebuild --quiet --destdir "$T/root" >"$T/install.log" 2>&1 \
         || { cat "$T/install.log" >&2; fail "meson install"; }
-    pc=$(find "$T/root" -name gsocket.pc | head -1)
+    pc=$(find "$T/root" -name gsocket.pc -print -quit)
     [[ -n $pc ]] || fail "gsocket.pc not installed"
-    lib=$(find "$T/root" -name libgsocket.so | head -1)
+    lib=$(find "$T/root" -name libgsocket.so -print -quit)
     [[ -L $lib && $(readlink "$lib") == libgsocket-preload.so ]] || fail "libgsocket.so is not a symlink to the preload"
     [[ -n $(find "$T/root" -path '*include/gsocket/gsocket.hpp') ]] || fail "headers not installed"
     flags=$(PKG_CONFIG_SYSROOT_DIR="$T/root" PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --cflags --libs gsocket)

@@ -16,7 +16,7 @@ rc=0; "$GSRUN" -- sh -c 'exit 7' || rc=$?
 
 preload=$("$GSRUN" -- sh -c 'echo "$LD_PRELOAD"')
 [[ "$preload" == *libgsocket-preload.so* ]] || fail "LD_PRELOAD lacks the shim: $preload"
-other=$(ldconfig -p | awk '/libm.so.6 .*x86-64/ {print $NF; exit}')
+other=$(ldconfig -p | awk '/libm.so.6 .*x86-64/ && !found {print $NF; found = 1}')   # reads it all: no SIGPIPE under pipefail
 preload=$(LD_PRELOAD="$other${LD_PRELOAD:+ $LD_PRELOAD}" "$GSRUN" -- sh -c 'echo "$LD_PRELOAD"')
 [[ "$preload" == "$other"*libgsocket-preload.so* ]] || fail "an existing LD_PRELOAD was not kept in front: $preload"
 nested=$("$GSRUN" -- "$GSRUN" -- sh -c 'echo "$LD_PRELOAD"')
