@@ -214,20 +214,8 @@ private:
         int64_t now = now_ns();
         qos::TokenBucket* agg_up = aggregate(0, s_.aggregate_up, now);
         qos::TokenBucket* agg_down = aggregate(1, s_.aggregate_down, now);
-        if (s_.rate_up > 0) {
-            up_bucket_.set_rate(s_.rate_up, relay_burst(s_.rate_up), now);
-            up_bucket_.set_parent(agg_up);
-            up_.bucket = &up_bucket_;
-        } else {
-            up_.bucket = agg_up;
-        }
-        if (s_.rate_down > 0) {
-            down_bucket_.set_rate(s_.rate_down, relay_burst(s_.rate_down), now);
-            down_bucket_.set_parent(agg_down);
-            down_.bucket = &down_bucket_;
-        } else {
-            down_.bucket = agg_down;
-        }
+        up_.bucket = chain(up_bucket_, s_.rate_up, agg_up, now);
+        down_.bucket = chain(down_bucket_, s_.rate_down, agg_down, now);
         if (up_.bucket != nullptr) {
             // The pacer decides when a slice goes: Nagle holding a small
             // slice for the peer's delayed ACK made a 400 ms beat of stalls
@@ -318,6 +306,16 @@ private:
     static uint64_t relay_burst(uint64_t rate) noexcept {
         uint64_t b = rate / 100;
         return b < 3000 ? 3000 : b;
+    }
+
+    // The head of a direction's bucket chain: the flow's own bucket under
+    // the aggregate when the flow has a rate, else the aggregate (or none).
+    static qos::TokenBucket* chain(qos::TokenBucket& own, uint64_t rate, qos::TokenBucket* aggregate,
+                                   int64_t now) noexcept {
+        if (rate == 0) return aggregate;
+        own.set_rate(rate, relay_burst(rate), now);
+        own.set_parent(aggregate);
+        return &own;
     }
 
     // The process's aggregate limit for a direction ([general] rate_up /
