@@ -29,9 +29,9 @@ mkdir "$T/www"; head -c $((4 * 1024 * 1024)) /dev/urandom >"$T/www/blob.bin"
 (cd "$T/www" && exec "$PY" -m http.server --bind 127.0.0.1 "$port" >/dev/null 2>&1) &
 PIDS+=($!)
 wait_port "$port"
-client=(curl -sS --max-time 30 -o "$T/got.bin" "http://127.0.0.1:$port/blob.bin")
-[[ "${GS_SANITIZE:-none}" == *address* ]] && client=("$PY" -c 'import sys, urllib.request; open(sys.argv[2], "wb").write(urllib.request.urlopen(sys.argv[1], timeout=30).read())' "http://127.0.0.1:$port/blob.bin" "$T/got.bin")
-"$GSRUN" --policy "$T/bridge.ini" --stats "$T/curl.jsonl" -- "${client[@]}" || fail "${client[0]} failed over a bridge"
+http_client "http://127.0.0.1:$port/blob.bin" "$T/got.bin"
+"$GSRUN" --policy "$T/bridge.ini" --stats "$T/curl.jsonl" -- "${HTTP_CLIENT[@]}" >/dev/null \
+    || fail "${HTTP_CLIENT[0]} failed over a bridge"
 cmp "$T/www/blob.bin" "$T/got.bin" || fail "content differs over a bridge"
 [[ $(stats_query "$T/curl.jsonl" 'sum(f["bytes_in"] for f in flows if f["bridged"])') -ge $((4 * 1024 * 1024)) ]] \
     || fail "the bridged flow's bytes were not counted"

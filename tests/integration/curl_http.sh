@@ -27,15 +27,10 @@ INI
     "$PY" -m http.server --bind 127.0.0.1 "$port" >/dev/null 2>"$T/server.err") &
 PIDS+=($!)
 wait_port "$port"
-client=(curl -sS --max-time 30 -o "$T/got.bin" "http://127.0.0.1:$port/blob.bin")
-if [[ "${GS_SANITIZE:-none}" == *address* ]]; then
-    # curl deadlocks in setlocale() with the ASan runtime preloaded, shim or no
-    # shim; python3's urllib exercises the shim the same way.
-    client=("$PY" -c 'import sys, urllib.request; open(sys.argv[2], "wb").write(urllib.request.urlopen(sys.argv[1], timeout=30).read())'
-            "http://127.0.0.1:$port/blob.bin" "$T/got.bin")
-    sed -i 's/^process = curl$/process = python3/' "$T/p.ini"
-fi
-"$GSRUN" --policy "$T/p.ini" --stats "$T/client.jsonl" -- "${client[@]}" || fail "${client[0]} failed under gsrun"
+http_client "http://127.0.0.1:$port/blob.bin" "$T/got.bin"
+[[ ${HTTP_CLIENT[0]} == curl ]] || sed -i 's/^process = curl$/process = python3/' "$T/p.ini"
+"$GSRUN" --policy "$T/p.ini" --stats "$T/client.jsonl" -- "${HTTP_CLIENT[@]}" >/dev/null \
+    || fail "${HTTP_CLIENT[0]} failed under gsrun"
 kill -INT "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
 want=$(sha256sum <"$T/www/blob.bin"); got=$(sha256sum <"$T/got.bin")

@@ -61,6 +61,20 @@ wait_port() {
 # bg CMD...: start in the background, killed at exit.
 bg() { "$@" & PIDS+=($!); }
 
+# http_client URL OUT: sets the array HTTP_CLIENT to a command that downloads
+# URL to OUT and prints the mean speed in bytes/s. curl, except in ASan builds:
+# curl deadlocks in setlocale() with the ASan runtime preloaded (shim or no
+# shim), and python3's urllib exercises the shim the same way.
+http_client() {
+    if [[ "${GS_SANITIZE:-none}" == *address* ]]; then
+        HTTP_CLIENT=("$PY" -c 'import sys, time, urllib.request
+t = time.monotonic(); d = urllib.request.urlopen(sys.argv[1], timeout=30).read(); open(sys.argv[2], "wb").write(d)
+print(len(d) / (time.monotonic() - t))' "$1" "$2")
+    else
+        HTTP_CLIENT=(curl -sS --max-time 30 -o "$2" -w '%{speed_download}' "$1")
+    fi
+}
+
 # hold_server PORT SECONDS: a TCP server on 127.0.0.1:PORT that accepts and
 # holds every connection, for SECONDS at most (killed at exit).
 hold_server() {

@@ -52,11 +52,8 @@ proto = tcp
 dport = $port
 rate_down = 16mbit
 INI
-client=(curl -sS --max-time 30 -o "$T/got.bin" -w '%{speed_download}' "http://127.0.0.1:$port/blob.bin")
-[[ "${GS_SANITIZE:-none}" == *address* ]] && client=("$PY" -c 'import sys, time, urllib.request
-t = time.monotonic(); d = urllib.request.urlopen(sys.argv[1], timeout=30).read(); open(sys.argv[2], "wb").write(d)
-print(len(d) / (time.monotonic() - t))' "http://127.0.0.1:$port/blob.bin" "$T/got.bin")
-speed=$("$GSRUN" --policy "$T/flow.ini" -- "${client[@]}") || fail "download with rate_down failed"
+http_client "http://127.0.0.1:$port/blob.bin" "$T/got.bin"
+speed=$("$GSRUN" --policy "$T/flow.ini" -- "${HTTP_CLIENT[@]}") || fail "download with rate_down failed"
 cmp "$T/www/blob.bin" "$T/got.bin" || fail "content differs under rate_down"
 # Bytes per second over the whole download, including the initial burst.
 within "$("$PY" -c "print($speed * 8)")" 16e6 5 "one flow, rate_down = 16mbit (Mbit/s)"
