@@ -325,16 +325,141 @@ GS_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) {
 GS_EXPORT int shutdown(int fd, int how) { return real::shutdown()(fd, how); }
 
 // ---- data ------------------------------------------------------------------
+//
+// A bridged flow's data calls go through core/engine/bridge.h, which does
+// them on the transport from the caller's thread when it safely can (order
+// kept, no limit the engine enforces) and through the bridge otherwise. The
+// calls are handed over as replayable operations: `fd` is the program's end
+// or the transport, `skip` what a send already sent. On the program's end
+// the kernel's TCP meaning is kept: no address goes in or comes out.
+
+namespace {
+
+// Not in a child of fork(): there the bridge belongs to the parent's engine.
+inline bool bridged_here(uint32_t s) noexcept {
+    return slot::is_bridged(s) && !flow_at(slot::index(s)).inherited;
+}
+
+struct BufCall {
+    void* buf;
+    size_t n;
+};
+struct AddrCall {
+    void* buf;
+    size_t n;
+    sockaddr* addr;
+    socklen_t* addrlen;
+    socklen_t tolen;
+    int transport;
+};
+struct MsgCall {
+    msghdr* msg;
+    int transport;
+};
+constexpr int kMaxDirectIov = 64;   // a longer vector goes through the bridge (a stack copy per send)
+
+ssize_t op_send(void* c, int fd, size_t skip, int flags) noexcept {
+    auto* a = static_cast<BufCall*>(c);
+    return real::send()(fd, static_cast<const char*>(a->buf) + skip, a->n - skip, flags);
+}
+ssize_t op_recv(void* c, int fd, size_t, int flags) noexcept {
+    auto* a = static_cast<BufCall*>(c);
+    return real::recv()(fd, a->buf, a->n, flags);
+}
+ssize_t op_sendto(void* c, int fd, size_t skip, int flags) noexcept {
+    auto* a = static_cast<AddrCall*>(c);
+    const char* p = static_cast<const char*>(a->buf) + skip;
+    if (fd == a->transport) return real::sendto()(fd, p, a->n - skip, flags, a->addr, a->tolen);
+    return real::send()(fd, p, a->n - skip, flags);
+}
+ssize_t op_recvfrom(void* c, int fd, size_t, int flags) noexcept {
+    auto* a = static_cast<AddrCall*>(c);
+    if (fd == a->transport) return real::recvfrom()(fd, a->buf, a->n, flags, a->addr, a->addrlen);
+    ssize_t r = real::recv()(fd, a->buf, a->n, flags);
+    if (r >= 0 && a->addrlen != nullptr) *a->addrlen = 0;   // TCP gives no address
+    return r;
+}
+// `skip` bytes into the vector: a copy of what is left (at most kMaxDirectIov entries).
+int rest_of(const iovec* iov, int n, size_t skip, iovec* out) noexcept {
+    int k = 0;
+    for (int i = 0; i < n; ++i) {
+        if (skip >= iov[i].iov_len) {
+            skip -= iov[i].iov_len;
+            continue;
+        }
+        out[k].iov_base = static_cast<char*>(iov[i].iov_base) + skip;
+        out[k].iov_len = iov[i].iov_len - skip;
+        skip = 0;
+        ++k;
+    }
+    return k;
+}
+ssize_t op_sendmsg(void* c, int fd, size_t skip, int flags) noexcept {
+    auto* a = static_cast<MsgCall*>(c);
+    msghdr m = *a->msg;
+    iovec rest[kMaxDirectIov];
+    if (skip > 0) {
+        m.msg_iovlen = static_cast<size_t>(rest_of(m.msg_iov, static_cast<int>(m.msg_iovlen), skip, rest));
+        m.msg_iov = rest;
+    }
+    if (fd != a->transport) {
+        m.msg_name = nullptr;
+        m.msg_namelen = 0;
+    }
+    return real::sendmsg()(fd, &m, flags);
+}
+ssize_t op_recvmsg(void* c, int fd, size_t, int flags) noexcept {
+    auto* a = static_cast<MsgCall*>(c);
+    if (fd == a->transport) return real::recvmsg()(fd, a->msg, flags);
+    void* name = a->msg->msg_name;
+    a->msg->msg_name = nullptr;
+    ssize_t r = real::recvmsg()(fd, a->msg, flags);
+    a->msg->msg_name = name;
+    a->msg->msg_namelen = 0;   // TCP gives no address
+    return r;
+}
+
+size_t iov_total(const iovec* iov, size_t n) noexcept {
+    size_t t = 0;
+    for (size_t i = 0; i < n; ++i) t += iov[i].iov_len;
+    return t;
+}
+
+ssize_t bridged_send(int fd, uint32_t s, const void* buf, size_t n, int flags) noexcept {
+    BufCall c{const_cast<void*>(buf), n};
+    return gs::engine::bridge_send(bridge_of(s), fd, op_send, &c, n, flags);
+}
+ssize_t bridged_recv(int fd, uint32_t s, void* buf, size_t n, int flags) noexcept {
+    BufCall c{buf, n};
+    return gs::engine::bridge_recv(bridge_of(s), fd, op_recv, &c, n, flags);
+}
+ssize_t bridged_sendmsg(int fd, uint32_t s, const msghdr* msg, int flags) noexcept {
+    MsgCall c{const_cast<msghdr*>(msg), bridge_of(s).transport};
+    return gs::engine::bridge_send(bridge_of(s), fd, op_sendmsg, &c, iov_total(msg->msg_iov, msg->msg_iovlen),
+                                   flags);
+}
+ssize_t bridged_recvmsg(int fd, uint32_t s, msghdr* msg, int flags) noexcept {
+    MsgCall c{msg, bridge_of(s).transport};
+    return gs::engine::bridge_recv(bridge_of(s), fd, op_recvmsg, &c, iov_total(msg->msg_iov, msg->msg_iovlen),
+                                   flags);
+}
+
+}  // namespace
 
 GS_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
-    ssize_t r = real::send()(fd, buf, n, flags);
     uint32_t s = slot_of(fd);
+    if (bridged_here(s)) return translate_out(s, bridged_send(fd, s, buf, n, flags));
+    ssize_t r = real::send()(fd, buf, n, flags);
     count(s, true, r);
     return translate_out(s, r);
 }
 
 GS_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen) {
     uint32_t s = slot_of(fd);
+    if (bridged_here(s)) {
+        AddrCall c{const_cast<void*>(buf), n, const_cast<sockaddr*>(to), nullptr, tolen, bridge_of(s).transport};
+        return translate_out(s, gs::engine::bridge_send(bridge_of(s), fd, op_sendto, &c, n, flags));
+    }
     if (to != nullptr && before_send(fd, s, flags, to, tolen) != 0) return -1;
     ssize_t r = real::sendto()(fd, buf, n, flags, to, tolen);
     count(slot_of(fd), true, r);
@@ -343,12 +468,14 @@ GS_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const soc
 
 GS_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
     uint32_t s = slot_of(fd);
+    if (bridged_here(s) && msg != nullptr && msg->msg_iovlen <= kMaxDirectIov)
+        return translate_out(s, bridged_sendmsg(fd, s, msg, flags));
     if (msg != nullptr && msg->msg_name != nullptr &&
         before_send(fd, s, flags, static_cast<const sockaddr*>(msg->msg_name), msg->msg_namelen) != 0)
         return -1;
     ssize_t r = real::sendmsg()(fd, msg, flags);
     count(slot_of(fd), true, r);
-    return r;
+    return translate_out(s, r);
 }
 
 GS_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
@@ -364,19 +491,27 @@ GS_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
 }
 
 GS_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
-    ssize_t r = real::recv()(fd, buf, n, flags);
     uint32_t s = slot_of(fd);
+    if (bridged_here(s)) return translate_in(s, bridged_recv(fd, s, buf, n, flags));
+    ssize_t r = real::recv()(fd, buf, n, flags);
     count_in(fd, s, r);
     return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) {
+    uint32_t s = slot_of(fd);
+    if (bridged_here(s)) {
+        AddrCall c{buf, n, from, fromlen, 0, bridge_of(s).transport};
+        return translate_in(s, gs::engine::bridge_recv(bridge_of(s), fd, op_recvfrom, &c, n, flags));
+    }
     ssize_t r = real::recvfrom()(fd, buf, n, flags, from, fromlen);
-    count_in(fd, slot_of(fd), r);
+    count_in(fd, s, r);
     return r;
 }
 
 GS_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+    uint32_t s = slot_of(fd);
+    if (bridged_here(s) && msg != nullptr) return translate_in(s, bridged_recvmsg(fd, s, msg, flags));
     ssize_t r = real::recvmsg()(fd, msg, flags);
     if (r >= 0) {
         on_received_fds(msg);
@@ -399,52 +534,73 @@ GS_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, struct t
 }
 
 // Fortified variants (-D_FORTIFY_SOURCE): keep libc's buffer checks by
-// calling its own __*_chk.
+// calling its own __*_chk (which aborts) when the length exceeds the buffer.
 GS_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
-    ssize_t r = real::__recv_chk()(fd, buf, n, buflen, flags);
     uint32_t s = slot_of(fd);
+    if (bridged_here(s) && n <= buflen) return translate_in(s, bridged_recv(fd, s, buf, n, flags));
+    ssize_t r = real::__recv_chk()(fd, buf, n, buflen, flags);
     count_in(fd, s, r);
     return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* from,
                                  socklen_t* fromlen) {
+    uint32_t s = slot_of(fd);
+    if (bridged_here(s) && n <= buflen) {
+        AddrCall c{buf, n, from, fromlen, 0, bridge_of(s).transport};
+        return translate_in(s, gs::engine::bridge_recv(bridge_of(s), fd, op_recvfrom, &c, n, flags));
+    }
     ssize_t r = real::__recvfrom_chk()(fd, buf, n, buflen, flags, from, fromlen);
-    count_in(fd, slot_of(fd), r);
+    count_in(fd, s, r);
     return r;
 }
 
 GS_EXPORT ssize_t read(int fd, void* buf, size_t n) {
-    ssize_t r = real::read()(fd, buf, n);
     uint32_t s = slot_of(fd);
+    if (bridged_here(s)) return translate_in(s, bridged_recv(fd, s, buf, n, 0));
+    ssize_t r = real::read()(fd, buf, n);
     count_in(fd, s, r);
     return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
-    ssize_t r = real::__read_chk()(fd, buf, n, buflen);
     uint32_t s = slot_of(fd);
+    if (bridged_here(s) && n <= buflen) return translate_in(s, bridged_recv(fd, s, buf, n, 0));
+    ssize_t r = real::__read_chk()(fd, buf, n, buflen);
     count_in(fd, s, r);
     return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
-    ssize_t r = real::write()(fd, buf, n);
     uint32_t s = slot_of(fd);
+    if (bridged_here(s)) return translate_out(s, bridged_send(fd, s, buf, n, 0));
+    ssize_t r = real::write()(fd, buf, n);
     count(s, true, r);
     return translate_out(s, r);
 }
 
 GS_EXPORT ssize_t readv(int fd, const iovec* iov, int n) {
-    ssize_t r = real::readv()(fd, iov, n);
     uint32_t s = slot_of(fd);
+    if (bridged_here(s) && n >= 0) {
+        msghdr m{};
+        m.msg_iov = const_cast<iovec*>(iov);
+        m.msg_iovlen = static_cast<size_t>(n);
+        return translate_in(s, bridged_recvmsg(fd, s, &m, 0));
+    }
+    ssize_t r = real::readv()(fd, iov, n);
     count_in(fd, s, r);
     return translate_in(s, r);
 }
 
 GS_EXPORT ssize_t writev(int fd, const iovec* iov, int n) {
-    ssize_t r = real::writev()(fd, iov, n);
     uint32_t s = slot_of(fd);
+    if (bridged_here(s) && n >= 0 && n <= kMaxDirectIov) {
+        msghdr m{};
+        m.msg_iov = const_cast<iovec*>(iov);
+        m.msg_iovlen = static_cast<size_t>(n);
+        return translate_out(s, bridged_sendmsg(fd, s, &m, 0));
+    }
+    ssize_t r = real::writev()(fd, iov, n);
     count(s, true, r);
     return translate_out(s, r);
 }

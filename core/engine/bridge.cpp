@@ -3,10 +3,16 @@
 #include "core/qos/token_bucket.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/sockios.h>
 #include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -17,17 +23,156 @@
 namespace gs::engine {
 namespace {
 
-constexpr size_t kChunk = 256 * 1024;   // per direction; one recv and one send in flight
+// The engine moves bytes with plain system calls on its own thread (the ring
+// tells it when a socket is ready): a program thread may take a direction
+// over at any moment, which needs the bytes to stay in the kernel until
+// whoever holds the direction's lock takes them; an asynchronous receive
+// would take them at a time nobody can see.
+constexpr size_t kScratch = 256 * 1024;     // the engine thread's one relay buffer
+constexpr size_t kFairShare = 1024 * 1024;  // bytes per direction per turn, then other flows' turn
+
+// Raw system calls: this code is linked into the preload library, whose
+// exported recv/send/... are the shim's hooks.
+ssize_t sys_recv(int fd, void* buf, size_t n, int flags) noexcept {
+    return syscall(SYS_recvfrom, fd, buf, n, flags, nullptr, nullptr);
+}
+ssize_t sys_send(int fd, const void* buf, size_t n, int flags) noexcept {
+    return syscall(SYS_sendto, fd, buf, n, flags, nullptr, 0);
+}
+int sys_shutdown(int fd, int how) noexcept { return static_cast<int>(syscall(SYS_shutdown, fd, how)); }
+int sys_poll(pollfd* p, nfds_t n, int timeout_ms) noexcept {
+    timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1'000'000L};
+    return static_cast<int>(syscall(SYS_ppoll, p, n, timeout_ms < 0 ? nullptr : &ts, nullptr, 0));
+}
 
 long futex(std::atomic<uint32_t>* w, int op, uint32_t v) noexcept {
     return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, v, nullptr, nullptr, 0);
 }
 
+bool try_lock(BridgeDir& d) noexcept {
+    return (d.lock.fetch_or(BridgeDir::kLocked, std::memory_order_acquire) & BridgeDir::kLocked) == 0;
+}
+
+// The engine's way in: take the lock, or leave word that it wants it (the
+// holder then kicks the engine when it lets go).
+bool engine_lock(BridgeDir& d) noexcept {
+    for (;;) {
+        if (try_lock(d)) return true;
+        uint32_t old = d.lock.fetch_or(BridgeDir::kWanted, std::memory_order_acq_rel);
+        if (old & BridgeDir::kLocked) return false;
+        // The holder let go in between: it did not see kWanted. Try again.
+        d.lock.fetch_and(~BridgeDir::kWanted, std::memory_order_relaxed);
+    }
+}
+
+void kick(BridgeState& b) noexcept {
+    if (b.engine == nullptr || b.kick_queued.exchange(1, std::memory_order_acq_rel) != 0) return;
+    b.engine->submit(b.kick);
+}
+
+// A program thread lets go; wakes the engine if it wanted the lock meanwhile.
+void unlock(BridgeState& b, BridgeDir& d) noexcept {
+    if (d.lock.exchange(0, std::memory_order_acq_rel) & BridgeDir::kWanted) kick(b);
+}
+
+void add(std::atomic<uint64_t>* counter, ssize_t n) noexcept {
+    if (counter != nullptr && n > 0) counter->fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+}
+
 }  // namespace
+
+// How the engine thread moves bytes from one socket to another: through a
+// pipe with splice(2) (the pages go by reference: TCP's receive pages into
+// the unix socket and back, no copy in user space), or, where splice is
+// refused, through a buffer. One per engine thread, shared by its bridges:
+// the pipe is empty between moves. take() brings up to `want` bytes in,
+// give() sends what came in to `to`; what `to` did not take is handed over
+// with keep() (into the caller's buffer) or thrown away with drop().
+class Relay {
+public:
+    ~Relay() {
+        close_internal_fd(pipe_[0]);
+        close_internal_fd(pipe_[1]);
+    }
+    ssize_t take(int from, size_t want) noexcept {
+        if (splice_) {
+            ssize_t n = splice(from, nullptr, pipe_[1], nullptr, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+            if (n >= 0 || errno != EINVAL) {
+                via_pipe_ = true;
+                return n;
+            }
+            splice_ = false;   // this kind of socket does not splice: copy from now on
+        }
+        via_pipe_ = false;
+        if (!buf_) {
+            buf_.reset(new (std::nothrow) char[kScratch]);
+            if (!buf_) {
+                errno = ENOBUFS;
+                return -1;
+            }
+        }
+        return sys_recv(from, buf_.get(), want < kScratch ? want : kScratch, MSG_DONTWAIT);
+    }
+    ssize_t give(int to, size_t n) noexcept {
+        off_ = 0;
+        ssize_t m = via_pipe_ ? splice(pipe_[0], nullptr, to, nullptr, n, SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
+                              : sys_send(to, buf_.get(), n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (m > 0) off_ = static_cast<size_t>(m);
+        return m;
+    }
+    void keep(char* out, size_t n) noexcept {
+        if (!via_pipe_) {
+            memcpy(out, buf_.get() + off_, n);
+            return;
+        }
+        for (size_t got = 0; got < n;) {
+            ssize_t r = ::read(pipe_[0], out + got, n - got);
+            if (r <= 0) break;
+            got += static_cast<size_t>(r);
+        }
+    }
+    void drop(size_t n) noexcept {
+        if (!via_pipe_) return;
+        char sink[4096];
+        for (size_t left = n; left > 0;) {
+            ssize_t r = ::read(pipe_[0], sink, left < sizeof sink ? left : sizeof sink);
+            if (r <= 0) break;
+            left -= static_cast<size_t>(r);
+        }
+    }
+    bool init() noexcept {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return splice_ = false, true;
+        for (int i = 0; i < 2; ++i) {
+            int h = fcntl(p[i], F_DUPFD_CLOEXEC, kInternalFdBase);
+            if (h >= 0) {
+                syscall(SYS_close, p[i]);
+                p[i] = h;
+            }
+            guard_fd(p[i]);
+            pipe_[i] = p[i];
+        }
+        // Room for a whole turn's worth of pages (the default is 16).
+        fcntl(pipe_[1], F_SETPIPE_SZ, static_cast<int>(kScratch));
+        return true;
+    }
+
+private:
+    int pipe_[2] = {-1, -1};
+    bool splice_ = true, via_pipe_ = false;
+    std::unique_ptr<char[]> buf_;
+    size_t off_ = 0;
+};
+
+Relay& relay() noexcept {
+    static thread_local Relay r;
+    static thread_local bool ready = r.init();
+    (void)ready;
+    return r;
+}
 
 // The engine's side of one bridged flow. Lives on the engine thread; frees
 // itself when both directions are over and nothing is in flight.
-class Bridge;
 Bridge* g_bridges = nullptr;   // every live bridge (engine thread only)
 
 class Bridge {
@@ -51,7 +196,7 @@ public:
             if (b->up_.over || b->ending_ || b->s_.program_fd < 0) continue;
             struct stat st;
             if (fstat(b->s_.program_fd, &st) == 0 && st.st_ino == b->s_.program_ino)
-                ::shutdown(b->s_.program_fd, SHUT_WR);
+                sys_shutdown(b->s_.program_fd, SHUT_WR);
         }
     }
     // Every bridge has sent what the program wrote (or is gone).
@@ -62,6 +207,13 @@ public:
     }
 
     void begin(Engine& e) noexcept {
+        s_.impl = this;
+        // Both of the engine's sockets non-blocking: splice(2) from a TCP
+        // socket heeds only the file's flag. Nobody else uses these files'
+        // flags (the program's fd is its own end of the pair; program
+        // threads on the transport pass MSG_DONTWAIT).
+        for (int fd : {s_.transport, s_.app_end})
+            if (int fl = fcntl(fd, F_GETFL); fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
         if (s_.accepted) return connected(e, 0);
         io_uring_sqe* q = e.sqe();
         io_uring_prep_connect(q, s_.transport, reinterpret_cast<const sockaddr*>(&s_.peer), s_.peer_len);
@@ -69,31 +221,104 @@ public:
         ++inflight_;
     }
 
+    // A program thread asked: look at both directions again.
+    void kicked(Engine& e) noexcept {
+        if (ending_) return maybe_free();
+        up_.work(e);
+        down_.work(e);
+    }
+
 private:
-    // One direction: recv from `from`, send all of it to `to`, again. With a
-    // bucket chain (the flow's limit, the process's aggregate), the sending
-    // side goes in slices no bigger than the chain lets pass smoothly, each
-    // when its tokens are there (a Timer waits for them); the receiving side
-    // (transport -> program, a receive limit) reads no more than the chain
-    // allows, so the peer's TCP is slowed by the window it sees.
-    struct Pump final : Completion, Timer {
+    // One direction: from `from` to `to`. The ring watches `from` for data
+    // (a multishot poll) and, while `to` is full, `to` for room; the bytes
+    // move with plain calls, under the direction's lock. What `to` cannot
+    // take yet is held (`held`), and nothing more is read until it went.
+    // With a bucket chain (the flow's limit, the process's aggregate), no
+    // more is read than the chain lets pass smoothly: slices of what the
+    // slowest level earns in 2 ms, each when its tokens are there (a Timer
+    // waits for them); on the receive side the peer's TCP then sees a
+    // closing window rather than drops.
+    struct Pump final : Timer {
         Bridge* b = nullptr;
+        BridgeDir* d = nullptr;
         int from = -1, to = -1;
         bool up = false;   // app -> transport
-        bool sending = false, over = false, waiting = false;
-        std::unique_ptr<char[]> buf;
-        size_t len = 0, off = 0;
+        bool over = false, waiting = false, in_armed = false, out_armed = false;
+        std::unique_ptr<char[]> held;
+        size_t held_len = 0, held_off = 0;
         qos::TokenBucket* bucket = nullptr;   // chain head, nullptr = unlimited
 
-        // The largest piece sent or read at once under a limit: what the
-        // slowest level earns in 2 ms, at least one full-size segment.
+        struct In final : Completion {   // `from` is readable (multishot)
+            Pump* p = nullptr;
+            void complete(Engine& e, const io_uring_cqe& cqe) noexcept override {
+                if (!(cqe.flags & IORING_CQE_F_MORE)) {
+                    p->in_armed = false;
+                    --p->b->inflight_;
+                }
+                if (p->b->ending_) return p->b->maybe_free();
+                if (!p->in_armed && !p->over) p->arm_in(e);   // the kernel ended it (overflow): again
+                p->work(e);
+            }
+        } in;
+        struct Out final : Completion {   // `to` has room again (one shot)
+            Pump* p = nullptr;
+            void complete(Engine& e, const io_uring_cqe&) noexcept override {
+                p->out_armed = false;
+                --p->b->inflight_;
+                if (p->b->ending_) return p->b->maybe_free();
+                p->work(e);
+            }
+        } out;
+
+        void arm_in(Engine& e) noexcept {
+            io_uring_sqe* q = e.sqe();
+            io_uring_prep_poll_multishot(q, from, POLLIN | POLLRDHUP);
+            io_uring_sqe_set_data(q, static_cast<Completion*>(&in));
+            in_armed = true;
+            ++b->inflight_;
+        }
+        void arm_out(Engine& e) noexcept {
+            if (out_armed) return;
+            io_uring_sqe* q = e.sqe();
+            io_uring_prep_poll_add(q, to, POLLOUT);
+            io_uring_sqe_set_data(q, static_cast<Completion*>(&out));
+            out_armed = true;
+            ++b->inflight_;
+        }
+        void disarm(Engine& e) noexcept {
+            if (waiting) {
+                e.cancel(*this);
+                waiting = false;
+            }
+            if (in_armed) cancel_in(e);
+        }
+        // Its last completion (-ECANCELED) drops the count. The kernel
+        // refuses (EALREADY) while an event of the poll is being delivered:
+        // then again, once it has been.
+        void cancel_in(Engine& e) noexcept {
+            io_uring_sqe* q = e.sqe();
+            io_uring_prep_poll_remove(q, reinterpret_cast<uintptr_t>(static_cast<Completion*>(&in)));
+            io_uring_sqe_set_data(q, static_cast<Completion*>(&cancel));
+            ++b->inflight_;
+        }
+        struct Cancel final : Completion {
+            Pump* p = nullptr;
+            void complete(Engine& e, const io_uring_cqe& cqe) noexcept override {
+                --p->b->inflight_;
+                if (cqe.res == -EALREADY && p->in_armed) return p->cancel_in(e);
+                p->b->maybe_free();
+            }
+        } cancel;
+
+        // The largest piece read at once under a limit: what the slowest
+        // level earns in 2 ms, at least one full-size segment.
         size_t slice() const noexcept {
             uint64_t rate = 0;
             for (const qos::TokenBucket* t = bucket; t; t = t->parent())
                 if (!t->unlimited() && (rate == 0 || t->rate() < rate)) rate = t->rate();
-            if (rate == 0) return kChunk;
+            if (rate == 0) return kScratch;
             uint64_t s = rate / 500;
-            return s < 1448 ? 1448 : s > kChunk ? kChunk : static_cast<size_t>(s);
+            return s < 1448 ? 1448 : s > kScratch ? kScratch : static_cast<size_t>(s);
         }
 
         void wait(Engine& e, int64_t delay) noexcept {
@@ -102,67 +327,103 @@ private:
         }
         void fire(Engine& e, int64_t) noexcept override {
             waiting = false;
-            if (b->ending_ || over) return b->maybe_free();
-            if (sending) send(e);
-            else recv(e);
+            if (b->ending_) return b->maybe_free();
+            work(e);
         }
 
-        void recv(Engine& e) noexcept {
-            sending = false;
-            size_t want = kChunk;
-            if (bucket != nullptr && !up) {   // a receive limit
-                int64_t now = now_ns();
-                int64_t avail = qos::chain_available(bucket, now);
-                if (avail <= 0) return wait(e, qos::chain_time_until(bucket, 1, now));
-                want = slice();
-            }
-            io_uring_sqe* q = e.sqe();
-            io_uring_prep_recv(q, from, buf.get(), want, 0);
-            io_uring_sqe_set_data(q, static_cast<Completion*>(this));
-            ++b->inflight_;
+        void work(Engine& e) noexcept {
+            if (over || b->ending_ || leave_to_reader()) return;
+            if (!engine_lock(*d)) return;
+            step(e);
+            d->lock.store(0, std::memory_order_release);
         }
-        void send(Engine& e) noexcept {
-            sending = true;
-            size_t n = len - off;
-            if (bucket != nullptr && up) {   // a send limit: paced slices
-                if (n > slice()) n = slice();
-                int64_t now = now_ns();
-                int64_t t = qos::chain_time_until(bucket, n, now);
-                if (t > 0) return wait(e, t);
-                qos::chain_consume(bucket, n, now);
+
+        // Move what there is, until `from` is empty, `to` is full, the
+        // tokens run out or this turn's share is used. Lock held.
+        void step(Engine& e) noexcept {
+            size_t budget = kFairShare;
+            for (;;) {
+                if (held_off < held_len) {
+                    ssize_t n = sys_send(to, held.get() + held_off, held_len - held_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+                    if (n < 0 && errno != EAGAIN) return send_failed(e, errno);
+                    if (n > 0) {
+                        held_off += static_cast<size_t>(n);
+                        add(up ? b->s_.bytes_out : b->s_.bytes_in, n);
+                    }
+                    d->held.store(static_cast<uint32_t>(held_len - held_off), std::memory_order_relaxed);
+                    if (held_off < held_len) return arm_out(e);
+                    held.reset();
+                    held_len = held_off = 0;
+                }
+                if (leave_to_reader()) return;
+                if (budget == 0) return wait(e, 0);   // the other flows' turn; back in this loop's next round
+                size_t want = budget < kScratch ? budget : kScratch;
+                int64_t now = 0;
+                if (bucket != nullptr) {
+                    now = now_ns();
+                    if (want > slice()) want = slice();
+                    // Sending: wait for a whole slice's tokens (even pacing);
+                    // receiving: read when there are any (the window closes).
+                    int64_t t = up ? qos::chain_time_until(bucket, want, now)
+                                   : qos::chain_available(bucket, now) > 0 ? 0 : qos::chain_time_until(bucket, 1, now);
+                    if (t > 0) return wait(e, t);
+                }
+                Relay& r = relay();
+                ssize_t n = r.take(from, want);
+                if (n < 0) {
+                    if (errno == EAGAIN) return;   // the poll says when there is more
+                    if (errno == ENOBUFS) return b->fail(e, up ? 0 : ENOBUFS);
+                    return b->fail(e, up ? 0 : errno);   // a transport error is the program's business
+                }
+                if (n == 0) return eof(e);
+                if (bucket != nullptr) qos::chain_consume(bucket, static_cast<uint64_t>(n), now);
+                budget -= static_cast<size_t>(n);
+                ssize_t m = r.give(to, static_cast<size_t>(n));
+                if (m < 0 && errno != EAGAIN) {
+                    int err = errno;
+                    r.drop(static_cast<size_t>(n));
+                    return send_failed(e, err);
+                }
+                if (m < 0) m = 0;
+                add(up ? b->s_.bytes_out : b->s_.bytes_in, m);
+                if (m < n) {
+                    held_len = static_cast<size_t>(n - m);
+                    held.reset(new (std::nothrow) char[held_len]);
+                    if (!held) {
+                        r.drop(held_len);
+                        return b->fail(e, up ? ENOBUFS : 0);
+                    }
+                    r.keep(held.get(), held_len);
+                    held_off = 0;
+                    d->held.store(static_cast<uint32_t>(held_len), std::memory_order_relaxed);
+                    return arm_out(e);
+                }
             }
-            io_uring_sqe* q = e.sqe();
-            io_uring_prep_send(q, to, buf.get() + off, n, MSG_NOSIGNAL);
-            io_uring_sqe_set_data(q, static_cast<Completion*>(this));
-            ++b->inflight_;
         }
-        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override {
-            --b->inflight_;
-            if (b->ending_ || over) return b->maybe_free();
-            if (!sending) {
-                if (cqe.res > 0) {
-                    len = static_cast<size_t>(cqe.res);
-                    off = 0;
-                    if (bucket != nullptr && !up) qos::chain_consume(bucket, len, now_ns());
-                    return send(e);
-                }
-                if (cqe.res == 0) {
-                    // EOF: the program half-closed (or closed) its end, or the
-                    // peer sent FIN. Pass the half-close on, unless the
-                    // program closed with SO_LINGER {1, 0}: that is a reset.
-                    over = true;
-                    if (up && b->abortive_close()) return b->reset(e);
-                    ::shutdown(to, SHUT_WR);
-                    return b->direction_over(e);
-                }
-                return b->fail(e, up ? 0 : -cqe.res);   // a transport error is the program's business
-            }
-            if (cqe.res < 0) return b->fail(e, up ? -cqe.res : 0);
-            off += static_cast<size_t>(cqe.res);
-            std::atomic<uint64_t>* counter = up ? b->s_.bytes_out : b->s_.bytes_in;
-            if (counter) counter->fetch_add(static_cast<uint64_t>(cqe.res), std::memory_order_relaxed);
-            if (off < len) return send(e);
-            recv(e);
+
+        // A program thread in a blocking receive takes the transport's data
+        // itself (bridge_recv). Say so first, then look (seq_cst, paired
+        // with its leaving): either it sees the note, or we see it gone.
+        bool leave_to_reader() noexcept {
+            if (up || !d->direct || held_off < held_len) return false;
+            b->s_.rx_skipped.store(1, std::memory_order_seq_cst);
+            if (b->s_.rx_waiters.load(std::memory_order_seq_cst) > 0) return true;
+            b->s_.rx_skipped.store(0, std::memory_order_relaxed);
+            return false;
+        }
+
+        void send_failed(Engine& e, int err) noexcept {
+            return b->fail(e, up ? err : 0);   // down: the program's end went away
+        }
+
+        // EOF: the program half-closed (or closed) its end, or the peer sent
+        // FIN. Pass the half-close on, unless the program closed with
+        // SO_LINGER {1, 0}: that is a reset.
+        void eof(Engine& e) noexcept {
+            over = true;
+            if (up && b->abortive_close()) return b->reset(e);
+            sys_shutdown(to, SHUT_WR);
+            b->direction_over(e);
         }
     };
 
@@ -180,7 +441,7 @@ private:
     void drain_filler() noexcept {
         static char sink[64 * 1024];   // engine thread only
         for (uint32_t left = s_.filler; left > 0;) {
-            ssize_t n = ::recv(s_.app_end, sink, left < sizeof sink ? left : sizeof sink, MSG_DONTWAIT);
+            ssize_t n = sys_recv(s_.app_end, sink, left < sizeof sink ? left : sizeof sink, MSG_DONTWAIT);
             if (n <= 0) break;
             left -= static_cast<uint32_t>(n);
         }
@@ -195,20 +456,6 @@ private:
             drain_filler();
             return end(e);
         }
-        try {
-            up_.buf.reset(new char[kChunk]);
-            down_.buf.reset(new char[kChunk]);
-        } catch (...) {
-            s_.error.store(ENOBUFS, std::memory_order_relaxed);
-            s_.phase.store(BridgeState::failed, std::memory_order_release);
-            announce();
-            return end(e);
-        }
-        // Connected from here on: say so before the program's end turns
-        // writable (a program polling for POLLOUT may ask at once).
-        s_.phase.store(BridgeState::connected, std::memory_order_release);
-        announce();
-        drain_filler();
         // Limits: the flow's own, under the process's aggregate (the engine
         // thread owns both; aggregates are shared by every bridge).
         int64_t now = now_ns();
@@ -223,14 +470,28 @@ private:
             int one = 1;
             ::setsockopt(s_.transport, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
+        // A direction with a limit is the engine's alone.
+        s_.up.direct = s_.allow_direct && up_.bucket == nullptr;
+        s_.down.direct = s_.allow_direct && down_.bucket == nullptr;
+        // Connected from here on: say so before the program's end turns
+        // writable (a program polling for POLLOUT may ask at once).
+        s_.phase.store(BridgeState::connected, std::memory_order_release);
+        announce();
+        drain_filler();
         up_.b = down_.b = this;
+        up_.in.p = up_.out.p = up_.cancel.p = &up_;
+        down_.in.p = down_.out.p = down_.cancel.p = &down_;
+        up_.d = &s_.up;
+        down_.d = &s_.down;
         up_.from = s_.app_end;
         up_.to = s_.transport;
         up_.up = true;
         down_.from = s_.transport;
         down_.to = s_.app_end;
-        up_.recv(e);
-        down_.recv(e);
+        up_.arm_in(e);
+        down_.arm_in(e);
+        up_.work(e);
+        down_.work(e);
     }
 
     // The program closed its end (not just SHUT_WR: the pair's far end is
@@ -242,11 +503,10 @@ private:
         if (::getsockopt(s_.transport, SOL_SOCKET, SO_LINGER, &l, &len) != 0 || !l.l_onoff || l.l_linger != 0)
             return false;
         pollfd p{s_.app_end, 0, 0};
-        return ::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+        return sys_poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
     }
     // Abort the transport: connect(AF_UNSPEC) disconnects a TCP socket with
-    // a RST (closing the fd would not: our own pending receive still holds
-    // the socket open).
+    // a RST (closing the fd would not: the owner still holds it open).
     void reset(Engine& e) noexcept {
         sockaddr unspec{};
         unspec.sa_family = AF_UNSPEC;
@@ -270,28 +530,29 @@ private:
         end(e);
     }
 
-    // Stop both directions: shutting the sockets down completes any receive
-    // still posted, then the last completion frees the bridge.
+    // Stop both directions: cancel the polls and timers, shut both sockets
+    // down (which completes a poll still waiting for room); the last
+    // completion frees the bridge.
     void end(Engine& e) noexcept {
         if (ending_) return;
         ending_ = true;
-        for (Pump* p : {&up_, &down_})
-            if (p->waiting) {
-                e.cancel(*p);
-                p->waiting = false;
-            }
-        ::shutdown(s_.app_end, SHUT_RDWR);
-        ::shutdown(s_.transport, SHUT_RDWR);
+        up_.disarm(e);
+        down_.disarm(e);
+        sys_shutdown(s_.app_end, SHUT_RDWR);
+        sys_shutdown(s_.transport, SHUT_RDWR);
         maybe_free();
     }
 
     // The transport stays open (shut down) until the program closes its fd
     // too: getsockname, getsockopt... must keep answering for it, and its
     // number must not go to another bridge meanwhile. The owner closes it.
+    // A kick still queued keeps the bridge (and so its owner's storage) until
+    // it has run.
     void maybe_free() noexcept {
-        if (!ending_ || inflight_ > 0) return;
+        if (!ending_ || inflight_ > 0 || s_.kick_queued.load(std::memory_order_acquire) != 0) return;
         close_internal_fd(s_.app_end);
         s_.app_end = -1;
+        s_.impl = nullptr;
         if (s_.phase.load(std::memory_order_relaxed) == BridgeState::connected)
             s_.phase.store(BridgeState::closed, std::memory_order_release);
         BridgeState* s = &s_;
@@ -355,6 +616,11 @@ void BridgeState::Start::run(Engine& e) noexcept {
     b->begin(e);
 }
 
+void BridgeState::Kick::run(Engine& e) noexcept {
+    state->kick_queued.store(0, std::memory_order_release);
+    if (Bridge* b = state->impl) b->kicked(e);
+}
+
 int BridgeState::wait_connected(int64_t timeout_ns) noexcept {
     const int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
     while (connect_done.load(std::memory_order_acquire) == 0) {
@@ -378,8 +644,174 @@ void start_bridge(Engine& e, BridgeState& s) noexcept {
     // At exit, the engine relays what programs wrote before it stops.
     static std::atomic<bool> hooks{false};
     if (!hooks.exchange(true)) set_drain_hooks(&Bridge::drain_all, &Bridge::drained);
+    s.up.direct = s.down.direct = false;   // the engine decides at connect
+    s.up.held.store(0, std::memory_order_relaxed);
+    s.down.held.store(0, std::memory_order_relaxed);
+    s.kick.state = &s;
+    s.engine = &e;
     s.start.state = &s;
     e.submit(s.start);
+}
+
+// ---- the program's threads ------------------------------------------------------
+
+ssize_t bridge_send(BridgeState& b, int pfd, IoOp op, void* call, size_t len, int flags) noexcept {
+    if (len == 0 || b.phase.load(std::memory_order_acquire) != BridgeState::connected || !b.up.direct ||
+        !try_lock(b.up))
+        return op(call, pfd, 0, flags);
+    // Nothing the program wrote earlier may still be in the bridge: not in
+    // its end (SIOCOUTQ: bytes the engine has not read; also what went in by
+    // calls we do not see, sendfile, splice), not held by the engine.
+    int queued = 0;
+    if (b.up.held.load(std::memory_order_relaxed) != 0 || syscall(SYS_ioctl, pfd, SIOCOUTQ, &queued) != 0 ||
+        queued != 0) {
+        unlock(b, b.up);
+        return op(call, pfd, 0, flags);
+    }
+    ssize_t r = op(call, b.transport, 0, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+    int err = errno;
+    unlock(b, b.up);
+    add(b.bytes_out, r);
+    if (r == static_cast<ssize_t>(len)) return r;
+    if (r < 0 && err != EAGAIN) {
+        // The transport failed (reset, shut down): as the kernel's send.
+        if (err == EPIPE && !(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), gettid(), SIGPIPE);
+        errno = err;
+        return -1;
+    }
+    // The transport's buffer is full: the rest goes through the bridge (the
+    // engine sends it when there is room), so that the program's end keeps
+    // the semantics of its mode: blocking blocks, non-blocking takes what
+    // fits.
+    size_t done = r > 0 ? static_cast<size_t>(r) : 0;
+    ssize_t w = op(call, pfd, done, flags);
+    if (w < 0) {
+        if (done > 0) return static_cast<ssize_t>(done);
+        return -1;
+    }
+    return static_cast<ssize_t>(done) + w;
+}
+
+namespace {
+
+// The program's end's SO_RCVTIMEO in ms (-1: none), and whether it is non-blocking.
+int receive_timeout_ms(int pfd) noexcept {
+    timeval tv{};
+    socklen_t l = sizeof tv;
+    if (syscall(SYS_getsockopt, pfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
+        return -1;
+    int64_t ms = int64_t{tv.tv_sec} * 1000 + (tv.tv_usec + 999) / 1000;
+    return ms > INT32_MAX ? INT32_MAX : static_cast<int>(ms);
+}
+
+}  // namespace
+
+namespace {
+
+// A blocking receive registers in rx_waiters while it may wait on the
+// transport itself, so the engine does not race it for the transport's
+// data. It leaves before blocking on its own end alone (the engine must
+// then relay), and when it returns.
+struct Waiter {
+    BridgeState* b = nullptr;
+    void enter(BridgeState& s) noexcept {
+        b = &s;
+        b->rx_waiters.fetch_add(1, std::memory_order_seq_cst);
+    }
+    // If the engine left data to us meanwhile that we may not have taken
+    // (it arrived after our last look), it must look again.
+    void leave() noexcept {
+        if (b == nullptr) return;
+        b->rx_waiters.fetch_sub(1, std::memory_order_seq_cst);
+        if (b->rx_skipped.load(std::memory_order_seq_cst) != 0 && b->rx_skipped.exchange(0) != 0) kick(*b);
+        b = nullptr;
+    }
+    ~Waiter() { leave(); }
+};
+
+// `w`: registered (a blocking call), or null (non-blocking).
+ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter* w) noexcept {
+    int64_t deadline = 0;   // 0: none
+    int busy = 0;
+    for (bool first = true;; first = false) {
+        // A direction the engine has (a limit): its way.
+        if (b.phase.load(std::memory_order_acquire) != BridgeState::connected || !b.down.direct) {
+            if (w) w->leave();
+            return op(call, pfd, 0, flags);
+        }
+        if (!try_lock(b.down)) {
+            // The engine is moving data to our end right now (and stops
+            // soon: it sees us waiting).
+            if (!w) return op(call, pfd, 0, flags);
+            if (++busy < 64) {
+                sched_yield();   // it holds the lock for microseconds
+                continue;
+            }
+            busy = 0;
+            pollfd p{pfd, POLLIN, 0};
+            if (sys_poll(&p, 1, 1) < 0 && errno == EINTR) return -1;
+            continue;
+        }
+        // What the engine relayed comes first.
+        ssize_t r = op(call, pfd, 0, flags | MSG_DONTWAIT);
+        if (r >= 0 || errno != EAGAIN) {
+            int err = errno;
+            unlock(b, b.down);
+            errno = err;
+            return r;
+        }
+        if (b.down.held.load(std::memory_order_relaxed) != 0) {   // it holds more for our end
+            unlock(b, b.down);
+            if (w) w->leave();
+            return op(call, pfd, 0, flags);
+        }
+        r = op(call, b.transport, 0, flags | MSG_DONTWAIT);
+        int err = errno;
+        unlock(b, b.down);
+        if (r > 0) {
+            if (!(flags & MSG_PEEK)) add(b.bytes_in, r);
+            return r;
+        }
+        if (r == 0 || err != EAGAIN) {
+            // EOF or an error, now, as from the kernel; the engine passes
+            // it on to the program's end.
+            kick(b);
+            errno = err;
+            return r;
+        }
+        if (!w) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (first) {
+            int t = receive_timeout_ms(pfd);
+            if (t >= 0) deadline = now_ns() + int64_t{t} * 1'000'000;
+        }
+        int timeout = -1;
+        if (deadline != 0) {
+            int64_t left = deadline - now_ns();
+            if (left <= 0) {
+                errno = EAGAIN;   // SO_RCVTIMEO passed
+                return -1;
+            }
+            timeout = static_cast<int>((left + 999'999) / 1'000'000);
+        }
+        // Wait for either: the engine relaying to our end, or the transport.
+        pollfd p[2] = {{pfd, POLLIN, 0}, {b.transport, POLLIN, 0}};
+        if (sys_poll(p, 2, timeout) < 0 && errno == EINTR) return -1;   // a signal handler ran, as for the kernel's receive
+    }
+}
+
+}  // namespace
+
+ssize_t bridge_recv(BridgeState& b, int pfd, IoOp op, void* call, size_t len, int flags) noexcept {
+    if ((flags & MSG_WAITALL) || len == 0) return op(call, pfd, 0, flags);
+    if (flags & MSG_DONTWAIT) return receive(b, pfd, op, call, flags, nullptr);
+    long fl = syscall(SYS_fcntl, pfd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK)) return receive(b, pfd, op, call, flags, nullptr);
+    Waiter w;
+    w.enter(b);
+    return receive(b, pfd, op, call, flags, &w);
 }
 
 }  // namespace gs::engine

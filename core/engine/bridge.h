@@ -7,9 +7,17 @@
 // is shared: application threads read it (errors, the transport fd, the
 // connect result), the engine writes it. The caller keeps it alive until
 // on_done() has been called.
+//
+// The program's threads may also move a direction's bytes themselves, on the
+// transport, without waking the engine (bridge_send, bridge_recv): a thread
+// hand-off costs more than the whole round trip it carries here
+// (docs/engine.md). Whoever moves a direction's bytes holds its lock, and a
+// program thread only goes to the transport when nothing taken earlier is
+// still in the bridge, so bytes keep their order.
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
@@ -19,6 +27,23 @@
 namespace gs::engine {
 
 class Bridge;
+
+// One direction of a bridge (up: program -> transport; down: transport ->
+// program), shared by the engine and the program's threads.
+struct BridgeDir {
+    static constexpr uint32_t kLocked = 1, kWanted = 2;
+    // Held by whoever moves this direction's bytes right now. A program
+    // thread only ever tries it; the engine, finding it taken, leaves
+    // kWanted, and the holder wakes the engine when it lets go.
+    std::atomic<uint32_t> lock{0};
+    // Bytes the engine has taken from the source and not yet handed to the
+    // destination (it keeps them until the destination has room).
+    std::atomic<uint32_t> held{0};
+    // Program threads may do this direction's I/O on the transport (no limit
+    // the engine must enforce). Written by the engine before `phase` says
+    // connected.
+    bool direct = false;
+};
 
 struct BridgeState {
     enum Phase : int { connecting = 0, connected = 1, failed = 2, closed = 3 };
@@ -49,6 +74,27 @@ struct BridgeState {
     // from then on the caller may free or reuse this state.
     void (*on_done)(BridgeState* s) noexcept = nullptr;
     void* owner = nullptr;                  // for on_done
+    // Program threads may move bytes on the transport themselves when no
+    // limit needs the engine (bridge_send, bridge_recv); false: always
+    // through the engine. Set before start_bridge().
+    bool allow_direct = true;
+
+    BridgeDir up, down;
+    // Program threads in a blocking bridge_recv: they take the transport's
+    // data themselves, and the engine leaves it to them (saying so in
+    // `rx_skipped`, which they look at when they leave).
+    std::atomic<uint32_t> rx_waiters{0};
+    std::atomic<uint32_t> rx_skipped{0};
+
+    // Wake the engine for this bridge (a program thread let go of a lock the
+    // engine wanted, or saw the transport end): at most one queued at once.
+    std::atomic<uint32_t> kick_queued{0};
+    struct Kick final : Command {
+        BridgeState* state = nullptr;
+        void run(Engine& e) noexcept override;
+    } kick;
+    Engine* engine = nullptr;               // the engine carrying it (for kicks)
+    Bridge* impl = nullptr;                 // engine thread only
 
     // The command that starts the bridge (storage here: no allocation on the
     // application thread).
@@ -67,5 +113,23 @@ struct BridgeState {
 
 // Hand a prepared BridgeState to the engine (any thread).
 void start_bridge(Engine& e, BridgeState& s) noexcept;
+
+// The program's own I/O call, replayable on another fd: `fd` to do it on,
+// `skip` bytes of its data already sent (sends only), `flags` the MSG_* to
+// use. Returns what the call returns, errno set.
+using IoOp = ssize_t (*)(void* call, int fd, size_t skip, int flags) noexcept;
+
+// A send on the program's end (`program_fd`) of a bridge: on the transport,
+// from the calling thread, when the flow may and nothing the program wrote
+// earlier is still in the bridge; what the transport cannot take at once
+// goes through the bridge, so a blocking call still blocks and a
+// non-blocking one still says EAGAIN only when its end is full. `len`: the
+// call's byte count; `flags`: the program's MSG_* flags.
+ssize_t bridge_send(BridgeState& b, int program_fd, IoOp op, void* call, size_t len, int flags) noexcept;
+
+// A receive on the program's end: what the engine relayed first, then
+// straight from the transport; a blocking call waits on both (honouring
+// SO_RCVTIMEO, EINTR on a signal). `len`: the call's buffer size.
+ssize_t bridge_recv(BridgeState& b, int program_fd, IoOp op, void* call, size_t len, int flags) noexcept;
 
 }  // namespace gs::engine
