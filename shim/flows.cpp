@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <new>
 #include <string>
 
 #include "core/qos/native_plan.h"
@@ -20,12 +21,11 @@
 namespace gs::shim {
 namespace detail {
 std::atomic<uint32_t> g_slots[kMaxFd];
-FlowRecord g_flows[kMaxFlows];
+alignas(FlowRecord) unsigned char g_flow_storage[sizeof(FlowRecord) * kMaxFlows];
 }  // namespace detail
 
 namespace {
 
-using detail::g_flows;
 using detail::g_slots;
 std::atomic<uint32_t> g_bump{0};          // records [0, g_bump) have been handed out once
 std::atomic<uint64_t> g_free_head{0};     // (tag << 32) | (index + 1), 0 = empty
@@ -43,7 +43,7 @@ void push_free(uint32_t index) noexcept {
     uint64_t head = g_free_head.load(std::memory_order_relaxed);
     uint64_t next;
     do {
-        g_flows[index].next_free.store(static_cast<uint32_t>(head), std::memory_order_relaxed);
+        flow_at(index).next_free.store(static_cast<uint32_t>(head), std::memory_order_relaxed);
         next = ((head >> 32) + 1) << 32 | (index + 1);
     } while (!g_free_head.compare_exchange_weak(head, next, std::memory_order_release,
                                                 std::memory_order_relaxed));
@@ -55,10 +55,10 @@ FlowRecord* pop_free() noexcept {
         uint32_t index = static_cast<uint32_t>(head) - 1;
         // The tag in the high half makes a concurrent pop+push of the same
         // record fail this exchange (ABA).
-        uint64_t next = ((head >> 32) + 1) << 32 | g_flows[index].next_free.load(std::memory_order_relaxed);
+        uint64_t next = ((head >> 32) + 1) << 32 | flow_at(index).next_free.load(std::memory_order_relaxed);
         if (g_free_head.compare_exchange_weak(head, next, std::memory_order_acquire,
                                               std::memory_order_acquire))
-            return &g_flows[index];
+            return &flow_at(index);
     }
     return nullptr;
 }
@@ -127,7 +127,7 @@ FlowRecord* flow_alloc() noexcept {
                              "tracked or reported in --stats", kMaxFlows);
             return nullptr;
         }
-        r = &g_flows[i];
+        r = new (&flow_at(i)) FlowRecord();   // first use: constructed here
     }
     r->refs.store(1, std::memory_order_relaxed);
     r->fd = -1;
@@ -165,7 +165,7 @@ void keep_closed_flows(bool keep) noexcept { g_keep_closed = keep; }
 void mark_all_inherited() noexcept {
     uint32_t n = g_bump.load(std::memory_order_relaxed);
     if (n > kMaxFlows) n = kMaxFlows;
-    for (uint32_t i = 0; i < n; ++i) g_flows[i].inherited = true;
+    for (uint32_t i = 0; i < n; ++i) flow_at(i).inherited = true;
 }
 
 const char* format_endpoint(const Endpoint& e, char* buf, size_t len) noexcept {
@@ -245,8 +245,8 @@ void release_all_reservations() noexcept {
     uint32_t n = g_bump.load(std::memory_order_acquire);
     if (n > kMaxFlows) n = kMaxFlows;
     for (uint32_t i = 0; i < n; ++i)
-        if (g_flows[i].state.load(std::memory_order_acquire) == FlowState::open && !g_flows[i].inherited)
-            release_reservations(g_flows[i]);
+        if (flow_at(i).state.load(std::memory_order_acquire) == FlowState::open && !flow_at(i).inherited)
+            release_reservations(flow_at(i));
 }
 
 void flow_discard(FlowRecord& r) noexcept {
@@ -276,7 +276,7 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
         if (n > kMaxFlows) n = kMaxFlows;
         bool first = true;
         for (uint32_t i = 0; i < n; ++i) {
-            FlowRecord& r = g_flows[i];
+            FlowRecord& r = flow_at(i);
             FlowState st = r.state.load(std::memory_order_acquire);
             if (st == FlowState::free) continue;
             if (st == FlowState::open && r.fd >= 0 && r.fd < kMaxFd &&
