@@ -11,14 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
+#include "net.h"
+
 namespace {
+
+using bench::full;
+using bench::now_s;
 
 void usage(FILE* f) {
     fprintf(f,
@@ -29,36 +33,15 @@ void usage(FILE* f) {
             "The client prints the round-trip time percentiles in microseconds.\n");
 }
 
-bool full(int fd, char* buf, size_t n, bool write_it) {
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = write_it ? send(fd, buf + done, n - done, MSG_NOSIGNAL) : recv(fd, buf + done, n - done, 0);
-        if (r <= 0) return false;
-        done += static_cast<size_t>(r);
-    }
-    return true;
-}
-
-double now_us() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
-}
-
 int server(int port, size_t size) {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(l, 1) != 0) {
+    int l = bench::listen_loopback(port, 1);
+    if (l < 0) {
         perror("pingpong server: bind/listen");
         return 1;
     }
     int c = accept(l, nullptr, nullptr);
     if (c < 0) return perror("accept"), 1;
+    int one = 1;
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     std::vector<char> buf(size);
     while (full(c, buf.data(), size, false) && full(c, buf.data(), size, true)) {
@@ -86,10 +69,10 @@ int client(const char* host, int port, long count, size_t size, long warmup) {
     std::vector<double> rtt;
     rtt.reserve(static_cast<size_t>(count));
     for (long i = 0; i < warmup + count; ++i) {
-        double t0 = now_us();
+        double t0 = now_s();
         if (!full(fd, buf.data(), size, true) || !full(fd, buf.data(), size, false))
             return fprintf(stderr, "pingpong: connection lost\n"), 1;
-        if (i >= warmup) rtt.push_back(now_us() - t0);
+        if (i >= warmup) rtt.push_back((now_s() - t0) * 1e6);
     }
     close(fd);
     std::sort(rtt.begin(), rtt.end());

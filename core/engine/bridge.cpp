@@ -1,5 +1,6 @@
 #include "core/engine/bridge.h"
 
+#include "core/engine/relay_qos.h"
 #include "core/qos/token_bucket.h"
 
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -171,6 +173,52 @@ Relay& relay() noexcept {
     return r;
 }
 
+// Which transports have data, for the engine thread: an epoll set the ring
+// watches (one multishot poll on it). Not the ring itself, because program
+// threads must switch a transport's interest off and on without the engine
+// (a ring takes requests from the engine thread only): a thread blocked on
+// the transport in bridge_recv switches it off, so the data it is about to
+// take does not wake the engine too (measured: that wake-up was the whole
+// of a bridged round trip's cost unpinned), and on again when it leaves
+// (epoll reports data already there at once). Edge-triggered: a pump reads
+// until EAGAIN, or knows why it stopped (held bytes, tokens).
+class Readiness final : public Completion {
+public:
+    static constexpr uint32_t kOn = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    ~Readiness() { close_internal_fd(epfd_); }
+    int fd() const noexcept { return epfd_; }
+    // The set, watched by `e`'s ring; -1 if it cannot be had.
+    int ready(Engine& e) noexcept {
+        if (epfd_ < 0) {
+            int fd = epoll_create1(EPOLL_CLOEXEC);
+            if (fd < 0) return -1;
+            if (int h = fcntl(fd, F_DUPFD_CLOEXEC, kInternalFdBase); h >= 0) {
+                syscall(SYS_close, fd);
+                fd = h;
+            }
+            guard_fd(fd);
+            epfd_ = fd;
+        }
+        if (!armed_) {
+            io_uring_sqe* q = e.sqe();
+            io_uring_prep_poll_multishot(q, epfd_, POLLIN);
+            io_uring_sqe_set_data(q, static_cast<Completion*>(this));
+            armed_ = true;
+        }
+        return epfd_;
+    }
+    void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
+
+private:
+    int epfd_ = -1;
+    bool armed_ = false;
+};
+
+Readiness& readiness() noexcept {
+    static thread_local Readiness r;
+    return r;
+}
+
 // The engine's side of one bridged flow. Lives on the engine thread; frees
 // itself when both directions are over and nothing is in flight.
 Bridge* g_bridges = nullptr;   // every live bridge (engine thread only)
@@ -221,6 +269,9 @@ public:
         ++inflight_;
     }
 
+    // A transport has data (readiness()): its down pump's turn.
+    static void transport_ready(Engine& e, void* pump) noexcept { static_cast<Pump*>(pump)->work(e); }
+
     // A program thread asked: look at both directions again.
     void kicked(Engine& e) noexcept {
         if (ending_) return maybe_free();
@@ -270,7 +321,20 @@ private:
             }
         } out;
 
+        bool in_epoll = false;   // `from` is watched through readiness() (down), not the ring
         void arm_in(Engine& e) noexcept {
+            if (!up) {
+                int ep = readiness().ready(e);
+                epoll_event ev{};
+                ev.events = Readiness::kOn;
+                ev.data.ptr = this;
+                if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, from, &ev) == 0) {
+                    in_epoll = true;
+                    b->s_.rx_epfd = ep;
+                    b->s_.rx_token = this;
+                    return;
+                }
+            }
             io_uring_sqe* q = e.sqe();
             io_uring_prep_poll_multishot(q, from, POLLIN | POLLRDHUP);
             io_uring_sqe_set_data(q, static_cast<Completion*>(&in));
@@ -291,6 +355,10 @@ private:
                 waiting = false;
             }
             if (in_armed) cancel_in(e);
+            if (in_epoll) {
+                epoll_ctl(readiness().fd(), EPOLL_CTL_DEL, from, nullptr);
+                in_epoll = false;
+            }
         }
         // Its last completion (-ECANCELED) drops the count. The kernel
         // refuses (EALREADY) while an event of the poll is being delivered:
@@ -348,7 +416,7 @@ private:
                     if (n < 0 && errno != EAGAIN) return send_failed(e, errno);
                     if (n > 0) {
                         held_off += static_cast<size_t>(n);
-                        add(up ? b->s_.bytes_out : b->s_.bytes_in, n);
+                        moved(n);
                     }
                     d->held.store(static_cast<uint32_t>(held_len - held_off), std::memory_order_relaxed);
                     if (held_off < held_len) return arm_out(e);
@@ -385,7 +453,7 @@ private:
                     return send_failed(e, err);
                 }
                 if (m < 0) m = 0;
-                add(up ? b->s_.bytes_out : b->s_.bytes_in, m);
+                moved(m);
                 if (m < n) {
                     held_len = static_cast<size_t>(n - m);
                     held.reset(new (std::nothrow) char[held_len]);
@@ -399,6 +467,11 @@ private:
                     return arm_out(e);
                 }
             }
+        }
+
+        void moved(ssize_t n) noexcept {
+            add(up ? b->s_.bytes_out : b->s_.bytes_in, n);
+            if (!up && n > 0) b->s_.down_relayed.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
         }
 
         // A program thread in a blocking receive takes the transport's data
@@ -473,11 +546,6 @@ private:
         // A direction with a limit is the engine's alone.
         s_.up.direct = s_.allow_direct && up_.bucket == nullptr;
         s_.down.direct = s_.allow_direct && down_.bucket == nullptr;
-        // Connected from here on: say so before the program's end turns
-        // writable (a program polling for POLLOUT may ask at once).
-        s_.phase.store(BridgeState::connected, std::memory_order_release);
-        announce();
-        drain_filler();
         up_.b = down_.b = this;
         up_.in.p = up_.out.p = up_.cancel.p = &up_;
         down_.in.p = down_.out.p = down_.cancel.p = &down_;
@@ -488,8 +556,13 @@ private:
         up_.up = true;
         down_.from = s_.transport;
         down_.to = s_.app_end;
-        up_.arm_in(e);
-        down_.arm_in(e);
+        down_.arm_in(e);   // before `phase` says connected: it publishes rx_epfd
+        // Connected from here on: say so before the program's end turns
+        // writable (a program polling for POLLOUT may ask at once).
+        s_.phase.store(BridgeState::connected, std::memory_order_release);
+        announce();
+        drain_filler();
+        up_.arm_in(e);   // after the filler is gone: it is not the program's data
         up_.work(e);
         down_.work(e);
     }
@@ -560,33 +633,8 @@ private:
         if (s->on_done) s->on_done(s);
     }
 
-    // The relay sends in 2 ms slices, but the engine may come back late (a
-    // timer's wake-up, other flows' work): a bucket holding 10 ms of tokens
-    // keeps such lateness from costing rate, and 10 ms is still a tenth of
-    // the 100 ms bins smoothness is judged on.
-    static uint64_t relay_burst(uint64_t rate) noexcept {
-        uint64_t b = rate / 100;
-        return b < 3000 ? 3000 : b;
-    }
-
-    // The head of a direction's bucket chain: the flow's own bucket under
-    // the aggregate when the flow has a rate, else the aggregate (or none).
-    static qos::TokenBucket* chain(qos::TokenBucket& own, uint64_t rate, qos::TokenBucket* aggregate,
-                                   int64_t now) noexcept {
-        if (rate == 0) return aggregate;
-        own.set_rate(rate, relay_burst(rate), now);
-        own.set_parent(aggregate);
-        return &own;
-    }
-
-    // The process's aggregate limit for a direction ([general] rate_up /
-    // rate_down), or nullptr. Engine thread only; set by the first bridge.
-    static qos::TokenBucket* aggregate(int dir, uint64_t rate, int64_t now) noexcept {
-        static qos::TokenBucket buckets[2];
-        if (rate == 0) return nullptr;
-        if (buckets[dir].unlimited()) buckets[dir].set_rate(rate, relay_burst(rate), now);
-        return &buckets[dir];
-    }
+    // relay_burst, chain and aggregate: core/engine/relay_qos.h (shared with
+    // the datagram bridges, so the process aggregate holds over both).
 
     Bridge* next_ = nullptr;
     Bridge* prev_ = nullptr;
@@ -599,6 +647,16 @@ private:
 
     friend struct BridgeState;
 };
+
+void Readiness::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
+    if (!(cqe.flags & IORING_CQE_F_MORE)) {
+        armed_ = false;
+        ready(e);
+    }
+    epoll_event ev[64];
+    int n = epoll_wait(epfd_, ev, 64, 0);
+    for (int i = 0; i < n; ++i) Bridge::transport_ready(e, ev[i].data.ptr);
+}
 
 void BridgeState::Start::run(Engine& e) noexcept {
     auto* b = new (std::nothrow) Bridge(*state);
@@ -647,6 +705,11 @@ void start_bridge(Engine& e, BridgeState& s) noexcept {
     s.up.direct = s.down.direct = false;   // the engine decides at connect
     s.up.held.store(0, std::memory_order_relaxed);
     s.down.held.store(0, std::memory_order_relaxed);
+    s.down_relayed.store(0, std::memory_order_relaxed);
+    s.down_taken.store(0, std::memory_order_relaxed);
+    s.rx_epfd = -1;
+    s.rx_token = nullptr;
+    s.rx_skipped.store(0, std::memory_order_relaxed);
     s.kick.state = &s;
     s.engine = &e;
     s.start.state = &s;
@@ -716,18 +779,36 @@ struct Waiter {
     BridgeState* b = nullptr;
     void enter(BridgeState& s) noexcept {
         b = &s;
-        b->rx_waiters.fetch_add(1, std::memory_order_seq_cst);
+        if (b->rx_waiters.fetch_add(1, std::memory_order_seq_cst) == 0) interest(0);
+    }
+    // The engine's interest in the transport: off while a program thread
+    // waits on it, on again (reporting data already there) when none does.
+    void interest(uint32_t events) noexcept {
+        if (b->phase.load(std::memory_order_acquire) != BridgeState::connected) return;
+        int ep = b->rx_epfd;   // published by the store of `phase`
+        if (ep < 0) return;
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.ptr = b->rx_token;
+        epoll_ctl(ep, EPOLL_CTL_MOD, b->transport, &ev);
     }
     // If the engine left data to us meanwhile that we may not have taken
     // (it arrived after our last look), it must look again.
     void leave() noexcept {
         if (b == nullptr) return;
-        b->rx_waiters.fetch_sub(1, std::memory_order_seq_cst);
+        if (b->rx_waiters.fetch_sub(1, std::memory_order_seq_cst) == 1) interest(Readiness::kOn);
         if (b->rx_skipped.load(std::memory_order_seq_cst) != 0 && b->rx_skipped.exchange(0) != 0) kick(*b);
         b = nullptr;
     }
     ~Waiter() { leave(); }
 };
+
+// A read from the program's end, counted in down_taken.
+ssize_t from_end(BridgeState& b, int pfd, IoOp op, void* call, int flags) noexcept {
+    ssize_t r = op(call, pfd, 0, flags);
+    if (r > 0 && !(flags & MSG_PEEK)) b.down_taken.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+    return r;
+}
 
 // `w`: registered (a blocking call), or null (non-blocking).
 ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter* w) noexcept {
@@ -737,12 +818,12 @@ ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter*
         // A direction the engine has (a limit): its way.
         if (b.phase.load(std::memory_order_acquire) != BridgeState::connected || !b.down.direct) {
             if (w) w->leave();
-            return op(call, pfd, 0, flags);
+            return from_end(b, pfd, op, call, flags);
         }
         if (!try_lock(b.down)) {
             // The engine is moving data to our end right now (and stops
             // soon: it sees us waiting).
-            if (!w) return op(call, pfd, 0, flags);
+            if (!w) return from_end(b, pfd, op, call, flags);
             if (++busy < 64) {
                 sched_yield();   // it holds the lock for microseconds
                 continue;
@@ -752,20 +833,34 @@ ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter*
             if (sys_poll(&p, 1, 1) < 0 && errno == EINTR) return -1;
             continue;
         }
-        // What the engine relayed comes first.
-        ssize_t r = op(call, pfd, 0, flags | MSG_DONTWAIT);
-        if (r >= 0 || errno != EAGAIN) {
-            int err = errno;
-            unlock(b, b.down);
-            errno = err;
-            return r;
+        // What the engine relayed comes first (if it left any there; the
+        // end's other news, EOF or SHUT_RD, is looked at before waiting).
+        ssize_t r;
+        bool looked = b.down_relayed.load(std::memory_order_acquire) != b.down_taken.load(std::memory_order_relaxed);
+        if (looked) {
+            r = from_end(b, pfd, op, call, flags | MSG_DONTWAIT);
+            if (r >= 0 || errno != EAGAIN) {
+                int err = errno;
+                unlock(b, b.down);
+                errno = err;
+                return r;
+            }
         }
         if (b.down.held.load(std::memory_order_relaxed) != 0) {   // it holds more for our end
             unlock(b, b.down);
             if (w) w->leave();
-            return op(call, pfd, 0, flags);
+            return from_end(b, pfd, op, call, flags);
         }
         r = op(call, b.transport, 0, flags | MSG_DONTWAIT);
+        if (r < 0 && errno == EAGAIN && !looked) {
+            ssize_t e = from_end(b, pfd, op, call, flags | MSG_DONTWAIT);
+            if (e >= 0 || errno != EAGAIN) {
+                int err = errno;
+                unlock(b, b.down);
+                errno = err;
+                return e;
+            }
+        }
         int err = errno;
         unlock(b, b.down);
         if (r > 0) {
@@ -805,7 +900,7 @@ ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter*
 }  // namespace
 
 ssize_t bridge_recv(BridgeState& b, int pfd, IoOp op, void* call, size_t len, int flags) noexcept {
-    if ((flags & MSG_WAITALL) || len == 0) return op(call, pfd, 0, flags);
+    if ((flags & MSG_WAITALL) || len == 0) return from_end(b, pfd, op, call, flags);
     if (flags & MSG_DONTWAIT) return receive(b, pfd, op, call, flags, nullptr);
     long fl = syscall(SYS_fcntl, pfd, F_GETFL);
     if (fl >= 0 && (fl & O_NONBLOCK)) return receive(b, pfd, op, call, flags, nullptr);

@@ -85,6 +85,15 @@ struct BridgeState {
     // `rx_skipped`, which they look at when they leave).
     std::atomic<uint32_t> rx_waiters{0};
     std::atomic<uint32_t> rx_skipped{0};
+    // Bytes the engine put in the program's end, and bytes bridge_recv took
+    // from it: equal, the end is empty and a receive need not look there
+    // (reads we do not see make `taken` lag: then it looks, as it must).
+    std::atomic<uint64_t> down_relayed{0}, down_taken{0};
+    // The engine's epoll set watching the transport, and its entry's token
+    // (bridge_recv's waiters switch the interest off and on); -1: none.
+    // Written by the engine before `phase` says connected.
+    int rx_epfd = -1;
+    void* rx_token = nullptr;
 
     // Wake the engine for this bridge (a program thread let go of a lock the
     // engine wanted, or saw the transport end): at most one queued at once.
