@@ -718,6 +718,34 @@ void start_bridge(Engine& e, BridgeState& s) noexcept {
 
 // ---- the program's threads ------------------------------------------------------
 
+namespace {
+
+// The program's end's SO_SNDTIMEO / SO_RCVTIMEO in ms (-1: none).
+int timeout_ms(int pfd, int opt) noexcept {
+    timeval tv{};
+    socklen_t l = sizeof tv;
+    if (syscall(SYS_getsockopt, pfd, SOL_SOCKET, opt, &tv, &l) != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
+        return -1;
+    int64_t ms = int64_t{tv.tv_sec} * 1000 + (tv.tv_usec + 999) / 1000;
+    return ms > INT32_MAX ? INT32_MAX : static_cast<int>(ms);
+}
+
+bool nonblocking(int pfd, int flags) noexcept {
+    if (flags & MSG_DONTWAIT) return true;
+    long fl = syscall(SYS_fcntl, pfd, F_GETFL);
+    return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+// A send failed on the transport (reset, shut down): as the kernel's send,
+// which raises SIGPIPE for EPIPE unless told not to.
+ssize_t send_error(int err, int flags) noexcept {
+    if (err == EPIPE && !(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), gettid(), SIGPIPE);
+    errno = err;
+    return -1;
+}
+
+}  // namespace
+
 ssize_t bridge_send(BridgeState& b, int pfd, IoOp op, void* call, size_t len, int flags) noexcept {
     if (len == 0 || b.phase.load(std::memory_order_acquire) != BridgeState::connected || !b.up.direct ||
         !try_lock(b.up))
@@ -731,43 +759,59 @@ ssize_t bridge_send(BridgeState& b, int pfd, IoOp op, void* call, size_t len, in
         unlock(b, b.up);
         return op(call, pfd, 0, flags);
     }
-    ssize_t r = op(call, b.transport, 0, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
-    int err = errno;
-    unlock(b, b.up);
-    add(b.bytes_out, r);
-    if (r == static_cast<ssize_t>(len)) return r;
-    if (r < 0 && err != EAGAIN) {
-        // The transport failed (reset, shut down): as the kernel's send.
-        if (err == EPIPE && !(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), gettid(), SIGPIPE);
-        errno = err;
-        return -1;
+    const int direct = flags | MSG_DONTWAIT | MSG_NOSIGNAL;
+    ssize_t r = op(call, b.transport, 0, direct);
+    if (r == static_cast<ssize_t>(len) || (r < 0 && errno != EAGAIN)) {
+        int err = errno;
+        unlock(b, b.up);
+        add(b.bytes_out, r);
+        return r >= 0 ? r : send_error(err, flags);
     }
-    // The transport's buffer is full: the rest goes through the bridge (the
-    // engine sends it when there is room), so that the program's end keeps
-    // the semantics of its mode: blocking blocks, non-blocking takes what
-    // fits.
     size_t done = r > 0 ? static_cast<size_t>(r) : 0;
-    ssize_t w = op(call, pfd, done, flags);
-    if (w < 0) {
-        if (done > 0) return static_cast<ssize_t>(done);
-        return -1;
+    if (nonblocking(pfd, flags)) {
+        unlock(b, b.up);
+        if (done > 0) {   // a short write, as the kernel's
+            add(b.bytes_out, r);
+            return r;
+        }
+        // Nothing fit: the bridge takes it (the engine sends it when there
+        // is room), so that POLLOUT on the program's end keeps meaning
+        // "a write will take something".
+        return op(call, pfd, 0, flags);
     }
-    return static_cast<ssize_t>(done) + w;
+    // Blocking: wait for room on the transport, as the kernel's send does
+    // (SO_SNDTIMEO, a signal: what went so far, or the error). The lock
+    // stays ours: the engine finds it taken and waits its turn.
+    const int t = timeout_ms(pfd, SO_SNDTIMEO);
+    const int64_t deadline = t >= 0 ? now_ns() + int64_t{t} * 1'000'000 : 0;
+    int err = 0;
+    while (done < len) {
+        int timeout = -1;
+        if (deadline != 0) {
+            int64_t left = deadline - now_ns();
+            if (left <= 0) {
+                err = EAGAIN;
+                break;
+            }
+            timeout = static_cast<int>((left + 999'999) / 1'000'000);
+        }
+        pollfd p{b.transport, POLLOUT, 0};
+        if (sys_poll(&p, 1, timeout) < 0 && errno == EINTR) {
+            err = EINTR;
+            break;
+        }
+        r = op(call, b.transport, done, direct);
+        if (r < 0 && errno != EAGAIN) {
+            err = errno;
+            break;
+        }
+        if (r > 0) done += static_cast<size_t>(r);
+    }
+    unlock(b, b.up);
+    add(b.bytes_out, static_cast<ssize_t>(done));
+    if (done > 0) return static_cast<ssize_t>(done);
+    return err == EAGAIN || err == EINTR ? (errno = err, -1) : send_error(err, flags);
 }
-
-namespace {
-
-// The program's end's SO_RCVTIMEO in ms (-1: none), and whether it is non-blocking.
-int receive_timeout_ms(int pfd) noexcept {
-    timeval tv{};
-    socklen_t l = sizeof tv;
-    if (syscall(SYS_getsockopt, pfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
-        return -1;
-    int64_t ms = int64_t{tv.tv_sec} * 1000 + (tv.tv_usec + 999) / 1000;
-    return ms > INT32_MAX ? INT32_MAX : static_cast<int>(ms);
-}
-
-}  // namespace
 
 namespace {
 
@@ -879,7 +923,7 @@ ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter*
             return -1;
         }
         if (first) {
-            int t = receive_timeout_ms(pfd);
+            int t = timeout_ms(pfd, SO_RCVTIMEO);
             if (t >= 0) deadline = now_ns() + int64_t{t} * 1'000'000;
         }
         int timeout = -1;
@@ -901,9 +945,7 @@ ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter*
 
 ssize_t bridge_recv(BridgeState& b, int pfd, IoOp op, void* call, size_t len, int flags) noexcept {
     if ((flags & MSG_WAITALL) || len == 0) return from_end(b, pfd, op, call, flags);
-    if (flags & MSG_DONTWAIT) return receive(b, pfd, op, call, flags, nullptr);
-    long fl = syscall(SYS_fcntl, pfd, F_GETFL);
-    if (fl >= 0 && (fl & O_NONBLOCK)) return receive(b, pfd, op, call, flags, nullptr);
+    if (nonblocking(pfd, flags)) return receive(b, pfd, op, call, flags, nullptr);
     Waiter w;
     w.enter(b);
     return receive(b, pfd, op, call, flags, &w);
