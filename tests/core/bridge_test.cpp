@@ -401,3 +401,40 @@ TEST_CASE("a blocking receive on the transport honours SO_RCVTIMEO and signals")
     CHECK(errno == EAGAIN);
     f.finish();
 }
+
+TEST_CASE("a non-blocking sender facing a full transport gets short counts, then EAGAIN, and loses nothing") {
+    std::atomic<bool> go{false};
+    std::atomic<size_t> received{0};
+    Server srv([&](int c) {
+        while (!go.load()) usleep(1000);
+        char buf[65536];
+        for (;;) {
+            ssize_t n = recv(c, buf, sizeof buf, 0);
+            if (n <= 0) break;
+            received.fetch_add(static_cast<size_t>(n));
+        }
+    });
+    Bridged f(srv.addr);
+    fcntl(f.prog, F_SETFL, fcntl(f.prog, F_GETFL) | O_NONBLOCK);
+    std::vector<char> chunk(64 * 1024, 'z');
+    size_t accepted = 0;
+    bool short_count = false, again = false;
+    for (int i = 0; i < 100000 && !again; ++i) {
+        Buf b{chunk.data(), chunk.size()};
+        ssize_t n = bridge_send(f.o.state, f.prog, op_send, &b, chunk.size(), MSG_NOSIGNAL);
+        if (n < 0) {
+            REQUIRE(errno == EAGAIN);
+            again = true;
+        } else {
+            if (static_cast<size_t>(n) < chunk.size()) short_count = true;
+            accepted += static_cast<size_t>(n);
+        }
+    }
+    CHECK(again);         // never a block: the program's end says when it is full
+    CHECK(short_count);   // the transport's buffer filling shows as a short write
+    go.store(true);
+    shutdown(f.prog, SHUT_WR);
+    CHECK(eventually([&] { return received.load() == accepted; }));
+    CHECK(received.load() == accepted);
+    f.finish();
+}
