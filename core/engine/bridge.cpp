@@ -96,8 +96,16 @@ public:
         close_internal_fd(pipe_[0]);
         close_internal_fd(pipe_[1]);
     }
-    ssize_t take(int from, size_t want) noexcept {
-        if (splice_) {
+    // `from` is the transport (down): spliced, but no more than it holds
+    // (SIOCINQ): the transport stays a blocking socket, for the program's
+    // threads' sends (the kernel's own wait), and splice(2) from TCP heeds
+    // only the file's flag. An empty transport is asked with a plain
+    // receive (EAGAIN, EOF or an error). The program's end (up) is copied:
+    // splicing into the blocking transport could block the engine.
+    ssize_t take(int from, size_t want, bool down) noexcept {
+        int avail = 0;
+        if (splice_ && down && ioctl(from, SIOCINQ, &avail) == 0 && avail > 0) {
+            if (want > static_cast<size_t>(avail)) want = static_cast<size_t>(avail);
             ssize_t n = splice(from, nullptr, pipe_[1], nullptr, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
             if (n >= 0 || errno != EINVAL) {
                 via_pipe_ = true;
@@ -256,12 +264,11 @@ public:
 
     void begin(Engine& e) noexcept {
         s_.impl = this;
-        // Both of the engine's sockets non-blocking: splice(2) from a TCP
-        // socket heeds only the file's flag. Nobody else uses these files'
-        // flags (the program's fd is its own end of the pair; program
-        // threads on the transport pass MSG_DONTWAIT).
-        for (int fd : {s_.transport, s_.app_end})
-            if (int fl = fcntl(fd, F_GETFL); fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+        // The engine's end of the pair is non-blocking (only the engine
+        // uses it). The transport stays as the program made it: its
+        // threads' blocking sends wait in the kernel (Relay::take).
+        if (int fl = fcntl(s_.app_end, F_GETFL); fl >= 0 && !(fl & O_NONBLOCK))
+            fcntl(s_.app_end, F_SETFL, fl | O_NONBLOCK);
         if (s_.accepted) return connected(e, 0);
         io_uring_sqe* q = e.sqe();
         io_uring_prep_connect(q, s_.transport, reinterpret_cast<const sockaddr*>(&s_.peer), s_.peer_len);
@@ -437,7 +444,7 @@ private:
                     if (t > 0) return wait(e, t);
                 }
                 Relay& r = relay();
-                ssize_t n = r.take(from, want);
+                ssize_t n = r.take(from, want, !up);
                 if (n < 0) {
                     if (errno == EAGAIN) return;   // the poll says when there is more
                     if (errno == ENOBUFS) return b->fail(e, up ? 0 : ENOBUFS);
@@ -781,8 +788,18 @@ ssize_t bridge_send(BridgeState& b, int pfd, IoOp op, void* call, size_t len, in
     }
     // Blocking: wait for room on the transport, as the kernel's send does
     // (SO_SNDTIMEO, a signal: what went so far, or the error). The lock
-    // stays ours: the engine finds it taken and waits its turn.
+    // stays ours: the engine finds it taken and waits its turn. Without a
+    // timeout, the kernel's own wait, on the (blocking) transport.
     const int t = timeout_ms(pfd, SO_SNDTIMEO);
+    if (t < 0 && !(syscall(SYS_fcntl, b.transport, F_GETFL) & O_NONBLOCK)) {
+        r = op(call, b.transport, done, flags | MSG_NOSIGNAL);
+        int err = errno;
+        unlock(b, b.up);
+        if (r > 0) done += static_cast<size_t>(r);
+        add(b.bytes_out, static_cast<ssize_t>(done));
+        if (done > 0) return static_cast<ssize_t>(done);
+        return err == EINTR ? (errno = err, -1) : send_error(err, flags);
+    }
     const int64_t deadline = t >= 0 ? now_ns() + int64_t{t} * 1'000'000 : 0;
     int err = 0;
     while (done < len) {
