@@ -152,6 +152,8 @@ FlowRecord* flow_alloc() noexcept {
     r->bridge.connect_done.store(0, std::memory_order_relaxed);
     r->bridge.transport = r->bridge.app_end = -1;
     r->bridge.filler = 0;
+    r->dgram.peer_connected.store(false, std::memory_order_relaxed);
+    r->dgram.drops.store(0, std::memory_order_relaxed);
     r->denied = r->inherited = false;
     r->opened_ns = now_ns();
     r->closed_ns = 0;
@@ -176,6 +178,8 @@ const char* format_endpoint(const Endpoint& e, char* buf, size_t len) noexcept {
 }
 
 void flow_refresh(FlowRecord& r, int fd) noexcept {
+    // A bridged flow's addresses are the transport's (the program's fd is AF_UNIX).
+    if (r.bridged && r.bridge.transport >= 0) fd = r.bridge.transport;
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (real::getsockname()(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
@@ -215,7 +219,9 @@ void flow_refresh(FlowRecord& r, int fd) noexcept {
 
 void flow_release(FlowRecord& r, int fd) noexcept {
     if (r.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    if (fd >= 0) flow_refresh(r, fd);
+    // A bridge's last reference is the engine's (fd -1): its transport
+    // still answers for the flow's addresses.
+    if (fd >= 0 || (r.bridged && r.bridge.transport >= 0)) flow_refresh(r, fd);
     release_reservations(r);   // close releases what connect reserved
     if (r.bridged && r.bridge.transport >= 0) {
         // Both the program and the engine are done with the flow.
@@ -332,6 +338,13 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                 snprintf(b, sizeof b, ",\"admission\":\"%s\",\"reserved_up\":%llu,\"reserved_down\":%llu",
                          qos::name(r.admission), static_cast<unsigned long long>(r.granted[0]),
                          static_cast<unsigned long long>(r.granted[1]));
+                out += b;
+            }
+            if (r.bridged && r.proto == policy::Proto::udp) {
+                // Datagrams the engine dropped: beyond the receive limit, or
+                // with the program's end full (docs/engine.md).
+                snprintf(b, sizeof b, ",\"drops\":%llu",
+                         static_cast<unsigned long long>(r.dgram.drops.load(std::memory_order_relaxed)));
                 out += b;
             }
             snprintf(b, sizeof b,

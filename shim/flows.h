@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "core/engine/bridge.h"
+#include "core/engine/dgram_bridge.h"
 #include "core/qos/ledger.h"
 #include "policy/policy.h"
 
@@ -37,6 +38,13 @@ constexpr uint32_t kCount = 1u << 29; // kFlow bit: count bytes in the hooks (UD
 constexpr uint32_t kPending = 1u << 28; // kFlow bit: recorded, not classified yet: a UDP socket that received
                                         // before it sent, or a socket carrying a GSocket API request (api.cpp)
 constexpr uint32_t kBridged = 1u << 27; // kFlow bit: the fd is the program's end of a bridge (core/engine/bridge.h)
+// A UDP socket's open file has been registered where a bridge could not
+// follow it (epoll_ctl ADD, dup, fork): putting a socketpair on its fd number
+// would leave the program's epoll set, or its other fds, on the old socket.
+// Such a socket stays native (docs/engine.md "Bridged UDP flows"). On
+// kSocket slots and kFlow slots (a pending record) alike.
+constexpr uint32_t kExposed = 1u << 26;
+constexpr uint32_t kIndexMask = kExposed - 1;
 inline bool is_flow(uint32_t s) noexcept { return (s & kKindMask) == kFlow; }
 inline bool is_socket(uint32_t s) noexcept { return (s & kKindMask) == kSocket; }
 inline bool is_internal(uint32_t s) noexcept { return (s & kKindMask) == kInternal; }
@@ -45,7 +53,7 @@ inline bool is_pending(uint32_t s) noexcept { return (s & (kKindMask | kPending)
 inline bool unclassified(uint32_t s) noexcept { return is_socket(s) || is_pending(s); }
 inline bool counts(uint32_t s) noexcept { return (s & (kKindMask | kCount)) == (kFlow | kCount); }
 inline bool is_bridged(uint32_t s) noexcept { return (s & (kKindMask | kBridged)) == (kFlow | kBridged); }
-inline uint32_t index(uint32_t s) noexcept { return s & (kBridged - 1); }
+inline uint32_t index(uint32_t s) noexcept { return s & kIndexMask; }
 }  // namespace slot
 
 struct FlowRecord;
@@ -102,6 +110,7 @@ struct FlowRecord {
     uint64_t granted[2] = {0, 0};         // bytes/s admitted up / down (kept after release, for --stats)
     bool bridged = false;                 // carried by the engine over a socketpair
     engine::BridgeState bridge;           // valid while bridged
+    engine::DgramState dgram;             // a bridged UDP flow's own part (with `bridge`)
     bool inherited = false;               // came from the parent across fork()
     int64_t opened_ns = 0, closed_ns = 0; // CLOCK_MONOTONIC
 };

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/engine/bridge.h"
+#include "core/engine/dgram_bridge.h"
 #include "shim/flows.h"
 #include "shim/real.h"
 #include "shim/shim.h"
@@ -76,12 +77,21 @@ inline ssize_t translate_out(uint32_t s, ssize_t r) noexcept {
     return r;
 }
 
+// A UDP socket not classified yet whose open file is now reachable some
+// other way than through its fd (another fd, an epoll set): it cannot be
+// bridged any more (slot::kExposed).
+inline uint32_t expose(int fd, uint32_t s) noexcept {
+    if (!slot::unclassified(s) || !(socket_bits(s) & slot::kUdp)) return s;
+    if (trackable(fd)) fd_slot(fd).fetch_or(slot::kExposed, std::memory_order_relaxed);
+    return s | slot::kExposed;
+}
+
 // newfd now refers to the same open file as oldfd.
 void on_dup(int oldfd, int newfd) noexcept {
     int saved = errno;
     uint32_t s = slot_of(oldfd);
     if (slot::is_flow(s)) flow_at(slot::index(s)).refs.fetch_add(1, std::memory_order_relaxed);
-    fresh_fd(newfd, s);
+    fresh_fd(newfd, expose(oldfd, s));
     errno = saved;
 }
 
@@ -172,8 +182,28 @@ GS_EXPORT int socket(int domain, int type, int protocol) {
     return fd;
 }
 
+namespace {
+// A bridged UDP flow: its fd is the program's end of a datagram bridge,
+// whoever relays it (a child of fork() frames datagrams as its parent does;
+// the parent's engine carries them).
+inline bool dgram_bridged(uint32_t s) noexcept {
+    return slot::is_bridged(s) && flow_at(slot::index(s)).proto == gs::policy::Proto::udp;
+}
+
+// Right after a UDP socket was classified by this call (`before`: its slot
+// before): bridge it if the policy wants; true when it now is.
+inline bool bridge_new_udp(int fd, uint32_t before, bool sending) noexcept {
+    if (before != 0 && !slot::unclassified(before)) return false;   // decided when it was classified
+    uint32_t s = slot_of(fd);
+    if (!slot::is_flow(s) || flow_at(slot::index(s)).proto != gs::policy::Proto::udp || !wants_bridge(s))
+        return false;
+    return bridge_datagram(fd, sending) == 0;
+}
+}  // namespace
+
 GS_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s)) return gs::engine::dgram_connect(bridge_of(s), dgram_of(s), addr, len);
     if (slot::is_bridged(s)) {
         // Connect again on a bridged flow: answer as the kernel would.
         gs::engine::BridgeState& b = bridge_of(s);
@@ -187,7 +217,11 @@ GS_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
     if ((s == 0 || slot::unclassified(s)) && addr != nullptr && len >= sizeof(sa_family_t) &&
         (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
         if (start_flow(fd, s, Direction::connect, addr, len) != 0) return -1;
-        if (wants_bridge(s = slot_of(fd))) {
+        if (bridge_new_udp(fd, s, false)) {
+            s = slot_of(fd);
+            return gs::engine::dgram_connect(bridge_of(s), dgram_of(s), addr, len);
+        }
+        if (wants_bridge(s = slot_of(fd)) && flow_at(slot::index(s)).proto == gs::policy::Proto::tcp) {
             int rc = bridge_connect(fd, addr, len);
             if (rc <= 0) {
                 if (rc == 0) return 0;
@@ -199,9 +233,15 @@ GS_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
     return real::connect()(fd, addr, len);
 }
 
-GS_EXPORT int bind(int fd, const sockaddr* addr, socklen_t len) { return real::bind()(fd, addr, len); }
+// A bridged UDP flow's fd is AF_UNIX: bind, listen and accept are the
+// transport's to answer (EINVAL when bound already, EOPNOTSUPP...).
+GS_EXPORT int bind(int fd, const sockaddr* addr, socklen_t len) {
+    uint32_t s = slot_of(fd);
+    return real::bind()(dgram_bridged(s) ? bridge_of(s).transport : fd, addr, len);
+}
 
 GS_EXPORT int listen(int fd, int backlog) {
+    if (uint32_t s = slot_of(fd); dgram_bridged(s)) return real::listen()(bridge_of(s).transport, backlog);
     if (fail_closed()) {
         uint32_t s = slot_of(fd);
         if (s == 0) s = probe_slot(fd);
@@ -245,11 +285,13 @@ int after_accept(int lfd, int fd, sockaddr* addr, socklen_t* len, socklen_t cap)
 }  // namespace
 
 GS_EXPORT int accept(int fd, sockaddr* addr, socklen_t* len) {
+    if (uint32_t s = slot_of(fd); dgram_bridged(s)) return real::accept()(bridge_of(s).transport, addr, len);
     socklen_t cap = len != nullptr ? *len : 0;
     return after_accept(fd, real::accept()(fd, addr, len), addr, len, cap);
 }
 
 GS_EXPORT int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+    if (uint32_t s = slot_of(fd); dgram_bridged(s)) return real::accept4()(bridge_of(s).transport, addr, len, flags);
     socklen_t cap = len != nullptr ? *len : 0;
     return after_accept(fd, real::accept4()(fd, addr, len, flags), addr, len, cap);
 }
@@ -269,7 +311,8 @@ GS_EXPORT int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
         gs::engine::BridgeState& b = bridge_of(s);
         if (level == SOL_SOCKET && name == SO_ERROR && val != nullptr && len != nullptr && *len >= sizeof(int)) {
             // Reported once, as the kernel does.
-            int e = b.error.exchange(0, std::memory_order_relaxed);
+            int e = dgram_bridged(s) ? gs::engine::dgram_so_error(b, dgram_of(s))
+                                     : b.error.exchange(0, std::memory_order_relaxed);
             __builtin_memcpy(val, &e, sizeof e);
             *len = sizeof e;
             return 0;
@@ -284,7 +327,10 @@ GS_EXPORT int setsockopt(int fd, int level, int name, const void* val, socklen_t
     if (!slot::is_flow(s)) return real::setsockopt()(fd, level, name, val, len);
     if (slot::is_bridged(s) && !on_program_end(level, name)) {
         // The transport carries the flow: its options are the ones that mean something.
-        if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
+        // A stream end follows the program's buffer sizes; a datagram end
+        // keeps its own (a unix datagram larger than its send buffer is
+        // refused, where UDP takes one datagram beyond a small buffer).
+        if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF) && !dgram_bridged(s))
             real::setsockopt()(fd, level, name, val, len);
         fd = bridge_of(s).transport;
     }
@@ -322,7 +368,11 @@ GS_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) {
     uint32_t s = slot_of(fd);
     return real::getpeername()(slot::is_bridged(s) ? bridge_of(s).transport : fd, addr, len);
 }
-GS_EXPORT int shutdown(int fd, int how) { return real::shutdown()(fd, how); }
+GS_EXPORT int shutdown(int fd, int how) {
+    uint32_t s = slot_of(fd);
+    if (dgram_bridged(s)) return gs::engine::dgram_shutdown(bridge_of(s), dgram_of(s), fd, how);
+    return real::shutdown()(fd, how);
+}
 
 // ---- data ------------------------------------------------------------------
 //
@@ -336,8 +386,47 @@ GS_EXPORT int shutdown(int fd, int how) { return real::shutdown()(fd, how); }
 namespace {
 
 // Not in a child of fork(): there the bridge belongs to the parent's engine.
+// TCP: a UDP bridge's calls go through dg_* below.
 inline bool bridged_here(uint32_t s) noexcept {
-    return slot::is_bridged(s) && !flow_at(slot::index(s)).inherited;
+    if (!slot::is_bridged(s)) return false;
+    const FlowRecord& r = flow_at(slot::index(s));
+    return !r.inherited && r.proto == gs::policy::Proto::tcp;
+}
+
+// A bridged UDP flow's calls (core/engine/dgram_bridge.h): the program's
+// buffers as one msghdr, header added and stripped there.
+ssize_t dg_send(int fd, uint32_t s, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen) noexcept {
+    if (to != nullptr && tolen == 0) {   // sendto's (sendmsg ignores a name of length 0)
+        errno = EINVAL;
+        return -1;
+    }
+    iovec iov{const_cast<void*>(buf), n};
+    msghdr m{};
+    m.msg_name = const_cast<sockaddr*>(to);
+    m.msg_namelen = to != nullptr ? tolen : 0;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    return gs::engine::dgram_send(bridge_of(s), dgram_of(s), fd, &m, flags);
+}
+ssize_t dg_recv(int fd, uint32_t s, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) noexcept {
+    iovec iov{buf, n};
+    msghdr m{};
+    if (from != nullptr && fromlen != nullptr) {
+        m.msg_name = from;
+        m.msg_namelen = *fromlen;
+    }
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    ssize_t r = gs::engine::dgram_recv(bridge_of(s), dgram_of(s), fd, &m, flags);
+    if (r >= 0 && m.msg_name != nullptr) *fromlen = m.msg_namelen;
+    return r;
+}
+ssize_t dg_vec(int fd, uint32_t s, const iovec* iov, int n, bool out) noexcept {
+    msghdr m{};
+    m.msg_iov = const_cast<iovec*>(iov);
+    m.msg_iovlen = static_cast<size_t>(n);
+    return out ? gs::engine::dgram_send(bridge_of(s), dgram_of(s), fd, &m, 0)
+               : gs::engine::dgram_recv(bridge_of(s), dgram_of(s), fd, &m, 0);
 }
 
 struct BufCall {
@@ -448,6 +537,7 @@ ssize_t bridged_recvmsg(int fd, uint32_t s, msghdr* msg, int flags) noexcept {
 
 GS_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s)) return dg_send(fd, s, buf, n, flags, nullptr, 0);
     if (bridged_here(s)) return translate_out(s, bridged_send(fd, s, buf, n, flags));
     ssize_t r = real::send()(fd, buf, n, flags);
     count(s, true, r);
@@ -456,11 +546,13 @@ GS_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
 
 GS_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s)) return dg_send(fd, s, buf, n, flags, to, tolen);
     if (bridged_here(s)) {
         AddrCall c{const_cast<void*>(buf), n, const_cast<sockaddr*>(to), nullptr, tolen, bridge_of(s).transport};
         return translate_out(s, gs::engine::bridge_send(bridge_of(s), fd, op_sendto, &c, n, flags));
     }
     if (to != nullptr && before_send(fd, s, flags, to, tolen) != 0) return -1;
+    if (to != nullptr && bridge_new_udp(fd, s, true)) return dg_send(fd, slot_of(fd), buf, n, flags, to, tolen);
     ssize_t r = real::sendto()(fd, buf, n, flags, to, tolen);
     count(slot_of(fd), true, r);
     return r;
@@ -468,11 +560,16 @@ GS_EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const soc
 
 GS_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s) && msg != nullptr) return gs::engine::dgram_send(bridge_of(s), dgram_of(s), fd, msg, flags);
     if (bridged_here(s) && msg != nullptr && msg->msg_iovlen <= kMaxDirectIov)
         return translate_out(s, bridged_sendmsg(fd, s, msg, flags));
     if (msg != nullptr && msg->msg_name != nullptr &&
         before_send(fd, s, flags, static_cast<const sockaddr*>(msg->msg_name), msg->msg_namelen) != 0)
         return -1;
+    if (msg != nullptr && msg->msg_name != nullptr && msg->msg_namelen != 0 && bridge_new_udp(fd, s, true)) {
+        s = slot_of(fd);
+        return gs::engine::dgram_send(bridge_of(s), dgram_of(s), fd, msg, flags);
+    }
     ssize_t r = real::sendmsg()(fd, msg, flags);
     count(slot_of(fd), true, r);
     return translate_out(s, r);
@@ -480,10 +577,17 @@ GS_EXPORT ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
 
 GS_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s) && vec != nullptr)
+        return gs::engine::dgram_sendmmsg(bridge_of(s), dgram_of(s), fd, vec, n, flags);
     if (vec != nullptr && n > 0 && vec[0].msg_hdr.msg_name != nullptr &&
         before_send(fd, s, flags, static_cast<const sockaddr*>(vec[0].msg_hdr.msg_name),
                     vec[0].msg_hdr.msg_namelen) != 0)
         return -1;
+    if (vec != nullptr && n > 0 && vec[0].msg_hdr.msg_name != nullptr && vec[0].msg_hdr.msg_namelen != 0 &&
+        bridge_new_udp(fd, s, true)) {
+        s = slot_of(fd);
+        return gs::engine::dgram_sendmmsg(bridge_of(s), dgram_of(s), fd, vec, n, flags);
+    }
     int r = real::sendmmsg()(fd, vec, n, flags);
     if (r > 0 && slot::counts(s = slot_of(fd)))
         for (int i = 0; i < r; ++i) count(s, true, vec[i].msg_len);
@@ -492,6 +596,7 @@ GS_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
 
 GS_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s)) return dg_recv(fd, s, buf, n, flags, nullptr, nullptr);
     if (bridged_here(s)) return translate_in(s, bridged_recv(fd, s, buf, n, flags));
     ssize_t r = real::recv()(fd, buf, n, flags);
     count_in(fd, s, r);
@@ -500,6 +605,7 @@ GS_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
 
 GS_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s)) return dg_recv(fd, s, buf, n, flags, from, fromlen);
     if (bridged_here(s)) {
         AddrCall c{buf, n, from, fromlen, 0, bridge_of(s).transport};
         return translate_in(s, gs::engine::bridge_recv(bridge_of(s), fd, op_recvfrom, &c, n, flags));
@@ -511,6 +617,7 @@ GS_EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* fro
 
 GS_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s) && msg != nullptr) return gs::engine::dgram_recv(bridge_of(s), dgram_of(s), fd, msg, flags);
     if (bridged_here(s) && msg != nullptr) return translate_in(s, bridged_recvmsg(fd, s, msg, flags));
     ssize_t r = real::recvmsg()(fd, msg, flags);
     if (r >= 0) {
@@ -521,6 +628,8 @@ GS_EXPORT ssize_t recvmsg(int fd, msghdr* msg, int flags) {
 }
 
 GS_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, struct timespec* timeout) {
+    if (uint32_t s = slot_of(fd); dgram_bridged(s) && vec != nullptr)
+        return gs::engine::dgram_recvmmsg(bridge_of(s), dgram_of(s), fd, vec, n, flags, timeout);
     int r = real::recvmmsg()(fd, vec, n, flags, timeout);
     if (r > 0) {
         uint32_t s = slot_of(fd);
@@ -537,6 +646,7 @@ GS_EXPORT int recvmmsg(int fd, mmsghdr* vec, unsigned int n, int flags, struct t
 // calling its own __*_chk (which aborts) when the length exceeds the buffer.
 GS_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s) && n <= buflen) return dg_recv(fd, s, buf, n, flags, nullptr, nullptr);
     if (bridged_here(s) && n <= buflen) return translate_in(s, bridged_recv(fd, s, buf, n, flags));
     ssize_t r = real::__recv_chk()(fd, buf, n, buflen, flags);
     count_in(fd, s, r);
@@ -546,6 +656,7 @@ GS_EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int fla
 GS_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, sockaddr* from,
                                  socklen_t* fromlen) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s) && n <= buflen) return dg_recv(fd, s, buf, n, flags, from, fromlen);
     if (bridged_here(s) && n <= buflen) {
         AddrCall c{buf, n, from, fromlen, 0, bridge_of(s).transport};
         return translate_in(s, gs::engine::bridge_recv(bridge_of(s), fd, op_recvfrom, &c, n, flags));
@@ -557,6 +668,7 @@ GS_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int
 
 GS_EXPORT ssize_t read(int fd, void* buf, size_t n) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s)) return dg_recv(fd, s, buf, n, 0, nullptr, nullptr);
     if (bridged_here(s)) return translate_in(s, bridged_recv(fd, s, buf, n, 0));
     ssize_t r = real::read()(fd, buf, n);
     count_in(fd, s, r);
@@ -565,6 +677,7 @@ GS_EXPORT ssize_t read(int fd, void* buf, size_t n) {
 
 GS_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s) && n <= buflen) return dg_recv(fd, s, buf, n, 0, nullptr, nullptr);
     if (bridged_here(s) && n <= buflen) return translate_in(s, bridged_recv(fd, s, buf, n, 0));
     ssize_t r = real::__read_chk()(fd, buf, n, buflen);
     count_in(fd, s, r);
@@ -573,6 +686,7 @@ GS_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
 
 GS_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s)) return dg_send(fd, s, buf, n, 0, nullptr, 0);
     if (bridged_here(s)) return translate_out(s, bridged_send(fd, s, buf, n, 0));
     ssize_t r = real::write()(fd, buf, n);
     count(s, true, r);
@@ -581,6 +695,7 @@ GS_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
 
 GS_EXPORT ssize_t readv(int fd, const iovec* iov, int n) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s) && n >= 0 && n <= UIO_MAXIOV) return dg_vec(fd, s, iov, n, false);
     if (bridged_here(s) && n >= 0) {
         msghdr m{};
         m.msg_iov = const_cast<iovec*>(iov);
@@ -594,6 +709,7 @@ GS_EXPORT ssize_t readv(int fd, const iovec* iov, int n) {
 
 GS_EXPORT ssize_t writev(int fd, const iovec* iov, int n) {
     uint32_t s = slot_of(fd);
+    if (dgram_bridged(s) && n >= 0 && n <= UIO_MAXIOV) return dg_vec(fd, s, iov, n, true);
     if (bridged_here(s) && n >= 0 && n <= kMaxDirectIov) {
         msghdr m{};
         m.msg_iov = const_cast<iovec*>(iov);
@@ -691,4 +807,14 @@ GS_EXPORT void closefrom(int lowfd) {
     release_range(static_cast<unsigned>(lowfd), ~0u);
     if (close_range_around_internal(static_cast<unsigned>(lowfd), ~0u, 0) != 0)
         real::closefrom()(lowfd);   // close_range missing: libc's own fallback
+}
+
+// A UDP socket put in an epoll set before its first send cannot be bridged
+// any more: epoll watches the open file, which a bridge would replace on its
+// fd number (slot::kExposed).
+GS_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) {
+    if (op == EPOLL_CTL_ADD) {
+        if (uint32_t s = slot_of(fd); s != 0) expose(fd, s);
+    }
+    return real::epoll_ctl()(epfd, op, fd, ev);
 }

@@ -5,6 +5,7 @@
 // resolves lazily on first use. Resolution never goes through the hooks.
 #pragma once
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -48,7 +49,8 @@ namespace gs::shim::real {
     X(fcntl, int, (int, int, ...))                                                        \
     X(fcntl64, int, (int, int, ...))                                                      \
     X(close_range, int, (unsigned int, unsigned int, int))                                \
-    X(closefrom, void, (int))
+    X(closefrom, void, (int))                                                            \
+    X(epoll_ctl, int, (int, int, int, epoll_event*))
 
 // real::connect() etc.: inline, one relaxed load on the hot path; the first
 // call resolves out of line.

@@ -78,7 +78,22 @@ void unprotect_fd(int fd) noexcept {
     if (trackable(fd)) fd_slot(fd).store(0, std::memory_order_relaxed);
 }
 
+// After fork() both processes hold every socket's open file: a UDP socket
+// one of them bridged later would leave the other on the transport (the
+// engine's), reading datagrams under it. Not-yet-classified UDP sockets stay
+// native from here on, in both.
+void expose_udp_sockets() noexcept {
+    for (int fd = 0, max = max_tracked_fd(); fd <= max; ++fd) {
+        uint32_t v = fd_slot(fd).load(std::memory_order_relaxed);
+        if (slot::unclassified(v) && (socket_bits(v) & slot::kUdp))
+            fd_slot(fd).fetch_or(slot::kExposed, std::memory_order_relaxed);
+    }
+}
+
+void on_fork_parent() noexcept { expose_udp_sockets(); }
+
 void on_fork_child() noexcept {
+    expose_udp_sockets();
     mark_all_inherited();
     qos::Ledger* led = ledger();
     if (led != nullptr && led->is_open()) {
@@ -149,8 +164,9 @@ void load() {
                              : "every flow stays native, without QoS (on_error = open)");
     }
     if (pol->ok() && (pol->general().rate_up || pol->general().rate_down))
-        GS_LOG(info, "policy %s: rate_up/rate_down are enforced by the engine on this process's TCP flows; "
-                     "not yet on UDP flows", pol->source().c_str());
+        GS_LOG(info, "policy %s: rate_up/rate_down are enforced by the engine on this process's TCP and UDP "
+                     "flows (a UDP socket that is in an epoll set before its first send stays native)",
+               pol->source().c_str());
 
     for (const policy::Rule& r : pol->rules()) g_has_src_rules |= !r.src.empty();
     g_warned_count = pol->rules().size() + 1;
@@ -163,7 +179,7 @@ void load() {
     }
     engine::set_fd_guard(engine::FdGuard{&protect_fd, &unprotect_fd});
     open_ledger(*pol, false);
-    pthread_atfork(nullptr, nullptr, on_fork_child);
+    pthread_atfork(nullptr, on_fork_parent, on_fork_child);
     GS_LOG(debug, "loaded policy %s for process %s: %zu rules", pol->source().c_str(), g_process,
            pol->rules().size());
 }
@@ -214,12 +230,15 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
                        strerror(e));
         }
     }
-    if (proto == policy::Proto::udp && d.qos.rate > 0 && once(rule, kWarnUdpRate))
+    // UDP flows with a rate or a rate_down are bridged (the engine enforces
+    // them) unless the policy says bridge = never.
+    const bool no_bridges = g_policy->general().bridge == policy::Bridge::never;
+    if (proto == policy::Proto::udp && d.qos.rate > 0 && no_bridges && once(rule, kWarnUdpRate))
         GS_LOG(info, "flow rule %s: rate on a native UDP flow is SO_MAX_PACING_RATE, which only the fq qdisc "
-                     "enforces", d.rule.c_str());
-    if (d.qos.rate_down > 0 && proto != policy::Proto::tcp && once(rule, kWarnRateDown))
-        GS_LOG(warn, "flow rule %s: rate_down is enforced on TCP flows only in this build; this %s flow "
-                     "gets none", d.rule.c_str(), policy::name(proto));
+                     "enforces (bridge = never keeps the engine out)", d.rule.c_str());
+    if (d.qos.rate_down > 0 && proto == policy::Proto::udp && no_bridges && once(rule, kWarnRateDown))
+        GS_LOG(warn, "flow rule %s: rate_down needs the engine, and bridge = never: this udp flow gets none",
+               d.rule.c_str());
     if (d.transport != policy::Transport::native && once(rule, kWarnTransport)) {
         if (d.transport == policy::Transport::automatic)
             GS_LOG(info, "flow rule %s: transport = auto falls back to native: this build has no gsocket core yet",
@@ -554,9 +573,11 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
         r->decision = &d;
         r->peer = pe;
         r->local = local;
-        uint32_t v = slot::kFlow | flow_index(*r) | (proto == policy::Proto::udp ? slot::kCount : 0);
+        uint32_t v = slot::kFlow | flow_index(*r) | (proto == policy::Proto::udp ? slot::kCount : 0) |
+                     (cur & slot::kExposed);
         note_fd(fd);
         uint32_t old = fd_slot(fd).exchange(v, std::memory_order_relaxed);
+        if (old & slot::kExposed) fd_slot(fd).fetch_or(slot::kExposed, std::memory_order_relaxed);
         if (slot::is_flow(old) && slot::index(old) != flow_index(*r))
             release_slot_value(old, -1);   // lost a race with another thread
     }
@@ -579,7 +600,7 @@ void record_pending(int fd, uint32_t cur, uint64_t n) noexcept {
     r->proto = policy::Proto::udp;
     r->direction = policy::Direction::datagram;
     r->bytes_in.store(n, std::memory_order_relaxed);
-    uint32_t v = slot::kFlow | slot::kCount | slot::kPending | flow_index(*r);
+    uint32_t v = slot::kFlow | slot::kCount | slot::kPending | flow_index(*r) | (cur & slot::kExposed);
     // Another thread may have classified or recorded it meanwhile: then it keeps its own.
     if (!fd_slot(fd).compare_exchange_strong(cur, v, std::memory_order_relaxed)) {
         flow_discard(*r);
@@ -590,25 +611,43 @@ void record_pending(int fd, uint32_t cur, uint64_t n) noexcept {
 }
 
 // The engine must carry a flow when its QoS needs what the kernel cannot do:
-// a receive rate, or the process's aggregate limits (trickle's -u/-d).
-// TCP connects only, for now (docs/limitations.md).
+// a receive rate, or the process's aggregate limits (trickle's -u/-d); for
+// UDP also a send rate (SO_MAX_PACING_RATE paces UDP only under the fq
+// qdisc, which loopback and most hosts do not have). TCP connects and
+// accepts; UDP at its first connect or addressed send, when the socket is
+// in no epoll set and shares its open file with no other fd
+// (slot::kExposed: the socketpair could not follow it there).
 bool wants_bridge(uint32_t s) noexcept {
     if (!slot::is_flow(s) || slot::is_bridged(s)) return false;
     const FlowRecord& r = flow_at(slot::index(s));
-    if (r.proto != policy::Proto::tcp || r.denied ||
-        (r.direction != policy::Direction::connect && r.direction != policy::Direction::accept))
+    if (r.denied || r.inherited) return false;
+    const bool udp = r.proto == policy::Proto::udp;
+    if (udp ? r.direction != policy::Direction::datagram && r.direction != policy::Direction::connect
+            : r.direction != policy::Direction::connect && r.direction != policy::Direction::accept)
         return false;
     const policy::General& g = g_policy->general();
+    bool want = false;
     switch (g.bridge) {
     case policy::Bridge::never: return false;
-    case policy::Bridge::always: return true;
+    case policy::Bridge::always: want = true; break;
     case policy::Bridge::needed:
-        return g_policy->ok() && (g.rate_up > 0 || g.rate_down > 0 || (r.decision && r.decision->qos.rate_down > 0));
+        want = g_policy->ok() && (g.rate_up > 0 || g.rate_down > 0 ||
+                                  (r.decision && (r.decision->qos.rate_down > 0 || (udp && r.decision->qos.rate > 0))));
+        break;
     }
-    return false;
+    if (want && udp && (s & slot::kExposed)) {
+        static std::atomic<bool> logged{false};
+        if (!logged.exchange(true, std::memory_order_relaxed))
+            GS_LOG(warn, "udp flow on fd %d stays native: it is in an epoll set (or shares its file with another "
+                         "fd) since before its first send, and a bridge cannot follow it there; its QoS limits "
+                         "are not enforced (docs/limitations.md)", r.fd);
+        return false;
+    }
+    return want;
 }
 
 engine::BridgeState& bridge_of(uint32_t s) noexcept { return flow_at(slot::index(s)).bridge; }
+engine::DgramState& dgram_of(uint32_t s) noexcept { return flow_at(slot::index(s)).dgram; }
 
 namespace {
 
@@ -721,6 +760,101 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     socklen_t sl = sizeof ss;
     if (real::getsockname()(transport, reinterpret_cast<sockaddr*>(&ss), &sl) == 0)
         endpoint_from(reinterpret_cast<sockaddr*>(&ss), sl, r.local);
+    return 0;
+}
+
+int bridge_datagram(int fd, bool autobind) noexcept {
+    uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
+    FlowRecord& r = flow_at(slot::index(s));
+    static std::atomic<bool> logged{false};
+    engine::Engine* e = engine::Engine::get();
+    if (e == nullptr) {
+        if (!logged.exchange(true)) GS_LOG(warn, "the gsocket engine cannot start (io_uring?): flows stay native");
+        return 1;
+    }
+    const int saved = errno;
+    int fl = real::fcntl()(fd, F_GETFL);
+    int fdfl = real::fcntl()(fd, F_GETFD);
+    // O_ASYNC: the program's SIGIO owner is the open file's; the pair's end
+    // would not have it.
+    int sp[2];
+    if (fl < 0 || fdfl < 0 || (fl & O_ASYNC) ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
+        if (!logged.exchange(true))
+            GS_LOG(warn, "udp flow on fd %d stays native: no bridge (%s)", fd,
+                   fl >= 0 && (fl & O_ASYNC) ? "O_ASYNC is set" : strerror(errno));
+        errno = saved;
+        return 1;
+    }
+    int transport = move_high(fd);
+    int app_end = move_high(sp[1]);
+    real::close()(sp[1]);
+    if (transport < 0 || app_end < 0 || real::dup3()(sp[0], fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+        int err = errno;
+        if (transport >= 0) real::close()(transport);
+        if (app_end >= 0) real::close()(app_end);
+        real::close()(sp[0]);
+        if (!logged.exchange(true)) GS_LOG(warn, "udp flow on fd %d stays native: no bridge (%s)", fd, strerror(err));
+        errno = saved;
+        return 1;
+    }
+    real::close()(sp[0]);
+    struct stat st;
+    engine::BridgeState& b = r.bridge;
+    engine::DgramState& d = r.dgram;
+    b.program_fd = fd;
+    b.program_ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+    if (fl & O_NONBLOCK) real::fcntl()(fd, F_SETFL, O_NONBLOCK);
+    protect_fd(transport);
+    protect_fd(app_end);
+    b.transport = transport;
+    b.app_end = app_end;
+    b.accepted = true;
+    b.peer_len = 0;
+    b.bytes_out = &r.bytes_out;
+    b.bytes_in = &r.bytes_in;
+    // UDP's send rate is the engine's to keep (the kernel's pacing needs fq).
+    const policy::Qos* q = r.decision ? &r.decision->qos : nullptr;
+    b.rate_up = r.rate > 0 ? r.rate : q ? q->rate : 0;
+    b.rate_down = q ? q->rate_down : 0;
+    b.aggregate_up = g_policy->general().rate_up;
+    b.aggregate_down = g_policy->general().rate_down;
+    b.up.direct = b.rate_up == 0 && b.aggregate_up == 0;   // no send limit: the program's thread sends
+    b.on_done = &bridge_done;
+    b.owner = &r;
+    d.family = r.family;
+    if (autobind) {
+        // The kernel gives an unbound socket its ephemeral port at the first
+        // send; a send through the engine happens later, and the program may
+        // ask getsockname at once. A wildcard bind to port 0 is that autobind.
+        sockaddr_storage me{};
+        socklen_t ml = sizeof me;
+        if (real::getsockname()(transport, reinterpret_cast<sockaddr*>(&me), &ml) == 0 &&
+            (me.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(me).sin6_port
+                                      : reinterpret_cast<sockaddr_in&>(me).sin_port) == 0) {
+            sockaddr_storage any{};
+            any.ss_family = static_cast<sa_family_t>(r.family);
+            real::bind()(transport, reinterpret_cast<sockaddr*>(&any),
+                         r.family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+        }
+    }
+    sockaddr_storage peer;
+    socklen_t pl = sizeof peer;
+    d.peer_connected.store(real::getpeername()(transport, reinterpret_cast<sockaddr*>(&peer), &pl) == 0,
+                           std::memory_order_relaxed);
+    d.drops.store(0, std::memory_order_relaxed);
+    r.bridged = true;
+    r.refs.fetch_add(1, std::memory_order_relaxed);   // the engine's, dropped in bridge_done
+    fd_slot(fd).fetch_or(slot::kBridged, std::memory_order_relaxed);
+    engine::start_dgram_bridge(*e, b, d);
+    if (log::on(policy::LogLevel::debug)) {
+        char p[64];
+        GS_LOG(debug, "flow: udp on fd %d to %s bridged: send limit %llu B/s (process %llu), receive %llu (process %llu)",
+               fd, format_endpoint(r.peer, p, sizeof p), static_cast<unsigned long long>(b.rate_up),
+               static_cast<unsigned long long>(b.aggregate_up), static_cast<unsigned long long>(b.rate_down),
+               static_cast<unsigned long long>(b.aggregate_down));
+    }
+    errno = saved;
     return 0;
 }
 

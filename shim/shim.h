@@ -35,7 +35,7 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
 void record_pending(int fd, uint32_t cur, uint64_t n) noexcept;
 
 // Whether the classified flow on `fd` (slot value `s`) is to be carried by the
-// engine over a bridge ([general] bridge = always: TCP connects for now).
+// engine over a bridge (TCP connects and accepts, UDP connects and sends).
 bool wants_bridge(uint32_t s) noexcept;
 // Put the engine between the program and its TCP socket `fd` and connect the
 // transport to `addr`. Returns 0 (connected: blocking connect), -EINPROGRESS
@@ -43,8 +43,16 @@ bool wants_bridge(uint32_t s) noexcept;
 // bridge could not be set up (the caller connects natively: fail open).
 // With `addr` null, `fd` is an accepted, connected socket: bridged at once.
 int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept;
-// For the hooks: the bridge of a bridged slot.
+// Put the engine between the program and its classified UDP socket `fd`
+// (core/engine/dgram_bridge.h): the socket, bound or connected as it is,
+// becomes the transport; `autobind`: it is about to send (an unbound socket
+// gets its ephemeral port now, as the kernel's send would give it). 0, or 1
+// when the bridge could not be set up (the flow stays native: fail open,
+// logged once).
+int bridge_datagram(int fd, bool autobind) noexcept;
+// For the hooks: the bridge of a bridged slot (a UDP one: with its dgram part).
 engine::BridgeState& bridge_of(uint32_t s) noexcept;
+engine::DgramState& dgram_of(uint32_t s) noexcept;
 
 // The slot value socket()/accept would set for an inet socket of this kind,
 // or 0 if the fd is not an AF_INET/AF_INET6 TCP or UDP socket.

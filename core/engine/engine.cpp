@@ -23,13 +23,28 @@ int64_t now_ns() noexcept {
 
 namespace {
 FdGuard g_guard;
-std::atomic<void (*)(Engine&) noexcept> g_drain_begin{nullptr};
-std::atomic<bool (*)() noexcept> g_drain_done{nullptr};
+// Pairs claimed with g_drain_count, published by their `done` (release).
+std::atomic<void (*)(Engine&) noexcept> g_drain_begin[kMaxDrainHooks]{};
+std::atomic<bool (*)() noexcept> g_drain_done[kMaxDrainHooks]{};
+std::atomic<int> g_drain_count{0};
+
+void drain_begin(Engine& e) noexcept {
+    for (int i = 0; i < kMaxDrainHooks; ++i)
+        if (g_drain_done[i].load(std::memory_order_acquire) != nullptr)
+            if (auto b = g_drain_begin[i].load(std::memory_order_relaxed)) b(e);
+}
+bool drain_done() noexcept {
+    for (int i = 0; i < kMaxDrainHooks; ++i)
+        if (auto d = g_drain_done[i].load(std::memory_order_acquire); d != nullptr && !d()) return false;
+    return true;
+}
 }  // namespace
 
 void set_drain_hooks(void (*begin)(Engine& e) noexcept, bool (*done)() noexcept) noexcept {
-    g_drain_begin.store(begin, std::memory_order_relaxed);
-    g_drain_done.store(done, std::memory_order_release);
+    int i = g_drain_count.fetch_add(1, std::memory_order_relaxed);
+    if (i >= kMaxDrainHooks || done == nullptr) return;
+    g_drain_begin[i].store(begin, std::memory_order_relaxed);
+    g_drain_done[i].store(done, std::memory_order_release);
 }
 
 void set_fd_guard(const FdGuard& g) noexcept { g_guard = g; }
@@ -246,10 +261,9 @@ void Engine::loop() noexcept {
             if (!draining_) {
                 draining_ = true;
                 drain_deadline_ = now_ + kDrainLimitNs;
-                if (auto begin = g_drain_begin.load(std::memory_order_acquire)) begin(*this);
+                drain_begin(*this);
             }
-            auto done = g_drain_done.load(std::memory_order_acquire);
-            bool drained = done == nullptr || done() || now_ns() >= drain_deadline_;
+            bool drained = drain_done() || now_ns() >= drain_deadline_;
             if (drained && head_.load(std::memory_order_acquire) == nullptr) break;
         }
 

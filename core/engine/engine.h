@@ -75,9 +75,11 @@ void close_internal_fd(int fd) noexcept;
 
 // Work that must finish before the engine stops at exit (bridges flushing
 // what the program wrote): `begin` is called once on the engine thread when
-// stop() is asked, and the loop goes on until `done` says so or
-// kDrainLimitNs has passed. Set once, before stop() can be called.
+// stop() is asked, and the loop goes on until every `done` says so or
+// kDrainLimitNs has passed. Each kind of bridge adds its pair once (up to
+// kMaxDrainHooks pairs; more are ignored), before stop() can be called.
 constexpr int64_t kDrainLimitNs = 2'000'000'000;
+constexpr int kMaxDrainHooks = 4;
 void set_drain_hooks(void (*begin)(Engine& e) noexcept, bool (*done)() noexcept) noexcept;
 
 struct Options {

@@ -1,0 +1,321 @@
+// The engine's datagram bridge on its own, without the shim (so TSan can
+// watch the engine thread and the program's thread share a BridgeState):
+// addresses both ways, message boundaries and truncation, the kernel's
+// errors, send pacing and receive policing on the real clock, the end.
+#include <doctest/doctest.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/engine/dgram_bridge.h"
+
+using namespace gs::engine;
+
+namespace {
+
+sockaddr_in loopback(uint16_t port = 0) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    return a;
+}
+
+int udp_bound() {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a = loopback();
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+sockaddr_in name_of(int fd) {
+    sockaddr_in a{};
+    socklen_t l = sizeof a;
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &l) == 0);
+    return a;
+}
+
+bool same(const sockaddr_in& a, const sockaddr_in& b) {
+    return a.sin_family == b.sin_family && a.sin_port == b.sin_port && a.sin_addr.s_addr == b.sin_addr.s_addr;
+}
+
+template <class F>
+bool eventually(F pred) {
+    for (int i = 0; i < 5000 && !pred(); ++i) usleep(1000);
+    return pred();
+}
+
+// A bridge around a bound UDP socket, on an engine of its own: what the
+// shim does at the first sendto (the transport is the program's socket).
+struct Dgram {
+    Engine* e = nullptr;
+    BridgeState b;
+    DgramState d;
+    std::atomic<uint64_t> out{0}, in{0};
+    std::atomic<bool> done{false};
+    int prog = -1;
+    sockaddr_in addr{};   // the transport's
+    static void on_done(BridgeState* s) noexcept { static_cast<Dgram*>(s->owner)->done.store(true); }
+
+    explicit Dgram(uint64_t rate_up = 0, uint64_t rate_down = 0, bool direct = false) {
+        e = Engine::create(Options{}, nullptr);
+        REQUIRE(e != nullptr);
+        int sp[2];
+        REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == 0);
+        prog = sp[0];
+        timeval tv{5, 0};
+        setsockopt(prog, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        b.transport = udp_bound();
+        addr = name_of(b.transport);
+        b.app_end = sp[1];
+        b.rate_up = rate_up;
+        b.rate_down = rate_down;
+        b.bytes_out = &out;
+        b.bytes_in = &in;
+        b.on_done = &Dgram::on_done;
+        b.owner = this;
+        b.up.direct = direct;
+        d.family = AF_INET;
+        start_dgram_bridge(*e, b, d);
+    }
+    ~Dgram() {
+        if (prog >= 0) close(prog);
+        CHECK(eventually([&] { return done.load(); }));
+        Engine::destroy(e);
+        close(b.transport);
+    }
+
+    ssize_t send(const std::string& data, const sockaddr_in* to, int flags = 0) {
+        iovec iov{const_cast<char*>(data.data()), data.size()};
+        msghdr m{};
+        m.msg_name = const_cast<sockaddr_in*>(to);
+        m.msg_namelen = to ? sizeof *to : 0;
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        return dgram_send(b, d, prog, &m, flags);
+    }
+    // One datagram into `buf` (resized to what came); the source in *from.
+    ssize_t recv(std::string& buf, size_t cap, sockaddr_in* from = nullptr, int flags = 0, int* mflags = nullptr) {
+        buf.assign(cap, '\0');
+        iovec iov{buf.data(), cap};
+        msghdr m{};
+        sockaddr_storage ss{};
+        m.msg_name = &ss;
+        m.msg_namelen = sizeof ss;
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        ssize_t r = dgram_recv(b, d, prog, &m, flags);
+        if (r >= 0) {
+            buf.resize(static_cast<size_t>(r) < cap ? static_cast<size_t>(r) : cap);
+            CHECK(m.msg_namelen == sizeof(sockaddr_in));
+            if (from) memcpy(from, &ss, sizeof *from);
+            if (mflags) *mflags = m.msg_flags;
+        }
+        return r;
+    }
+};
+
+std::string pattern(size_t n, unsigned seed) {
+    std::string s(n, '\0');
+    for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + seed * 7) & 0xff);
+    return s;
+}
+
+std::string recv_from(int fd, sockaddr_in* from) {
+    std::string buf(70000, '\0');
+    socklen_t l = sizeof *from;
+    ssize_t n = recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(from), &l);
+    REQUIRE(n >= 0);
+    buf.resize(static_cast<size_t>(n));
+    return buf;
+}
+
+}  // namespace
+
+TEST_CASE("a datagram bridge carries addresses both ways and keeps every datagram whole") {
+    Dgram g;   // through the engine both ways
+    int p1 = udp_bound(), p2 = udp_bound();
+    sockaddr_in a1 = name_of(p1), a2 = name_of(p2);
+
+    // Out: each datagram to the address it was sent to, from the transport's.
+    for (size_t size : {size_t(0), size_t(1), size_t(1472), size_t(9000), size_t(65507)}) {
+        std::string msg = pattern(size, static_cast<unsigned>(size));
+        REQUIRE(g.send(msg, size % 2 ? &a1 : &a2) == static_cast<ssize_t>(size));
+        sockaddr_in from{};
+        CHECK(recv_from(size % 2 ? p1 : p2, &from) == msg);
+        CHECK(same(from, g.addr));
+    }
+    // In: the source address of each, boundaries kept.
+    for (size_t size : {size_t(0), size_t(100), size_t(65507)}) {
+        std::string msg = pattern(size, 3);
+        int p = size == 100 ? p2 : p1;
+        REQUIRE(sendto(p, msg.data(), size, 0, reinterpret_cast<const sockaddr*>(&g.addr), sizeof g.addr) ==
+                static_cast<ssize_t>(size));
+        std::string got;
+        sockaddr_in from{};
+        REQUIRE(g.recv(got, 70000, &from) == static_cast<ssize_t>(size));
+        CHECK(got == msg);
+        CHECK(same(from, p == p1 ? a1 : a2));
+    }
+    // Truncation as UDP's: the rest of a datagram is gone, MSG_TRUNC says so,
+    // and asked with MSG_TRUNC the call returns the datagram's real length.
+    std::string big = pattern(100, 9), got;
+    sendto(p1, big.data(), big.size(), 0, reinterpret_cast<const sockaddr*>(&g.addr), sizeof g.addr);
+    sendto(p1, "next", 4, 0, reinterpret_cast<const sockaddr*>(&g.addr), sizeof g.addr);
+    sendto(p1, big.data(), big.size(), 0, reinterpret_cast<const sockaddr*>(&g.addr), sizeof g.addr);
+    int fl = 0;
+    CHECK(g.recv(got, 10, nullptr, 0, &fl) == 10);
+    CHECK(got == big.substr(0, 10));
+    CHECK((fl & MSG_TRUNC) != 0);
+    CHECK(g.recv(got, 64, nullptr, MSG_PEEK) == 4);
+    CHECK(g.recv(got, 64) == 4);
+    CHECK(got == "next");
+    CHECK(g.recv(got, 10, nullptr, MSG_TRUNC) == 100);
+    CHECK(g.recv(got, 10, nullptr, MSG_DONTWAIT) == -1);
+    CHECK(errno == EAGAIN);
+    // The kernel's own refusals, at once.
+    CHECK(g.send("x", nullptr) == -1);
+    CHECK(errno == EDESTADDRREQ);
+    CHECK(g.send(std::string(65508, 'x'), &a1) == -1);
+    CHECK(errno == EMSGSIZE);
+    sockaddr_in zero = loopback(0);
+    CHECK(g.send("x", &zero) == -1);
+    CHECK(errno == EINVAL);
+    sockaddr_in6 six{};
+    six.sin6_family = AF_INET6;
+    six.sin6_port = htons(9);
+    iovec iov{const_cast<char*>("x"), 1};
+    msghdr m{};
+    m.msg_name = &six;
+    m.msg_namelen = sizeof six;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    CHECK(dgram_send(g.b, g.d, g.prog, &m, 0) == -1);
+    CHECK(errno == EAFNOSUPPORT);
+    // Counted after the relaying call returns: the program may be quicker.
+    CHECK(eventually([&] { return g.out.load() == 0 + 1 + 1472 + 9000 + 65507; }));
+    CHECK(eventually([&] { return g.in.load() == 0 + 100 + 65507 + 100 + 4 + 100; }));
+    close(p1);
+    close(p2);
+}
+
+TEST_CASE("connected: sends need no address, and ICMP's refusal reaches the program once") {
+    for (bool direct : {false, true}) {
+        CAPTURE(direct);
+        Dgram g(0, 0, direct);
+        int p = udp_bound();
+        sockaddr_in pa = name_of(p);
+        REQUIRE(dgram_connect(g.b, g.d, reinterpret_cast<sockaddr*>(&pa), sizeof pa) == 0);
+        REQUIRE(g.send("hello", nullptr) == 5);
+        sockaddr_in from{};
+        CHECK(recv_from(p, &from) == "hello");
+        close(p);   // now nobody listens there: the kernel answers with ICMP port unreachable
+        REQUIRE(g.send("anyone?", nullptr) == 7);
+        std::string got;
+        CHECK(g.recv(got, 64) == -1);
+        CHECK(errno == ECONNREFUSED);
+        CHECK(g.recv(got, 64, nullptr, MSG_DONTWAIT) == -1);
+        CHECK(errno == EAGAIN);   // once
+    }
+}
+
+TEST_CASE("sends are paced at the flow's rate, through the engine") {
+    constexpr uint64_t kRate = 1'000'000;   // 1 MB/s
+    Dgram g(kRate);
+    int p = udp_bound();
+    int big = 4 << 20;
+    setsockopt(p, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    sockaddr_in pa = name_of(p);
+    constexpr int kCount = 1500, kSize = 1000;   // 1.5 MB: 1.5 s at the rate
+    std::atomic<int> got{0};
+    int64_t first = 0, last = 0;
+    std::thread reader([&] {
+        char buf[2048];
+        for (int i = 0; i < kCount; ++i) {
+            if (recv(p, buf, sizeof buf, 0) != kSize) break;
+            int64_t t = now_ns();
+            if (i == 0) first = t;
+            last = t;
+            got.fetch_add(1);
+        }
+    });
+    std::string msg(kSize, 'p');
+    for (int i = 0; i < kCount; ++i) REQUIRE(g.send(msg, &pa) == kSize);   // blocks while the pacer is behind
+    reader.join();
+    REQUIRE(got.load() == kCount);
+    // From the first datagram to the last: (count - 1) datagrams' worth of
+    // tokens less the bucket's first burst (10 ms at this rate).
+    double secs = static_cast<double>(last - first) / 1e9;
+    double expect = (static_cast<double>(kCount - 1) * kSize - 10'000) / static_cast<double>(kRate);
+    MESSAGE("1.5 MB at 1 MB/s took " << secs << " s (expected " << expect << ")");
+    CHECK(secs > expect * 0.97);
+    CHECK(secs < expect * 1.05);
+    close(p);
+}
+
+TEST_CASE("a receive limit drops what is beyond it, and counts it") {
+    constexpr uint64_t kRate = 200'000;   // 200 kB/s
+    Dgram g(0, kRate);
+    int p = udp_bound();
+    constexpr int kCount = 1000, kSize = 500;   // 1 MB/s offered for 0.5 s: 5x the limit
+    std::string msg(kSize, 'r');
+    std::atomic<int> received{0};
+    std::atomic<bool> stop{false};
+    std::thread reader([&] {   // the program reads all the time: nothing is lost for want of room
+        std::string got;
+        while (!stop.load()) {
+            pollfd pf{g.prog, POLLIN, 0};
+            poll(&pf, 1, 10);
+            while (g.recv(got, 2048, nullptr, MSG_DONTWAIT) == kSize) received.fetch_add(1);
+        }
+    });
+    int64_t start = now_ns();
+    for (int i = 0; i < kCount; ++i) {
+        sendto(p, msg.data(), msg.size(), 0, reinterpret_cast<const sockaddr*>(&g.addr), sizeof g.addr);
+        while (now_ns() < start + int64_t{i + 1} * 500'000) usleep(50);
+    }
+    double secs = static_cast<double>(now_ns() - start) / 1e9;
+    // Every datagram has been seen by the engine: relayed or dropped.
+    CHECK(eventually([&] { return g.d.drops.load() + received.load() == kCount; }));
+    stop.store(true);
+    reader.join();
+    // The bucket's burst (3000 B) plus the rate over the time it ran.
+    double expect = (3000 + kRate * secs) / kSize;
+    MESSAGE(received.load() << " of " << kCount << " datagrams passed in " << secs << " s (expected " << expect
+                     << "), " << g.d.drops.load() << " dropped");
+    CHECK(received > expect * 0.95);
+    CHECK(received < expect * 1.05);
+    CHECK(g.d.drops.load() == static_cast<uint64_t>(kCount - received));
+    CHECK(eventually([&] { return g.in.load() == static_cast<uint64_t>(received) * kSize; }));
+    close(p);
+}
+
+TEST_CASE("the bridge relays what the program sent before it closed, then ends") {
+    int p = udp_bound();
+    sockaddr_in pa = name_of(p);
+    {
+        Dgram g(200'000);   // 30 datagrams of 1000 B: 0.15 s at the rate
+        std::string msg(1000, 'c');
+        for (int i = 0; i < 30; ++i) REQUIRE(g.send(msg, &pa) == 1000);
+        close(g.prog);
+        g.prog = -1;
+        // ~Dgram waits for on_done: the engine saw the program's end closed.
+    }
+    int n = 0;
+    char buf[2048];
+    while (recv(p, buf, sizeof buf, MSG_DONTWAIT) == 1000) ++n;
+    CHECK(n == 30);
+    close(p);
+}
