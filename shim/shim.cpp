@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -69,13 +70,18 @@ bool parse_level(const char* s, policy::LogLevel& out) noexcept {
 }
 
 // The shim's own descriptors: close/close_range/closefrom leave them alone.
+// Counted, so that bridges never take the fds a program would have had
+// (bridge_fd_room).
+std::atomic<int> g_internal_fds{0};
 void protect_fd(int fd) noexcept {
     if (!trackable(fd)) return;
     note_fd(fd);
-    fd_slot(fd).store(slot::kInternal, std::memory_order_relaxed);
+    if (fd_slot(fd).exchange(slot::kInternal, std::memory_order_relaxed) != slot::kInternal)
+        g_internal_fds.fetch_add(1, std::memory_order_relaxed);
 }
 void unprotect_fd(int fd) noexcept {
-    if (trackable(fd)) fd_slot(fd).store(0, std::memory_order_relaxed);
+    if (trackable(fd) && fd_slot(fd).exchange(0, std::memory_order_relaxed) == slot::kInternal)
+        g_internal_fds.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // After fork() both processes hold every socket's open file: a UDP socket
@@ -661,10 +667,30 @@ void bridge_done(engine::BridgeState* b) noexcept {
 // that it does not look writable before the transport is connected.
 const char kFiller[64 * 1024] = {};
 
-int move_high(int fd) noexcept {
-    int h = real::fcntl()(fd, F_DUPFD_CLOEXEC, engine::kInternalFdBase);
-    if (h < 0) h = real::fcntl()(fd, F_DUPFD_CLOEXEC, 3);
-    return h;
+// A bridge's fds go to 512 and above, never lower: the numbers a program
+// picks from the bottom stay its own.
+int move_high(int fd) noexcept { return real::fcntl()(fd, F_DUPFD_CLOEXEC, engine::kInternalFdBase); }
+
+// Room for a bridge's two fds (the engine's end and the transport): the
+// shim's fds take at most half of the numbers from 512 to the fd limit, so
+// a program keeps at least the other half and everything below 512. Past
+// that, flows stay native (one log line): a bridge must not be why a
+// program's socket() fails with EMFILE.
+bool bridge_fd_room(int fd) noexcept {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return false;
+    const rlim_t base = engine::kInternalFdBase;
+    const rlim_t allowed = rl.rlim_cur == RLIM_INFINITY ? rlim_t{1} << 30
+                           : rl.rlim_cur > base         ? (rl.rlim_cur - base) / 2
+                                                        : 0;
+    if (static_cast<rlim_t>(g_internal_fds.load(std::memory_order_relaxed) + 2) <= allowed) return true;
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true))
+        GS_LOG(warn, "fd limit %llu: no room for more bridged flows (gsocket keeps its own fds at %d and above, "
+                     "at most half of those numbers); the flow on fd %d and later ones stay native: raise the "
+                     "limit (ulimit -n) to bridge them",
+               static_cast<unsigned long long>(rl.rlim_cur), engine::kInternalFdBase, fd);
+    return false;
 }
 
 }  // namespace
@@ -674,6 +700,7 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     FlowRecord& r = flow_at(slot::index(s));
     const bool accepted = addr == nullptr;
     if (!accepted && len > sizeof r.bridge.peer) return 1;
+    if (!bridge_fd_room(fd)) return 1;   // before the engine, whose fds count too
     engine::Engine* e = engine::Engine::get();
     static std::atomic<bool> logged{false};
     if (e == nullptr) {
@@ -767,6 +794,7 @@ int bridge_datagram(int fd, bool autobind) noexcept {
     uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
     FlowRecord& r = flow_at(slot::index(s));
     static std::atomic<bool> logged{false};
+    if (!bridge_fd_room(fd)) return 1;   // before the engine, whose fds count too
     engine::Engine* e = engine::Engine::get();
     if (e == nullptr) {
         if (!logged.exchange(true)) GS_LOG(warn, "the gsocket engine cannot start (io_uring?): flows stay native");
