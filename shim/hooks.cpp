@@ -77,11 +77,11 @@ inline ssize_t translate_out(uint32_t s, ssize_t r) noexcept {
     return r;
 }
 
-// A UDP socket not classified yet whose open file is now reachable some
-// other way than through its fd (another fd, an epoll set): it cannot be
-// bridged any more (slot::kExposed).
+// A socket not classified yet whose open file is now reachable some other
+// way than through its fd (another fd, an epoll set): it cannot be bridged
+// any more (slot::kExposed).
 inline uint32_t expose(int fd, uint32_t s) noexcept {
-    if (!slot::unclassified(s) || !(socket_bits(s) & slot::kUdp)) return s;
+    if (!slot::unclassified(s)) return s;
     if (trackable(fd)) fd_slot(fd).fetch_or(slot::kExposed, std::memory_order_relaxed);
     return s | slot::kExposed;
 }
@@ -809,9 +809,9 @@ GS_EXPORT void closefrom(int lowfd) {
         real::closefrom()(lowfd);   // close_range missing: libc's own fallback
 }
 
-// A UDP socket put in an epoll set before its first send cannot be bridged
-// any more: epoll watches the open file, which a bridge would replace on its
-// fd number (slot::kExposed).
+// A socket put in an epoll set before its first send (UDP) or connect (TCP)
+// cannot be bridged any more: epoll watches the open file, which a bridge
+// would replace on its fd number (slot::kExposed).
 GS_EXPORT int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) {
     if (op == EPOLL_CTL_ADD) {
         if (uint32_t s = slot_of(fd); s != 0) expose(fd, s);

@@ -84,22 +84,21 @@ void unprotect_fd(int fd) noexcept {
         g_internal_fds.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// After fork() both processes hold every socket's open file: a UDP socket
-// one of them bridged later would leave the other on the transport (the
-// engine's), reading datagrams under it. Not-yet-classified UDP sockets stay
-// native from here on, in both.
-void expose_udp_sockets() noexcept {
+// After fork() both processes hold every socket's open file: a socket one
+// of them bridged later would leave the other on the transport (the
+// engine's), reading under it. Not-yet-classified sockets stay native from
+// here on, in both.
+void expose_unclassified_sockets() noexcept {
     for (int fd = 0, max = max_tracked_fd(); fd <= max; ++fd) {
         uint32_t v = fd_slot(fd).load(std::memory_order_relaxed);
-        if (slot::unclassified(v) && (socket_bits(v) & slot::kUdp))
-            fd_slot(fd).fetch_or(slot::kExposed, std::memory_order_relaxed);
+        if (slot::unclassified(v)) fd_slot(fd).fetch_or(slot::kExposed, std::memory_order_relaxed);
     }
 }
 
-void on_fork_parent() noexcept { expose_udp_sockets(); }
+void on_fork_parent() noexcept { expose_unclassified_sockets(); }
 
 void on_fork_child() noexcept {
-    expose_udp_sockets();
+    expose_unclassified_sockets();
     mark_all_inherited();
     qos::Ledger* led = ledger();
     if (led != nullptr && led->is_open()) {
@@ -620,8 +619,8 @@ void record_pending(int fd, uint32_t cur, uint64_t n) noexcept {
 // a receive rate, or the process's aggregate limits (trickle's -u/-d); for
 // UDP also a send rate (SO_MAX_PACING_RATE paces UDP only under the fq
 // qdisc, which loopback and most hosts do not have). TCP connects and
-// accepts; UDP at its first connect or addressed send, when the socket is
-// in no epoll set and shares its open file with no other fd
+// accepts; UDP at its first connect or addressed send; either only when the
+// socket is in no epoll set and shares its open file with no other fd
 // (slot::kExposed: the socketpair could not follow it there).
 bool wants_bridge(uint32_t s) noexcept {
     if (!slot::is_flow(s) || slot::is_bridged(s)) return false;
@@ -641,12 +640,12 @@ bool wants_bridge(uint32_t s) noexcept {
                                   (r.decision && (r.decision->qos.rate_down > 0 || (udp && r.decision->qos.rate > 0))));
         break;
     }
-    if (want && udp && (s & slot::kExposed)) {
+    if (want && (s & slot::kExposed)) {
         static std::atomic<bool> logged{false};
         if (!logged.exchange(true, std::memory_order_relaxed))
-            GS_LOG(warn, "udp flow on fd %d stays native: it is in an epoll set (or shares its file with another "
-                         "fd) since before its first send, and a bridge cannot follow it there; its QoS limits "
-                         "are not enforced (docs/limitations.md)", r.fd);
+            GS_LOG(warn, "%s flow on fd %d stays native: it is in an epoll set (or shares its file with another "
+                         "fd) since before its first %s, and a bridge cannot follow it there; its QoS limits "
+                         "are not enforced (docs/limitations.md)", udp ? "udp" : "tcp", r.fd, udp ? "send" : "connect");
         return false;
     }
     return want;
