@@ -537,6 +537,7 @@ ssize_t bridged_recvmsg(int fd, uint32_t s, msghdr* msg, int flags) noexcept {
 
 GS_EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
     uint32_t s = slot_of(fd);
+    if (s == 0) [[likely]] return real::send()(fd, buf, n, flags);   // not ours: one load, then libc
     if (dgram_bridged(s)) return dg_send(fd, s, buf, n, flags, nullptr, 0);
     if (bridged_here(s)) return translate_out(s, bridged_send(fd, s, buf, n, flags));
     ssize_t r = real::send()(fd, buf, n, flags);
@@ -596,6 +597,7 @@ GS_EXPORT int sendmmsg(int fd, mmsghdr* vec, unsigned int n, int flags) {
 
 GS_EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
     uint32_t s = slot_of(fd);
+    if (s == 0) [[likely]] return real::recv()(fd, buf, n, flags);
     if (dgram_bridged(s)) return dg_recv(fd, s, buf, n, flags, nullptr, nullptr);
     if (bridged_here(s)) return translate_in(s, bridged_recv(fd, s, buf, n, flags));
     ssize_t r = real::recv()(fd, buf, n, flags);
@@ -668,6 +670,7 @@ GS_EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int
 
 GS_EXPORT ssize_t read(int fd, void* buf, size_t n) {
     uint32_t s = slot_of(fd);
+    if (s == 0) [[likely]] return real::read()(fd, buf, n);
     if (dgram_bridged(s)) return dg_recv(fd, s, buf, n, 0, nullptr, nullptr);
     if (bridged_here(s)) return translate_in(s, bridged_recv(fd, s, buf, n, 0));
     ssize_t r = real::read()(fd, buf, n);
@@ -686,6 +689,7 @@ GS_EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
 
 GS_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
     uint32_t s = slot_of(fd);
+    if (s == 0) [[likely]] return real::write()(fd, buf, n);
     if (dgram_bridged(s)) return dg_send(fd, s, buf, n, 0, nullptr, 0);
     if (bridged_here(s)) return translate_out(s, bridged_send(fd, s, buf, n, 0));
     ssize_t r = real::write()(fd, buf, n);
@@ -695,6 +699,7 @@ GS_EXPORT ssize_t write(int fd, const void* buf, size_t n) {
 
 GS_EXPORT ssize_t readv(int fd, const iovec* iov, int n) {
     uint32_t s = slot_of(fd);
+    if (s == 0) [[likely]] return real::readv()(fd, iov, n);
     if (dgram_bridged(s) && n >= 0 && n <= UIO_MAXIOV) return dg_vec(fd, s, iov, n, false);
     if (bridged_here(s) && n >= 0) {
         msghdr m{};
@@ -709,6 +714,7 @@ GS_EXPORT ssize_t readv(int fd, const iovec* iov, int n) {
 
 GS_EXPORT ssize_t writev(int fd, const iovec* iov, int n) {
     uint32_t s = slot_of(fd);
+    if (s == 0) [[likely]] return real::writev()(fd, iov, n);
     if (dgram_bridged(s) && n >= 0 && n <= UIO_MAXIOV) return dg_vec(fd, s, iov, n, true);
     if (bridged_here(s) && n >= 0 && n <= kMaxDirectIov) {
         msghdr m{};
