@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -265,6 +267,26 @@ void release_slot_value(uint32_t value, int fd) noexcept {
     if (slot::is_flow(value)) flow_release(flow_at(slot::index(value)), fd);
 }
 
+// Bytes the flow has to send that have not gone yet: the kernel's send
+// queue (TCP: not yet sent, SIOCOUTQNSD), and for a bridged flow also what
+// waits in the bridge (its end of the pair, what the engine holds).
+uint64_t queued_bytes(const FlowRecord& r) noexcept {
+    const bool tcp = r.proto == policy::Proto::tcp;
+    int n = 0;
+    uint64_t q = 0;
+    if (r.bridged) {
+        if (ioctl(r.fd, SIOCOUTQ, &n) == 0 && n > 0) q += static_cast<uint64_t>(n);
+        if (tcp) {
+            q += r.bridge.up.held.load(std::memory_order_relaxed);
+            if (r.bridge.transport >= 0 && ioctl(r.bridge.transport, SIOCOUTQNSD, &n) == 0 && n > 0)
+                q += static_cast<uint64_t>(n);
+        }
+        return q;
+    }
+    if (ioctl(r.fd, tcp ? SIOCOUTQNSD : SIOCOUTQ, &n) == 0 && n > 0) q = static_cast<uint64_t>(n);
+    return q;
+}
+
 std::string flows_json(const char* process, const policy::Policy& pol) {
     {
         std::string out;
@@ -285,10 +307,10 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
             FlowRecord& r = flow_at(i);
             FlowState st = r.state.load(std::memory_order_acquire);
             if (st == FlowState::free) continue;
-            if (st == FlowState::open && r.fd >= 0 && r.fd < kMaxFd &&
-                slot::is_flow(g_slots[r.fd].load(std::memory_order_relaxed)) &&
-                slot::index(g_slots[r.fd].load(std::memory_order_relaxed)) == i)
-                flow_refresh(r, r.fd);
+            const bool live = st == FlowState::open && r.fd >= 0 && r.fd < kMaxFd &&
+                              slot::is_flow(g_slots[r.fd].load(std::memory_order_relaxed)) &&
+                              slot::index(g_slots[r.fd].load(std::memory_order_relaxed)) == i;
+            if (live) flow_refresh(r, r.fd);
             const policy::Decision* d = r.decision;
             char l[64], p[64];
             int64_t end = st == FlowState::closed ? r.closed_ns : now_ns();
@@ -338,6 +360,10 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                 snprintf(b, sizeof b, ",\"admission\":\"%s\",\"reserved_up\":%llu,\"reserved_down\":%llu",
                          qos::name(r.admission), static_cast<unsigned long long>(r.granted[0]),
                          static_cast<unsigned long long>(r.granted[1]));
+                out += b;
+            }
+            if (live) {
+                snprintf(b, sizeof b, ",\"queue\":%llu", static_cast<unsigned long long>(queued_bytes(r)));
                 out += b;
             }
             if (r.bridged && r.proto == policy::Proto::udp) {

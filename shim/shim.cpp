@@ -399,6 +399,15 @@ int deny(int fd, const char* call, const sockaddr* peer, socklen_t peerlen) noex
 
 std::string snapshot() { return flows_json(g_process, *g_policy); }
 
+// A process with reservations or bridged flows answers gsctl flows/top.
+// Asked at each (cheap once started): a child of fork() starts its own.
+void answer_gsctl() noexcept {
+    int rc = engine::control_start(&snapshot);
+    static std::atomic<bool> logged{false};
+    if (rc < 0 && !logged.exchange(true, std::memory_order_relaxed))
+        GS_LOG(info, "no control socket for gsctl flows (%s): flows carry on", strerror(-rc));
+}
+
 // GSocket's "connect negotiates": reserve the flow's rates in the host
 // ledger. Returns 0 to go on (granted, downgraded, or no ledger to ask: fail
 // open) or -ENOBUFS to refuse the connect. An accepted flow is never refused
@@ -467,14 +476,7 @@ static int admit(int fd, const policy::Decision& d, policy::Direction dir, const
         }
         return -qos::kRefusedErrno;
     }
-    // A process holding reservations answers gsctl flows/top. Asked at every
-    // admission (cheap once started): a child of fork() starts its own.
-    if (got[0].valid() || got[1].valid()) {
-        int rc = engine::control_start(&snapshot);
-        static std::atomic<bool> logged{false};
-        if (rc < 0 && !logged.exchange(true, std::memory_order_relaxed))
-            GS_LOG(info, "no control socket for gsctl flows (%s): flows carry on", strerror(-rc));
-    }
+    if (got[0].valid() || got[1].valid()) answer_gsctl();
     if (r != nullptr) {
         r->reserves = true;
         r->admission = status;
@@ -771,6 +773,7 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     r.refs.fetch_add(1, std::memory_order_relaxed);   // the engine's, dropped in bridge_done
     fd_slot(fd).fetch_or(slot::kBridged, std::memory_order_relaxed);
     engine::start_bridge(*e, b);
+    answer_gsctl();
     errno = saved;
     if (accepted) return 0;
     if (nonblock) return -EINPROGRESS;
@@ -874,6 +877,7 @@ int bridge_datagram(int fd, bool autobind) noexcept {
     r.refs.fetch_add(1, std::memory_order_relaxed);   // the engine's, dropped in bridge_done
     fd_slot(fd).fetch_or(slot::kBridged, std::memory_order_relaxed);
     engine::start_dgram_bridge(*e, b, d);
+    answer_gsctl();
     if (log::on(policy::LogLevel::debug)) {
         char p[64];
         GS_LOG(debug, "flow: udp on fd %d to %s bridged: send limit %llu B/s (process %llu), receive %llu (process %llu)",

@@ -762,6 +762,10 @@ struct Json {
         return v && v->type == Type::number ? v->n : def;
     }
     bool has(std::string_view key) const { return get(key) != nullptr; }
+    bool flag(std::string_view key) const {
+        const Json* v = get(key);
+        return v && v->type == Type::boolean && v->b;
+    }
 };
 
 // Recursive descent with a depth bound: the input comes from another process.
@@ -1227,24 +1231,31 @@ int cmd_top(const std::vector<std::string>& args) {
                 res_down += as_u64(f.num("reserved_down"));
                 std::string peer = f.str("peer");
                 if (f.str("state", "open") == "closed") peer += " (closed)";
-                snprintf(line, sizeof line, "  %-4ld %-4s %-22s %-26s %-11s %-9s %10s %10s %9s %9s  %s\n",
+                // A bridged flow's transport is the kernel's, carried by the engine.
+                std::string transport = f.str("transport");
+                if (f.flag("bridged")) transport += "+br";
+                std::string queue = f.has("queue") ? human(f.num("queue"), "B") : "-";
+                std::string drops = f.has("drops") ? std::to_string(as_u64(f.num("drops"))) : "-";
+                snprintf(line, sizeof line, "  %-4ld %-4s %-22s %-26s %-11s %-9s %10s %10s %9s %9s %8s %6s  %s\n",
                          static_cast<long>(f.num("fd", -1)), f.str("proto").c_str(), f.str("local").c_str(),
-                         peer.c_str(), f.str("class").c_str(), f.str("transport").c_str(), ro.c_str(), ri.c_str(),
-                         human(now.out, "B").c_str(), human(now.in, "B").c_str(), reservation_text(f).c_str());
+                         peer.c_str(), f.str("class").c_str(), transport.c_str(), ro.c_str(), ri.c_str(),
+                         human(now.out, "B").c_str(), human(now.in, "B").c_str(), queue.c_str(), drops.c_str(),
+                         reservation_text(f).c_str());
                 rows += line;
             }
             std::string res = "-";
             if (res_up || res_down)
                 res = "up " + (res_up ? gp::format_rate(res_up) : std::string("-")) + " down " +
                       (res_down ? gp::format_rate(res_down) : std::string("-"));
-            snprintf(line, sizeof line, "%-22s %-3zu flow(s) %-48s %10s %10s %9s %9s  reserved %s\n",
+            snprintf(line, sizeof line, "%-22s %-3zu flow(s) %-48s %10s %10s %9s %9s %15s  reserved %s\n",
                      proc_title(p).c_str(), flows_of(p).size(), "", any_rate ? human(rate_out, "B/s").c_str() : "-",
                      any_rate ? human(rate_in, "B/s").c_str() : "-", human(bytes_out, "B").c_str(),
-                     human(bytes_in, "B").c_str(), res.c_str());
+                     human(bytes_in, "B").c_str(), "", res.c_str());
             out += "\n";
             out += line;
-            snprintf(line, sizeof line, "  %-4s %-4s %-22s %-26s %-11s %-9s %10s %10s %9s %9s  %s\n", "FD", "PROT",
-                     "LOCAL", "PEER", "CLASS", "TRANSPORT", "OUT/s", "IN/s", "OUT", "IN", "RESERVATION");
+            snprintf(line, sizeof line, "  %-4s %-4s %-22s %-26s %-11s %-9s %10s %10s %9s %9s %8s %6s  %s\n", "FD",
+                     "PROT", "LOCAL", "PEER", "CLASS", "TRANSPORT", "OUT/s", "IN/s", "OUT", "IN", "QUEUE", "DROPS",
+                     "RESERVATION");
             out += line;
             out += rows;
         }

@@ -115,6 +115,39 @@ grep -q "guaranteed.*granted up 60mbit" "$T/top.txt" || { cat "$T/top.txt" >&2; 
 sed -n '/\[2\]$/,$p' "$T/top.txt" | grep "guaranteed" | grep -Eq "[0-9.]+[kM]B/s" \
     || { cat "$T/top.txt" >&2; fail "gsctl top shows no rate on its second table"; }
 
+# A process with bridged flows and no reservation answers too; a flow the
+# engine shapes shows what waits in the bridge (queue) and the bridge mark.
+sink=$(free_port)
+"$PY" - "$sink" <<'PY' &
+import socket, sys, time
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1]))); l.listen(1)
+c, _ = l.accept()
+while c.recv(65536): pass
+PY
+PIDS+=($!)
+wait_port "$sink"
+printf '[general]\nrate_up = 200kB/s\n' >"$T/shaped.ini"
+"$GSRUN" --policy "$T/shaped.ini" -- "$PY" -c 'import socket, sys, time
+s = socket.socket(); s.connect(("127.0.0.1", int(sys.argv[1])))
+s.setblocking(False)
+try: s.send(b"x" * 4000000)
+except BlockingIOError: pass
+time.sleep(30)' "$sink" &
+shaped=$!; PIDS+=($shaped)
+for _ in $(seq 100); do [[ -S $dir/$shaped.sock ]] && break; sleep 0.05; done
+[[ -S $dir/$shaped.sock ]] || fail "a process with a bridged flow and no reservation has no control socket"
+"$GSCTL" flows --json "$shaped" >"$T/shaped.json" || fail "gsctl flows --json $shaped exited $?"
+q=$("$PY" -c 'import json, sys
+procs = json.load(open(sys.argv[1]))
+f = [f for p in procs for f in p["flows"] if f["proto"] == "tcp" and f["bridged"]]
+print(f[0].get("queue", -1) if f else -2)' "$T/shaped.json")
+(( q > 100000 )) || { cat "$T/shaped.json" >&2; fail "a shaped bridged flow reports queue $q (want what waits in the bridge)"; }
+"$GSCTL" top --iterations 1 --interval 0.2 >"$T/shaped.top" 2>&1 || fail "gsctl top exited $?"
+grep -q "QUEUE *DROPS" "$T/shaped.top" || { cat "$T/shaped.top" >&2; fail "gsctl top has no QUEUE/DROPS columns"; }
+grep -Eq "native\+br .* [0-9.]+[kM]B +- " "$T/shaped.top" || { cat "$T/shaped.top" >&2; fail "gsctl top does not show the bridged flow's queue"; }
+kill "$shaped" 2>/dev/null; wait "$shaped" 2>/dev/null || true
+
 # The holder exits normally: its socket goes, gsctl finds nobody.
 touch "$T/stop"
 wait "$holder_pid" || { cat "$T/holder.err" >&2; fail "the holder failed"; }
