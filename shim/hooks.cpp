@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/engine/bridge.h"
+#include "core/engine/bridge_util.h"
 #include "core/engine/dgram_bridge.h"
 #include "shim/flows.h"
 #include "shim/real.h"
@@ -508,12 +509,6 @@ ssize_t op_recvmsg(void* c, int fd, size_t, int flags) noexcept {
     return r;
 }
 
-size_t iov_total(const iovec* iov, size_t n) noexcept {
-    size_t t = 0;
-    for (size_t i = 0; i < n; ++i) t += iov[i].iov_len;
-    return t;
-}
-
 ssize_t bridged_send(int fd, uint32_t s, const void* buf, size_t n, int flags) noexcept {
     BufCall c{const_cast<void*>(buf), n};
     return gs::engine::bridge_send(bridge_of(s), fd, op_send, &c, n, flags);
@@ -524,13 +519,13 @@ ssize_t bridged_recv(int fd, uint32_t s, void* buf, size_t n, int flags) noexcep
 }
 ssize_t bridged_sendmsg(int fd, uint32_t s, const msghdr* msg, int flags) noexcept {
     MsgCall c{const_cast<msghdr*>(msg), bridge_of(s).transport};
-    return gs::engine::bridge_send(bridge_of(s), fd, op_sendmsg, &c, iov_total(msg->msg_iov, msg->msg_iovlen),
-                                   flags);
+    size_t len = gs::engine::iov_total(msg->msg_iov, msg->msg_iovlen);
+    return gs::engine::bridge_send(bridge_of(s), fd, op_sendmsg, &c, len, flags);
 }
 ssize_t bridged_recvmsg(int fd, uint32_t s, msghdr* msg, int flags) noexcept {
     MsgCall c{msg, bridge_of(s).transport};
-    return gs::engine::bridge_recv(bridge_of(s), fd, op_recvmsg, &c, iov_total(msg->msg_iov, msg->msg_iovlen),
-                                   flags);
+    size_t len = gs::engine::iov_total(msg->msg_iov, msg->msg_iovlen);
+    return gs::engine::bridge_recv(bridge_of(s), fd, op_recvmsg, &c, len, flags);
 }
 
 }  // namespace

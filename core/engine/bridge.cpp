@@ -1,4 +1,5 @@
 #include "core/engine/bridge.h"
+#include "core/engine/bridge_util.h"
 
 #include "core/engine/relay_qos.h"
 #include "core/qos/token_bucket.h"
@@ -32,20 +33,6 @@ namespace {
 // would take them at a time nobody can see.
 constexpr size_t kScratch = 256 * 1024;     // the engine thread's one relay buffer
 constexpr size_t kFairShare = 1024 * 1024;  // bytes per direction per turn, then other flows' turn
-
-// Raw system calls: this code is linked into the preload library, whose
-// exported recv/send/... are the shim's hooks.
-ssize_t sys_recv(int fd, void* buf, size_t n, int flags) noexcept {
-    return syscall(SYS_recvfrom, fd, buf, n, flags, nullptr, nullptr);
-}
-ssize_t sys_send(int fd, const void* buf, size_t n, int flags) noexcept {
-    return syscall(SYS_sendto, fd, buf, n, flags, nullptr, 0);
-}
-int sys_shutdown(int fd, int how) noexcept { return static_cast<int>(syscall(SYS_shutdown, fd, how)); }
-int sys_poll(pollfd* p, nfds_t n, int timeout_ms) noexcept {
-    timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1'000'000L};
-    return static_cast<int>(syscall(SYS_ppoll, p, n, timeout_ms < 0 ? nullptr : &ts, nullptr, 0));
-}
 
 long futex(std::atomic<uint32_t>* w, int op, uint32_t v) noexcept {
     return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, v, nullptr, nullptr, 0);
@@ -121,12 +108,12 @@ public:
                 return -1;
             }
         }
-        return sys_recv(from, buf_.get(), want < kScratch ? want : kScratch, MSG_DONTWAIT);
+        return sys::recv(from, buf_.get(), want < kScratch ? want : kScratch, MSG_DONTWAIT);
     }
     ssize_t give(int to, size_t n) noexcept {
         off_ = 0;
         ssize_t m = via_pipe_ ? splice(pipe_[0], nullptr, to, nullptr, n, SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
-                              : sys_send(to, buf_.get(), n, MSG_DONTWAIT | MSG_NOSIGNAL);
+                              : sys::send(to, buf_.get(), n, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (m > 0) off_ = static_cast<size_t>(m);
         return m;
     }
@@ -249,10 +236,7 @@ public:
     // it wrote relayed, then a FIN.
     static void drain_all(Engine&) noexcept {
         for (Bridge* b = g_bridges; b; b = b->next_) {
-            if (b->up_.over || b->ending_ || b->s_.program_fd < 0) continue;
-            struct stat st;
-            if (fstat(b->s_.program_fd, &st) == 0 && st.st_ino == b->s_.program_ino)
-                sys_shutdown(b->s_.program_fd, SHUT_WR);
+            if (!b->up_.over && !b->ending_) half_close_program_end(b->s_);
         }
     }
     // Every bridge has sent what the program wrote (or is gone).
@@ -419,7 +403,7 @@ private:
             size_t budget = kFairShare;
             for (;;) {
                 if (held_off < held_len) {
-                    ssize_t n = sys_send(to, held.get() + held_off, held_len - held_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+                    ssize_t n = sys::send(to, held.get() + held_off, held_len - held_off, MSG_DONTWAIT | MSG_NOSIGNAL);
                     if (n < 0 && errno != EAGAIN) return send_failed(e, errno);
                     if (n > 0) {
                         held_off += static_cast<size_t>(n);
@@ -502,7 +486,7 @@ private:
         void eof(Engine& e) noexcept {
             over = true;
             if (up && b->abortive_close()) return b->reset(e);
-            sys_shutdown(to, SHUT_WR);
+            sys::shutdown(to, SHUT_WR);
             b->direction_over(e);
         }
     };
@@ -521,7 +505,7 @@ private:
     void drain_filler() noexcept {
         static char sink[64 * 1024];   // engine thread only
         for (uint32_t left = s_.filler; left > 0;) {
-            ssize_t n = sys_recv(s_.app_end, sink, left < sizeof sink ? left : sizeof sink, MSG_DONTWAIT);
+            ssize_t n = sys::recv(s_.app_end, sink, left < sizeof sink ? left : sizeof sink, MSG_DONTWAIT);
             if (n <= 0) break;
             left -= static_cast<uint32_t>(n);
         }
@@ -583,7 +567,7 @@ private:
         if (::getsockopt(s_.transport, SOL_SOCKET, SO_LINGER, &l, &len) != 0 || !l.l_onoff || l.l_linger != 0)
             return false;
         pollfd p{s_.app_end, 0, 0};
-        return sys_poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+        return sys::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
     }
     // Abort the transport: connect(AF_UNSPEC) disconnects a TCP socket with
     // a RST (closing the fd would not: the owner still holds it open).
@@ -618,8 +602,8 @@ private:
         ending_ = true;
         up_.disarm(e);
         down_.disarm(e);
-        sys_shutdown(s_.app_end, SHUT_RDWR);
-        sys_shutdown(s_.transport, SHUT_RDWR);
+        sys::shutdown(s_.app_end, SHUT_RDWR);
+        sys::shutdown(s_.transport, SHUT_RDWR);
         maybe_free();
     }
 
@@ -630,11 +614,8 @@ private:
     // it has run.
     void maybe_free() noexcept {
         if (!ending_ || inflight_ > 0 || s_.kick_queued.load(std::memory_order_acquire) != 0) return;
-        close_internal_fd(s_.app_end);
-        s_.app_end = -1;
         s_.impl = nullptr;
-        if (s_.phase.load(std::memory_order_relaxed) == BridgeState::connected)
-            s_.phase.store(BridgeState::closed, std::memory_order_release);
+        retire(s_);
         BridgeState* s = &s_;
         delete this;
         if (s->on_done) s->on_done(s);
@@ -727,22 +708,6 @@ void start_bridge(Engine& e, BridgeState& s) noexcept {
 
 namespace {
 
-// The program's end's SO_SNDTIMEO / SO_RCVTIMEO in ms (-1: none).
-int timeout_ms(int pfd, int opt) noexcept {
-    timeval tv{};
-    socklen_t l = sizeof tv;
-    if (syscall(SYS_getsockopt, pfd, SOL_SOCKET, opt, &tv, &l) != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
-        return -1;
-    int64_t ms = int64_t{tv.tv_sec} * 1000 + (tv.tv_usec + 999) / 1000;
-    return ms > INT32_MAX ? INT32_MAX : static_cast<int>(ms);
-}
-
-bool nonblocking(int pfd, int flags) noexcept {
-    if (flags & MSG_DONTWAIT) return true;
-    long fl = syscall(SYS_fcntl, pfd, F_GETFL);
-    return fl >= 0 && (fl & O_NONBLOCK);
-}
-
 // A send failed on the transport (reset, shut down): as the kernel's send,
 // which raises SIGPIPE for EPIPE unless told not to.
 ssize_t send_error(int err, int flags) noexcept {
@@ -813,7 +778,7 @@ ssize_t bridge_send(BridgeState& b, int pfd, IoOp op, void* call, size_t len, in
             timeout = static_cast<int>((left + 999'999) / 1'000'000);
         }
         pollfd p{b.transport, POLLOUT, 0};
-        if (sys_poll(&p, 1, timeout) < 0 && errno == EINTR) {
+        if (sys::poll(&p, 1, timeout) < 0 && errno == EINTR) {
             err = EINTR;
             break;
         }
@@ -891,7 +856,7 @@ ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter*
             }
             busy = 0;
             pollfd p{pfd, POLLIN, 0};
-            if (sys_poll(&p, 1, 1) < 0 && errno == EINTR) return -1;
+            if (sys::poll(&p, 1, 1) < 0 && errno == EINTR) return -1;
             continue;
         }
         // What the engine relayed comes first (if it left any there; the
@@ -954,7 +919,7 @@ ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter*
         }
         // Wait for either: the engine relaying to our end, or the transport.
         pollfd p[2] = {{pfd, POLLIN, 0}, {b.transport, POLLIN, 0}};
-        if (sys_poll(p, 2, timeout) < 0 && errno == EINTR) return -1;   // a signal handler ran, as for the kernel's receive
+        if (sys::poll(p, 2, timeout) < 0 && errno == EINTR) return -1;   // a signal handler ran, as for the kernel's receive
     }
 }
 

@@ -11,32 +11,12 @@
 #include <memory>
 #include <new>
 
+#include "core/engine/bridge_util.h"
 #include "core/engine/relay_qos.h"
 #include "core/qos/token_bucket.h"
 
 namespace gs::engine {
 namespace {
-
-// Raw system calls: this code is linked into the preload library, whose
-// exported sendmsg/recvmsg/... are the shim's hooks.
-ssize_t sys_sendmsg(int fd, const msghdr* m, int flags) noexcept { return syscall(SYS_sendmsg, fd, m, flags); }
-ssize_t sys_recvmsg(int fd, msghdr* m, int flags) noexcept { return syscall(SYS_recvmsg, fd, m, flags); }
-int sys_sendmmsg(int fd, mmsghdr* v, unsigned n, int flags) noexcept {
-    return static_cast<int>(syscall(SYS_sendmmsg, fd, v, n, flags));
-}
-int sys_recvmmsg(int fd, mmsghdr* v, unsigned n, int flags) noexcept {
-    return static_cast<int>(syscall(SYS_recvmmsg, fd, v, n, flags, nullptr));
-}
-ssize_t sys_send(int fd, const void* p, size_t n, int flags) noexcept {
-    return syscall(SYS_sendto, fd, p, n, flags, nullptr, 0);
-}
-ssize_t sys_recv(int fd, void* p, size_t n, int flags) noexcept {
-    return syscall(SYS_recvfrom, fd, p, n, flags, nullptr, nullptr);
-}
-int sys_poll(pollfd* p, nfds_t n, int timeout_ms) noexcept {
-    timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1'000'000L};
-    return static_cast<int>(syscall(SYS_ppoll, p, n, timeout_ms < 0 ? nullptr : &ts, nullptr, 0));
-}
 
 void add(std::atomic<uint64_t>* counter, uint64_t n) noexcept {
     if (counter != nullptr && n > 0) counter->fetch_add(n, std::memory_order_relaxed);
@@ -74,7 +54,7 @@ void report_error(BridgeState& b, int err) noexcept {
     b.error.store(err, std::memory_order_relaxed);
     DgramHeader h;
     h.kind = DgramHeader::kError;
-    sys_send(b.app_end, &h, sizeof h, MSG_DONTWAIT | MSG_NOSIGNAL);
+    sys::send(b.app_end, &h, sizeof h, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 }  // namespace
@@ -110,10 +90,7 @@ public:
     // sees the end of it.
     static void drain_all(Engine&) noexcept {
         for (DgramBridge* d = g_dgram_bridges; d; d = d->next_) {
-            if (d->up_over_ || d->ending_ || d->b_.program_fd < 0) continue;
-            struct stat st;
-            if (fstat(d->b_.program_fd, &st) == 0 && st.st_ino == d->b_.program_ino)
-                syscall(SYS_shutdown, d->b_.program_fd, SHUT_WR);
+            if (!d->up_over_ && !d->ending_) half_close_program_end(d->b_);
         }
     }
     static bool drained() noexcept {
@@ -215,7 +192,7 @@ private:
     // The program closed every copy of its end (not just SHUT_WR).
     bool program_gone() const noexcept {
         pollfd p{b_.app_end, 0, 0};
-        return sys_poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+        return sys::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
     }
 
     // ---- up: the program's end -> the transport ----
@@ -239,7 +216,7 @@ private:
                 // The next datagram's size (MSG_TRUNC: its whole length,
                 // nothing copied): it goes when its tokens are there.
                 now = now_ns();
-                ssize_t head = sys_recv(b_.app_end, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+                ssize_t head = sys::recv(b_.app_end, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
                 if (head < 0) {
                     if (errno == EAGAIN || errno == EINTR) return;
                     return end(e);
@@ -258,7 +235,7 @@ private:
                 bt.in[i].msg_hdr.msg_iov = &bt.iov[i][0];
                 bt.in[i].msg_hdr.msg_iovlen = 1;
             }
-            int n = sys_recvmmsg(b_.app_end, bt.in, want, MSG_DONTWAIT);
+            int n = sys::recvmmsg(b_.app_end, bt.in, want, MSG_DONTWAIT);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR) return;
                 return end(e);
@@ -306,7 +283,7 @@ private:
     // a full send buffer the rest is held until there is room. False: held.
     bool send_up(Engine& e, mmsghdr* v, unsigned k) noexcept {
         for (unsigned i = 0; i < k;) {
-            int m = sys_sendmmsg(b_.transport, v + i, k - i, MSG_DONTWAIT | MSG_NOSIGNAL);
+            int m = sys::sendmmsg(b_.transport, v + i, k - i, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (m > 0) {
                 for (unsigned j = i; j < i + static_cast<unsigned>(m); ++j) add(b_.bytes_out, v[j].msg_hdr.msg_iov[0].iov_len);
                 i += static_cast<unsigned>(m);
@@ -370,7 +347,7 @@ private:
             m.msg_controllen = hc.ctl_len;
             m.msg_iov = &iov;
             m.msg_iovlen = 1;
-            ssize_t r = sys_sendmsg(b_.transport, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+            ssize_t r = sys::sendmsg(b_.transport, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (r < 0 && errno == EINTR) continue;
             if (r < 0 && errno == EAGAIN) {
                 arm(e, tr_out_, b_.transport, POLLOUT, false);
@@ -407,7 +384,7 @@ private:
                 bt.in[i].msg_hdr.msg_iov = &bt.iov[i][0];
                 bt.in[i].msg_hdr.msg_iovlen = 1;
             }
-            int n = sys_recvmmsg(b_.transport, bt.in, kBatch, MSG_DONTWAIT);
+            int n = sys::recvmmsg(b_.transport, bt.in, kBatch, MSG_DONTWAIT);
             if (n < 0) {
                 int err = errno;
                 if (err == EAGAIN) return;
@@ -445,7 +422,7 @@ private:
                 ++k;
             }
             for (unsigned i = 0; i < k;) {
-                int m = sys_sendmmsg(b_.app_end, bt.out + i, k - i, MSG_DONTWAIT | MSG_NOSIGNAL);
+                int m = sys::sendmmsg(b_.app_end, bt.out + i, k - i, MSG_DONTWAIT | MSG_NOSIGNAL);
                 if (m > 0) {
                     for (unsigned j = i; j < i + static_cast<unsigned>(m); ++j)
                         add(b_.bytes_in, bt.out[j].msg_hdr.msg_iov[1].iov_len);
@@ -490,11 +467,8 @@ private:
     // so getsockname and friends answer for it while any fd refers to it.
     void maybe_free() noexcept {
         if (!ending_ || inflight_ > 0) return;
-        close_internal_fd(b_.app_end);
-        b_.app_end = -1;
         d_.impl = nullptr;
-        if (b_.phase.load(std::memory_order_relaxed) == BridgeState::connected)
-            b_.phase.store(BridgeState::closed, std::memory_order_release);
+        retire(b_);
         BridgeState* b = &b_;
         delete this;
         if (b->on_done) b->on_done(b);
@@ -549,22 +523,6 @@ void start_dgram_bridge(Engine& e, BridgeState& b, DgramState& d) noexcept {
 
 namespace {
 
-bool nonblocking(int pfd, int flags) noexcept {
-    if (flags & MSG_DONTWAIT) return true;
-    long fl = syscall(SYS_fcntl, pfd, F_GETFL);
-    return fl >= 0 && (fl & O_NONBLOCK);
-}
-
-// The program's end's SO_SNDTIMEO / SO_RCVTIMEO in ms, -1: none.
-int timeout_ms(int pfd, int opt) noexcept {
-    timeval tv{};
-    socklen_t l = sizeof tv;
-    if (syscall(SYS_getsockopt, pfd, SOL_SOCKET, opt, &tv, &l) != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
-        return -1;
-    int64_t ms = int64_t{tv.tv_sec} * 1000 + (tv.tv_usec + 999) / 1000;
-    return ms > INT32_MAX ? INT32_MAX : static_cast<int>(ms);
-}
-
 // An error the engine saw and the program has not been told: once.
 int take_error(BridgeState& b) noexcept {
     if (b.error.load(std::memory_order_relaxed) == 0) return 0;
@@ -575,11 +533,6 @@ bool bridge_up(const BridgeState& b) noexcept {
     return b.phase.load(std::memory_order_acquire) == BridgeState::connected;
 }
 
-size_t iov_total(const iovec* iov, size_t n) noexcept {
-    size_t t = 0;
-    for (size_t i = 0; i < n; ++i) t += iov[i].iov_len;
-    return t;
-}
 
 // A blocking call that found the transport not ready waits for it, as the
 // kernel's would: SO_SNDTIMEO/SO_RCVTIMEO (of the program's end), EINTR
@@ -599,14 +552,14 @@ int wait_transport(const BridgeState& b, int pfd, short events, int opt, int64_t
         timeout = static_cast<int>((left + 999'999) / 1'000'000);
     }
     pollfd p{b.transport, events, 0};
-    if (sys_poll(&p, 1, timeout) < 0 && errno == EINTR) return -1;
+    if (sys::poll(&p, 1, timeout) < 0 && errno == EINTR) return -1;
     return 0;
 }
 
 // Sends with no limit to honour go on the transport from the caller's thread.
 ssize_t direct_send(BridgeState& b, int pfd, const msghdr* msg, int flags) noexcept {
     for (int64_t deadline = 0;;) {
-        ssize_t r = sys_sendmsg(b.transport, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t r = sys::sendmsg(b.transport, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
         if (r >= 0) {
             add(b.bytes_out, static_cast<uint64_t>(r));
             return r;
@@ -620,7 +573,7 @@ ssize_t direct_send(BridgeState& b, int pfd, const msghdr* msg, int flags) noexc
 // carried (more buffers than we take): the transport, as a native socket.
 ssize_t direct_recv(BridgeState& b, int pfd, msghdr* msg, int flags) noexcept {
     for (int64_t deadline = 0;;) {
-        ssize_t r = sys_recvmsg(b.transport, msg, flags | MSG_DONTWAIT);
+        ssize_t r = sys::recvmsg(b.transport, msg, flags | MSG_DONTWAIT);
         if (r >= 0) {
             if (!(flags & MSG_PEEK)) add(b.bytes_in, static_cast<uint64_t>(r));
             return r;
@@ -668,7 +621,7 @@ int check_dest(int family, const sockaddr* to, socklen_t len, uint16_t* name_len
 // (recvmmsg's later ones leave a pending error for the next call, as the
 // kernel does).
 ssize_t recv_one(BridgeState& b, int pfd, msghdr* msg, int flags, bool first) noexcept {
-    if (flags & MSG_ERRQUEUE) return sys_recvmsg(b.transport, msg, flags);
+    if (flags & MSG_ERRQUEUE) return sys::recvmsg(b.transport, msg, flags);
     flags &= ~MSG_OOB;   // UDP ignores it
     if (!first && b.error.load(std::memory_order_relaxed) != 0) {
         errno = EAGAIN;
@@ -687,11 +640,11 @@ ssize_t recv_one(BridgeState& b, int pfd, msghdr* msg, int flags, bool first) no
         msghdr m{};
         m.msg_iov = iov;
         m.msg_iovlen = msg->msg_iovlen + 1;
-        ssize_t r = sys_recvmsg(pfd, &m, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC | MSG_WAITALL));
+        ssize_t r = sys::recvmsg(pfd, &m, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC | MSG_WAITALL));
         if (r < 0) return -1;
         if (r == 0) return direct_recv(b, pfd, msg, flags);   // the engine's end is gone
         if (static_cast<size_t>(r) < sizeof h || h.kind == DgramHeader::kError) {
-            if (flags & MSG_PEEK) sys_recv(pfd, &h, sizeof h, MSG_DONTWAIT);   // take it
+            if (flags & MSG_PEEK) sys::recv(pfd, &h, sizeof h, MSG_DONTWAIT);   // take it
             if (static_cast<size_t>(r) < sizeof h) continue;                  // not ours
             if (!first) {
                 errno = EAGAIN;   // the error is the next call's
@@ -762,7 +715,7 @@ ssize_t dgram_send(BridgeState& b, DgramState& d, int pfd, const msghdr* msg, in
     msghdr m{};
     m.msg_iov = iov;
     m.msg_iovlen = k;
-    ssize_t r = sys_sendmsg(pfd, &m, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
+    ssize_t r = sys::sendmsg(pfd, &m, (flags & MSG_DONTWAIT) | MSG_NOSIGNAL);
     if (r < 0) return -1;   // EAGAIN (its end is full: the pacer is behind), EPIPE after SHUT_WR, EINTR
     return r - static_cast<ssize_t>(sizeof h + ctl);
 }
@@ -779,7 +732,7 @@ int dgram_sendmmsg(BridgeState& b, DgramState& d, int pfd, mmsghdr* v, unsigned 
             return -1;
         }
         for (int64_t deadline = 0;;) {
-            int r = sys_sendmmsg(b.transport, v, n, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+            int r = sys::sendmmsg(b.transport, v, n, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
             if (r >= 0) {
                 for (int i = 0; i < r; ++i) add(b.bytes_out, v[i].msg_len);
                 return r;
