@@ -10,6 +10,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 PACKAGES=(
     meson ninja-build g++ gcc libc6-dev pkg-config   # build (libc6-dev: libc.a for the static-program test)
     liburing-dev libinih-dev doctest-dev             # the fixed dependencies
+    libsodium-dev                                    # MAC for MCES cookies (docs/dependencies.md)
     clang libclang-rt-14-dev                         # libFuzzer and clang's sanitizer runtimes
     python3 curl socat iperf3 iproute2               # real programs the tests run under the shim
 )
