@@ -755,10 +755,14 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     b.peer_len = accepted ? 0 : len;
     b.bytes_out = &r.bytes_out;
     b.bytes_in = &r.bytes_in;
-    b.rate_up = 0;   // the flow's own send rate is the kernel's pacing on the transport
     b.rate_down = r.decision ? r.decision->qos.rate_down : 0;
     b.aggregate_up = g_policy->general().rate_up;
     b.aggregate_down = g_policy->general().rate_down;
+    b.service = r.decision ? r.decision->service : policy::ServiceClass::reliable;
+    // The flow's own send rate is the kernel's pacing on the transport; under
+    // a send aggregate the engine's queue holds it too, so that a realtime
+    // flow's priority stops at its rate (send_queue.h).
+    b.rate_up = b.aggregate_up != 0 && r.decision ? r.decision->qos.rate : 0;
     b.on_done = &bridge_done;
     b.owner = &r;
     b.filler = 0;
@@ -849,6 +853,7 @@ int bridge_datagram(int fd, bool autobind) noexcept {
     b.rate_down = q ? q->rate_down : 0;
     b.aggregate_up = g_policy->general().rate_up;
     b.aggregate_down = g_policy->general().rate_down;
+    b.service = r.decision ? r.decision->service : policy::ServiceClass::datagram;
     b.up.direct = b.rate_up == 0 && b.aggregate_up == 0;   // no send limit: the program's thread sends
     b.on_done = &bridge_done;
     b.owner = &r;

@@ -1,4 +1,5 @@
 #include "core/engine/bridge.h"
+#include "core/engine/send_queue.h"
 #include "core/engine/bridge_util.h"
 
 #include "core/engine/relay_qos.h"
@@ -280,7 +281,7 @@ private:
     // slowest level earns in 2 ms, each when its tokens are there (a Timer
     // waits for them); on the receive side the peer's TCP then sees a
     // closing window rather than drops.
-    struct Pump final : Timer {
+    struct Pump final : Timer, SendQueue::Client {
         Bridge* b = nullptr;
         BridgeDir* d = nullptr;
         int from = -1, to = -1;
@@ -289,6 +290,10 @@ private:
         std::unique_ptr<char[]> held;
         size_t held_len = 0, held_off = 0;
         qos::TokenBucket* bucket = nullptr;   // chain head, nullptr = unlimited
+        // Up, under the process's send aggregate: the queue says who sends
+        // how much when (priority between flows); nullptr: this pump paces
+        // itself against its bucket chain.
+        SendQueue* queue = nullptr;
 
         struct In final : Completion {   // `from` is readable (multishot)
             Pump* p = nullptr;
@@ -341,6 +346,10 @@ private:
             ++b->inflight_;
         }
         void disarm(Engine& e) noexcept {
+            if (queue != nullptr) {
+                queue->detach(*this);
+                queue = nullptr;
+            }
             if (waiting) {
                 e.cancel(*this);
                 waiting = false;
@@ -395,6 +404,40 @@ private:
             if (!engine_lock(*d)) return;
             step(e);
             d->lock.store(0, std::memory_order_release);
+            // Without the lock: the queue may call go() on this pump too.
+            if (queue != nullptr && !over && !b->ending_) queue->run(e);
+        }
+
+        // The queue's turn for this pump: `bytes` are granted (charged).
+        void go(Engine& e, uint64_t bytes) noexcept override {
+            if (over || b->ending_ || !engine_lock(*d)) return;   // up under a queue is never direct
+            while (bytes > 0 && held_off == held_len && !over && !b->ending_) {
+                ssize_t n = pass(e, bytes < kScratch ? static_cast<size_t>(bytes) : kScratch);
+                if (n <= 0) break;
+                bytes -= static_cast<uint64_t>(n);
+            }
+            // Taken to the last byte: a close of the program's end would
+            // wake no one (its poll fired when the data came).
+            if (!over && !b->ending_ && held_off == held_len && queue != nullptr && queued_bytes() == 0)
+                offer_waiting(e);
+            d->lock.store(0, std::memory_order_release);
+        }
+
+        // Tell the queue what waits in the program's end that it does not
+        // know of yet; nothing at all and EOF: pass the half-close on. Lock held.
+        void offer_waiting(Engine& e) noexcept {
+            int in = 0;
+            if (::ioctl(from, SIOCINQ, &in) != 0 || in < 0) in = 0;
+            uint64_t known = queued_bytes();
+            if (static_cast<uint64_t>(in) > known) {
+                queue->offer(*this, static_cast<uint64_t>(in) - known);
+                return;
+            }
+            if (in > 0 || known > 0) return;
+            char c;
+            ssize_t n = sys::recv(from, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n == 0) return eof(e);
+            if (n < 0 && errno != EAGAIN && errno != EINTR) return b->fail(e, 0);
         }
 
         // Move what there is, until `from` is empty, `to` is full, the
@@ -413,8 +456,10 @@ private:
                     if (held_off < held_len) return arm_out(e);
                     held.reset();
                     held_len = held_off = 0;
+                    if (queue != nullptr) queue->resume(*this);
                 }
                 if (leave_to_reader()) return;
+                if (queue != nullptr) return offer_waiting(e);   // work() runs the queue next
                 if (budget == 0) return wait(e, 0);   // the other flows' turn; back in this loop's next round
                 size_t want = budget < kScratch ? budget : kScratch;
                 int64_t now = 0;
@@ -427,37 +472,50 @@ private:
                                    : qos::chain_available(bucket, now) > 0 ? 0 : qos::chain_time_until(bucket, 1, now);
                     if (t > 0) return wait(e, t);
                 }
-                Relay& r = relay();
-                ssize_t n = r.take(from, want, !up);
-                if (n < 0) {
-                    if (errno == EAGAIN) return;   // the poll says when there is more
-                    if (errno == ENOBUFS) return b->fail(e, up ? 0 : ENOBUFS);
-                    return b->fail(e, up ? 0 : errno);   // a transport error is the program's business
-                }
-                if (n == 0) return eof(e);
+                ssize_t n = pass(e, want);
+                if (n <= 0) return;
                 if (bucket != nullptr) qos::chain_consume(bucket, static_cast<uint64_t>(n), now);
                 budget -= static_cast<size_t>(n);
-                ssize_t m = r.give(to, static_cast<size_t>(n));
-                if (m < 0 && errno != EAGAIN) {
-                    int err = errno;
-                    r.drop(static_cast<size_t>(n));
-                    return send_failed(e, err);
-                }
-                if (m < 0) m = 0;
-                moved(m);
-                if (m < n) {
-                    held_len = static_cast<size_t>(n - m);
-                    held.reset(new (std::nothrow) char[held_len]);
-                    if (!held) {
-                        r.drop(held_len);
-                        return b->fail(e, up ? ENOBUFS : 0);
-                    }
-                    r.keep(held.get(), held_len);
-                    held_off = 0;
-                    d->held.store(static_cast<uint32_t>(held_len), std::memory_order_relaxed);
-                    return arm_out(e);
-                }
+                if (held_off < held_len) return;
             }
+        }
+
+        // Take up to `want` bytes from `from` and give them to `to`; what
+        // `to` cannot take is held (and waited for). Returns the bytes
+        // taken; 0 on EOF, on EAGAIN (the poll says when there is more) or
+        // once the bridge failed. Lock held.
+        ssize_t pass(Engine& e, size_t want) noexcept {
+            Relay& r = relay();
+            ssize_t n = r.take(from, want, !up);
+            if (n < 0) {
+                if (errno == EAGAIN) return 0;
+                if (errno == ENOBUFS) return b->fail(e, up ? 0 : ENOBUFS), 0;
+                return b->fail(e, up ? 0 : errno), 0;   // a transport error is the program's business
+            }
+            if (n == 0) return eof(e), 0;
+            ssize_t m = r.give(to, static_cast<size_t>(n));
+            if (m < 0 && errno != EAGAIN) {
+                int err = errno;
+                r.drop(static_cast<size_t>(n));
+                return send_failed(e, err), 0;
+            }
+            if (m < 0) m = 0;
+            moved(m);
+            if (m < n) {
+                held_len = static_cast<size_t>(n - m);
+                held.reset(new (std::nothrow) char[held_len]);
+                if (!held) {
+                    held_len = 0;
+                    r.drop(static_cast<size_t>(n - m));
+                    return b->fail(e, up ? ENOBUFS : 0), 0;
+                }
+                r.keep(held.get(), held_len);
+                held_off = 0;
+                d->held.store(static_cast<uint32_t>(held_len), std::memory_order_relaxed);
+                if (queue != nullptr) queue->pause(*this);
+                arm_out(e);
+            }
+            return n;
         }
 
         void moved(ssize_t n) noexcept {
@@ -533,6 +591,11 @@ private:
             // and catch-ups (CoV 0.18 of 100 ms bins at 1 MB/s).
             int one = 1;
             ::setsockopt(s_.transport, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        // Sharing the process's send aggregate: the queue orders the flows.
+        if (agg_up != nullptr) {
+            SendQueue* q = SendQueue::get(e, agg_up);
+            if (q != nullptr && q->attach(up_, s_.service, up_.bucket, true) == 0) up_.queue = q;
         }
         // A direction with a limit is the engine's alone.
         s_.up.direct = s_.allow_direct && up_.bucket == nullptr;

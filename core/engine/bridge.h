@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "core/engine/engine.h"
+#include "policy/policy.h"
 
 namespace gs::engine {
 
@@ -66,6 +67,9 @@ struct BridgeState {
     // not used) and the process's aggregates.
     uint64_t rate_up = 0, rate_down = 0;
     uint64_t aggregate_up = 0, aggregate_down = 0;
+    // Under a send aggregate, the flow's class decides its turn
+    // (send_queue.h): realtime before guaranteed before reliable...
+    policy::ServiceClass service = policy::ServiceClass::reliable;
     std::atomic<uint64_t>* bytes_out = nullptr;   // counters to add relayed bytes to
     std::atomic<uint64_t>* bytes_in = nullptr;
     // Called on the engine thread once the bridge is over and the engine's

@@ -13,6 +13,7 @@
 
 #include "core/engine/bridge_util.h"
 #include "core/engine/relay_qos.h"
+#include "core/engine/send_queue.h"
 #include "core/qos/token_bucket.h"
 
 namespace gs::engine {
@@ -64,7 +65,7 @@ DgramBridge* g_dgram_bridges = nullptr;   // every live datagram bridge (engine 
 // The engine's side of one bridged UDP flow. Lives on the engine thread;
 // frees itself when the program has closed its end (every copy of it: the
 // pair says POLLHUP), what it sent is relayed, and nothing is in flight.
-class DgramBridge {
+class DgramBridge final : public SendQueue::Client {
 public:
     DgramBridge(BridgeState& b, DgramState& d) noexcept : b_(b), d_(d) {
         next_ = g_dgram_bridges;
@@ -104,6 +105,11 @@ public:
         int64_t now = now_ns();
         up_bucket_ = chain(up_own_, b_.rate_up, aggregate(0, b_.aggregate_up, now), now);
         down_bucket_ = chain(down_own_, b_.rate_down, aggregate(1, b_.aggregate_down, now), now);
+        // Sharing the process's send aggregate: the queue orders the flows.
+        if (qos::TokenBucket* agg = aggregate(0, b_.aggregate_up, now)) {
+            SendQueue* q = SendQueue::get(e, agg);
+            if (q != nullptr && q->attach(*this, b_.service, up_bucket_, false) == 0) queue_ = q;
+        }
         arm(e, app_in_, b_.app_end, POLLIN | POLLRDHUP, true);
         arm(e, tr_in_, b_.transport, POLLIN, true);
         up_work(e);
@@ -197,6 +203,28 @@ private:
 
     // ---- up: the program's end -> the transport ----
 
+    // Datagram `i` of the batch, `len` bytes read, as out[k] for sendmmsg.
+    // Returns 1, or 0 for what is not ours (a raw write on the program's
+    // fd): nothing to send.
+    static unsigned prepare(Batch& bt, unsigned i, size_t len, unsigned k) noexcept {
+        auto* h = reinterpret_cast<DgramHeader*>(bt.slot(i));
+        if (len < sizeof *h || h->kind != DgramHeader::kData || h->ctl_len > kMaxDgramCtl ||
+            sizeof *h + h->ctl_len > len || h->name_len > sizeof h->name)
+            return 0;
+        char* ctl = bt.slot(i) + sizeof *h;
+        size_t payload = len - sizeof *h - h->ctl_len;
+        msghdr& m = bt.out[k].msg_hdr;
+        m = msghdr{};
+        m.msg_name = h->name_len ? &h->name : nullptr;
+        m.msg_namelen = h->name_len;
+        m.msg_control = h->ctl_len ? ctl : nullptr;
+        m.msg_controllen = h->ctl_len;
+        bt.iov[k][1] = {ctl + h->ctl_len, payload};
+        m.msg_iov = &bt.iov[k][1];
+        m.msg_iovlen = 1;
+        return 1;
+    }
+
     // The largest batch under a limit: what the slowest level earns in 2 ms.
     size_t slice() const noexcept {
         uint64_t rate = 0;
@@ -208,6 +236,12 @@ private:
     void up_work(Engine& e) noexcept {
         if (up_over_ || ending_ || tr_out_.armed || up_wait_.armed) return;
         if (held_off_ < held_len_ && !flush_held(e)) return;
+        if (queue_ != nullptr) {
+            queue_->resume(*this);
+            offer_head(e);
+            if (!up_over_ && !ending_) queue_->run(e);
+            return;
+        }
         Batch& bt = batch();
         for (unsigned budget = kTurn; budget > 0;) {
             unsigned want = kBatch;
@@ -250,23 +284,10 @@ private:
                     at_eof = true;
                     break;
                 }
-                auto* h = reinterpret_cast<DgramHeader*>(bt.slot(static_cast<unsigned>(i)));
-                if (len < sizeof *h || h->kind != DgramHeader::kData || h->ctl_len > kMaxDgramCtl ||
-                    sizeof *h + h->ctl_len > len || h->name_len > sizeof h->name)
-                    continue;   // not ours (a raw write on the program's fd): nothing to send
-                char* ctl = bt.slot(static_cast<unsigned>(i)) + sizeof *h;
-                size_t payload = len - sizeof *h - h->ctl_len;
-                msghdr& m = bt.out[k].msg_hdr;
-                m = msghdr{};
-                m.msg_name = h->name_len ? &h->name : nullptr;
-                m.msg_namelen = h->name_len;
-                m.msg_control = h->ctl_len ? ctl : nullptr;
-                m.msg_controllen = h->ctl_len;
-                bt.iov[k][1] = {ctl + h->ctl_len, payload};
-                m.msg_iov = &bt.iov[k][1];
-                m.msg_iovlen = 1;
-                bytes += payload;
-                ++k;
+                if (prepare(bt, static_cast<unsigned>(i), len, k) == 1) {
+                    bytes += bt.out[k].msg_hdr.msg_iov[0].iov_len;
+                    ++k;
+                }
             }
             if (up_bucket_ != nullptr && bytes > 0) qos::chain_consume(up_bucket_, bytes, now);
             if (!send_up(e, bt.out, k)) return;
@@ -275,6 +296,39 @@ private:
             budget -= budget < static_cast<unsigned>(n) ? budget : static_cast<unsigned>(n);
         }
         wait(e, up_wait_, 0);
+    }
+
+    // Under the send queue: the datagram at the head of the program's end
+    // is offered (its size, MSG_TRUNC: nothing copied); when its turn comes
+    // (go) it is sent and the next one offered. One at a time: the queue
+    // decides between flows per datagram.
+    void offer_head(Engine& e) noexcept {
+        if (queued_packets() != 0) return;
+        ssize_t head = sys::recv(b_.app_end, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+        if (head < 0) {
+            if (errno != EAGAIN && errno != EINTR) end(e);
+            return;
+        }
+        if (head == 0) return eof(e);
+        size_t payload = static_cast<size_t>(head) > sizeof(DgramHeader) ? static_cast<size_t>(head) - sizeof(DgramHeader) : 1;
+        queue_->offer(*this, payload);
+    }
+    void go(Engine& e, uint64_t) noexcept override {
+        if (up_over_ || ending_) return;
+        Batch& bt = batch();
+        bt.iov[0][0] = {bt.slot(0), kSlot};
+        bt.in[0].msg_hdr = msghdr{};
+        bt.in[0].msg_hdr.msg_iov = &bt.iov[0][0];
+        bt.in[0].msg_hdr.msg_iovlen = 1;
+        ssize_t len = sys::recvmsg(b_.app_end, &bt.in[0].msg_hdr, MSG_DONTWAIT);
+        if (len < 0) {
+            if (errno != EAGAIN && errno != EINTR) end(e);
+            return;
+        }
+        if (len == 0) return eof(e);
+        unsigned k = prepare(bt, 0, static_cast<size_t>(len), 0);
+        if (k == 1 && !send_up(e, bt.out, 1)) return;   // held: paused until there is room
+        offer_head(e);
     }
 
     // Send `k` prepared datagrams on the transport. A datagram the kernel
@@ -293,6 +347,7 @@ private:
             if (err == EINTR) continue;
             if (err == EAGAIN) {
                 hold(v + i, k - i);
+                if (queue_ != nullptr) queue_->pause(*this);
                 arm(e, tr_out_, b_.transport, POLLOUT, false);
                 return false;
             }
@@ -452,6 +507,10 @@ private:
     void end(Engine& e) noexcept {
         if (ending_) return;
         ending_ = true;
+        if (queue_ != nullptr) {
+            queue_->detach(*this);
+            queue_ = nullptr;
+        }
         for (Wait* w : {&up_wait_, &down_wait_})
             if (w->armed) {
                 e.cancel(*w);
@@ -484,6 +543,7 @@ private:
     qos::TokenBucket up_own_, down_own_;
     qos::TokenBucket* up_bucket_ = nullptr;
     qos::TokenBucket* down_bucket_ = nullptr;
+    SendQueue* queue_ = nullptr;   // up, under the process's send aggregate (send_queue.h)
     std::unique_ptr<char[]> held_;
     size_t held_off_ = 0, held_len_ = 0;
     int inflight_ = 0;

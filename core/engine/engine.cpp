@@ -1,4 +1,5 @@
 #include "core/engine/engine.h"
+#include "core/engine/send_queue.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -125,6 +126,7 @@ int Engine::init(const Options& o) noexcept {
 }
 
 Engine::~Engine() {
+    delete send_queue_;
     if (ring_ok_) {
         unguard_fd(ring_.ring_fd);
         io_uring_queue_exit(&ring_);

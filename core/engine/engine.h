@@ -95,6 +95,8 @@ struct Stats {
     uint64_t loops = 0, completions = 0, commands = 0, timers_fired = 0, wakeups = 0, spins = 0;
 };
 
+class SendQueue;
+
 class Engine {
 public:
     // The process's engine, started on first use; nullptr when it cannot start
@@ -121,6 +123,8 @@ public:
     const Stats& stats() const noexcept { return stats_; }
     unsigned features() const noexcept { return ring_.features; }
     unsigned setup_flags() const noexcept { return setup_flags_; }
+    // The engine's send queue (send_queue.h), made on first use; freed with the engine.
+    SendQueue*& send_queue() noexcept { return send_queue_; }
 
 private:
     Engine() = default;
@@ -162,6 +166,7 @@ private:
     bool draining_ = false;
     int64_t drain_deadline_ = 0;
     Stats stats_;
+    SendQueue* send_queue_ = nullptr;
 };
 
 }  // namespace gs::engine

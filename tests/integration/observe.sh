@@ -137,11 +137,17 @@ time.sleep(30)' "$sink" &
 shaped=$!; PIDS+=($shaped)
 for _ in $(seq 100); do [[ -S $dir/$shaped.sock ]] && break; sleep 0.05; done
 [[ -S $dir/$shaped.sock ]] || fail "a process with a bridged flow and no reservation has no control socket"
-"$GSCTL" flows --json "$shaped" >"$T/shaped.json" || fail "gsctl flows --json $shaped exited $?"
-q=$("$PY" -c 'import json, sys
+# The control socket appears at connect, before the program's send: ask
+# until the send has been made (at most 5 s).
+for _ in $(seq 50); do
+    "$GSCTL" flows --json "$shaped" >"$T/shaped.json" || fail "gsctl flows --json $shaped exited $?"
+    q=$("$PY" -c 'import json, sys
 procs = json.load(open(sys.argv[1]))
 f = [f for p in procs for f in p["flows"] if f["proto"] == "tcp" and f["bridged"]]
 print(f[0].get("queue", -1) if f else -2)' "$T/shaped.json")
+    (( q > 100000 )) && break
+    sleep 0.1
+done
 (( q > 100000 )) || { cat "$T/shaped.json" >&2; fail "a shaped bridged flow reports queue $q (want what waits in the bridge)"; }
 "$GSCTL" top --iterations 1 --interval 0.2 >"$T/shaped.top" 2>&1 || fail "gsctl top exited $?"
 grep -q "QUEUE *DROPS" "$T/shaped.top" || { cat "$T/shaped.top" >&2; fail "gsctl top has no QUEUE/DROPS columns"; }
