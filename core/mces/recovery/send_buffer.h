@@ -1,0 +1,81 @@
+// SendBuffer: one reliable stream's outgoing bytes, by offset. The
+// application writes at the tail; the connection takes segments to send
+// (retransmissions first, then new data within the peer's flow-control
+// limit) and reports each segment acknowledged or lost. Bytes are held until
+// acknowledged, in a ring of fixed capacity: write() takes only what fits,
+// which is the application's backpressure.
+//
+// Offsets: acked_offset() <= sent_offset() <= write_offset(); everything
+// below acked_offset() is acknowledged and freed. on_acked/on_lost accept any
+// range (repeated, overlapping, partly already acked): the same bytes may have
+// gone in several packets (PTO probes, spurious loss).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/mces/recovery/interval_set.h"
+
+namespace gs::mces {
+
+struct StreamSegment {
+    std::uint64_t offset = 0;
+    std::uint32_t length = 0;
+    bool fin = false;            // the stream ends at offset + length
+    bool retransmission = false;
+};
+
+class SendBuffer {
+public:
+    explicit SendBuffer(std::size_t capacity);
+
+    // Appends up to data.size() bytes; returns how many fit (0 when full or finished).
+    std::size_t write(std::span<const std::uint8_t> data);
+    // No more writes: the stream ends at write_offset(). 0, or -EALREADY.
+    int finish();
+
+    // Chooses the next segment of at most max_len bytes: lost bytes first,
+    // then new bytes below `limit` (the peer's flow-control limit), then a
+    // bare fin. Marks it in flight. False when there is nothing to send.
+    bool next_segment(std::size_t max_len, std::uint64_t limit, StreamSegment& out);
+    // Copies bytes [offset, offset + dst.size()) into dst. 0, or -ERANGE when
+    // they are not held (already acked and freed, or never written).
+    int copy(std::uint64_t offset, std::span<std::uint8_t> dst) const;
+
+    void on_acked(std::uint64_t offset, std::uint32_t length, bool fin);
+    // Queues the segment's bytes that are not yet acknowledged for retransmission.
+    void on_lost(std::uint64_t offset, std::uint32_t length, bool fin);
+
+    std::uint64_t acked_offset() const noexcept { return acked_offset_; }
+    std::uint64_t sent_offset() const noexcept { return sent_offset_; }
+    std::uint64_t write_offset() const noexcept { return write_offset_; }
+    std::size_t free_space() const noexcept;
+    bool finished() const noexcept { return finished_; }
+    // Something to send now under `limit` (retransmission, new bytes or fin).
+    bool has_pending(std::uint64_t limit) const noexcept;
+    // New bytes wait but the flow-control limit stops them.
+    bool flow_blocked(std::uint64_t limit) const noexcept {
+        return sent_offset_ < write_offset_ && sent_offset_ >= limit;
+    }
+    // Every byte and the fin acknowledged.
+    bool all_acked() const noexcept {
+        return finished_ && fin_acked_ && acked_offset_ == write_offset_;
+    }
+    std::uint64_t retransmit_bytes() const noexcept;
+
+private:
+    std::vector<std::uint8_t> ring_;
+    std::uint64_t acked_offset_ = 0;
+    std::uint64_t sent_offset_ = 0;
+    std::uint64_t write_offset_ = 0;
+    IntervalSet acked_;          // acknowledged above acked_offset_
+    IntervalSet retx_;           // lost and not yet resent
+    bool finished_ = false;
+    bool fin_sent_ = false;
+    bool fin_lost_ = false;
+    bool fin_acked_ = false;
+};
+
+}  // namespace gs::mces

@@ -1,0 +1,142 @@
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <numeric>
+#include <vector>
+
+#include "core/mces/recovery/recv_buffer.h"
+#include "core/mces/recovery/send_buffer.h"
+
+using namespace gs::mces;
+
+static std::vector<std::uint8_t> bytes(std::size_t n, std::uint8_t from = 0) {
+    std::vector<std::uint8_t> v(n);
+    std::iota(v.begin(), v.end(), from);
+    return v;
+}
+
+TEST_CASE("send buffer: capacity is backpressure, segments in order, limit respected") {
+    SendBuffer sb(100);
+    const auto data = bytes(150);
+    CHECK(sb.write(data) == 100);
+    CHECK(sb.free_space() == 0);
+    StreamSegment seg;
+    REQUIRE(sb.next_segment(30, 1000, seg));
+    CHECK((seg.offset == 0 && seg.length == 30 && !seg.fin && !seg.retransmission));
+    REQUIRE(sb.next_segment(30, 50, seg));          // flow-control limit 50
+    CHECK((seg.offset == 30 && seg.length == 20));
+    CHECK_FALSE(sb.next_segment(30, 50, seg));
+    CHECK(sb.flow_blocked(50));
+    std::vector<std::uint8_t> got(20);
+    REQUIRE(sb.copy(30, got) == 0);
+    CHECK(got == std::vector<std::uint8_t>(data.begin() + 30, data.begin() + 50));
+    sb.on_acked(0, 30, false);
+    CHECK(sb.acked_offset() == 30);
+    CHECK(sb.free_space() == 30);
+    CHECK(sb.copy(0, got) == -ERANGE);              // freed
+    CHECK(sb.write(std::span(data).subspan(100)) == 30);
+    // The ring wraps: bytes 100..129 sit where 0..29 were.
+    std::vector<std::uint8_t> tail(30);
+    REQUIRE(sb.copy(100, tail) == 0);
+    CHECK(tail == std::vector<std::uint8_t>(data.begin() + 100, data.begin() + 130));
+}
+
+TEST_CASE("send buffer: lost bytes go first, minus what another copy acknowledged") {
+    SendBuffer sb(1000);
+    sb.write(bytes(300));
+    StreamSegment seg;
+    for (int i = 0; i < 3; ++i) sb.next_segment(100, 1000, seg);
+    sb.on_acked(150, 20, false);                     // part of segment 2 acked (a probe copy)
+    sb.on_lost(100, 100, false);
+    CHECK(sb.retransmit_bytes() == 80);
+    REQUIRE(sb.next_segment(1000, 1000, seg));
+    CHECK((seg.offset == 100 && seg.length == 50 && seg.retransmission));
+    REQUIRE(sb.next_segment(1000, 1000, seg));
+    CHECK((seg.offset == 170 && seg.length == 30 && seg.retransmission));
+    sb.on_lost(0, 100, false);
+    sb.on_acked(0, 100, false);                      // acked before resent: nothing to resend
+    CHECK(sb.retransmit_bytes() == 0);
+    sb.on_acked(100, 200, false);
+    CHECK(sb.acked_offset() == 300);
+    sb.on_acked(0, 300, false);                      // repeats are harmless
+    CHECK(sb.acked_offset() == 300);
+}
+
+TEST_CASE("send buffer: fin rides the last segment, is resent when lost, acked last") {
+    SendBuffer sb(100);
+    sb.write(bytes(10));
+    CHECK(sb.finish() == 0);
+    CHECK(sb.finish() == -EALREADY);
+    CHECK(sb.write(bytes(1)) == 0);
+    StreamSegment seg;
+    REQUIRE(sb.next_segment(100, 100, seg));
+    CHECK((seg.offset == 0 && seg.length == 10 && seg.fin));
+    CHECK_FALSE(sb.has_pending(100));
+    sb.on_lost(0, 10, true);
+    REQUIRE(sb.next_segment(100, 100, seg));
+    CHECK((seg.length == 10 && seg.fin && seg.retransmission));
+    sb.on_acked(0, 10, false);                       // data acked via a copy without fin
+    CHECK_FALSE(sb.all_acked());
+    sb.on_lost(0, 10, true);                         // the fin-carrying copy is lost
+    REQUIRE(sb.next_segment(100, 100, seg));         // a bare fin
+    CHECK((seg.offset == 10 && seg.length == 0 && seg.fin));
+    sb.on_acked(10, 0, true);
+    CHECK(sb.all_acked());
+    SendBuffer empty(10);
+    empty.finish();
+    REQUIRE(empty.next_segment(0, 0, seg));          // a fin needs no credit
+    CHECK((seg.offset == 0 && seg.length == 0 && seg.fin));
+}
+
+TEST_CASE("reassembly: out of order, overlaps, duplicates deliver each byte once in order") {
+    RecvBuffer rb(64);
+    const auto d = bytes(40, 100);
+    auto part = [&](std::size_t a, std::size_t b) { return std::span(d).subspan(a, b - a); };
+    CHECK(rb.on_segment(10, part(10, 20), false, 64) == 0);
+    CHECK(rb.readable() == 0);
+    CHECK(rb.on_segment(5, part(5, 15), false, 64) == 0);       // overlaps the front
+    CHECK(rb.on_segment(10, part(10, 20), false, 64) == 0);     // exact duplicate
+    CHECK(rb.duplicate_bytes() == 15);
+    CHECK(rb.on_segment(0, part(0, 5), false, 64) == 0);
+    CHECK(rb.readable() == 20);
+    std::vector<std::uint8_t> out(8);
+    CHECK(rb.read(out) == 8);
+    CHECK(out == std::vector<std::uint8_t>(d.begin(), d.begin() + 8));
+    CHECK(rb.on_segment(0, part(0, 30), false, 64) == 0);       // old + new bytes
+    std::vector<std::uint8_t> rest(100);
+    CHECK(rb.read(rest) == 22);
+    CHECK(std::vector<std::uint8_t>(rest.begin(), rest.begin() + 22) ==
+          std::vector<std::uint8_t>(d.begin() + 8, d.begin() + 30));
+    CHECK(rb.on_segment(30, part(30, 40), true, 64) == 0);
+    CHECK(rb.read(rest) == 10);
+    CHECK(rb.finished());
+}
+
+TEST_CASE("reassembly: window violations and final-size errors are refused, not stored") {
+    RecvBuffer rb(64);
+    const auto d = bytes(100);
+    CHECK(rb.on_segment(60, std::span(d).subspan(0, 10), false, 64) == -EDQUOT);   // past limit
+    CHECK(rb.on_segment(30, std::span(d).subspan(0, 10), false, 35) == -EDQUOT);
+    CHECK(rb.highest() == 0);
+    CHECK(rb.on_segment(0, std::span(d).subspan(0, 10), false, 1000) == 0);          // limit > capacity
+    CHECK(rb.on_segment(10, std::span(d).subspan(0, 60), false, 1000) == -EDQUOT);
+    CHECK(rb.on_segment(20, std::span(d).subspan(0, 5), true, 64) == 0);             // final size 25
+    CHECK(rb.on_segment(20, std::span(d).subspan(0, 6), false, 64) == -EPROTO);
+    CHECK(rb.on_segment(10, std::span(d).subspan(0, 5), true, 64) == -EPROTO);
+    CHECK(rb.on_segment(RecvBuffer::kMaxOffset, std::span(d).subspan(0, 5), false, UINT64_MAX) == -EINVAL);
+    RecvBuffer rb2(64);
+    rb2.on_segment(0, std::span(d).subspan(0, 30), false, 64);
+    CHECK(rb2.on_segment(0, std::span(d).subspan(0, 10), true, 64) == -EPROTO);     // fin below data
+    CHECK(rb2.readable() == 30);
+}
+
+TEST_CASE("reassembly: gap count is bounded") {
+    RecvBuffer rb(1000, 4);
+    std::uint8_t one = 7;
+    for (std::uint64_t off : {10, 20, 30, 40}) CHECK(rb.on_segment(off, {&one, 1}, false, 1000) == 0);
+    CHECK(rb.on_segment(50, {&one, 1}, false, 1000) == -ENOBUFS);
+    CHECK(rb.dropped_segments() == 1);
+    CHECK(rb.on_segment(41, {&one, 1}, false, 1000) == 0);     // extends a range: fine
+    CHECK(rb.on_segment(0, {&one, 1}, false, 1000) == 0);      // the head is always taken
+    CHECK(rb.readable() == 1);
+}
