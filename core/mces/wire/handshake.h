@@ -1,0 +1,239 @@
+// The MCES handshake, sans-IO: the owner feeds datagrams and the time in and
+// takes datagrams out; nothing here reads a clock or touches a socket.
+//
+//   client                                     server
+//   INITIAL(HELLO, no token)    ---->          (no state kept)
+//                               <----  RETRY(RETRY_TOKEN = cookie)
+//   INITIAL(HELLO, cookie)      ---->          cookie valid: admission callback
+//                               <----  ACCEPT(granted class + QoS) | REFUSE
+//   an unknown version          ---->
+//                               <----  VERSION_NEGOTIATION(versions)
+//
+// The server keeps nothing about a client until that client has returned a
+// valid cookie (proved it receives at its address), and until then each reply
+// is at most amplification_factor (3) times the datagram that caused it, so
+// at most 3x what that address sent in total. docs/mces.md has the details.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/common/sansio.h"
+#include "core/mces/wire/cookie.h"
+#include "core/mces/wire/frame.h"
+#include "core/mces/wire/packet.h"
+
+namespace gs::mces::wire {
+
+// ---- server ---------------------------------------------------------------
+
+// What a client asks for; given to the admission callback once its address
+// is proved.
+struct AdmissionRequest {
+    sansio::Addr from;
+    ConnectionId client_cid;
+    std::uint32_t version = 0;
+    std::uint8_t service_class = 0;
+    Qos qos;
+};
+
+// The owner's answer. Admitted: what is granted (may be less than asked; the
+// client learns both). Refused: a code, what is available, and why.
+struct Admission {
+    bool admitted = true;
+    std::optional<std::uint8_t> service_class;   // granted class; empty = as asked
+    Qos granted;                      // admitted: each field absent = not granted
+    std::uint64_t code = 0;           // refused: owner-defined reason code
+    Qos available;                    // refused: what could have been granted
+    std::string reason;               // refused: one line, cut to kMaxReasonLen
+};
+
+// Called only after a valid cookie, so at most once per INITIAL that proved
+// its address. A null AdmitFn admits everything as asked.
+using AdmitFn = std::function<Admission(const AdmissionRequest&)>;
+
+struct ServerConfig {
+    std::vector<std::uint32_t> versions{kVersion1};   // spoken, preferred first (<= 16)
+    sansio::Time cookie_lifetime = 10 * sansio::kSecond;
+    std::size_t min_initial_size = kMinInitialSize;   // smaller INITIALs get no answer
+    std::size_t amplification_factor = 3;             // reply <= factor * received
+    std::size_t server_cid_len = 8;                   // IDs this server hands out
+    std::size_t min_client_cid_len = 4;
+};
+
+// Every drop and every decision, counted (docs/mces.md, "Counters").
+struct ServerCounters {
+    ParseCounters parse;                       // malformed datagrams, by error
+    std::uint64_t datagrams = 0;               // given to on_initial
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;               // in replies the owner should send
+    std::uint64_t not_initial = 0;             // well-formed, but not an INITIAL
+    std::uint64_t initial_too_small = 0;       // INITIAL under min_initial_size
+    std::uint64_t version_negotiations = 0;    // VERSION_NEGOTIATION sent
+    std::uint64_t version_downgrades = 0;      // INITIAL in a version the client did not prefer
+    std::uint64_t cookies_issued = 0;          // RETRY sent
+    std::uint64_t cookies_accepted = 0;
+    std::uint64_t cookies_rejected_expired = 0;
+    std::uint64_t cookies_rejected_bad_mac = 0;     // forged, other address/port/ID
+    std::uint64_t cookies_rejected_unknown_key = 0; // key older than the previous one
+    std::uint64_t cookies_rejected_malformed = 0;
+    std::uint64_t amplification_limited = 0;   // reply suppressed: over factor * received
+    std::uint64_t admitted = 0;
+    std::uint64_t refused = 0;
+};
+
+// The handshake's result once a client proved its address.
+struct AcceptInfo {
+    ConnectionId client_cid;        // what the server puts in short headers it sends
+    ConnectionId server_cid;        // what the client puts in short headers it sends
+    std::uint32_t version = 0;
+    std::uint8_t asked_class = 0;
+    std::uint8_t granted_class = 0;
+    Qos asked;
+    Qos granted;
+};
+
+constexpr std::size_t kMaxReplyLen = 512;
+
+// What on_initial decided. bytes() is what to send back to `from`:
+//   drop    nothing to send (counted)
+//   send    VERSION_NEGOTIATION or RETRY; keep no state
+//   accept  ACCEPT; the owner creates the connection from `info`
+//   refuse  REFUSE; keep no state
+struct ServerReply {
+    enum class Kind : std::uint8_t { drop, send, accept, refuse };
+    Kind kind = Kind::drop;
+    std::array<std::uint8_t, kMaxReplyLen> buf{};
+    std::size_t len = 0;
+    AcceptInfo info;   // accept and refuse
+    std::span<const std::uint8_t> bytes() const noexcept { return {buf.data(), len}; }
+};
+
+class ServerHandshake {
+public:
+    // key: the first cookie key (32 random bytes from the owner).
+    ServerHandshake(ServerConfig cfg, const CookieJar::Key& key, AdmitFn admit = {});
+
+    // A long-header datagram that arrived at the listener from `from`. Any
+    // bytes are accepted; no per-client state is created, ever: a repeated
+    // INITIAL with the same cookie gets the same answer (same server ID), so
+    // the owner looks its connection up by (from, client_cid).
+    ServerReply on_initial(const sansio::Addr& from, std::span<const std::uint8_t> bytes,
+                           sansio::Time now);
+
+    CookieJar& cookies() noexcept { return jar_; }
+    const ServerCounters& counters() const noexcept { return counters_; }
+    const ServerConfig& config() const noexcept { return cfg_; }
+
+private:
+    bool speaks(std::uint32_t v) const noexcept;
+    void retry(const sansio::Addr& from, const PacketView& v, std::size_t received,
+               sansio::Time now, ServerReply& out);
+    // Sends out only if it fits the amplification budget for `received`.
+    void send_limited(std::size_t received, ServerReply& out) noexcept;
+
+    ServerConfig cfg_;
+    CookieJar jar_;
+    AdmitFn admit_;
+    ServerCounters counters_;
+};
+
+// ---- client ---------------------------------------------------------------
+
+enum class HandshakeError : std::uint8_t {
+    none,
+    timeout,            // no usable answer within give_up_after
+    version_mismatch,   // the server speaks none of our versions
+    refused,            // the server's admission refused the request
+    too_many_retries,   // the server kept sending RETRY
+};
+const char* name(HandshakeError e) noexcept;
+
+struct ClientConfig {
+    std::vector<std::uint32_t> versions{kVersion1};   // preferred first, 1..8
+    ConnectionId cid;                  // ours, from the owner's seed; 4..20 bytes
+    std::uint8_t service_class = 1;
+    Qos qos;                           // the request
+    std::size_t initial_size = kMinInitialSize;       // INITIAL datagram size (>= 1200)
+    sansio::Time initial_rto = 250 * sansio::kMillisecond;
+    sansio::Time max_rto = 2 * sansio::kSecond;       // back-off doubles up to this
+    sansio::Time give_up_after = 5 * sansio::kSecond; // from start(): then timeout
+    std::size_t max_retries = 3;                       // RETRYs followed
+};
+
+struct ClientCounters {
+    ParseCounters parse;
+    std::uint64_t initials_sent = 0;
+    std::uint64_t retries = 0;               // RETRY followed
+    std::uint64_t version_negotiations = 0;  // VERSION_NEGOTIATION followed
+    std::uint64_t ignored = 0;               // well-formed but not for us / not now
+};
+
+class ClientHandshake {
+public:
+    enum class State : std::uint8_t { idle, connecting, established, failed };
+
+    explicit ClientHandshake(ClientConfig cfg);
+
+    // Queues the first INITIAL and arms the timers.
+    void start(sansio::Time now);
+    // A datagram from the server. True when it moved the handshake on; false
+    // when it was dropped (malformed, for another ID, or late) and counted.
+    bool on_datagram(std::span<const std::uint8_t> bytes, sansio::Time now);
+    // Retransmits the INITIAL (doubling the interval) or gives up.
+    void on_timeout(sansio::Time now);
+    sansio::Time next_timeout() const noexcept;
+    // Fills out with the next datagram to send to the server; false if none.
+    bool poll_transmit(std::vector<std::uint8_t>& out);
+
+    State state() const noexcept { return state_; }
+    HandshakeError error() const noexcept { return error_; }
+    // One line for the log when failed, e.g. "refused by server: asked class 2
+    // rate=...; available rate=... (code 1: host capacity)".
+    const std::string& message() const noexcept { return message_; }
+
+    // Once established:
+    std::uint32_t version() const noexcept { return version_; }
+    const ConnectionId& server_cid() const noexcept { return server_cid_; }
+    std::uint8_t granted_class() const noexcept { return granted_class_; }
+    const Qos& granted() const noexcept { return granted_; }
+    // Once refused:
+    const Qos& available() const noexcept { return available_; }
+    std::uint64_t refuse_code() const noexcept { return refuse_code_; }
+
+    const ClientCounters& counters() const noexcept { return counters_; }
+    const ClientConfig& config() const noexcept { return cfg_; }
+
+private:
+    void fail(HandshakeError e, std::string msg);
+    void send_now(sansio::Time now) noexcept;
+
+    ClientConfig cfg_;
+    State state_ = State::idle;
+    HandshakeError error_ = HandshakeError::none;
+    std::string message_;
+    std::uint32_t version_ = 0;
+    bool vn_done_ = false;
+    std::array<std::uint8_t, kMaxTokenLen> token_{};
+    std::size_t token_len_ = 0;
+    std::uint64_t next_pn_ = 0;
+    bool send_pending_ = false;
+    sansio::Time started_ = 0;
+    sansio::Time deadline_ = sansio::kNever;
+    sansio::Time next_send_ = sansio::kNever;
+    sansio::Time rto_ = 0;
+    ConnectionId server_cid_;
+    std::uint8_t granted_class_ = 0;
+    Qos granted_;
+    Qos available_;
+    std::uint64_t refuse_code_ = 0;
+    ClientCounters counters_;
+};
+
+}  // namespace gs::mces::wire

@@ -1,0 +1,493 @@
+// The handshake end to end, in memory: happy path, version negotiation,
+// RETRY then ACCEPT, cookie expiry and binding, key rotation, a spoofed
+// flood, admission refusal, client retransmission and give-up.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#include "core/mces/wire/handshake.h"
+#include "tests/mces/wire/alloc_counter.h"
+#include "tests/mces/wire/samples.h"
+
+using namespace gs::mces::wire;
+using gs::sansio::Addr;
+using gs::sansio::kMillisecond;
+using gs::sansio::kNever;
+using gs::sansio::kSecond;
+using gs::sansio::Time;
+namespace t = gs::mces::wire::test;
+
+namespace {
+
+using Kind = ServerReply::Kind;
+
+ClientConfig client_config() {
+    ClientConfig c;
+    c.cid = t::client_cid();
+    c.service_class = 2;
+    c.qos.rate = 5'000'000;
+    c.qos.latency_us = 20'000;
+    c.qos.dscp = 34;
+    return c;
+}
+
+// Runs the client's transmissions through the server and the replies back,
+// until nothing is left to send; returns the server's last decision.
+Kind exchange(ClientHandshake& cl, ServerHandshake& sv, const Addr& from, Time now,
+              AcceptInfo* info = nullptr) {
+    Kind last = Kind::drop;
+    std::vector<std::uint8_t> d;
+    for (int guard = 0; guard < 10 && cl.poll_transmit(d); ++guard) {
+        ServerReply r = sv.on_initial(from, d, now);
+        last = r.kind;
+        if (info && (r.kind == Kind::accept || r.kind == Kind::refuse)) *info = r.info;
+        if (r.kind != Kind::drop) cl.on_datagram(r.bytes(), now);
+    }
+    return last;
+}
+
+// One INITIAL with `token`, built without a client (for crafted floods).
+std::size_t build_initial(std::span<std::uint8_t> buf, const ConnectionId& cid,
+                          std::span<const std::uint8_t> token, std::uint32_t version = kVersion1) {
+    PacketWriter pw(buf);
+    pw.begin_long(PacketType::initial, version, ConnectionId{}, cid, 0, 1);
+    HelloFrame h;
+    h.versions[0] = version;
+    h.version_count = 1;
+    h.service_class = 1;
+    h.token = token;
+    write_hello(pw.body(), h);
+    pw.pad_to(kMinInitialSize);
+    const int n = pw.finish();
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+}  // namespace
+
+TEST_CASE("happy path: INITIAL, RETRY, INITIAL with cookie, ACCEPT") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ClientHandshake cl(client_config());
+    const Addr from = t::client_addr();
+    const Time now = 100 * kSecond;
+    cl.start(now);
+
+    std::vector<std::uint8_t> d;
+    REQUIRE(cl.poll_transmit(d));
+    CHECK(d.size() >= kMinInitialSize);
+    ServerReply r1 = sv.on_initial(from, d, now);
+    REQUIRE(r1.kind == Kind::send);
+    CHECK(r1.len <= 3 * d.size());
+    PacketView v;
+    REQUIRE(parse_packet(r1.bytes(), 8, v) == ParseError::ok);
+    CHECK(v.hdr.type == PacketType::retry);
+    REQUIRE(cl.on_datagram(r1.bytes(), now));
+    CHECK(cl.state() == ClientHandshake::State::connecting);
+
+    REQUIRE(cl.poll_transmit(d));
+    ServerReply r2 = sv.on_initial(from, d, now + 5 * kMillisecond);
+    REQUIRE(r2.kind == Kind::accept);
+    CHECK(r2.info.client_cid == t::client_cid());
+    CHECK(r2.info.server_cid.len == 8);
+    CHECK(r2.info.asked_class == 2);
+    CHECK(r2.info.granted_class == 2);
+    CHECK(r2.info.granted == client_config().qos);   // no callback: granted as asked
+    REQUIRE(cl.on_datagram(r2.bytes(), now));
+    CHECK(cl.state() == ClientHandshake::State::established);
+    CHECK(cl.server_cid() == r2.info.server_cid);
+    CHECK(cl.version() == kVersion1);
+    CHECK(cl.granted() == client_config().qos);
+    CHECK(cl.next_timeout() == kNever);
+    CHECK_FALSE(cl.poll_transmit(d));
+
+    const ServerCounters& c = sv.counters();
+    CHECK(c.cookies_issued == 1);
+    CHECK(c.cookies_accepted == 1);
+    CHECK(c.admitted == 1);
+    CHECK(c.parse.total() == 0);
+
+    // The same INITIAL again (its ACCEPT was lost): the same answer, same ID.
+    ServerReply r3 = sv.on_initial(from, d, now + 10 * kMillisecond);
+    REQUIRE(r3.kind == Kind::accept);
+    CHECK(r3.info.server_cid == r2.info.server_cid);
+    // A late duplicate at the client is ignored.
+    CHECK_FALSE(cl.on_datagram(r3.bytes(), now));
+}
+
+TEST_CASE("version negotiation: the client falls back to a version both speak") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ClientConfig cc = client_config();
+    cc.versions = {0x4D430002, kVersion1};   // prefers a version the server lacks
+    ClientHandshake cl(cc);
+    cl.start(0);
+    std::vector<std::uint8_t> d;
+    REQUIRE(cl.poll_transmit(d));
+    ServerReply r = sv.on_initial(t::client_addr(), d, 0);
+    REQUIRE(r.kind == Kind::send);
+    PacketView v;
+    REQUIRE(parse_packet(r.bytes(), 8, v) == ParseError::ok);
+    CHECK(v.hdr.type == PacketType::version_negotiation);
+    REQUIRE(v.vn_count() == 1);
+    CHECK(v.vn_version(0) == kVersion1);
+    CHECK(r.len <= 3 * d.size());
+    REQUIRE(cl.on_datagram(r.bytes(), 0));
+    CHECK(cl.version() == kVersion1);
+    CHECK(exchange(cl, sv, t::client_addr(), 0) == Kind::accept);
+    CHECK(cl.state() == ClientHandshake::State::established);
+    CHECK(cl.version() == kVersion1);
+    CHECK(sv.counters().version_negotiations == 1);
+    CHECK(cl.counters().version_negotiations == 1);
+}
+
+TEST_CASE("version negotiation: no common version is a clear error") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ClientConfig cc = client_config();
+    cc.versions = {0x4D430002};
+    ClientHandshake cl(cc);
+    cl.start(0);
+    exchange(cl, sv, t::client_addr(), 0);
+    CHECK(cl.state() == ClientHandshake::State::failed);
+    CHECK(cl.error() == HandshakeError::version_mismatch);
+    CHECK(cl.message().find("0x4d430001") != std::string::npos);
+    CHECK(cl.message().find("0x4d430002") != std::string::npos);
+}
+
+TEST_CASE("a version the client did not prefer is a downgrade and is dropped") {
+    ServerConfig cfg;
+    cfg.versions = {kVersion1, 0x4D430002};
+    ServerHandshake sv(cfg, t::test_key(1));
+    std::vector<std::uint8_t> buf(kMaxPacketSize);
+    PacketWriter pw(buf);
+    pw.begin_long(PacketType::initial, 0x4D430002, ConnectionId{}, t::client_cid(), 0, 1);
+    HelloFrame h;
+    h.versions = {kVersion1, 0x4D430002};   // prefers v1, yet speaks v2
+    h.version_count = 2;
+    write_hello(pw.body(), h);
+    pw.pad_to(kMinInitialSize);
+    const int n = pw.finish();
+    REQUIRE(n > 0);
+    ServerReply r = sv.on_initial(t::client_addr(), std::span(buf).first(n), 0);
+    CHECK(r.kind == Kind::drop);
+    CHECK(sv.counters().version_downgrades == 1);
+}
+
+TEST_CASE("an expired cookie gets a fresh RETRY, and the client then succeeds") {
+    ServerConfig cfg;
+    cfg.cookie_lifetime = 10 * kSecond;
+    ServerHandshake sv(cfg, t::test_key(1));
+    ClientConfig cc = client_config();
+    cc.give_up_after = 60 * kSecond;
+    ClientHandshake cl(cc);
+    const Addr from = t::client_addr();
+    cl.start(0);
+    std::vector<std::uint8_t> d;
+    REQUIRE(cl.poll_transmit(d));
+    ServerReply r = sv.on_initial(from, d, 0);
+    REQUIRE(cl.on_datagram(r.bytes(), 0));
+    REQUIRE(cl.poll_transmit(d));                  // carries the cookie
+    const Time late = 12 * kSecond;                // delivered after the lifetime
+    r = sv.on_initial(from, d, late);
+    CHECK(r.kind == Kind::send);                   // a RETRY, not an ACCEPT
+    CHECK(sv.counters().cookies_rejected_expired == 1);
+    CHECK(sv.counters().cookies_issued == 2);
+    REQUIRE(cl.on_datagram(r.bytes(), late));
+    CHECK(exchange(cl, sv, from, late) == Kind::accept);
+    CHECK(cl.state() == ClientHandshake::State::established);
+    CHECK(cl.counters().retries == 2);
+}
+
+TEST_CASE("a cookie presented from another address or port is rejected") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ClientHandshake cl(client_config());
+    const Addr from = t::client_addr();
+    cl.start(0);
+    std::vector<std::uint8_t> d;
+    REQUIRE(cl.poll_transmit(d));
+    REQUIRE(cl.on_datagram(sv.on_initial(from, d, 0).bytes(), 0));
+    REQUIRE(cl.poll_transmit(d));   // the INITIAL with the cookie, replayed elsewhere:
+
+    Addr other_port = from;
+    other_port.port = static_cast<std::uint16_t>(from.port + 1);
+    Addr other_ip = Addr::v4(0x0a000003, from.port);
+    for (const Addr& a : {other_port, other_ip}) {
+        ServerReply r = sv.on_initial(a, d, 0);
+        CHECK(r.kind == Kind::send);   // a RETRY to the new address, no ACCEPT
+        PacketView v;
+        REQUIRE(parse_packet(r.bytes(), 8, v) == ParseError::ok);
+        CHECK(v.hdr.type == PacketType::retry);
+    }
+    CHECK(sv.counters().cookies_rejected_bad_mac == 2);
+    CHECK(sv.counters().cookies_accepted == 0);
+    CHECK(sv.counters().admitted == 0);
+    // from the right address it still works
+    CHECK(sv.on_initial(from, d, 0).kind == Kind::accept);
+}
+
+TEST_CASE("key rotation: a cookie survives one rotation, not two") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    const Addr from = t::client_addr();
+    auto cookie_initial = [&](std::vector<std::uint8_t>& d) {
+        ClientHandshake cl(client_config());
+        cl.start(0);
+        REQUIRE(cl.poll_transmit(d));
+        REQUIRE(cl.on_datagram(sv.on_initial(from, d, 0).bytes(), 0));
+        REQUIRE(cl.poll_transmit(d));
+    };
+    std::vector<std::uint8_t> d1, d2;
+    cookie_initial(d1);
+    sv.cookies().rotate(t::test_key(2));
+    CHECK(sv.on_initial(from, d1, kSecond).kind == Kind::accept);   // previous key
+    cookie_initial(d2);                                             // made with key 2
+    sv.cookies().rotate(t::test_key(3));
+    CHECK(sv.on_initial(from, d1, kSecond).kind == Kind::send);     // key 1: gone
+    CHECK(sv.counters().cookies_rejected_unknown_key == 1);
+    CHECK(sv.on_initial(from, d2, kSecond).kind == Kind::accept);   // key 2: previous
+}
+
+TEST_CASE("spoofed-source flood: 100,000 INITIALs, no state, at most 3x bytes per address") {
+    std::size_t admissions = 0;
+    ServerHandshake sv(ServerConfig{}, t::test_key(1), [&](const AdmissionRequest&) {
+        ++admissions;
+        return Admission{};
+    });
+    constexpr std::size_t kFlood = 100'000;
+    std::array<std::uint8_t, 2048> buf{};
+    std::array<std::uint8_t, kCookieLen> forged{};
+    std::uint64_t received = 0, sent = 0, worst_ratio_x1000 = 0;
+    std::size_t bad_builds = 0, accepts = 0, over_budget = 0;
+
+    const std::size_t allocs_before = t::alloc_count();
+    for (std::size_t i = 0; i < kFlood; ++i) {
+        // distinct address and port per packet; one in four carries a forged cookie
+        const Addr from = Addr::v4(0x0a000000u + static_cast<std::uint32_t>(i),
+                                   static_cast<std::uint16_t>(1024 + i % 60000));
+        std::array<std::uint8_t, 8> id;
+        for (std::size_t k = 0; k < 8; ++k) id[k] = static_cast<std::uint8_t>(i >> (k * 3));
+        for (std::size_t k = 0; k < forged.size(); ++k)
+            forged[k] = static_cast<std::uint8_t>(i * 7 + k);
+        const bool forge = i % 4 == 0;
+        const std::size_t n = build_initial(buf, ConnectionId::from(id),
+                                            forge ? std::span<const std::uint8_t>(forged)
+                                                  : std::span<const std::uint8_t>());
+        const ServerReply r = sv.on_initial(from, std::span(buf).first(n), Time(i) * 1000);
+        // No doctest assertions in here: they may allocate, and the point is
+        // to count the server's allocations.
+        if (n < kMinInitialSize) ++bad_builds;
+        if (r.kind == Kind::accept || r.kind == Kind::refuse) ++accepts;
+        // each address sent exactly this one datagram: its budget is 3x of it
+        if (r.len > 3 * n) ++over_budget;
+        received += n;
+        sent += r.len;
+        worst_ratio_x1000 = std::max<std::uint64_t>(worst_ratio_x1000, n ? r.len * 1000 / n : 0);
+    }
+    const std::size_t allocs = t::alloc_count() - allocs_before;
+
+    CHECK(bad_builds == 0);
+    CHECK(accepts == 0);
+    CHECK(over_budget == 0);
+    CHECK(allocs == 0);   // nothing was stored, not even temporarily on the heap
+    CHECK(admissions == 0);
+    const ServerCounters& c = sv.counters();
+    CHECK(c.datagrams == kFlood);
+    CHECK(c.cookies_accepted == 0);
+    CHECK(c.admitted == 0);
+    CHECK(c.cookies_rejected_bad_mac + c.cookies_rejected_unknown_key == kFlood / 4);
+    CHECK(c.cookies_issued == kFlood);
+    CHECK(c.bytes_in == received);
+    CHECK(c.bytes_out == sent);
+    CHECK(sent <= 3 * received);
+    MESSAGE("flood: " << kFlood << " INITIALs, " << received << " B in, " << sent
+                      << " B out, worst reply/request = " << worst_ratio_x1000 / 1000.0
+                      << ", heap allocations " << allocs);
+
+    // afterwards a real client still gets through
+    ClientHandshake cl(client_config());
+    cl.start(kSecond);
+    CHECK(exchange(cl, sv, t::client_addr(), kSecond) == Kind::accept);
+    CHECK(admissions == 1);
+    CHECK(cl.granted_class() == 2);   // Admission{}: the class as asked
+    CHECK_FALSE(cl.granted().rate.has_value());   // ...and no QoS granted
+}
+
+TEST_CASE("small INITIALs get no answer; replies over the amplification budget are suppressed") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    std::array<std::uint8_t, 64> small{};
+    PacketWriter pw(small);
+    pw.begin_long(PacketType::initial, kVersion1, ConnectionId{}, t::client_cid(), 0, 1);
+    HelloFrame h;
+    h.versions[0] = kVersion1;
+    h.version_count = 1;
+    write_hello(pw.body(), h);
+    const int n = pw.finish();
+    REQUIRE(n > 0);
+    const auto pkt = std::span<const std::uint8_t>(small).first(static_cast<std::size_t>(n));
+    CHECK(sv.on_initial(t::client_addr(), pkt, 0).kind == Kind::drop);
+    CHECK(sv.counters().initial_too_small == 1);
+    CHECK(sv.counters().bytes_out == 0);
+
+    // With no minimum size and a budget of 1x, the ~45-byte RETRY exceeds a
+    // ~30-byte INITIAL and must not go out.
+    ServerConfig cfg;
+    cfg.min_initial_size = 0;
+    cfg.amplification_factor = 1;
+    ServerHandshake sv2(cfg, t::test_key(1));
+    const ServerReply r = sv2.on_initial(t::client_addr(), pkt, 0);
+    CHECK(r.kind == Kind::drop);
+    CHECK(r.len == 0);
+    CHECK(sv2.counters().amplification_limited == 1);
+    CHECK(sv2.counters().cookies_issued == 0);
+}
+
+TEST_CASE("packets that are not INITIALs, and garbage, are dropped and counted") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    std::size_t parse_errors = 0, not_initial = 0;
+    // the INITIAL samples are answered (RETRY, VN); everything else is dropped
+    for (const auto& s : t::samples()) {
+        const ServerReply r = sv.on_initial(t::client_addr(), s.bytes, 0);
+        if (s.type == PacketType::initial) continue;
+        CAPTURE(s.name);
+        CHECK(r.kind == Kind::drop);
+        ++not_initial;
+    }
+    CHECK(sv.counters().not_initial == not_initial);
+    CHECK(sv.counters().initial_too_small == 0);
+    std::vector<std::uint8_t> junk(1300, 0x41);
+    CHECK(sv.on_initial(t::client_addr(), junk, 0).kind == Kind::drop);
+    ++parse_errors;
+    CHECK(sv.counters().parse.total() == parse_errors);
+    CHECK(sv.counters().parse[ParseError::bad_checksum] == 1);
+}
+
+TEST_CASE("admission refusal: the client learns what it asked and what is available") {
+    const std::uint64_t capacity = 1'000'000;
+    ServerHandshake sv(ServerConfig{}, t::test_key(1), [&](const AdmissionRequest& req) {
+        Admission a;
+        if (req.qos.rate && *req.qos.rate > capacity) {
+            a.admitted = false;
+            a.code = 1;
+            a.available.rate = capacity;
+            a.reason = "host capacity";
+        } else {
+            a.service_class = req.service_class;
+            a.granted = req.qos;
+        }
+        return a;
+    });
+    ClientHandshake cl(client_config());   // asks 5,000,000 B/s
+    cl.start(0);
+    AcceptInfo info;
+    CHECK(exchange(cl, sv, t::client_addr(), 0, &info) == Kind::refuse);
+    CHECK(cl.state() == ClientHandshake::State::failed);
+    CHECK(cl.error() == HandshakeError::refused);
+    CHECK(cl.available().rate == capacity);
+    CHECK(cl.refuse_code() == 1);
+    const std::string& m = cl.message();
+    MESSAGE("client sees: " << m);
+    CHECK(m.find("asked class 2") != std::string::npos);
+    CHECK(m.find("rate=5000000B/s") != std::string::npos);
+    CHECK(m.find("available rate=1000000B/s") != std::string::npos);
+    CHECK(m.find("host capacity") != std::string::npos);
+    CHECK(sv.counters().refused == 1);
+    CHECK(cl.next_timeout() == kNever);
+
+    // a request within capacity is granted
+    ClientConfig cc = client_config();
+    cc.qos.rate = 800'000;
+    ClientHandshake ok(cc);
+    ok.start(0);
+    CHECK(exchange(ok, sv, t::client_addr(), 0) == Kind::accept);
+    CHECK(ok.granted().rate == 800'000u);
+}
+
+TEST_CASE("admission may grant less; the client sees the grant") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1), [](const AdmissionRequest&) {
+        Admission a;
+        a.service_class = std::uint8_t{1};   // downgraded class
+        a.granted.rate = 100;
+        return a;
+    });
+    ClientHandshake cl(client_config());
+    cl.start(0);
+    AcceptInfo info;
+    CHECK(exchange(cl, sv, t::client_addr(), 0, &info) == Kind::accept);
+    CHECK(cl.granted_class() == 1);
+    CHECK(cl.granted().rate == 100u);
+    CHECK_FALSE(cl.granted().dscp.has_value());
+    CHECK(info.asked == client_config().qos);
+}
+
+TEST_CASE("client: retransmits with back-off, then gives up with a clear error") {
+    ClientConfig cc = client_config();
+    cc.initial_rto = 250 * kMillisecond;
+    cc.max_rto = 1 * kSecond;
+    cc.give_up_after = 4 * kSecond;
+    ClientHandshake cl(cc);
+    const Time t0 = 7 * kSecond;
+    cl.start(t0);
+    std::vector<std::uint8_t> d;
+    std::vector<Time> sends;
+    std::vector<std::uint64_t> pns;
+    Time now = t0;
+    for (int guard = 0; guard < 100 && cl.state() == ClientHandshake::State::connecting;
+         ++guard) {
+        while (cl.poll_transmit(d)) {
+            sends.push_back(now);
+            PacketView v;
+            REQUIRE(parse_packet(d, 8, v) == ParseError::ok);
+            pns.push_back(v.hdr.pn_truncated);
+        }
+        now = cl.next_timeout();
+        cl.on_timeout(now);
+    }
+    // sent at 0, 0.25, 0.75, 1.75, 2.75, 3.75 s; failed at 4 s
+    const std::vector<Time> want = {0, 250 * kMillisecond, 750 * kMillisecond,
+                                    1750 * kMillisecond, 2750 * kMillisecond,
+                                    3750 * kMillisecond};
+    REQUIRE(sends.size() == want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        CHECK(sends[i] - t0 == want[i]);
+        CHECK(pns[i] == i);   // each retransmission is a new packet number
+    }
+    CHECK(cl.state() == ClientHandshake::State::failed);
+    CHECK(cl.error() == HandshakeError::timeout);
+    CHECK(cl.message().find("after 4000 ms (6 INITIALs sent)") != std::string::npos);
+    CHECK(cl.next_timeout() == kNever);
+    CHECK_FALSE(cl.poll_transmit(d));
+}
+
+TEST_CASE("client: replies for another connection ID, or garbage, are ignored") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ClientHandshake cl(client_config());
+    cl.start(0);
+    std::vector<std::uint8_t> d;
+    REQUIRE(cl.poll_transmit(d));
+    // someone else's RETRY
+    ClientConfig oc = client_config();
+    oc.cid.bytes[0] ^= 0xff;
+    ClientHandshake other(oc);
+    other.start(0);
+    std::vector<std::uint8_t> od;
+    REQUIRE(other.poll_transmit(od));
+    const ServerReply r = sv.on_initial(t::client_addr(), od, 0);
+    CHECK_FALSE(cl.on_datagram(r.bytes(), 0));
+    CHECK(cl.counters().ignored == 1);
+    std::vector<std::uint8_t> junk(60, 0xc3);
+    CHECK_FALSE(cl.on_datagram(junk, 0));
+    CHECK(cl.counters().parse.total() == 1);
+    CHECK(cl.state() == ClientHandshake::State::connecting);
+}
+
+TEST_CASE("client: a server that keeps sending RETRY is given up on") {
+    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ClientConfig cc = client_config();
+    cc.max_retries = 2;
+    ClientHandshake cl(cc);
+    cl.start(0);
+    std::vector<std::uint8_t> d;
+    // each INITIAL is answered from a different port, so the cookie never fits
+    for (std::uint16_t p = 1; p < 10 && cl.poll_transmit(d); ++p)
+        cl.on_datagram(sv.on_initial(Addr::v4(0x0a000002, p), d, 0).bytes(), 0);
+    CHECK(cl.error() == HandshakeError::too_many_retries);
+    CHECK(cl.counters().retries == 2);
+}
