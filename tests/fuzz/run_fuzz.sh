@@ -2,7 +2,7 @@
 # Runs a libFuzzer target briefly over the committed corpus without writing to
 # it: libFuzzer adds new inputs to the FIRST corpus directory, here a temporary
 # one, and only reads the committed one. Crash reproducers go to ARTIFACTS.
-#   run_fuzz.sh FUZZER CORPUS_DIR ARTIFACTS_DIR [libFuzzer options...]
+#   run_fuzz.sh FUZZER CORPUS_DIR ARTIFACTS_DIR [libFuzzer options, e.g. -dict=FILE...]
 set -eu
 fuzzer=$1 corpus=$2 artifacts=$3
 shift 3
@@ -13,7 +13,5 @@ mkdir -p "$artifacts"
 # a crash must fail the test.
 exec_args="-max_total_time=20 -runs=2000000 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1"
 exec_args="$exec_args -error_exitcode=1 -timeout_exitcode=1"
-dict=$(dirname "$0")/policy.dict
-[ -f "$dict" ] && exec_args="$exec_args -dict=$dict"
 # shellcheck disable=SC2086
 "$fuzzer" $exec_args -artifact_prefix="$artifacts/" "$@" "$tmp" "$corpus"
