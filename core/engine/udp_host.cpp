@@ -1,0 +1,367 @@
+#include "core/engine/udp_host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <new>
+
+#include "core/engine/bridge_util.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+namespace gs::engine {
+
+namespace {
+
+constexpr unsigned kBatch = 16;            // datagrams (or GRO batches) per recvmmsg / sendmmsg
+constexpr size_t kSlot = 65536;            // a GRO batch is at most 64 KiB
+constexpr unsigned kMaxSegments = 64;      // UDP_MAX_SEGMENTS in the kernel
+constexpr unsigned kTurn = 256;            // receive calls per wake-up before the engine's other work
+constexpr size_t kCmsg = CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint16_t));
+
+// Receive buffers: one set per engine thread, made on first use.
+struct RxBatch {
+    std::unique_ptr<char[]> buf;
+    mmsghdr msg[kBatch];
+    iovec iov[kBatch];
+    sockaddr_storage from[kBatch];
+    alignas(cmsghdr) char ctl[kBatch][kCmsg];
+    bool ready() noexcept {
+        if (!buf) buf.reset(new (std::nothrow) char[kBatch * kSlot]);
+        return buf != nullptr;
+    }
+};
+RxBatch& rx_batch() noexcept {
+    static thread_local RxBatch b;
+    return b;
+}
+
+// Send scratch: a run of segments is one mmsghdr with one iovec per segment.
+struct TxBatch {
+    mmsghdr msg[kBatch];
+    iovec iov[kBatch * kMaxSegments];
+    sockaddr_storage to[kBatch];
+    alignas(cmsghdr) char ctl[kBatch][CMSG_SPACE(sizeof(uint16_t))];
+    unsigned count[kBatch];   // datagrams in each message
+};
+TxBatch& tx_batch() noexcept {
+    static thread_local TxBatch b;
+    return b;
+}
+
+}  // namespace
+
+sansio::Addr to_addr(const sockaddr* sa, socklen_t len) noexcept {
+    sansio::Addr a;
+    if (sa->sa_family == AF_INET && len >= sizeof(sockaddr_in)) {
+        const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+        a = sansio::Addr::v4(ntohl(in->sin_addr.s_addr), ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
+        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+        memcpy(a.ip.data(), &in6->sin6_addr, 16);
+        a.port = ntohs(in6->sin6_port);
+    }
+    return a;
+}
+
+socklen_t from_addr(const sansio::Addr& a, sockaddr_storage& ss, int family) noexcept {
+    memset(&ss, 0, sizeof ss);
+    if (family == AF_INET && a.is_v4()) {
+        auto* in = reinterpret_cast<sockaddr_in*>(&ss);
+        in->sin_family = AF_INET;
+        memcpy(&in->sin_addr, a.ip.data() + 12, 4);
+        in->sin_port = htons(a.port);
+        return sizeof *in;
+    }
+    if (family != AF_INET6) return 0;   // an IPv6 peer on an IPv4 socket: unreachable
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    in6->sin6_family = AF_INET6;
+    memcpy(&in6->sin6_addr, a.ip.data(), 16);
+    in6->sin6_port = htons(a.port);
+    return sizeof *in6;
+}
+
+UdpHost* UdpHost::start(Engine& e, int fd, sansio::Endpoint& ep, const UdpHostOptions& o, Activity on_activity,
+                        void* owner, int* err) noexcept {
+    auto fail = [&](int code) -> UdpHost* {
+        if (err) *err = -code;
+        return nullptr;
+    };
+    if (!rx_batch().ready()) return fail(ENOMEM);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return fail(errno);
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) return fail(EAFNOSUPPORT);
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) return fail(errno);
+    auto* h = new (std::nothrow) UdpHost(fd, ep, o, on_activity, owner);
+    if (h == nullptr) return fail(ENOMEM);
+    h->family_ = ss.ss_family;
+    h->local_ = to_addr(reinterpret_cast<sockaddr*>(&ss), len);
+    if (o.gro) {
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) != 0) h->opt_.gro = false;
+    }
+    h->in_.h = h->out_.h = h->cancel_in_.h = h->cancel_out_.h = h;
+    h->cancel_in_.target = &h->in_;
+    h->cancel_in_.armed = &h->in_.armed;
+    h->cancel_out_.target = &h->out_;
+    h->cancel_out_.armed = &h->out_.armed;
+    io_uring_sqe* q = e.sqe();
+    io_uring_prep_poll_multishot(q, fd, POLLIN);
+    io_uring_sqe_set_data(q, static_cast<Completion*>(&h->in_));
+    h->in_.armed = true;
+    ++h->inflight_;
+    h->poke(e);   // what the endpoint wants sent already (a client's first packet), its timer
+    if (err) *err = 0;
+    return h;
+}
+
+void UdpHost::In::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
+    if (!(cqe.flags & IORING_CQE_F_MORE)) {
+        armed = false;
+        --h->inflight_;
+    }
+    if (h->closing_) return h->maybe_free();
+    if (!armed && cqe.res >= 0) {   // the kernel ended the multishot (overflow): again
+        io_uring_sqe* q = e.sqe();
+        io_uring_prep_poll_multishot(q, h->fd_, POLLIN);
+        io_uring_sqe_set_data(q, static_cast<Completion*>(this));
+        armed = true;
+        ++h->inflight_;
+    }
+    h->receive(e);
+}
+
+void UdpHost::Out::complete(Engine& e, const io_uring_cqe&) noexcept {
+    armed = false;
+    --h->inflight_;
+    if (h->closing_) return h->maybe_free();
+    h->flush(e);
+    if (h->activity_) h->activity_(e, h->owner_);
+}
+
+void UdpHost::Cancel::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
+    --h->inflight_;
+    if (cqe.res == -EALREADY && *armed) return h->cancel(e, *this);   // an event was being delivered: again
+    h->maybe_free();
+}
+
+// Remove a poll; its last completion (-ECANCELED) drops the count.
+void UdpHost::cancel(Engine& e, Cancel& c) noexcept {
+    io_uring_sqe* q = e.sqe();
+    io_uring_prep_poll_remove(q, reinterpret_cast<uintptr_t>(c.target));
+    io_uring_sqe_set_data(q, static_cast<Completion*>(&c));
+    ++inflight_;
+}
+
+// Read what is there (bounded per wake-up), feed it to the endpoint, send
+// its answers, tell the owner.
+void UdpHost::receive(Engine& e) noexcept {
+    RxBatch& b = rx_batch();
+    for (unsigned turn = 0; turn < kTurn && !closing_; ++turn) {
+        for (unsigned i = 0; i < kBatch; ++i) {
+            b.iov[i] = {b.buf.get() + size_t{i} * kSlot, kSlot};
+            msghdr& m = b.msg[i].msg_hdr;
+            m = msghdr{};
+            m.msg_name = &b.from[i];
+            m.msg_namelen = sizeof b.from[i];
+            m.msg_iov = &b.iov[i];
+            m.msg_iovlen = 1;
+            m.msg_control = b.ctl[i];
+            m.msg_controllen = kCmsg;
+        }
+        int n = sys::recvmmsg(fd_, b.msg, kBatch, MSG_DONTWAIT);
+        if (n <= 0) break;   // EAGAIN (the poll says when there is more), or an ICMP error already reported
+        ++stats_.rx_calls;
+        const int64_t now = now_ns();
+        for (int i = 0; i < n; ++i) {
+            const msghdr& m = b.msg[i].msg_hdr;
+            size_t len = b.msg[i].msg_len;
+            size_t seg = len;
+            for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&m), c)) {
+                if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+                    int g = 0;
+                    memcpy(&g, CMSG_DATA(c), sizeof g);
+                    if (g > 0) seg = static_cast<size_t>(g);
+                }
+            }
+            if (seg < len) ++stats_.rx_gro_batches;
+            const sansio::Addr from = to_addr(reinterpret_cast<const sockaddr*>(&b.from[i]), m.msg_namelen);
+            const auto* p = reinterpret_cast<const uint8_t*>(b.iov[i].iov_base);
+            for (size_t off = 0; off < len && !closing_; off += seg) {
+                size_t l = len - off < seg ? len - off : seg;
+                ++stats_.rx_datagrams;
+                stats_.rx_bytes += l;
+                ep_.on_datagram(from, local_, {p + off, l}, now);
+            }
+        }
+        if (closing_) return;
+        if (static_cast<unsigned>(n) < kBatch) break;
+    }
+    if (closing_) return;
+    flush(e);
+    if (activity_) activity_(e, owner_);
+}
+
+void UdpHost::fire(Engine& e, int64_t now) noexcept {
+    timer_at_ = 0;
+    if (closing_) return;
+    ++stats_.timeouts;
+    ep_.on_timeout(now);
+    flush(e);
+    if (activity_) activity_(e, owner_);
+}
+
+void UdpHost::poke(Engine& e) noexcept {
+    if (!closing_) flush(e);
+}
+
+// Take everything the endpoint wants sent, send it in batches; then re-arm
+// its timer.
+void UdpHost::flush(Engine& e) noexcept {
+    if (in_flush_) return;
+    in_flush_ = true;
+    for (;;) {
+        bool full = !send_backlog();
+        if (full) {
+            if (!out_.armed) {
+                io_uring_sqe* q = e.sqe();
+                io_uring_prep_poll_add(q, fd_, POLLOUT);
+                io_uring_sqe_set_data(q, static_cast<Completion*>(&out_));
+                out_.armed = true;
+                ++inflight_;
+            }
+        }
+        // Refill the backlog from the endpoint (even when full: what does
+        // not fit beyond max_backlog is dropped, the protocol's loss).
+        size_t took = 0;
+        sansio::Datagram d;
+        while (took < kBatch * kMaxSegments && ep_.poll_transmit(d)) {
+            ++took;
+            if (backlog_.size() >= opt_.max_backlog) {
+                ++stats_.tx_queue_full;
+                continue;
+            }
+            backlog_.push_back(std::move(d));
+            d = sansio::Datagram{};
+        }
+        if (took == 0 || full) break;
+    }
+    in_flush_ = false;
+    rearm_timer(e);
+}
+
+// Send the backlog: runs of datagrams to one peer and of one size (the last
+// may be shorter) as GSO super-datagrams, up to kBatch messages per call.
+bool UdpHost::send_backlog() noexcept {
+    TxBatch& t = tx_batch();
+    while (!backlog_.empty()) {
+        unsigned msgs = 0, iovs = 0;
+        auto it = backlog_.begin();
+        while (msgs < kBatch && it != backlog_.end()) {
+            const sansio::Addr& to = it->to;
+            const size_t seg = it->bytes.size();
+            unsigned count = 0;
+            size_t total = 0;
+            iovec* first = &t.iov[iovs];
+            // A run: same peer, same size; a shorter one may end it.
+            while (it != backlog_.end() && count < kMaxSegments && it->to == to &&
+                   (count == 0 || (opt_.gso && it->bytes.size() <= seg && total + it->bytes.size() <= 65000))) {
+                t.iov[iovs++] = {it->bytes.data(), it->bytes.size()};
+                total += it->bytes.size();
+                ++count;
+                bool shorter = it->bytes.size() < seg;
+                ++it;
+                if (shorter || seg == 0) break;
+            }
+            msghdr& m = t.msg[msgs].msg_hdr;
+            m = msghdr{};
+            socklen_t nl = from_addr(to, t.to[msgs], family_);
+            m.msg_name = nl ? &t.to[msgs] : nullptr;
+            m.msg_namelen = nl;
+            m.msg_iov = first;
+            m.msg_iovlen = count;
+            if (count > 1) {
+                m.msg_control = t.ctl[msgs];
+                m.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+                cmsghdr* c = CMSG_FIRSTHDR(&m);
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t s = static_cast<uint16_t>(seg);
+                memcpy(CMSG_DATA(c), &s, sizeof s);
+            }
+            t.count[msgs++] = count;
+        }
+        int sent = sys::sendmmsg(fd_, t.msg, msgs, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ++stats_.tx_calls;
+        if (sent < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == ENOBUFS) return false;   // full: POLLOUT says when
+            if (err == EINTR) continue;
+            if (err == EIO && t.count[0] > 1) {   // the path cannot segment: send them one by one
+                opt_.gso = false;
+                continue;
+            }
+            // The first message was refused (EMSGSIZE, no route, an ICMP
+            // error pending): lose it, as the network would have.
+            ++stats_.tx_errors;
+            for (unsigned k = 0; k < t.count[0]; ++k) backlog_.pop_front();
+            continue;
+        }
+        // (A refusal after the first message is reported by the next call.)
+        for (int i = 0; i < sent; ++i) {
+            stats_.tx_datagrams += t.count[i];
+            if (t.count[i] > 1) ++stats_.tx_gso_batches;
+            for (unsigned k = 0; k < t.count[i]; ++k) {
+                stats_.tx_bytes += backlog_.front().bytes.size();
+                backlog_.pop_front();
+            }
+        }
+    }
+    return true;
+}
+
+void UdpHost::rearm_timer(Engine& e) noexcept {
+    if (closing_) return;
+    sansio::Time t = ep_.next_timeout();
+    if (t == sansio::kNever) {
+        if (timer_at_ != 0) e.cancel(*this);
+        timer_at_ = 0;
+        return;
+    }
+    if (t <= 0) t = 1;
+    if (timer_at_ == t) return;
+    if (timer_at_ != 0) e.cancel(*this);
+    timer_at_ = t;
+    e.arm(*this, t);
+}
+
+void UdpHost::close(Engine& e) noexcept {
+    if (closing_) return;
+    closing_ = true;
+    if (timer_at_ != 0) e.cancel(*this);
+    timer_at_ = 0;
+    if (in_.armed) cancel(e, cancel_in_);
+    if (out_.armed) cancel(e, cancel_out_);
+    maybe_free();
+}
+
+void UdpHost::maybe_free() noexcept {
+    if (!closing_ || inflight_ > 0) return;
+    close_internal_fd(fd_);
+    delete this;
+}
+
+}  // namespace gs::engine

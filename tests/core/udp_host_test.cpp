@@ -1,0 +1,262 @@
+// The engine's UDP host (core/engine/udp_host.h): a sans-IO endpoint on a
+// real UDP socket, driven by the engine: datagrams in and out, its timer,
+// GSO runs out and GRO batches in, errors counted, a clean close.
+#include <doctest/doctest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/engine/udp_host.h"
+
+using namespace gs::engine;
+using gs::sansio::Addr;
+using gs::sansio::Datagram;
+using gs::sansio::kNever;
+using gs::sansio::Time;
+
+namespace {
+
+// Runs fn on the engine thread and waits for it.
+void on_engine(Engine& e, std::function<void(Engine&)> fn) {
+    struct Call final : Command {
+        std::function<void(Engine&)> fn;
+        std::atomic<bool> done{false};
+        void run(Engine& en) noexcept override {
+            fn(en);
+            done.store(true);
+        }
+    } c;
+    c.fn = std::move(fn);
+    e.submit(c);
+    for (int i = 0; i < 10000 && !c.done.load(); ++i) usleep(1000);
+    REQUIRE(c.done.load());
+}
+
+template <class F>
+bool eventually(F pred) {
+    for (int i = 0; i < 5000 && !pred(); ++i) usleep(1000);
+    return pred();
+}
+
+int udp_socket(sockaddr_in* bound = nullptr) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    int big = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    if (bound) *bound = a;
+    return fd;
+}
+
+Addr addr_of(const sockaddr_in& a) { return Addr::v4(ntohl(a.sin_addr.s_addr), ntohs(a.sin_port)); }
+
+// Echoes every datagram; counts; sends what a test queues; one optional timer.
+struct TestEndpoint final : gs::sansio::Endpoint {
+    std::deque<Datagram> out;
+    std::atomic<uint64_t> got{0}, got_bytes{0}, timeouts{0};
+    bool echo = true;
+    std::vector<std::string> seen;    // payloads (when recording)
+    bool record = false;
+    Time timer = kNever;
+    std::function<void(Time, TestEndpoint&)> on_timer;
+    void on_datagram(const Addr& from, const Addr&, std::span<const uint8_t> b, Time) override {
+        got.fetch_add(1);
+        got_bytes.fetch_add(b.size());
+        if (record) seen.emplace_back(reinterpret_cast<const char*>(b.data()), b.size());
+        if (echo) out.push_back(Datagram{{}, from, {b.begin(), b.end()}});
+    }
+    void on_timeout(Time now) override {
+        timeouts.fetch_add(1);
+        timer = kNever;
+        if (on_timer) on_timer(now, *this);
+    }
+    Time next_timeout() const override { return timer; }
+    bool poll_transmit(Datagram& d) override {
+        if (out.empty()) return false;
+        d = std::move(out.front());
+        out.pop_front();
+        return true;
+    }
+};
+
+struct EngineFixture {
+    Engine* e = Engine::create(Options{}, nullptr);
+    EngineFixture() { REQUIRE(e != nullptr); }
+    ~EngineFixture() { Engine::destroy(e); }
+};
+
+UdpHost* host_on(Engine& e, int fd, TestEndpoint& ep, UdpHostOptions o = {}) {
+    UdpHost* h = nullptr;
+    on_engine(e, [&](Engine& en) {
+        int err = 1;
+        h = UdpHost::start(en, fd, ep, o, nullptr, nullptr, &err);
+        CHECK(err == 0);
+    });
+    REQUIRE(h != nullptr);
+    return h;
+}
+
+}  // namespace
+
+TEST_CASE("an endpoint on the engine answers a plain UDP socket, and closes cleanly") {
+    EngineFixture f;
+    sockaddr_in ha{}, ca{};
+    int hfd = udp_socket(&ha);
+    int cfd = udp_socket(&ca);
+    TestEndpoint ep;
+    UdpHost* h = host_on(*f.e, hfd, ep);
+    CHECK(h->local() == addr_of(ha));
+    for (int i = 0; i < 200; ++i) {
+        std::string m = "datagram " + std::to_string(i);
+        REQUIRE(sendto(cfd, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&ha), sizeof ha) == static_cast<ssize_t>(m.size()));
+    }
+    char buf[256];
+    for (int i = 0; i < 200; ++i) {
+        ssize_t n = recv(cfd, buf, sizeof buf, 0);
+        REQUIRE(n > 0);
+        CHECK(std::string(buf, static_cast<size_t>(n)) == "datagram " + std::to_string(i));
+    }
+    CHECK(ep.got.load() == 200);
+    on_engine(*f.e, [&](Engine& en) {
+        CHECK(h->stats().rx_datagrams == 200);
+        CHECK(h->stats().tx_datagrams == 200);
+        CHECK(h->stats().rx_calls <= 200);
+        h->close(en);
+    });
+    // The host closed its socket: the port is free again.
+    CHECK(eventually([&] {
+        int t = socket(AF_INET, SOCK_DGRAM, 0);
+        bool ok = bind(t, reinterpret_cast<sockaddr*>(&ha), sizeof ha) == 0;
+        close(t);
+        return ok;
+    }));
+    close(cfd);
+}
+
+TEST_CASE("the endpoint's timer drives it: 50 pings, one per millisecond, all answered") {
+    EngineFixture f;
+    sockaddr_in aa{}, ba{};
+    int afd = udp_socket(&aa), bfd = udp_socket(&ba);
+    TestEndpoint a, b;
+    a.echo = false;
+    int sent = 0;
+    const Addr to = addr_of(ba);
+    a.on_timer = [&](Time now, TestEndpoint& self) {
+        self.out.push_back(Datagram{{}, to, {'p', static_cast<uint8_t>(sent)}});
+        if (++sent < 50) self.timer = now + 1'000'000;
+    };
+    UdpHost* hb = host_on(*f.e, bfd, b);
+    UdpHost* ha = nullptr;
+    on_engine(*f.e, [&](Engine& en) {
+        a.timer = gs::engine::now_ns();   // due at once
+        int err = 0;
+        ha = UdpHost::start(en, afd, a, {}, nullptr, nullptr, &err);
+        REQUIRE(ha != nullptr);
+    });
+    CHECK(eventually([&] { return a.got.load() == 50; }));
+    CHECK(b.got.load() == 50);
+    CHECK(a.timeouts.load() == 50);
+    on_engine(*f.e, [&](Engine& en) {
+        CHECK(ha->stats().timeouts == 50);
+        ha->close(en);
+        hb->close(en);
+    });
+}
+
+TEST_CASE("runs to one peer go out as GSO batches and arrive whole, in order (GRO on the way in)") {
+    EngineFixture f;
+    sockaddr_in sa{}, ra{};
+    int sfd = udp_socket(&sa), rfd = udp_socket(&ra);
+    TestEndpoint sender, receiver;
+    sender.echo = receiver.echo = false;
+    receiver.record = true;
+    UdpHost* hr = host_on(*f.e, rfd, receiver);
+    UdpHost* hs = host_on(*f.e, sfd, sender);
+    const int kCount = 3000;
+    const Addr to = addr_of(ra);
+    for (int burst = 0; burst < kCount / 300; ++burst) {
+        on_engine(*f.e, [&](Engine& en) {
+            for (int i = burst * 300; i < (burst + 1) * 300; ++i) {
+                std::vector<uint8_t> p(1200, static_cast<uint8_t>(i));
+                memcpy(p.data(), &i, sizeof i);
+                sender.out.push_back(Datagram{{}, to, std::move(p)});
+            }
+            hs->poke(en);
+        });
+        REQUIRE(eventually([&] { return receiver.got.load() == static_cast<uint64_t>((burst + 1) * 300); }));
+    }
+    on_engine(*f.e, [&](Engine& en) {
+        const UdpHostStats& s = hs->stats();
+        MESSAGE("3000 x 1200 B: ", s.tx_calls, " sendmmsg calls, ", s.tx_gso_batches, " GSO batches; receiver: ",
+                hr->stats().rx_calls, " recvmmsg calls, ", hr->stats().rx_gro_batches, " GRO batches");
+        CHECK(s.tx_datagrams == kCount);
+        CHECK(s.tx_gso_batches > 0);
+        CHECK(s.tx_calls < kCount / 10);
+        CHECK(hr->stats().rx_datagrams == kCount);
+        REQUIRE(receiver.seen.size() == static_cast<size_t>(kCount));
+        for (int i = 0; i < kCount; ++i) {
+            int n = -1;
+            memcpy(&n, receiver.seen[static_cast<size_t>(i)].data(), sizeof n);
+            CHECK(n == i);
+            CHECK(receiver.seen[static_cast<size_t>(i)].size() == 1200);
+        }
+        hs->close(en);
+        hr->close(en);
+    });
+}
+
+TEST_CASE("a datagram the kernel refuses is counted and lost; the rest go") {
+    EngineFixture f;
+    sockaddr_in sa{}, ra{};
+    int sfd = udp_socket(&sa), rfd = udp_socket(&ra);
+    TestEndpoint sender;
+    sender.echo = false;
+    UdpHost* hs = host_on(*f.e, sfd, sender);
+    on_engine(*f.e, [&](Engine& en) {
+        Addr v6;   // an IPv6 peer for an IPv4 socket
+        v6.ip[15] = 1;
+        v6.port = 9;
+        sender.out.push_back(Datagram{{}, addr_of(ra), {'a'}});
+        sender.out.push_back(Datagram{{}, v6, {'b'}});
+        sender.out.push_back(Datagram{{}, addr_of(ra), std::vector<uint8_t>(70000, 'c')});   // EMSGSIZE
+        sender.out.push_back(Datagram{{}, addr_of(ra), {'d'}});
+        hs->poke(en);
+        CHECK(hs->stats().tx_errors == 2);
+        CHECK(hs->stats().tx_datagrams == 2);
+    });
+    char buf[16];
+    CHECK(recv(rfd, buf, sizeof buf, 0) == 1);
+    CHECK(buf[0] == 'a');
+    CHECK(recv(rfd, buf, sizeof buf, 0) == 1);
+    CHECK(buf[0] == 'd');
+    on_engine(*f.e, [&](Engine& en) { hs->close(en); });
+    close(rfd);
+}
+
+TEST_CASE("start refuses what is not a bound UDP/IP socket") {
+    EngineFixture f;
+    int sp[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_DGRAM, 0, sp) == 0);
+    TestEndpoint ep;
+    on_engine(*f.e, [&](Engine& en) {
+        int err = 0;
+        CHECK(UdpHost::start(en, sp[0], ep, {}, nullptr, nullptr, &err) == nullptr);
+        CHECK(err == -EAFNOSUPPORT);
+        CHECK(UdpHost::start(en, 12345, ep, {}, nullptr, nullptr, &err) == nullptr);
+        CHECK(err == -EBADF);
+    });
+    close(sp[0]);
+    close(sp[1]);
+}
