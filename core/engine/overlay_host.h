@@ -1,0 +1,102 @@
+// An overlay member in the engine (GSocket class 4; docs/overlay.md): a
+// protocol node (DT or HC, core/overlay/node.h) on a UdpHost, and the
+// program's side as one end of an AF_UNIX SOCK_SEQPACKET pair.
+//
+// Each message the program writes on its end is a request (OverlayRequest
+// then the payload: send to all, to the parent or children for a root, to
+// the neighbours, to one node; join; leave); each message it reads is a
+// delivery (OverlayDelivery then the payload). So the member is a real fd:
+// poll/epoll say when a message waits, any thread sends without a lock, and
+// a message the program does not read in time is dropped when its end is
+// full, as a UDP socket's would be (counted).
+//
+// What program threads may read at any time is in OverlayShared (atomics).
+// Topology questions (neighbours, parent, children) are answered on the
+// engine thread: query() runs one there and waits.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/engine/engine.h"
+#include "core/engine/udp_host.h"
+#include "core/overlay/node.h"
+
+namespace gs::engine {
+
+struct OverlayRequest {
+    enum Op : uint8_t { send = 1, join = 2, leave = 3 };
+    uint8_t op = send;
+    uint8_t to = 0;          // overlay::SendTo, for send
+    uint8_t pad[6] = {};
+    uint64_t root = overlay::kNoAddress;   // parent / children: the tree's root (kNoAddress: this node)
+    uint64_t node = overlay::kNoAddress;   // SendTo::node: the destination
+};
+static_assert(sizeof(OverlayRequest) == 24);
+
+struct OverlayDelivery {
+    uint64_t source = overlay::kNoAddress;   // the member that sent it
+};
+static_assert(sizeof(OverlayDelivery) == 8);
+
+struct OverlayShared {
+    std::atomic<uint64_t> address{overlay::kNoAddress};   // this member's logical address
+    std::atomic<uint32_t> joined{0};                      // futex word: 1 while a member
+    std::atomic<uint64_t> sent{0}, delivered{0};
+    std::atomic<uint64_t> dropped_unread{0};   // deliveries the program's end had no room for
+    std::atomic<uint64_t> refused{0};          // requests the node refused (bad destination, too large, not joined)
+    std::atomic<int> last_refusal{0};          // its errno
+    std::atomic<uint32_t> closed{0};           // the host has gone (the program closed its end)
+};
+
+class OverlayHost {
+public:
+    // Starts the member: `udp_fd` (bound to the node's underlay address) and
+    // `engine_end` (the pair's engine end) are the host's from now on, closed
+    // when it ends; `shared` must outlive it (until shared.closed). Engine
+    // thread. nullptr and -errno in *err when it cannot start.
+    static OverlayHost* start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
+                              OverlayShared& shared, int* err) noexcept;
+
+    // Engine thread: the node, for topology questions and tests.
+    overlay::Node& node() noexcept { return *node_; }
+    const UdpHostStats& udp_stats() const noexcept { return udp_->stats(); }
+
+    // Leave (telling the neighbours) and stop. Engine thread.
+    void close(Engine& e) noexcept;
+
+private:
+    OverlayHost(std::unique_ptr<overlay::Node> node, int engine_end, OverlayShared& shared) noexcept
+        : node_(std::move(node)), end_(engine_end), shared_(shared) {}
+    ~OverlayHost() = default;
+
+    static void activity(Engine& e, void* self) noexcept;
+    void requests(Engine& e) noexcept;   // what the program wrote
+    void deliver() noexcept;             // what arrived, to the program
+    void publish() noexcept;
+    void maybe_free() noexcept;
+
+    struct In final : Completion {       // the program wrote (multishot poll on end_)
+        OverlayHost* h = nullptr;
+        bool armed = false;
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
+    };
+    struct Cancel final : Completion {
+        OverlayHost* h = nullptr;
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
+    };
+    void cancel_in(Engine& e) noexcept;
+
+    std::unique_ptr<overlay::Node> node_;
+    UdpHost* udp_ = nullptr;
+    int end_;
+    OverlayShared& shared_;
+    In in_;
+    Cancel cancel_;
+    int inflight_ = 0;
+    bool closing_ = false;
+};
+
+}  // namespace gs::engine
