@@ -16,36 +16,19 @@
 #include <string>
 #include <vector>
 
+#include "tests/core/on_engine.h"
 #include "core/engine/overlay_host.h"
 #include "core/overlay/dt/dt_node.h"
 #include "core/overlay/hc/hc_node.h"
 
 using namespace gs::engine;
+using gs::engine::test::eventually;
+using gs::engine::test::on_engine;
 namespace ov = gs::overlay;
 using gs::sansio::Addr;
 
 namespace {
 
-void on_engine(Engine& e, std::function<void(Engine&)> fn) {
-    struct Call final : Command {
-        std::function<void(Engine&)> fn;
-        std::atomic<bool> done{false};
-        void run(Engine& en) noexcept override {
-            fn(en);
-            done.store(true);
-        }
-    } c;
-    c.fn = std::move(fn);
-    e.submit(c);
-    for (int i = 0; i < 10000 && !c.done.load(); ++i) usleep(1000);
-    REQUIRE(c.done.load());
-}
-
-template <class F>
-bool eventually(F pred, int ms = 15000) {
-    for (int i = 0; i < ms && !pred(); ++i) usleep(1000);
-    return pred();
-}
 
 constexpr uint64_t kOverlay = 0x1234'5678'9abc'def0ull;
 
@@ -108,7 +91,7 @@ void group_of_five(const MakeNode& make) {
             if (i > 0) boot.push_back(m[0].addr);
             m[i].start(*e, make(m[i].addr, i, boot));
             m[i].request(OverlayRequest{OverlayRequest::join});
-            REQUIRE(eventually([&] { return m[i].shared.joined.load() == 1; }));
+            REQUIRE(eventually([&] { return m[i].shared.joined.load() == 1; }, 15000));
         }
         // Every member knows its neighbours before the broadcast.
         REQUIRE(eventually([&] {
@@ -117,7 +100,7 @@ void group_of_five(const MakeNode& make) {
                 for (auto& x : m) all = all && !x.host->node().neighbors().empty();
             });
             return all;
-        }));
+        }, 15000));
         usleep(300'000);
         m[2].request(OverlayRequest{OverlayRequest::send, static_cast<uint8_t>(ov::SendTo::all)}, "hello, overlay");
         for (int i = 0; i < 5; ++i) {

@@ -14,9 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/core/on_engine.h"
 #include "core/engine/udp_host.h"
 
 using namespace gs::engine;
+using gs::engine::test::eventually;
+using gs::engine::test::on_engine;
 using gs::sansio::Addr;
 using gs::sansio::Datagram;
 using gs::sansio::kNever;
@@ -24,27 +27,6 @@ using gs::sansio::Time;
 
 namespace {
 
-// Runs fn on the engine thread and waits for it.
-void on_engine(Engine& e, std::function<void(Engine&)> fn) {
-    struct Call final : Command {
-        std::function<void(Engine&)> fn;
-        std::atomic<bool> done{false};
-        void run(Engine& en) noexcept override {
-            fn(en);
-            done.store(true);
-        }
-    } c;
-    c.fn = std::move(fn);
-    e.submit(c);
-    for (int i = 0; i < 10000 && !c.done.load(); ++i) usleep(1000);
-    REQUIRE(c.done.load());
-}
-
-template <class F>
-bool eventually(F pred) {
-    for (int i = 0; i < 5000 && !pred(); ++i) usleep(1000);
-    return pred();
-}
 
 int udp_socket(sockaddr_in* bound = nullptr) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
