@@ -1,0 +1,102 @@
+// Service-unit chains: which MCES elements a connection runs, in send-path
+// order, and which chains are possible (docs/mces.md, "Service units").
+//
+// A chain is written as element names, e.g. the class 1 default
+//     framing checksum handshake sequencing sack ordering flowcontrol
+//     congestion pacing keepalive close
+// The catalogue is the policy's (policy/policy.h mces_elements), so a chain
+// the policy file names is a chain this code can build, plus one extension:
+// `congestion:NAME` picks the algorithm (cubic, newreno); plain
+// `congestion` means cubic.
+//
+// make_chain() is the one check: it takes the names and the service class and
+// returns the chain or a one-line message naming the bad element and the rule
+// it breaks. It depends on the standard library only, so the policy parser
+// can compile it in and call it too. Nothing here throws.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gs::mces {
+
+enum class Element : std::uint8_t {
+    framing,      // the versioned header and connection IDs
+    checksum,     // CRC32C over every packet (always on the wire in version 1)
+    auth,         // AEAD instead of the checksum: not available yet
+    handshake,    // stateless cookie, QoS offer and answer
+    sequencing,   // packet numbers used for duplicate detection (class 0: drops copies)
+    sack,         // selective ACKs, loss detection, retransmission
+    ordering,     // in-order delivery of the byte stream
+    flowcontrol,  // MAX_DATA credit: the receiver's buffer bounds the sender
+    congestion,   // congestion window (cubic or newreno)
+    pacing,       // spreads packets over the round trip / holds the granted rate
+    fec,          // forward error correction: not available yet
+    deadline,     // drop what is late (class realtime): not available yet
+    keepalive,    // PING when quiet, so the peer's idle timer does not fire
+    close,        // graceful close (CLOSE after both sides' data is delivered)
+    count_
+};
+constexpr std::size_t kElementCount = static_cast<std::size_t>(Element::count_);
+
+// "framing", "sack", ... (the names the policy uses).
+std::string_view name(Element e) noexcept;
+// The element for a name (without a ":param" suffix); nullopt when unknown.
+std::optional<Element> element_from_name(std::string_view n) noexcept;
+
+// Service classes (the wire's numbering, 0-4).
+constexpr std::uint8_t kClassDatagram = 0;
+constexpr std::uint8_t kClassReliable = 1;
+constexpr std::uint8_t kClassGuaranteed = 2;
+constexpr std::uint8_t kClassRealtime = 3;
+constexpr std::uint8_t kClassGroup = 4;
+// "datagram", "reliable", ...; "class N" beyond 4.
+std::string class_name(std::uint8_t service_class);
+
+struct Chain {
+    std::uint8_t service_class = kClassReliable;
+    std::vector<Element> elements;      // send-path order, each once
+    std::string cc = "cubic";           // the congestion algorithm, when `congestion` is in
+    bool has(Element e) const noexcept;
+    // Whether the chain delivers a reliable byte stream (class 1 and 2) or
+    // messages (class 0).
+    bool stream() const noexcept { return has(Element::sack); }
+    // The names, space-separated ("congestion:newreno" when not the default).
+    std::string str() const;
+};
+
+struct ChainResult {
+    std::optional<Chain> chain;   // set when the names form a possible chain
+    std::string error;            // otherwise one line: the element and the rule
+    bool ok() const noexcept { return chain.has_value(); }
+};
+
+// Builds the chain for `names` (send-path order). service_class: the class
+// the chain is for, or nullopt to check only the class-independent rules (the
+// policy does this when a rule names no class). Empty names: the class's
+// default chain (an error without a class).
+//
+// The rules, checked in this order (the first broken one is reported):
+//   unknown name; a name twice; auth, fec, deadline not available yet;
+//   framing first; checksum required (version 1 packets always carry it);
+//   handshake required; sack, ordering need sequencing before them;
+//   ordering needs sack before it (in-order delivery waits for retransmits);
+//   congestion, flowcontrol need sack before them; close last;
+//   class datagram: no sack, ordering, flowcontrol, congestion;
+//   class reliable/guaranteed: sack, ordering and flowcontrol;
+//   class guaranteed: pacing; class realtime: not available yet (needs
+//   deadline); class group: carried by an overlay, no chain.
+ChainResult make_chain(std::span<const std::string> names,
+                       std::optional<std::uint8_t> service_class);
+
+// The default chain of a class: 0 -> framing checksum handshake sequencing
+// keepalive close; 1 -> framing checksum handshake sequencing sack ordering
+// flowcontrol congestion pacing keepalive close; 2 -> the same as 1. Other
+// classes have none (error set).
+ChainResult default_chain(std::uint8_t service_class);
+
+}  // namespace gs::mces

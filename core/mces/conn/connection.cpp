@@ -1,0 +1,859 @@
+// The connection: the recovery elements driven by packets as
+// tests/mces/recovery/e2e_test.cpp drives them by abstract segments, with
+// several frames per packet, the handshake in front and the close exchange
+// behind.
+#include "core/mces/conn/connection.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "core/mces/conn/endpoint.h"
+#include "core/mces/wire/frame.h"
+#include "core/mces/wire/packet.h"
+
+namespace gs::mces {
+
+using sansio::kNever;
+using sansio::Time;
+
+namespace {
+
+ConnConfig sanitize(ConnConfig c) {
+    c.max_datagram_size = std::clamp<std::size_t>(c.max_datagram_size, wire::kMinInitialSize,
+                                                  wire::kMaxPacketSize);
+    c.send_buffer = std::max<std::size_t>(c.send_buffer, 1);
+    c.recv_window = std::max(c.recv_window, kInitialCredit);
+    c.recv_window_max = std::max(c.recv_window_max, c.recv_window);
+    c.datagram_queue = std::max<std::size_t>(c.datagram_queue, 1);
+    c.close_tries = std::max<std::uint32_t>(c.close_tries, 1);
+    return c;
+}
+
+IdleConfig idle_config(const ConnConfig& cfg, const Chain& chain) {
+    IdleConfig ic = cfg.idle;
+    if (!chain.has(Element::keepalive)) ic.keepalive = 0;
+    return ic;
+}
+
+PacerConfig pacer_config(const ConnConfig& cfg) {
+    PacerConfig pc;
+    pc.mss = static_cast<std::uint32_t>(cfg.max_datagram_size);
+    return pc;
+}
+
+}  // namespace
+
+Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::string> names,
+                       const sansio::Addr& peer, const wire::ConnectionId& cid, const wire::Qos& qos,
+                       Time now)
+    : cfg_(sanitize(cfg)),
+      chain_(std::move(chain)),
+      names_(std::move(names)),
+      role_(Role::client),
+      now_(now),
+      peer_(peer),
+      local_cid_(cid),
+      pacer_(pacer_config(cfg_)),
+      ap_(cfg_.ack),
+      idle_(idle_config(cfg_, chain_), now) {
+    wire::ClientConfig hc;
+    hc.cid = cid;
+    hc.service_class = chain_.service_class;
+    hc.qos = qos;
+    hc.initial_rto = cfg_.handshake_rto;
+    hc.max_rto = cfg_.handshake_max_rto;
+    hc.give_up_after = cfg_.handshake_timeout;
+    hs_ = std::make_unique<wire::ClientHandshake>(std::move(hc));
+    hs_->start(now);
+}
+
+Connection::Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& peer,
+                       const wire::AcceptInfo& info, Time now)
+    : cfg_(sanitize(cfg)),
+      chain_(std::move(chain)),
+      role_(Role::server),
+      now_(now),
+      peer_(peer),
+      local_cid_(info.server_cid),
+      peer_cid_(info.client_cid),
+      granted_(info.granted),
+      pacer_(pacer_config(cfg_)),
+      ap_(cfg_.ack),
+      idle_(idle_config(cfg_, chain_), now) {
+    establish(now);
+}
+
+Connection::~Connection() = default;
+
+void Connection::wake() noexcept {
+    if (ep_ != nullptr) ep_->wake(*this);
+}
+
+Time Connection::pto() const noexcept { return ld_.rtt().pto(0); }
+
+std::size_t Connection::max_datagram_payload() const noexcept {
+    // header: flags, the peer's ID (at most 20), a 4-byte packet number; CRC;
+    // the DATAGRAM frame's type and length varint.
+    const std::size_t fixed = 1 + wire::kMaxCidLen + 4 + wire::kChecksumLen + 1;
+    const std::size_t room = cfg_.max_datagram_size - fixed;
+    return room - wire::varint_size(room);
+}
+
+const wire::ClientCounters* Connection::handshake_counters() const noexcept {
+    return hs_ ? &hs_->counters() : nullptr;
+}
+
+ConnCounters Connection::counters() const {
+    ConnCounters c = counters_;
+    c.srtt = ld_.rtt().has_sample() ? ld_.rtt().smoothed() : 0;
+    c.cwnd = cc_ ? cc_->cwnd() : 0;
+    c.spurious = ld_.spurious_losses();
+    return c;
+}
+
+// The handshake is over (client: ACCEPT arrived; server: at creation). The
+// chain is final now: the server may have granted another class.
+void Connection::establish(Time now) {
+    if (role_ == Role::client) {
+        peer_cid_ = hs_->server_cid();
+        granted_ = hs_->granted();
+        const std::uint8_t g = hs_->granted_class();
+        if (g != chain_.service_class) {
+            ChainResult r = names_.empty() ? default_chain(g) : make_chain(names_, g);
+            if (!r.ok()) {
+                // Tell the server, which already counts us as connected.
+                state_ = State::established;
+                reset_code_ = kResetAborted;
+                reset_pending_ = true;
+                reset_sent_ = true;
+                enter_closed(ECONNREFUSED, now,
+                             "the MCES server granted class " + class_name(g) + " instead of " +
+                                 class_name(chain_.service_class) + ": " + r.error);
+                return;
+            }
+            chain_ = std::move(*r.chain);
+        }
+    }
+    state_ = State::established;
+    idle_ = IdleTimer(idle_config(cfg_, chain_), now);
+    if (chain_.has(Element::congestion)) {
+        CcConfig cc;
+        cc.mss = static_cast<std::uint32_t>(mss());
+        // The chain's names were checked: the factory knows the algorithm.
+        if (make_congestion_controller(chain_.cc, cc, cc_) != 0) cc_.reset();
+    }
+    if (chain_.stream()) {
+        sb_ = std::make_unique<SendBuffer>(cfg_.send_buffer);
+        rb_ = std::make_unique<RecvBuffer>(static_cast<std::size_t>(cfg_.recv_window_max));
+        fr_ = std::make_unique<FlowReceiver>(FlowConfig{cfg_.recv_window, cfg_.recv_window_max});
+        fs_ = std::make_unique<FlowSender>(kInitialCredit);
+        // The peer assumes kInitialCredit until it hears our window.
+        max_data_pending_ = fr_->limit() > kInitialCredit;
+    }
+    if (chain_.has(Element::pacing) && !cc_ && granted_.rate && *granted_.rate > 0)
+        pacer_.set_rate_bytes_per_sec(static_cast<double>(*granted_.rate));
+}
+
+void Connection::enter_closed(int err, Time now, std::string msg) {
+    if (state_ == State::closed) return;
+    state_ = State::closed;
+    error_ = err;
+    if (!msg.empty()) message_ = std::move(msg);
+    drain_until_ = now + std::max(3 * pto(), cfg_.min_drain);
+    replies_left_ = 8;
+    probes_ = 0;
+    ping_pending_ = pong_pending_ = max_data_pending_ = false;
+    pacer_at_ = close_timer_ = linger_until_ = kNever;
+    dg_out_.clear();
+    dg_out_bytes_ = 0;
+    if (err != 0) {
+        // Abortive: what was buffered is gone (TCP discards it on RST too).
+        dg_in_.clear();
+        dg_in_bytes_ = 0;
+    }
+    wake();
+}
+
+// ---- application side -----------------------------------------------------
+
+std::ptrdiff_t Connection::write(std::span<const std::uint8_t> data) {
+    if (state_ == State::connecting) return -EAGAIN;
+    if (state_ == State::closed) return error_ ? -error_ : -EPIPE;
+    if (!sb_) return -EOPNOTSUPP;
+    if (write_shut_) return -EPIPE;
+    const std::size_t n = sb_->write(data);
+    if (n == 0 && !data.empty()) return -EAGAIN;
+    if (n > 0) wake();
+    return static_cast<std::ptrdiff_t>(n);
+}
+
+std::ptrdiff_t Connection::read(std::span<std::uint8_t> buf) {
+    if (state_ == State::connecting) return -EAGAIN;
+    if (error_ != 0) return -error_;
+    if (!rb_) return -EOPNOTSUPP;
+    if (released_) return -ENOTCONN;
+    const std::size_t n = rb_->read(buf);
+    if (n > 0) {
+        fr_->on_consumed(rb_->read_offset());
+        if (fr_->update_due()) wake();
+        return static_cast<std::ptrdiff_t>(n);
+    }
+    if (rb_->finished() || state_ == State::closed) return 0;
+    return buf.empty() ? 0 : -EAGAIN;
+}
+
+std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg) {
+    if (state_ == State::connecting) return -EAGAIN;
+    if (state_ == State::closed) return error_ ? -error_ : -EPIPE;
+    if (sb_) return -EOPNOTSUPP;
+    if (write_shut_ || released_) return -EPIPE;
+    if (msg.size() > max_datagram_payload()) return -EMSGSIZE;
+    if (dg_out_.size() >= cfg_.datagram_queue || dg_out_bytes_ + msg.size() > cfg_.datagram_queue_bytes)
+        return -EAGAIN;
+    dg_out_.emplace_back(msg.begin(), msg.end());
+    dg_out_bytes_ += msg.size();
+    wake();
+    return static_cast<std::ptrdiff_t>(msg.size());
+}
+
+std::ptrdiff_t Connection::recv_datagram(std::span<std::uint8_t> buf, std::size_t* full_len) {
+    if (state_ == State::connecting) return -EAGAIN;
+    if (sb_) return -EOPNOTSUPP;
+    if (dg_in_.empty()) {
+        if (state_ == State::closed) return error_ ? -error_ : -ENOTCONN;
+        return -EAGAIN;
+    }
+    const auto& m = dg_in_.front();
+    const std::size_t n = std::min(buf.size(), m.size());
+    std::copy_n(m.begin(), n, buf.begin());
+    if (full_len != nullptr) *full_len = m.size();
+    dg_in_bytes_ -= m.size();
+    dg_in_.pop_front();
+    return static_cast<std::ptrdiff_t>(n);
+}
+
+int Connection::shutdown_write() {
+    if (state_ == State::closed) return -ENOTCONN;
+    if (state_ == State::connecting) return -ENOTCONN;
+    if (write_shut_) return 0;
+    write_shut_ = true;
+    if (sb_) sb_->finish();
+    check_close_progress(now_);
+    wake();
+    return 0;
+}
+
+int Connection::close() {
+    if (state_ == State::closed) return -ENOTCONN;
+    if (state_ == State::connecting || !chain_.has(Element::close)) return abort(kResetAborted);
+    write_shut_ = true;
+    if (sb_ && !sb_->finished()) sb_->finish();
+    released_ = true;
+    drain_released();
+    state_ = State::closing;
+    check_close_progress(now_);
+    wake();
+    return 0;
+}
+
+int Connection::abort(std::uint64_t code) {
+    if (state_ == State::closed) return -ENOTCONN;
+    if (state_ != State::connecting) {
+        reset_code_ = code;
+        reset_pending_ = true;
+        reset_sent_ = true;
+        reset_sends_left_ = 2;   // two more copies, a PTO apart: RESET is not acknowledged
+        reset_timer_ = now_ + pto();
+    }
+    enter_closed(ECONNABORTED, now_, "aborted by this side");
+    return 0;
+}
+
+bool Connection::readable() const noexcept {
+    if (state_ == State::connecting) return false;
+    if (state_ == State::closed) return true;
+    if (rb_) return released_ || rb_->readable() > 0 || rb_->finished();
+    return !dg_in_.empty();
+}
+
+bool Connection::writable() const noexcept {
+    if (state_ == State::connecting) return false;
+    if (state_ == State::closed || write_shut_) return true;   // the call reports the error
+    if (sb_) return sb_->free_space() > 0;
+    return dg_out_.size() < cfg_.datagram_queue && dg_out_bytes_ < cfg_.datagram_queue_bytes;
+}
+
+// ---- input ------------------------------------------------------------------
+
+void Connection::on_packet(const sansio::Addr& from, std::span<const std::uint8_t> bytes, Time now) {
+    now_ = std::max(now_, now);
+    if (!(from == peer_)) {
+        ++counters_.drops.wrong_peer;
+        return;
+    }
+    const bool is_long = !bytes.empty() && (bytes[0] & 0x80) != 0;
+    if (state_ == State::connecting) {
+        if (!is_long) {
+            ++counters_.drops.not_established;
+            return;
+        }
+        hs_->on_datagram(bytes, now);
+        if (hs_->state() == wire::ClientHandshake::State::established) {
+            establish(now);
+            wake();
+        } else if (hs_->state() == wire::ClientHandshake::State::failed) {
+            enter_closed(ECONNREFUSED, now, hs_->message());
+        }
+        return;
+    }
+    if (is_long) {
+        ++counters_.drops.long_header;
+        return;
+    }
+    wire::PacketView v;
+    const wire::ParseError e = wire::parse_packet(bytes, local_cid_.len, v);
+    if (e != wire::ParseError::ok) {
+        counters_.drops.parse.count(e);
+        return;
+    }
+    if (v.hdr.type != wire::PacketType::data || !(v.hdr.dcid == local_cid_)) {
+        ++counters_.drops.bad_frame;
+        return;
+    }
+    process(v, now);
+}
+
+void Connection::process(const wire::PacketView& v, Time now) {
+    const std::uint64_t pn = wire::decode_packet_number(largest_rx_, v.hdr.pn_truncated, v.hdr.pn_len);
+    if (pn > RangeSet::kMaxPacketNumber) {
+        ++counters_.drops.bad_frame;
+        return;
+    }
+    const bool seq = chain_.has(Element::sequencing);
+    if (seq && rs_.is_duplicate(pn)) {
+        ++counters_.drops.duplicate;
+        return;
+    }
+    // Every frame must parse before any takes effect: garbage drops the
+    // whole packet, which is then not acknowledged.
+    const wire::ParseError pe = wire::validate_payload(wire::PacketType::data, v.payload);
+    if (pe != wire::ParseError::ok) {
+        counters_.drops.parse.count(pe);
+        return;
+    }
+    wire::FrameReader fr(wire::PacketType::data, v.payload);
+    wire::Frame f;
+    if (state_ == State::closed) {
+        // Late packets: answer a CLOSE with CLOSE after a graceful end, and
+        // anything but a RESET with RESET after an abort, a bounded number of
+        // times; everything else is dropped.
+        bool has_close = false, has_reset = false;
+        while (fr.next(f) == wire::ParseError::ok && !fr.done()) {
+            has_close |= f.type == wire::FrameType::close;
+            has_reset |= f.type == wire::FrameType::reset;
+        }
+        ++counters_.drops.after_close;
+        if (replies_left_ == 0) return;
+        if (reset_sent_ && !has_reset) {
+            reset_pending_ = true;
+            --replies_left_;
+        } else if (!reset_sent_ && error_ == 0 && close_sent_ && has_close) {
+            close_pending_ = true;
+            --replies_left_;
+        }
+        return;
+    }
+    bool eliciting = false;
+    for (;;) {
+        const wire::ParseError fe = fr.next(f);
+        if (fe != wire::ParseError::ok || fr.done()) break;
+        if (!apply_frame(f, eliciting, now)) return;   // counted; not acknowledged
+        if (state_ == State::closed) break;           // RESET
+    }
+    if (seq) rs_.add(pn);
+    largest_rx_ = std::max<std::int64_t>(largest_rx_, static_cast<std::int64_t>(pn));
+    if (chain_.has(Element::sack)) ap_.on_packet(pn, eliciting, now);
+    ++counters_.packets_received;
+    counters_.bytes_received += v.payload.size();
+    if (state_ == State::closed) return;
+    idle_.on_received(now);
+    drain_released();
+    if (close_received_) {
+        if (!close_sent_) {
+            close_pending_ = true;   // the reply
+            close_sent_ = true;
+        }
+        enter_closed(close_code_ == kCloseNoError ? 0 : EPROTO, now,
+                     close_code_ == kCloseNoError ? std::string()
+                                                  : "the peer closed with error code " +
+                                                        std::to_string(close_code_));
+        return;
+    }
+    check_close_progress(now);
+}
+
+bool Connection::apply_frame(const wire::Frame& f, bool& eliciting, Time now) {
+    using wire::FrameType;
+    switch (f.type) {
+    case FrameType::padding: return true;
+    case FrameType::ping:
+        eliciting = true;
+        if (!chain_.has(Element::sack)) pong_pending_ = true;   // no ACKs: answer so its idle timer rests
+        return true;
+    case FrameType::ack:
+        if (!chain_.has(Element::sack)) {
+            ++counters_.drops.bad_frame;
+            return false;
+        }
+        ++counters_.acks_received;
+        on_ack_frame(f.ack, now);
+        return true;
+    case FrameType::reset:
+        enter_closed(ECONNRESET, now, "reset by the peer (code " + std::to_string(f.value) + ")");
+        return true;
+    case FrameType::stream:
+    case FrameType::stream_fin: {
+        eliciting = true;
+        if (!rb_) {
+            ++counters_.drops.bad_frame;
+            return false;
+        }
+        const std::uint64_t end = f.offset + f.data.size();   // < 2^62: the parser checked
+        if (fr_->on_data(end) != 0) {
+            ++counters_.drops.flow_violation;
+            return false;
+        }
+        const int rc = rb_->on_segment(f.offset, f.data, f.fin, fr_->limit());
+        if (rc == -ENOBUFS) {
+            ++counters_.drops.too_fragmented;
+            return false;
+        }
+        if (rc == -EDQUOT) {
+            ++counters_.drops.flow_violation;
+            return false;
+        }
+        if (rc != 0) {
+            ++counters_.drops.bad_frame;
+            return false;
+        }
+        return true;
+    }
+    case FrameType::datagram:
+        eliciting = true;
+        if (sb_) {
+            ++counters_.drops.bad_frame;
+            return false;
+        }
+        if (released_) return true;
+        if (dg_in_.size() >= cfg_.datagram_queue ||
+            dg_in_bytes_ + f.data.size() > cfg_.datagram_queue_bytes) {
+            ++counters_.drops.datagram_queue_full;   // the message is lost, as UDP loses it
+            return true;
+        }
+        dg_in_.emplace_back(f.data.begin(), f.data.end());
+        dg_in_bytes_ += f.data.size();
+        ++counters_.datagrams_received;
+        return true;
+    case FrameType::max_data:
+        eliciting = true;
+        if (fs_ && fs_->on_limit(f.value)) wake();
+        return true;
+    case FrameType::close:
+        eliciting = true;
+        close_received_ = true;
+        close_code_ = f.value;
+        return true;
+    default:
+        ++counters_.drops.bad_frame;   // handshake frames: validate_payload refuses them already
+        return false;
+    }
+}
+
+void Connection::on_ack_frame(const wire::AckFrame& a, Time now) {
+    // Packets with nothing but an ACK are not given to the loss detector (no
+    // one acknowledges them, so they would fill its map); the peer may still
+    // acknowledge them, so cut the ranges at the last packet it tracks.
+    if (!any_tracked_) return;
+    PacketRange ranges[wire::kMaxAckRanges];
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < a.count && i < wire::kMaxAckRanges; ++i) {
+        PacketRange r = a.ranges[i];
+        if (r.first > last_tracked_pn_) continue;
+        r.last = std::min(r.last, last_tracked_pn_);
+        ranges[n++] = r;
+    }
+    if (n == 0) return;
+    AckOutcome out;
+    const Time delay = static_cast<Time>(std::min<std::uint64_t>(a.ack_delay_us, 1u << 30)) *
+                       sansio::kMicrosecond;
+    if (ld_.on_ack({ranges, n}, delay, now, out) != 0) {
+        ++counters_.drops.invalid_ack;
+        return;
+    }
+    settle(out, now);
+    idle_.set_pto(pto());
+}
+
+void Connection::settle_rec(std::uint64_t token, bool acked) {
+    if (token < recs_base_ || token - recs_base_ >= recs_.size()) return;
+    Rec& r = recs_[static_cast<std::size_t>(token - recs_base_)];
+    if (r.settled) return;
+    r.settled = true;
+    if (r.stream && sb_) {
+        if (acked)
+            sb_->on_acked(r.offset, r.len, r.fin);
+        else
+            sb_->on_lost(r.offset, r.len, r.fin);
+    }
+    if (!acked && r.max_data) max_data_pending_ = true;   // resend the current limit
+    while (!recs_.empty() && recs_.front().settled) {
+        recs_.pop_front();
+        ++recs_base_;
+    }
+}
+
+void Connection::settle(const AckOutcome& out, Time now) {
+    for (const auto& p : out.lost) settle_rec(p.token, false);
+    for (const auto& p : out.lost)
+        if (p.in_flight) ++counters_.lost;
+    if (cc_) {
+        if (out.lost_bytes > 0) cc_->on_congestion_event(out.largest_lost_sent, now);
+        if (out.persistent_congestion) cc_->on_persistent_congestion(now);
+        cc_->set_app_limited(app_limited_);
+    }
+    for (const auto& p : out.acked) {
+        settle_rec(p.token, true);
+        if (cc_ && p.in_flight) cc_->on_ack(p.bytes, p.sent, ld_.rtt(), now);
+    }
+    if (!out.lost.empty() || !out.acked.empty()) wake();
+    check_close_progress(now);
+}
+
+void Connection::drain_released() {
+    if (!released_) return;
+    if (rb_) {
+        scratch_.resize(4096);   // bytes read and thrown away after close()
+        while (rb_->read(scratch_) > 0) {
+        }
+        fr_->on_consumed(rb_->read_offset());
+    }
+    dg_in_.clear();
+    dg_in_bytes_ = 0;
+}
+
+// Sends CLOSE once both directions are complete: everything we wrote (and the
+// FIN) is acknowledged and the peer's FIN and every byte before it arrived.
+// Class 0 has no streams: close() alone starts it.
+void Connection::check_close_progress(Time now) {
+    if (state_ != State::established && state_ != State::closing) return;
+    if (!chain_.has(Element::close) || close_sent_) return;
+    bool done;
+    if (sb_) {
+        // TCP's FIN_WAIT_2 timeout: once everything we sent is acknowledged,
+        // a closed side waits `linger` at most for the peer to finish.
+        if (released_ && sb_->all_acked() && linger_until_ == kNever) linger_until_ = now + cfg_.linger;
+        done = sb_->all_acked() && rb_->fin_received() &&
+               rb_->read_offset() + rb_->readable() == rb_->highest();
+    } else {
+        done = released_;
+    }
+    if (!done) return;
+    state_ = State::closing;
+    close_pending_ = true;
+    close_sent_ = true;
+    close_code_ = kCloseNoError;
+    close_timer_ = kNever;   // armed when it goes out
+    wake();
+}
+
+// ---- timers -------------------------------------------------------------------
+
+Time Connection::next_timeout() const noexcept {
+    if (state_ == State::connecting) return hs_ ? hs_->next_timeout() : kNever;
+    if (state_ == State::closed) {
+        Time t = drain_until_;
+        if (reset_sends_left_ > 0) t = std::min(t, reset_timer_);
+        return t;
+    }
+    Time t = std::min({idle_.next_timeout(), linger_until_, close_timer_, pacer_at_});
+    if (chain_.has(Element::sack)) {
+        t = std::min(t, ld_.next_timeout());
+        if (ap_.pending()) t = std::min(t, ap_.next_timeout());
+    }
+    return t;
+}
+
+void Connection::on_timeout(Time now) {
+    now_ = std::max(now_, now);
+    if (state_ == State::connecting) {
+        hs_->on_timeout(now);
+        if (hs_->state() == wire::ClientHandshake::State::failed)
+            enter_closed(ECONNREFUSED, now, hs_->message());
+        return;
+    }
+    if (state_ == State::closed) {
+        if (reset_sends_left_ > 0 && now >= reset_timer_) {
+            --reset_sends_left_;
+            reset_pending_ = true;
+            reset_timer_ = now + pto();
+        }
+        return;
+    }
+    if (now >= linger_until_) {
+        // close() waited long enough for the peer: give up abortively.
+        reset_code_ = kResetLinger;
+        reset_pending_ = true;
+        reset_sent_ = true;
+        enter_closed(ETIMEDOUT, now, "close() gave up waiting for the peer to finish");
+        return;
+    }
+    if (now >= close_timer_) {
+        if (close_sends_ >= cfg_.close_tries) {
+            // The reply did not come; everything was delivered before CLOSE.
+            enter_closed(0, now);
+            return;
+        }
+        close_pending_ = true;
+        close_timer_ = kNever;
+    }
+    if (now >= idle_.next_timeout()) {
+        const auto act = idle_.on_timeout(now);
+        if (act == IdleTimer::Action::Close) {
+            enter_closed(ETIMEDOUT, now, "no packet from the peer within the idle timeout");
+            return;
+        }
+        if (act == IdleTimer::Action::SendPing) ping_pending_ = true;
+    }
+    if (chain_.has(Element::sack) && now >= ld_.next_timeout()) {
+        AckOutcome out;
+        const auto act = ld_.on_timeout(now, out);
+        if (act == LossDetector::TimerAction::Probe) {
+            probes_ = 2;
+            ++counters_.ptos;
+        }
+        settle(out, now);
+    }
+    if (now >= pacer_at_) pacer_at_ = kNever;
+}
+
+// ---- output -------------------------------------------------------------------
+
+bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
+    if (!reset_pending_ && !close_pending_) return false;
+    if (peer_cid_.len == 0) {
+        reset_pending_ = close_pending_ = false;
+        return false;
+    }
+    out.resize(mss());
+    wire::PacketWriter pw(out);
+    const std::uint64_t pn = next_pn_++;
+    pw.begin_short(peer_cid_, pn, 4);
+    if (reset_pending_) {
+        wire::write_reset(pw.body(), reset_code_, sb_ ? sb_->write_offset() : 0);
+        reset_pending_ = false;
+    } else {
+        wire::write_close(pw.body(), close_code_, {});
+        close_pending_ = false;
+    }
+    const int n = pw.finish();
+    if (n <= 0) return false;
+    out.resize(static_cast<std::size_t>(n));
+    ++counters_.packets_sent;
+    counters_.bytes_sent += static_cast<std::size_t>(n);
+    return true;
+}
+
+bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
+    now_ = std::max(now_, now);
+    if (state_ == State::connecting) {
+        if (!hs_ || !hs_->poll_transmit(out)) return false;
+        ++counters_.packets_sent;
+        counters_.bytes_sent += out.size();
+        return true;
+    }
+    if (state_ == State::closed) return build_closed_reply(out);
+
+    const bool sack = chain_.has(Element::sack);
+    const bool ack_due = sack && ap_.pending() && (ap_.ack_now() || ap_.next_timeout() <= now);
+    const bool fc_due = fr_ && fr_->update_due();
+    const bool control =
+        max_data_pending_ || fc_due || ping_pending_ || pong_pending_ || close_pending_ || reset_pending_;
+    bool want_data;
+    if (sb_)
+        want_data = sb_->has_pending(fs_->limit()) ||
+                    (sb_->flow_blocked(fs_->limit()) && fs_->should_report_blocked(sb_->sent_offset()));
+    else
+        want_data = !dg_out_.empty();
+    const bool probe = probes_ > 0;
+    bool may_data = want_data || probe;
+    pacer_at_ = kNever;
+    const bool cwnd_room = !cc_ || ld_.bytes_in_flight() + mss() <= cc_->cwnd();
+    if (want_data && !probe) {
+        if (!cwnd_room) {
+            may_data = false;
+        } else if (chain_.has(Element::pacing)) {
+            if (cc_) {
+                pacer_.set_gain(cc_->in_slow_start() ? 2.0 : 1.25);
+                pacer_.set_rate(cc_->cwnd(), ld_.rtt().smoothed());
+                if (granted_.rate && *granted_.rate > 0 && pacer_.rate() > static_cast<double>(*granted_.rate))
+                    pacer_.set_rate_bytes_per_sec(static_cast<double>(*granted_.rate));
+            }
+            const Time t = pacer_.next_send_time(static_cast<std::uint32_t>(mss()), now);
+            if (t > now) {
+                pacer_at_ = t;
+                may_data = false;
+            }
+        }
+    }
+    if (!ack_due && !control && !may_data) {
+        // RFC 9002 7.8: the window does not grow while we leave it unused.
+        app_limited_ = cwnd_room && pacer_at_ == kNever && !want_data;
+        return false;
+    }
+
+    out.resize(mss());
+    wire::PacketWriter pw(out);
+    const std::uint64_t pn = next_pn_++;
+    const std::int64_t largest_acked =
+        sack && ld_.has_largest_acked() ? static_cast<std::int64_t>(ld_.largest_acked()) : -1;
+    pw.begin_short(peer_cid_, pn, wire::packet_number_length(pn, largest_acked));
+    wire::Writer& w = pw.body();
+    Rec rec;
+    bool eliciting = false, wrote = false;
+
+    if (sack && ap_.pending() && !rs_.empty()) {
+        wire::AckFrame a;
+        const auto rr = rs_.ranges();
+        a.count = std::min(rr.size(), wire::kMaxAckRanges);
+        std::copy_n(rr.begin(), a.count, a.ranges.begin());
+        a.largest = a.ranges[0].last;
+        a.ack_delay_us = static_cast<std::uint64_t>(ap_.ack_delay(now) / sansio::kMicrosecond);
+        wire::write_ack(w, a);
+        ap_.on_ack_sent(now);
+        ++counters_.acks_sent;
+        wrote = true;
+    }
+    if (reset_pending_) {
+        wire::write_reset(w, reset_code_, sb_ ? sb_->write_offset() : 0);
+        reset_pending_ = false;
+        wrote = true;
+    }
+    if (fr_ && (max_data_pending_ || fc_due)) {
+        const std::uint64_t limit = fc_due ? fr_->take_update(now, ld_.rtt().smoothed()) : fr_->limit();
+        wire::write_max_data(w, limit);
+        rec.max_data = true;
+        max_data_pending_ = false;
+        eliciting = true;
+    }
+    max_data_pending_ = false;
+    if (close_pending_) {
+        wire::write_close(w, close_code_, {});
+        close_pending_ = false;
+        ++close_sends_;
+        close_timer_ = now + (pto() << std::min<std::uint32_t>(close_sends_ - 1, 10));
+        eliciting = true;
+    }
+    if (ping_pending_) {
+        wire::write_ping(w);
+        ping_pending_ = false;
+        ++counters_.pings_sent;
+        eliciting = true;
+    }
+    if (pong_pending_) {
+        pong_pending_ = false;
+        wrote = true;   // padding below if nothing else
+    }
+    if (may_data) {
+        if (sb_) {
+            const std::size_t room = pw.room();
+            const std::size_t over = 1 + 8 + wire::varint_size(room);
+            StreamSegment seg{};
+            bool have = room > over && sb_->next_segment(room - over, fs_->limit(), seg);
+            if (!have && probe && room > over) {
+                // Nothing new: probe with the oldest outstanding data.
+                if (const SentPacket* o = ld_.oldest_outstanding()) {
+                    if (o->token >= recs_base_ && o->token - recs_base_ < recs_.size()) {
+                        const Rec& orec = recs_[static_cast<std::size_t>(o->token - recs_base_)];
+                        if (orec.stream) {
+                            sb_->on_lost(orec.offset, orec.len, orec.fin);
+                            have = sb_->next_segment(room - over, fs_->limit(), seg);
+                        }
+                    }
+                }
+            } else if (!have && sb_->flow_blocked(fs_->limit()) &&
+                       fs_->should_report_blocked(sb_->sent_offset())) {
+                // Blocked by the peer's credit: an ack-eliciting packet keeps
+                // the PTO armed until its MAX_DATA reaches us.
+                fs_->on_blocked_sent();
+                wire::write_ping(w);
+                eliciting = true;
+            }
+            if (have) {
+                scratch_.resize(seg.length);
+                if (sb_->copy(seg.offset, scratch_) == 0) {
+                    wire::write_stream(w, seg.offset, scratch_, seg.fin);
+                    rec.stream = true;
+                    rec.offset = seg.offset;
+                    rec.len = seg.length;
+                    rec.fin = seg.fin;
+                    eliciting = true;
+                    counters_.stream_bytes_sent += seg.length;
+                    if (seg.retransmission) {
+                        ++counters_.retransmits;
+                        counters_.retransmitted_bytes += seg.length;
+                    }
+                }
+            }
+        } else {
+            while (!dg_out_.empty()) {
+                const auto& m = dg_out_.front();
+                if (wire::datagram_overhead(m.size()) + m.size() > pw.room()) break;
+                wire::write_datagram(w, m);
+                dg_out_bytes_ -= m.size();
+                dg_out_.pop_front();
+                ++counters_.datagrams_sent;
+                eliciting = true;
+            }
+        }
+        if (probe) {
+            if (!eliciting) {
+                wire::write_ping(w);
+                eliciting = true;
+            }
+            --probes_;
+        }
+    }
+    if (!eliciting && !wrote) {
+        --next_pn_;   // nothing went into it after all
+        return false;
+    }
+    if (!eliciting && w.size() == 0) wire::write_padding(w, 1);
+    const int n = pw.finish();
+    if (n <= 0) return false;   // cannot happen: every frame was sized to fit
+    out.resize(static_cast<std::size_t>(n));
+
+    if (sack && eliciting) {
+        const std::uint64_t token = recs_base_ + recs_.size();
+        const SentPacket sp{pn, now, static_cast<std::uint32_t>(n), true, true, token};
+        if (ld_.on_sent(sp) == 0) {
+            recs_.push_back(rec);
+            last_tracked_pn_ = pn;
+            any_tracked_ = true;
+        } else if (rec.stream) {
+            // The sent map is full (it cannot be with a sane window): treat as lost.
+            sb_->on_lost(rec.offset, rec.len, rec.fin);
+        }
+    }
+    if (!eliciting) ++counters_.ack_only_packets;
+    if (eliciting) {
+        if (cc_) cc_->on_sent(static_cast<std::uint64_t>(n), ld_.bytes_in_flight(), now);
+        if (chain_.has(Element::pacing)) pacer_.on_sent(static_cast<std::uint32_t>(n), now);
+        idle_.on_ack_eliciting_sent(now);
+        app_limited_ = false;
+    }
+    ++counters_.packets_sent;
+    counters_.bytes_sent += static_cast<std::size_t>(n);
+    return true;
+}
+
+}  // namespace gs::mces

@@ -1,0 +1,323 @@
+// One MCES connection (one peer): the elements of a chain (chain.h) composed
+// into a service unit. Class 0 carries datagrams (message boundaries kept,
+// never retransmitted); classes 1 and 2 carry one reliable ordered byte
+// stream each way. docs/mces.md, "Service units", has the state machine.
+//
+// Sans-IO: the owner (mces::Endpoint, or a test) feeds packets and the time
+// in and takes packets out; nothing here reads a clock or touches a socket:
+//
+//     conn.on_packet(from, bytes, now);     // a short-header packet for us
+//     conn.on_timeout(now);                 // now >= conn.next_timeout()
+//     while (conn.poll_transmit(buf, now)) send(conn.peer(), buf);
+//
+// The application side (write/read/send_datagram/recv_datagram/shutdown_write/
+// close/abort) acts at the last time the connection was given; after calling
+// it the owner polls again (Endpoint does this when the engine or the
+// simulator kicks it).
+//
+// Errors are -errno as a TCP or UDP program knows them: ECONNREFUSED (refused,
+// or no answer to the handshake), ECONNRESET (the peer sent RESET), ETIMEDOUT
+// (idle timeout, or close() lingered too long), ECONNABORTED (this side
+// called abort()), EPROTO (the peer closed with an error code).
+//
+// Untrusted input: any bytes may be given to on_packet. Malformed packets,
+// packets with garbage frames, duplicates and packets from another address
+// are dropped and counted (counters().drops); none ends the connection, and
+// a dropped packet is never acknowledged. Memory per connection is bounded by
+// the configuration (buffers, queues, the loss detector's map).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/common/sansio.h"
+#include "core/mces/conn/chain.h"
+#include "core/mces/recovery/ack_policy.h"
+#include "core/mces/recovery/congestion.h"
+#include "core/mces/recovery/flow_control.h"
+#include "core/mces/recovery/idle_timer.h"
+#include "core/mces/recovery/loss_detector.h"
+#include "core/mces/recovery/pacer.h"
+#include "core/mces/recovery/range_set.h"
+#include "core/mces/recovery/recv_buffer.h"
+#include "core/mces/recovery/send_buffer.h"
+#include "core/mces/wire/handshake.h"
+
+namespace gs::mces {
+
+class Endpoint;
+
+// Stream credit each side may use before the peer's first MAX_DATA: a
+// protocol constant (the handshake carries no transport parameters). Each
+// side sends its real window in its first packet.
+constexpr std::uint64_t kInitialCredit = 16 * 1024;
+
+// CLOSE codes. 0 is a graceful close; anything else is an error the peer
+// reports (the application sees EPROTO).
+constexpr std::uint64_t kCloseNoError = 0;
+// RESET codes (the application sees ECONNRESET whatever the code).
+constexpr std::uint64_t kResetAborted = 0;      // abort() by the application
+constexpr std::uint64_t kResetLinger = 1;       // close() waited too long for the peer
+
+struct ConnConfig {
+    // The largest UDP payload sent: 1200 by default (QUIC's minimum that
+    // every path carries); up to 65527 on loopback. Also the congestion
+    // controller's and pacer's packet size.
+    std::size_t max_datagram_size = 1200;
+    std::size_t send_buffer = 1 << 20;             // stream bytes held until acked (backpressure)
+    std::uint64_t recv_window = 256 * 1024;        // initial credit given to the peer
+    std::uint64_t recv_window_max = 4 << 20;       // auto-tuning ceiling = receive buffer size
+    std::size_t datagram_queue = 256;              // class 0 messages held each way
+    std::size_t datagram_queue_bytes = 1 << 20;    // and their bytes
+    AckPolicyConfig ack{};                         // ACK every 2 packets or after 25 ms
+    IdleConfig idle{};                             // keepalive 15 s (if in the chain), idle 30 s
+    // close(): how long to wait for the graceful exchange (the peer's FIN and
+    // CLOSE) before giving up with a RESET.
+    sansio::Time linger = 30 * sansio::kSecond;
+    // After closing, the connection answers late packets (a lost CLOSE or
+    // RESET is sent again) for max(3 PTO, min_drain), then the endpoint
+    // forgets it.
+    sansio::Time min_drain = sansio::kSecond;
+    std::uint32_t close_tries = 5;                 // CLOSE sent at most this often
+    // Client handshake (wire::ClientConfig): first retransmission, cap, give-up.
+    sansio::Time handshake_rto = 250 * sansio::kMillisecond;
+    sansio::Time handshake_max_rto = 2 * sansio::kSecond;
+    sansio::Time handshake_timeout = 5 * sansio::kSecond;
+};
+
+struct ConnDrops {
+    wire::ParseCounters parse;          // malformed packets and garbage frames, by error
+    std::uint64_t wrong_peer = 0;       // from an address that is not the peer's
+    std::uint64_t duplicate = 0;        // packet number already seen (sequencing)
+    std::uint64_t not_established = 0;  // short packet before the handshake ended
+    std::uint64_t long_header = 0;      // handshake packet after the handshake ended
+    std::uint64_t bad_frame = 0;        // well-formed frame not valid here (wrong class, bad offsets)
+    std::uint64_t flow_violation = 0;   // stream data beyond the credit we gave
+    std::uint64_t too_fragmented = 0;   // receive buffer holds too many gaps; resent later
+    std::uint64_t after_close = 0;      // arrived after the connection closed
+    std::uint64_t datagram_queue_full = 0;   // class 0 message arrived, receive queue full
+    std::uint64_t invalid_ack = 0;      // ACK of packets never sent, or malformed ranges
+    std::uint64_t total() const noexcept {
+        return parse.total() + wrong_peer + duplicate + not_established + long_header + bad_frame +
+               flow_violation + too_fragmented + after_close + datagram_queue_full + invalid_ack;
+    }
+};
+
+struct ConnCounters {
+    std::uint64_t packets_sent = 0, bytes_sent = 0;          // UDP payloads
+    std::uint64_t packets_received = 0, bytes_received = 0;  // accepted packets
+    std::uint64_t stream_bytes_sent = 0;                     // STREAM payload, retransmits included
+    std::uint64_t retransmits = 0;                           // STREAM frames that resend bytes
+    std::uint64_t retransmitted_bytes = 0;
+    std::uint64_t lost = 0;                                  // packets declared lost
+    std::uint64_t spurious = 0;                              // ... and acknowledged later
+    std::uint64_t ptos = 0;                                  // probe timeouts
+    std::uint64_t acks_sent = 0, acks_received = 0;          // ACK frames
+    std::uint64_t ack_only_packets = 0;                      // packets with nothing but an ACK
+    std::uint64_t datagrams_sent = 0, datagrams_received = 0;
+    std::uint64_t pings_sent = 0;
+    sansio::Time srtt = 0;                                   // smoothed RTT (0 before a sample)
+    std::uint64_t cwnd = 0;                                  // 0 without congestion control
+    ConnDrops drops;
+};
+
+class Connection {
+public:
+    enum class State : std::uint8_t {
+        connecting,   // client: handshake in progress
+        established,  // data flows
+        closing,      // close() called or CLOSE sent: finishing the exchange
+        closed,       // done; error() says how (0 = graceful)
+    };
+    enum class Role : std::uint8_t { client, server };
+
+    // Client side: starts the handshake at `now` (asks for chain.service_class
+    // with qos). cid: this side's connection ID (the endpoint's, unique).
+    // `names`: the explicit element list the chain came from (empty: the
+    // default), kept to rebuild the chain if the server grants another class.
+    Connection(const ConnConfig& cfg, Chain chain, std::vector<std::string> names,
+               const sansio::Addr& peer, const wire::ConnectionId& cid, const wire::Qos& qos,
+               sansio::Time now);
+    // Server side: the handshake accepted `info` (the chain is for the granted
+    // class); established at once.
+    Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& peer,
+               const wire::AcceptInfo& info, sansio::Time now);
+    ~Connection();
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    // ---- application side -------------------------------------------------
+    // Class 1/2: queues bytes; returns how many were taken (the send buffer
+    // bounds it: backpressure), -EAGAIN when none fit or the handshake is not
+    // done, -EPIPE after shutdown_write/close, -EOPNOTSUPP on class 0, or the
+    // connection's error once closed.
+    std::ptrdiff_t write(std::span<const std::uint8_t> data);
+    // Class 1/2: copies in-order bytes; returns how many, 0 at the end of the
+    // stream (the peer's FIN, everything read), -EAGAIN when nothing is there
+    // yet, or the error once closed abortively (buffered bytes are still read
+    // after a graceful close).
+    std::ptrdiff_t read(std::span<std::uint8_t> buf);
+    // Class 0: queues one message (it goes in one packet, whole). Returns its
+    // size, -EMSGSIZE above max_datagram_payload(), -EAGAIN when the queue is
+    // full or the handshake is not done, -EPIPE after close, -EOPNOTSUPP on a
+    // stream class, or the error.
+    std::ptrdiff_t send_datagram(std::span<const std::uint8_t> msg);
+    // Class 0: takes the next message, cut to buf.size() like UDP (full_len,
+    // when given, receives its real length). Returns the bytes copied,
+    // -EAGAIN when none is queued, or once closed with nothing left, the
+    // error (-ENOTCONN after a graceful close).
+    std::ptrdiff_t recv_datagram(std::span<std::uint8_t> buf, std::size_t* full_len = nullptr);
+    // Class 1/2: no more writes; the FIN follows the queued bytes. 0, or
+    // -ENOTCONN when closed. Class 0: no more send_datagram.
+    int shutdown_write();
+    // Graceful close: shutdown_write, and this side reads no more (later
+    // bytes are discarded). The connection finishes by itself: every byte
+    // written is delivered, the peer's FIN arrives, CLOSE is exchanged, state
+    // closed with error 0. Without `close` in the chain, or after `linger`,
+    // it aborts instead. 0, or -ENOTCONN when already closed.
+    int close();
+    // Abortive close: RESET to the peer (it sees ECONNRESET), buffers dropped,
+    // closed at once with ECONNABORTED. 0, or -ENOTCONN when already closed.
+    int abort(std::uint64_t code = kResetAborted);
+
+    State state() const noexcept { return state_; }
+    // 0 while open or after a graceful close; else a positive errno.
+    int error() const noexcept { return error_; }
+    // One line about why it failed ("" otherwise).
+    const std::string& message() const noexcept { return message_; }
+    // Poll readiness: readable when read/recv_datagram would not return
+    // -EAGAIN (data, end of stream, or an error); writable when
+    // write/send_datagram would take something (or report an error).
+    bool readable() const noexcept;
+    bool writable() const noexcept;
+
+    Role role() const noexcept { return role_; }
+    const Chain& chain() const noexcept { return chain_; }
+    const sansio::Addr& peer() const noexcept { return peer_; }
+    const wire::ConnectionId& local_cid() const noexcept { return local_cid_; }
+    const wire::ConnectionId& peer_cid() const noexcept { return peer_cid_; }
+    std::uint8_t service_class() const noexcept { return chain_.service_class; }
+    const wire::Qos& granted() const noexcept { return granted_; }
+    // The largest message send_datagram takes.
+    std::size_t max_datagram_payload() const noexcept;
+    ConnCounters counters() const;
+    // Client handshake counters (RETRYs followed, INITIALs sent), if a client.
+    const wire::ClientCounters* handshake_counters() const noexcept;
+
+    // ---- driven by the owner ---------------------------------------------
+    // A datagram addressed to this connection (any bytes).
+    void on_packet(const sansio::Addr& from, std::span<const std::uint8_t> bytes,
+                   sansio::Time now);
+    void on_timeout(sansio::Time now);
+    // The earliest time on_timeout wants calling; kNever when none.
+    sansio::Time next_timeout() const noexcept;
+    // Builds the next packet to send at `now` into out (resized to its
+    // length); false when nothing may go now.
+    bool poll_transmit(std::vector<std::uint8_t>& out, sansio::Time now);
+    // Closed and past the drain period: the owner may forget it.
+    bool drained() const noexcept { return state_ == State::closed && now_ >= drain_until_; }
+
+private:
+    friend class Endpoint;
+
+    struct Rec {                       // what one sent packet carried (token = pn)
+        std::uint64_t offset = 0;
+        std::uint32_t len = 0;
+        bool stream = false, fin = false, max_data = false, settled = false;
+    };
+
+    void establish(sansio::Time now);
+    void enter_closed(int err, sansio::Time now, std::string msg = {});
+    void wake() noexcept;
+    void process(const wire::PacketView& v, sansio::Time now);
+    bool apply_frame(const wire::Frame& f, bool& eliciting, sansio::Time now);
+    void on_ack_frame(const wire::AckFrame& a, sansio::Time now);
+    void settle(const AckOutcome& out, sansio::Time now);
+    void settle_rec(std::uint64_t pn, bool acked);
+    void check_close_progress(sansio::Time now);
+    void drain_released();
+    bool build_closed_reply(std::vector<std::uint8_t>& out);
+    sansio::Time pto() const noexcept;
+    std::size_t mss() const noexcept { return cfg_.max_datagram_size; }
+
+    ConnConfig cfg_;
+    Chain chain_;
+    std::vector<std::string> names_;
+    Role role_;
+    State state_ = State::connecting;
+    int error_ = 0;
+    std::string message_;
+    sansio::Time now_ = 0;
+    Endpoint* ep_ = nullptr;           // set by the Endpoint; null when detached
+
+    sansio::Addr peer_;
+    wire::ConnectionId local_cid_;
+    wire::ConnectionId peer_cid_;
+    wire::Qos granted_;
+    std::unique_ptr<wire::ClientHandshake> hs_;
+
+    // send side
+    std::uint64_t next_pn_ = 0;
+    LossDetector ld_;
+    std::unique_ptr<CongestionController> cc_;
+    Pacer pacer_;
+    std::deque<Rec> recs_;             // by token, from recs_base_
+    std::uint64_t recs_base_ = 0;
+    std::uint64_t last_tracked_pn_ = 0;   // the last packet given to ld_
+    bool any_tracked_ = false;
+    unsigned probes_ = 0;
+    sansio::Time pacer_at_ = sansio::kNever;
+    bool app_limited_ = false;
+
+    // receive side
+    RangeSet rs_;
+    AckPolicy ap_;
+    std::int64_t largest_rx_ = -1;
+
+    // stream (classes 1, 2)
+    std::unique_ptr<SendBuffer> sb_;
+    std::unique_ptr<RecvBuffer> rb_;
+    std::unique_ptr<FlowReceiver> fr_;
+    std::unique_ptr<FlowSender> fs_;
+
+    // datagrams (class 0)
+    std::deque<std::vector<std::uint8_t>> dg_out_, dg_in_;
+    std::size_t dg_out_bytes_ = 0, dg_in_bytes_ = 0;
+
+    IdleTimer idle_;
+
+    // control frames waiting for a packet
+    bool max_data_pending_ = false;
+    bool ping_pending_ = false;
+    bool pong_pending_ = false;        // answer a PING when there are no ACKs (class 0)
+    bool close_pending_ = false;
+    bool reset_pending_ = false;
+    std::uint64_t reset_code_ = 0;
+    std::uint64_t close_code_ = kCloseNoError;
+
+    // close state
+    bool write_shut_ = false;
+    bool released_ = false;            // close() called: the application reads no more
+    bool close_sent_ = false;
+    bool close_received_ = false;
+    bool reset_sent_ = false;          // this side aborted
+    std::uint32_t close_sends_ = 0;
+    sansio::Time close_timer_ = sansio::kNever;
+    sansio::Time linger_until_ = sansio::kNever;
+    sansio::Time drain_until_ = sansio::kNever;
+    std::uint32_t reset_sends_left_ = 0;
+    sansio::Time reset_timer_ = sansio::kNever;
+    std::uint32_t replies_left_ = 0;   // answers to late packets while closed
+
+    ConnCounters counters_;
+    // Scratch for the handshake's datagram (reused).
+    std::vector<std::uint8_t> scratch_;
+};
+
+}  // namespace gs::mces

@@ -1,0 +1,337 @@
+// The endpoint: demultiplexing by connection ID, the stateless server
+// handshake in front, timers and transmit order across connections.
+#include "core/mces/conn/endpoint.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "core/mces/wire/packet.h"
+
+namespace gs::mces {
+
+using sansio::kNever;
+using sansio::Time;
+
+namespace {
+
+std::uint64_t splitmix64(std::uint64_t& s) noexcept {
+    std::uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+}  // namespace
+
+Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg), rng_(cfg.seed ^ 0x6d63657365656431ull) {}
+
+Endpoint::~Endpoint() {
+    for (auto& [k, e] : conns_) e.conn->ep_ = nullptr;
+}
+
+std::uint64_t Endpoint::key(const wire::ConnectionId& cid) noexcept {
+    std::uint64_t k = 0;
+    for (std::size_t i = 0; i < cid.len && i < 8; ++i) k = (k << 8) | cid.bytes[i];
+    return k;
+}
+
+std::string Endpoint::client_key(const sansio::Addr& a, const wire::ConnectionId& cid) {
+    std::string s(reinterpret_cast<const char*>(a.ip.data()), a.ip.size());
+    s += static_cast<char>(a.port >> 8);
+    s += static_cast<char>(a.port & 0xff);
+    s.append(reinterpret_cast<const char*>(cid.bytes.data()), cid.len);
+    return s;
+}
+
+wire::ConnectionId Endpoint::fresh_cid() {
+    for (;;) {
+        const std::uint64_t v = splitmix64(rng_);
+        wire::ConnectionId c;
+        c.len = kCidLen;
+        for (std::size_t i = 0; i < kCidLen; ++i) c.bytes[i] = static_cast<std::uint8_t>(v >> (56 - 8 * i));
+        if (!conns_.contains(key(c))) return c;
+    }
+}
+
+const wire::ServerCounters* Endpoint::server_counters() const noexcept {
+    return server_ ? &server_->counters() : nullptr;
+}
+
+std::uint64_t Endpoint::connection_drops() const {
+    std::uint64_t t = 0;
+    for (const auto& [k, e] : conns_) t += e.conn->counters().drops.total();
+    return t;
+}
+
+int Endpoint::listen(wire::ServerConfig sc, wire::AdmitFn admit) {
+    if (server_) return -EALREADY;
+    sc.server_cid_len = kCidLen;
+    wire::CookieJar::Key key{};
+    std::uint64_t s = cfg_.seed ^ 0x636f6f6b69656b79ull;
+    for (std::size_t i = 0; i < key.size(); i += 8) {
+        const std::uint64_t v = splitmix64(s);
+        for (std::size_t j = 0; j < 8; ++j) key[i + j] = static_cast<std::uint8_t>(v >> (8 * j));
+    }
+    user_admit_ = std::move(admit);
+    server_ = std::make_unique<wire::ServerHandshake>(
+        std::move(sc), key, [this](const wire::AdmissionRequest& r) { return this->admit(r); });
+    return 0;
+}
+
+// Runs inside ServerHandshake::on_initial, only for clients whose cookie
+// proved their address: capacity first, then the owner's decision, then
+// whether a chain exists for the class granted.
+wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
+    wire::Admission a;
+    if (auto it = by_client_.find(client_key(req.from, req.client_cid)); it != by_client_.end()) {
+        // A repeated INITIAL (our ACCEPT was lost): the same answer again.
+        if (auto c = conns_.find(it->second); c != conns_.end()) {
+            a.service_class = c->second.conn->service_class();
+            a.granted = c->second.conn->granted();
+            return a;
+        }
+    }
+    if (conns_.size() >= cfg_.max_connections || accept_q_.size() >= cfg_.accept_backlog) {
+        ++counters_.refused_busy;
+        a.admitted = false;
+        a.code = kRefuseBusy;
+        a.reason = "server busy";
+        return a;
+    }
+    if (user_admit_) {
+        a = user_admit_(req);
+        if (!a.admitted) return a;
+    } else {
+        a.granted = req.qos;
+    }
+    const std::uint8_t g = a.service_class.value_or(req.service_class);
+    if (ChainResult r = default_chain(g); !r.ok()) {
+        ++counters_.refused_no_chain;
+        wire::Admission no;
+        no.admitted = false;
+        no.code = kRefuseNoChain;
+        no.reason = r.error.substr(0, wire::kMaxReasonLen);
+        return no;
+    }
+    return a;
+}
+
+void Endpoint::queue_reply(const sansio::Addr& to, std::span<const std::uint8_t> bytes) {
+    if (replies_.size() >= cfg_.max_pending_replies) {
+        ++counters_.dropped_replies;
+        return;
+    }
+    replies_.push_back(sansio::Datagram{cfg_.local, to, {bytes.begin(), bytes.end()}});
+}
+
+void Endpoint::handle_initial(const sansio::Addr& from, std::span<const std::uint8_t> bytes, Time now) {
+    const wire::ServerReply r = server_->on_initial(from, bytes, now);
+    switch (r.kind) {
+    case wire::ServerReply::Kind::drop: return;
+    case wire::ServerReply::Kind::send:
+    case wire::ServerReply::Kind::refuse: queue_reply(from, r.bytes()); return;
+    case wire::ServerReply::Kind::accept: break;
+    }
+    const std::uint64_t k = key(r.info.server_cid);
+    if (auto it = conns_.find(k); it != conns_.end()) {
+        if (it->second.conn->role() == Connection::Role::server && it->second.conn->peer() == from &&
+            it->second.conn->peer_cid() == r.info.client_cid) {
+            ++counters_.accept_resent;
+            queue_reply(from, r.bytes());
+        } else {
+            ++counters_.dropped_cid_collision;
+        }
+        return;
+    }
+    ChainResult chain = default_chain(r.info.granted_class);
+    if (!chain.ok()) return;   // admit() refused these already
+    auto conn = std::make_shared<Connection>(cfg_.conn, std::move(*chain.chain), from, r.info, now);
+    conn->ep_ = this;
+    Entry& e = conns_[k];
+    e.conn = conn;
+    by_client_[client_key(from, r.info.client_cid)] = k;
+    accept_q_.push_back(conn);
+    ++counters_.connections_created;
+    queue_reply(from, r.bytes());
+    enqueue(k, e);
+}
+
+int Endpoint::connect(const sansio::Addr& peer, std::uint8_t service_class, const wire::Qos& qos, Time now,
+                      std::shared_ptr<Connection>& out, std::span<const std::string> elements,
+                      std::string* error) {
+    now_ = std::max(now_, now);
+    ChainResult r = make_chain(elements, service_class);
+    if (!r.ok()) {
+        if (error != nullptr) *error = r.error;
+        return -EINVAL;
+    }
+    if (conns_.size() >= cfg_.max_connections) {
+        if (error != nullptr) *error = "too many MCES connections on this endpoint";
+        return -EMFILE;
+    }
+    const wire::ConnectionId cid = fresh_cid();
+    auto conn = std::make_shared<Connection>(cfg_.conn, std::move(*r.chain),
+                                             std::vector<std::string>(elements.begin(), elements.end()),
+                                             peer, cid, qos, now_);
+    conn->ep_ = this;
+    const std::uint64_t k = key(cid);
+    Entry& e = conns_[k];
+    e.conn = conn;
+    ++counters_.connections_created;
+    enqueue(k, e);
+    out = std::move(conn);
+    return 0;
+}
+
+std::shared_ptr<Connection> Endpoint::accept() {
+    if (accept_q_.empty()) return nullptr;
+    auto c = std::move(accept_q_.front());
+    accept_q_.pop_front();
+    return c;
+}
+
+void Endpoint::wake(Connection& c) {
+    const std::uint64_t k = key(c.local_cid());
+    if (auto it = conns_.find(k); it != conns_.end() && it->second.conn.get() == &c) enqueue(k, it->second);
+}
+
+void Endpoint::enqueue(std::uint64_t k, Entry& e) {
+    if (e.queued) return;
+    e.queued = true;
+    ready_.push_back(k);
+}
+
+void Endpoint::rearm(std::uint64_t k, Entry& e) {
+    const Time t = e.conn->next_timeout();
+    if (t == e.armed) return;
+    if (e.armed != kNever) timers_.erase({e.armed, k});
+    e.armed = t;
+    if (t != kNever) timers_.insert({t, k});
+}
+
+void Endpoint::remove(std::uint64_t k) {
+    auto it = conns_.find(k);
+    if (it == conns_.end()) return;
+    Entry& e = it->second;
+    if (e.armed != kNever) timers_.erase({e.armed, k});
+    if (e.conn->role() == Connection::Role::server) {
+        auto b = by_client_.find(client_key(e.conn->peer(), e.conn->peer_cid()));
+        if (b != by_client_.end() && b->second == k) by_client_.erase(b);
+    }
+    e.conn->ep_ = nullptr;
+    conns_.erase(it);
+    ++counters_.connections_removed;
+}
+
+void Endpoint::on_datagram(const sansio::Addr& from, const sansio::Addr& to,
+                           std::span<const std::uint8_t> bytes, Time now) {
+    (void)to;
+    now_ = std::max(now_, now);
+    ++counters_.datagrams_in;
+    counters_.bytes_in += bytes.size();
+    if (bytes.empty()) {
+        ++counters_.dropped_runt;
+        return;
+    }
+    wire::ConnectionId dcid;
+    if ((bytes[0] & 0x80) != 0) {
+        // Long header invariants: flags(1) version(4) dcid_len(1) dcid.
+        if (bytes.size() < 6) {
+            ++counters_.dropped_runt;
+            return;
+        }
+        const std::uint32_t version = (std::uint32_t{bytes[1]} << 24) | (std::uint32_t{bytes[2]} << 16) |
+                                      (std::uint32_t{bytes[3]} << 8) | bytes[4];
+        const unsigned type = (bytes[0] >> 3) & 3u;
+        if (version != 0 && type == static_cast<unsigned>(wire::PacketType::initial)) {
+            if (!server_) {
+                ++counters_.dropped_not_listening;
+                return;
+            }
+            handle_initial(from, bytes, now);
+            return;
+        }
+        const std::size_t len = bytes[5];
+        if (len != kCidLen || bytes.size() < 6 + len) {
+            ++counters_.dropped_long_unknown;
+            return;
+        }
+        dcid = wire::ConnectionId::from(bytes.subspan(6, len));
+    } else {
+        if (bytes.size() < 1 + kCidLen) {
+            ++counters_.dropped_runt;
+            return;
+        }
+        dcid = wire::ConnectionId::from(bytes.subspan(1, kCidLen));
+    }
+    const std::uint64_t k = key(dcid);
+    auto it = conns_.find(k);
+    if (it == conns_.end()) {
+        if ((bytes[0] & 0x80) != 0)
+            ++counters_.dropped_long_unknown;
+        else
+            ++counters_.dropped_unknown_cid;
+        return;
+    }
+    it->second.conn->on_packet(from, bytes, now);
+    enqueue(k, it->second);
+}
+
+void Endpoint::on_timeout(Time now) {
+    now_ = std::max(now_, now);
+    while (!timers_.empty() && timers_.begin()->first <= now) {
+        const std::uint64_t k = timers_.begin()->second;
+        timers_.erase(timers_.begin());
+        auto it = conns_.find(k);
+        if (it == conns_.end()) continue;
+        it->second.armed = kNever;
+        it->second.conn->on_timeout(now);
+        enqueue(k, it->second);
+    }
+}
+
+Time Endpoint::next_timeout() const {
+    if (!ready_.empty() || !replies_.empty()) return now_;
+    return timers_.empty() ? kNever : timers_.begin()->first;
+}
+
+bool Endpoint::poll_transmit(sansio::Datagram& out) {
+    if (!replies_.empty()) {
+        out = std::move(replies_.front());
+        replies_.pop_front();
+        ++counters_.datagrams_out;
+        counters_.bytes_out += out.bytes.size();
+        return true;
+    }
+    while (!ready_.empty()) {
+        const std::uint64_t k = ready_.front();
+        auto it = conns_.find(k);
+        if (it == conns_.end()) {
+            ready_.pop_front();
+            continue;
+        }
+        Entry& e = it->second;
+        if (e.conn->poll_transmit(out.bytes, now_)) {
+            out.from = cfg_.local;
+            out.to = e.conn->peer();
+            ++counters_.datagrams_out;
+            counters_.bytes_out += out.bytes.size();
+            // Round robin: one packet per connection per turn.
+            if (ready_.size() > 1) {
+                ready_.pop_front();
+                ready_.push_back(k);
+            }
+            return true;
+        }
+        ready_.pop_front();
+        e.queued = false;
+        if (e.conn->drained()) {
+            remove(k);
+            continue;
+        }
+        rearm(k, e);
+    }
+    return false;
+}
+
+}  // namespace gs::mces

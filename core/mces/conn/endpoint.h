@@ -1,0 +1,153 @@
+// An MCES endpoint: one local UDP address, any number of connections (up to
+// a bound), as a gs::sansio::Endpoint. The engine runs it on a UDP socket;
+// the simulator (tests/sim) runs it in tests.
+//
+//   client:  ep.connect(peer, class, qos, now, conn)   -> a Connection handle
+//   server:  ep.listen(server_config, admit)            -> INITIALs are answered
+//            while (auto c = ep.accept()) serve(c);     -> admitted connections
+//   both:    on_datagram / on_timeout / poll_transmit / next_timeout (sansio.h)
+//
+// Demultiplexing: short-header packets go to the connection whose ID (8
+// bytes, kCidLen) is their destination ID; unknown IDs are dropped and
+// counted. Long-header INITIALs go to the ServerHandshake, which keeps no
+// state for a client before its cookie proves its address; RETRY, ACCEPT,
+// REFUSE and VERSION_NEGOTIATION go to the connecting client whose ID they
+// name. A connection is created only after a valid cookie and admission, and
+// only while fewer than max_connections exist and the accept queue has room
+// (otherwise the client is refused: "server busy"). Closed connections are
+// forgotten after their drain period.
+//
+// Ownership: connections are shared between the endpoint and the
+// application (std::shared_ptr). A handle stays valid after the endpoint
+// forgets the connection; it is then closed and inert. The endpoint must not
+// be moved (the handshake's admission callback points at it).
+//
+// Application calls on a connection take effect at the endpoint's last known
+// time; the owner then drains poll_transmit() (the simulator: sim.kick(ep)).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/common/sansio.h"
+#include "core/mces/conn/chain.h"
+#include "core/mces/conn/connection.h"
+#include "core/mces/wire/handshake.h"
+
+namespace gs::mces {
+
+// Connection IDs this endpoint hands out (client and server side alike).
+constexpr std::size_t kCidLen = 8;
+
+// REFUSE code when the endpoint is full (connections or accept queue).
+constexpr std::uint64_t kRefuseBusy = 0x100;
+// REFUSE code when no chain exists for the class asked (realtime, group).
+constexpr std::uint64_t kRefuseNoChain = 0x101;
+
+struct EndpointConfig {
+    sansio::Addr local;                  // the one UDP address it owns
+    std::uint64_t seed = 1;              // connection IDs and the cookie key
+    ConnConfig conn{};                   // for every connection it makes
+    std::size_t max_connections = 4096;  // live connections (any state), both roles
+    std::size_t accept_backlog = 128;    // admitted, not yet accept()ed
+    std::size_t max_pending_replies = 1024;   // stateless replies (RETRY, VN, REFUSE) waiting
+};
+
+struct EndpointCounters {
+    std::uint64_t datagrams_in = 0, bytes_in = 0;
+    std::uint64_t datagrams_out = 0, bytes_out = 0;
+    std::uint64_t dropped_runt = 0;          // too short to carry a destination ID
+    std::uint64_t dropped_unknown_cid = 0;   // short packet for no connection of ours
+    std::uint64_t dropped_long_unknown = 0;  // RETRY/ACCEPT/... for no connecting client
+    std::uint64_t dropped_not_listening = 0; // INITIAL while not listening
+    std::uint64_t dropped_replies = 0;       // stateless reply not queued (queue full)
+    std::uint64_t dropped_cid_collision = 0; // accepted handshake whose ID is taken
+    std::uint64_t refused_busy = 0;          // admission refused: full
+    std::uint64_t refused_no_chain = 0;      // admission refused: no chain for the class
+    std::uint64_t connections_created = 0;
+    std::uint64_t connections_removed = 0;
+    std::uint64_t accept_resent = 0;         // ACCEPT sent again for an existing connection
+};
+
+class Endpoint final : public sansio::Endpoint {
+public:
+    explicit Endpoint(const EndpointConfig& cfg);
+    ~Endpoint() override;
+    Endpoint(const Endpoint&) = delete;
+    Endpoint& operator=(const Endpoint&) = delete;
+
+    // Starts answering INITIALs. server_cid_len is forced to kCidLen. The
+    // cookie key comes from the seed. admit (optional) decides each proved
+    // client; the endpoint refuses first when it is full. Returns 0, or
+    // -EALREADY when already listening.
+    int listen(wire::ServerConfig sc, wire::AdmitFn admit = {});
+
+    // Opens a connection to `peer` asking for `service_class` and `qos`, with
+    // the chain `elements` (empty: the class's default). Returns 0 and sets
+    // `out`; -EINVAL when the chain is impossible (error, if given, says
+    // why); -EMFILE when max_connections exist.
+    int connect(const sansio::Addr& peer, std::uint8_t service_class, const wire::Qos& qos,
+                sansio::Time now, std::shared_ptr<Connection>& out,
+                std::span<const std::string> elements = {}, std::string* error = nullptr);
+
+    // The next admitted connection, or nullptr.
+    std::shared_ptr<Connection> accept();
+
+    // ---- sansio::Endpoint ---------------------------------------------------
+    void on_datagram(const sansio::Addr& from, const sansio::Addr& to,
+                     std::span<const std::uint8_t> bytes, sansio::Time now) override;
+    void on_timeout(sansio::Time now) override;
+    sansio::Time next_timeout() const override;
+    bool poll_transmit(sansio::Datagram& out) override;
+
+    const sansio::Addr& local() const noexcept { return cfg_.local; }
+    std::size_t connection_count() const noexcept { return conns_.size(); }
+    std::size_t accept_queue_size() const noexcept { return accept_q_.size(); }
+    const EndpointCounters& counters() const noexcept { return counters_; }
+    // The handshake's counters (cookies issued, parse errors ...), when listening.
+    const wire::ServerCounters* server_counters() const noexcept;
+    // Sum of every live connection's drop counters (diagnostics).
+    std::uint64_t connection_drops() const;
+
+private:
+    friend class Connection;
+    struct Entry {
+        std::shared_ptr<Connection> conn;
+        sansio::Time armed = sansio::kNever;
+        bool queued = false;
+    };
+
+    static std::uint64_t key(const wire::ConnectionId& cid) noexcept;
+    static std::string client_key(const sansio::Addr& a, const wire::ConnectionId& cid);
+    void wake(Connection& c);
+    void enqueue(std::uint64_t k, Entry& e);
+    void rearm(std::uint64_t k, Entry& e);
+    void remove(std::uint64_t k);
+    void handle_initial(const sansio::Addr& from, std::span<const std::uint8_t> bytes, sansio::Time now);
+    wire::Admission admit(const wire::AdmissionRequest& req);
+    void queue_reply(const sansio::Addr& to, std::span<const std::uint8_t> bytes);
+    wire::ConnectionId fresh_cid();
+
+    EndpointConfig cfg_;
+    std::uint64_t rng_;
+    sansio::Time now_ = 0;
+    std::unique_ptr<wire::ServerHandshake> server_;
+    wire::AdmitFn user_admit_;
+    std::unordered_map<std::uint64_t, Entry> conns_;
+    std::unordered_map<std::string, std::uint64_t> by_client_;   // server side: (addr, client ID)
+    std::set<std::pair<sansio::Time, std::uint64_t>> timers_;
+    std::deque<std::uint64_t> ready_;
+    std::deque<std::shared_ptr<Connection>> accept_q_;
+    std::deque<sansio::Datagram> replies_;
+    std::vector<std::uint8_t> buf_;
+    EndpointCounters counters_;
+};
+
+}  // namespace gs::mces

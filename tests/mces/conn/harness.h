@@ -1,0 +1,132 @@
+// Test scaffolding for MCES connections in the simulator: a Host wraps an
+// mces::Endpoint and runs the test's application code after every event, so
+// applications react (write, read, close) at the instant something changed,
+// exactly as the engine would after a poll wake-up.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+
+#include "core/common/sansio.h"
+#include "core/mces/conn/endpoint.h"
+#include "tests/sim/sim.h"
+
+namespace gs::mces::test {
+
+using sansio::Addr;
+using sansio::kMillisecond;
+using sansio::kNever;
+using sansio::kSecond;
+using sansio::Time;
+
+class Host final : public sansio::Endpoint {
+public:
+    explicit Host(const EndpointConfig& cfg) : ep(cfg) {}
+    void on_datagram(const Addr& from, const Addr& to, std::span<const std::uint8_t> bytes,
+                     Time now) override {
+        ep.on_datagram(from, to, bytes, now);
+        if (app) app(now);
+    }
+    void on_timeout(Time now) override {
+        ep.on_timeout(now);
+        if (app) app(now);
+    }
+    Time next_timeout() const override { return ep.next_timeout(); }
+    bool poll_transmit(sansio::Datagram& d) override { return ep.poll_transmit(d); }
+
+    mces::Endpoint ep;
+    std::function<void(Time)> app;   // the application, run after every event
+};
+
+// The stream's content: a function of the offset, so the reader checks every
+// byte without a copy.
+inline std::uint8_t pattern(std::uint64_t off) {
+    std::uint64_t z = (off >> 3) * 0x9e3779b97f4a7c15ull + 0x1234567;
+    z ^= z >> 29;
+    return static_cast<std::uint8_t>(z >> (8 * (off & 7)));
+}
+
+// Writes pattern bytes from `written` on until the connection stops taking them.
+inline void write_pattern(Connection& c, std::uint64_t& written, std::uint64_t total) {
+    std::uint8_t chunk[16384];
+    while (written < total) {
+        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(sizeof chunk, total - written));
+        for (std::size_t i = 0; i < n; ++i) chunk[i] = pattern(written + i);
+        const auto r = c.write({chunk, n});
+        if (r <= 0) break;
+        written += static_cast<std::uint64_t>(r);
+    }
+}
+
+// Reads everything available, checking the pattern; returns true at EOF.
+inline bool read_pattern(Connection& c, std::uint64_t& got, std::uint64_t& bad) {
+    std::uint8_t buf[16384];
+    for (;;) {
+        const auto r = c.read(buf);
+        if (r == 0) return true;
+        if (r < 0) return false;
+        for (std::ptrdiff_t i = 0; i < r; ++i)
+            if (buf[i] != pattern(got + static_cast<std::uint64_t>(i))) ++bad;
+        got += static_cast<std::uint64_t>(r);
+    }
+}
+
+inline EndpointConfig endpoint_config(const Addr& a, std::uint64_t seed) {
+    EndpointConfig c;
+    c.local = a;
+    c.seed = seed;
+    return c;
+}
+
+}  // namespace gs::mces::test
+
+namespace gs::mces::test {
+
+// A client and a server endpoint in one simulator, the server listening.
+struct Pair {
+    explicit Pair(std::uint64_t seed, const sim::LinkParams& lp = {}, const ConnConfig& conn = {},
+                  wire::AdmitFn admit = {})
+        : sim(seed),
+          server(with_conn(endpoint_config(kServer, seed * 2 + 1), conn)),
+          client(with_conn(endpoint_config(kClient, seed * 2 + 2), conn)) {
+        REQUIRE(sim.set_default_link(lp) == 0);
+        REQUIRE(server.ep.listen({}, std::move(admit)) == 0);
+        server.app = [this](Time) {
+            if (!sconn) sconn = server.ep.accept();
+        };
+        REQUIRE(sim.add_node(kServer, server) == 0);
+        REQUIRE(sim.add_node(kClient, client) == 0);
+    }
+    static EndpointConfig with_conn(EndpointConfig c, const ConnConfig& conn) {
+        c.conn = conn;
+        return c;
+    }
+    // Connects and runs until both sides are established (or `limit`).
+    bool connect(std::uint8_t cls, Time limit = 10 * kSecond) {
+        REQUIRE(client.ep.connect(kServer, cls, {}, sim.now(), cconn) == 0);
+        sim.kick(client);
+        return sim.run_while(
+            [&] { return !(cconn->state() == Connection::State::established && sconn); },
+            sim.now() + limit);
+    }
+    bool run_until_closed(Time limit) {
+        return sim.run_while(
+            [&] {
+                return !(cconn->state() == Connection::State::closed && sconn &&
+                         sconn->state() == Connection::State::closed);
+            },
+            sim.now() + limit);
+    }
+
+    static inline const Addr kClient = Addr::v4(0x0a000001, 5000);
+    static inline const Addr kServer = Addr::v4(0x0a000002, 4433);
+    sim::Simulator sim;
+    Host server, client;
+    std::shared_ptr<Connection> cconn, sconn;
+};
+
+}  // namespace gs::mces::test
