@@ -144,7 +144,7 @@ public:
         for (int i = 0; i < 2; ++i) {
             int h = fcntl(p[i], F_DUPFD_CLOEXEC, kInternalFdBase);
             if (h >= 0) {
-                syscall(SYS_close, p[i]);
+                raw_close(p[i]);
                 p[i] = h;
             }
             guard_fd(p[i]);
@@ -189,7 +189,7 @@ public:
             int fd = epoll_create1(EPOLL_CLOEXEC);
             if (fd < 0) return -1;
             if (int h = fcntl(fd, F_DUPFD_CLOEXEC, kInternalFdBase); h >= 0) {
-                syscall(SYS_close, fd);
+                raw_close(fd);
                 fd = h;
             }
             guard_fd(fd);

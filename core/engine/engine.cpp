@@ -1,6 +1,7 @@
 #include "core/engine/engine.h"
 #include "core/engine/send_queue.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <fcntl.h>
@@ -56,11 +57,25 @@ void unguard_fd(int fd) noexcept {
     if (fd >= 0 && g_guard.unprotect) g_guard.unprotect(fd);
 }
 // A raw system call: the engine is linked into the preload library, whose
-// exported close() would refuse to close a guarded fd.
+// exported close() would refuse to close a guarded fd. Under TSan, through
+// its interceptor instead: TSan follows fd numbers through the calls it
+// sees, and a hidden close makes the number's next owner look like a race
+// with the previous one.
+void raw_close(int fd) noexcept {
+#if defined(__SANITIZE_THREAD__)
+    static auto* real = reinterpret_cast<int (*)(int)>(dlsym(RTLD_NEXT, "close"));
+    if (real != nullptr) {
+        real(fd);
+        return;
+    }
+#endif
+    syscall(SYS_close, fd);
+}
+
 void close_internal_fd(int fd) noexcept {
     if (fd < 0) return;
     unguard_fd(fd);
-    syscall(SYS_close, fd);
+    raw_close(fd);
 }
 
 namespace {
@@ -102,14 +117,14 @@ int Engine::init(const Options& o) noexcept {
     setup_flags_ = p.flags;
     // Our fds live high, out of the numbers programs pick and count.
     if (int high = fcntl(ring_.ring_fd, F_DUPFD_CLOEXEC, kInternalFdBase); high >= 0) {
-        syscall(SYS_close, ring_.ring_fd);
+        raw_close(ring_.ring_fd);
         ring_.ring_fd = ring_.enter_ring_fd = high;
     }
     guard_fd(ring_.ring_fd);
     wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd_ < 0) return -errno;
     if (int high = fcntl(wake_fd_, F_DUPFD_CLOEXEC, kInternalFdBase); high >= 0) {
-        syscall(SYS_close, wake_fd_);
+        raw_close(wake_fd_);
         wake_fd_ = high;
     }
     guard_fd(wake_fd_);

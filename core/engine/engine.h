@@ -72,6 +72,8 @@ void guard_fd(int fd) noexcept;
 void unguard_fd(int fd) noexcept;
 // Close one of the engine's own fds (unguarded first), bypassing the hooks.
 void close_internal_fd(int fd) noexcept;
+// close(2) without the shim's hook, for an fd that was never guarded.
+void raw_close(int fd) noexcept;
 
 // Work that must finish before the engine stops at exit (bridges flushing
 // what the program wrote): `begin` is called once on the engine thread when
