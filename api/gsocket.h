@@ -134,6 +134,77 @@ const char* gs_strerror(int err);
 /* The library's GS_VERSION (may differ from the header's one). */
 int gs_version(void);
 
+/* ---- Overlay sockets (GSocket class 4; docs/overlay.md) ------------------
+ *
+ * A member of an application-level overlay (HyperCast's overlay socket):
+ * messages to every member, to a parent or the children in the spanning
+ * tree of a root, to the neighbours, or to one member by its logical
+ * address. The overlay's configuration is an attribute file (OverlayID,
+ * Protocol = DT or HC, NodeAddress, Bootstrap...; docs/overlay.md). The
+ * member is a real fd (gs_overlay_fd): poll/epoll say when a message waits.
+ * Thread-safe; messages are delivered whole, at most once, in no promised
+ * order, and dropped (counted) when the program does not read in time. */
+
+typedef struct gs_overlay gs_overlay;
+
+enum gs_overlay_to {
+    GS_TO_ALL = 0,       /* every member (the tree rooted at this member) */
+    GS_TO_PARENT = 1,    /* the parent in the tree of `root` */
+    GS_TO_CHILDREN = 2,  /* the children in the tree of `root` */
+    GS_TO_NEIGHBORS = 3, /* every overlay neighbour */
+    GS_TO_NODE = 4       /* the member whose logical address is `node` */
+};
+
+/* "No address": a member not (yet) joined; as `root`, this member. */
+#define GS_NO_ADDRESS UINT64_MAX
+
+/* Reads `config_file` and creates a member bound to its NodeAddress (not
+ * joined yet). NULL with errno: EINVAL (the file is wrong: one log line per
+ * problem, naming file, line, attribute and value), ENOENT/EACCES (cannot
+ * read it), EADDRINUSE (NodeAddress is taken), ENOMEM, EAGAIN (no engine). */
+gs_overlay* gs_overlay_open(const char* config_file);
+
+/* Joins through the Bootstrap members (none: this member starts the
+ * overlay) and waits until it is a member, or `timeout_ms` (< 0: forever).
+ * 0, or -1 with ETIMEDOUT (it goes on trying), EINTR. */
+int gs_overlay_join(gs_overlay* o, int timeout_ms);
+
+/* Sends one message (at most the overlay's MaxPayload bytes). 0, or -1 with
+ * EINVAL (bad `to`, too long), ENOTCONN (not a member), EAGAIN (the queue to
+ * the engine is full and o's fd is non-blocking). A message the protocol
+ * cannot route is counted, not reported. */
+int gs_overlay_send(gs_overlay* o, int to, const void* msg, size_t len, uint64_t root, uint64_t node);
+
+/* Receives one message into buf: its length (cut to len), the sender's
+ * logical address in *source (may be NULL). Blocks unless flags has
+ * MSG_DONTWAIT (then -1 EAGAIN when none waits). -1 ECONNRESET once the
+ * member has been closed. */
+ssize_t gs_overlay_recv(gs_overlay* o, void* buf, size_t len, uint64_t* source, int flags);
+
+/* The fd to poll for POLLIN (a message waits). Do not read or write it. */
+int gs_overlay_fd(const gs_overlay* o);
+
+/* This member's logical address (DT: x << 32 | (uint32_t)y; HC: its label),
+ * GS_NO_ADDRESS before it has joined. */
+uint64_t gs_overlay_address(const gs_overlay* o);
+
+/* The topology as this member sees it now. Neighbours and children: how many
+ * there are (at most `max` written to out). Parent: 0 and *parent, or -1
+ * with ENOENT at the root. -1 ENOTCONN when not a member. */
+int gs_overlay_neighbors(gs_overlay* o, uint64_t* out, size_t max);
+int gs_overlay_parent(gs_overlay* o, uint64_t root, uint64_t* parent);
+int gs_overlay_children(gs_overlay* o, uint64_t root, uint64_t* out, size_t max);
+
+/* Counters: messages sent and delivered, deliveries dropped because the
+ * program did not read, requests the protocol refused. */
+struct gs_overlay_stats {
+    uint64_t sent, delivered, dropped_unread, refused;
+};
+int gs_overlay_stats(const gs_overlay* o, struct gs_overlay_stats* out);
+
+/* Leaves the overlay (the neighbours are told) and frees the member. */
+int gs_overlay_close(gs_overlay* o);
+
 #ifdef __cplusplus
 }
 #endif

@@ -925,4 +925,12 @@ bool policy_override(const FlowRecord& r, int level, int optname, const void* va
     return false;
 }
 
+int adopt_internal_fd(int fd) noexcept {
+    int h = move_high(fd);
+    real::close()(fd);
+    if (h < 0) return -1;
+    protect_fd(h);
+    return h;
+}
+
 }  // namespace gs::shim

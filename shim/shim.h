@@ -50,6 +50,10 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept;
 // when the bridge could not be set up (the flow stays native: fail open,
 // logged once).
 int bridge_datagram(int fd, bool autobind) noexcept;
+// An fd of the shim's own (the engine side of an API object): moved above
+// the program's numbers (engine::kInternalFdBase) and kept from its close
+// calls; the original is closed. -1 when it cannot be moved (closed too).
+int adopt_internal_fd(int fd) noexcept;
 // For the hooks: the bridge of a bridged slot (a UDP one: with its dgram part).
 engine::BridgeState& bridge_of(uint32_t s) noexcept;
 engine::DgramState& dgram_of(uint32_t s) noexcept;
