@@ -79,6 +79,7 @@ struct Simulator::Impl {
     std::vector<std::uint8_t> rx;      // bytes of the datagram being delivered
     TraceFn trace;
     LinkFilter filter;
+    DelayModel delay_model;
 
     explicit Impl(std::uint64_t s) : seed(s) {}
 
@@ -168,6 +169,8 @@ struct Simulator::Impl {
             emit(TraceEvent::Kind::drop_link, now, from, to, nullptr, d.bytes, dec.drop);
             return;
         }
+        Time extra = 0;
+        if (delay_model) extra = std::max<Time>(0, delay_model(addrs[from].addr, addrs[to].addr));
         for (int i = 0; i < dec.count; ++i) {
             const std::uint32_t slot = alloc_packet();
             Packet& p = packets[slot];
@@ -180,7 +183,7 @@ struct Simulator::Impl {
             }
             p.corrupted = dec.d[i].flip_bit >= 0;
             impair::apply_flip(p.bytes, dec.d[i].flip_bit);
-            push(dec.d[i].at < now ? now : dec.d[i].at, EvKind::deliver, slot, 0);
+            push((dec.d[i].at < now ? now : dec.d[i].at) + extra, EvKind::deliver, slot, 0);
         }
     }
 
@@ -461,6 +464,8 @@ void Simulator::schedule(Time at, std::function<void()> fn) {
 }
 
 void Simulator::set_link_filter(LinkFilter filter) { impl_->filter = std::move(filter); }
+
+void Simulator::set_delay_model(DelayModel model) { impl_->delay_model = std::move(model); }
 
 void Simulator::set_trace(TraceFn fn) { impl_->trace = std::move(fn); }
 

@@ -136,6 +136,17 @@ public:
     // deterministic and must not call back into the Simulator.
     using LinkFilter = std::function<bool(const Addr& from, const Addr& to, Time now)>;
     void set_link_filter(LinkFilter filter);
+    // A propagation delay that depends on the pair, for underlay models with
+    // too many pairs for set_link (e.g. delay proportional to the distance
+    // between node positions): every datagram from -> to that the link
+    // delivers arrives model(from, to) later than the link alone would have
+    // it (after the link's delay, jitter and queue; a negative value counts
+    // as 0). The link's FIFO order is kept as long as the model returns the
+    // same value for a pair, which it must (deterministic, no call back into
+    // the Simulator). Pass {} to remove; datagrams already in flight keep
+    // their arrival time.
+    using DelayModel = std::function<Time(const Addr& from, const Addr& to)>;
+    void set_delay_model(DelayModel model);
     // Counters of the link from -> to (all zero when it never carried a packet).
     LinkStats link_stats(const Addr& from, const Addr& to) const;
     // Sum over all links.
