@@ -21,6 +21,7 @@
 #include <fstream>
 #include <memory>
 #include <new>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "core/engine/udp_host.h"
 #include "core/overlay/config/config.h"
 #include "core/overlay/config/factory.h"
+#include "core/overlay/config/server_wire.h"
 #include "shim/log.h"
 #include "shim/real.h"
 #include "shim/shim.h"
@@ -96,6 +98,151 @@ uint64_t seed() noexcept {
     return s;
 }
 
+namespace srv = gs::overlay::server;
+
+struct OverlayLease {
+    gs::sansio::Addr server;
+    uint32_t ms = 0;   // 0: no lease kept
+};
+using gs::sansio::Time;
+
+// One request to gsoverlayd and its answer: resent after 300 ms, three
+// times. The socket is the shim's own (real calls: not a flow of the
+// program). 0, -ETIMEDOUT, or -errno.
+int ask_server(const gs::sansio::Addr& server, srv::Request q, srv::Response& a) {
+    const int family = server.is_v4() ? AF_INET : AF_INET6;
+    int fd = real::socket()(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    sockaddr_storage ss{};
+    socklen_t sl = engine::from_addr(server, ss, family);
+    if (real::connect()(fd, reinterpret_cast<sockaddr*>(&ss), sl) != 0) {
+        int err = errno;
+        real::close()(fd);
+        return -err;
+    }
+    uint32_t txid = 0;
+    getrandom(&txid, sizeof txid, GRND_NONBLOCK);
+    q.txid = txid;
+    std::vector<uint8_t> bytes = srv::encode_request(q);
+    int rc = -ETIMEDOUT;
+    for (int attempt = 0; attempt < 3 && rc == -ETIMEDOUT; ++attempt) {
+        if (real::send()(fd, bytes.data(), bytes.size(), 0) < 0) {
+            rc = -errno;
+            break;
+        }
+        pollfd p{fd, POLLIN, 0};
+        while (poll(&p, 1, 300) == 1) {
+            uint8_t buf[2048];
+            ssize_t n = real::recv()(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == ECONNREFUSED) rc = -ECONNREFUSED;   // nobody at that port
+                break;
+            }
+            if (srv::decode_response({buf, static_cast<size_t>(n)}, a) == 0 && a.txid == txid) {
+                rc = 0;
+                break;
+            }
+        }
+    }
+    real::close()(fd);
+    return rc;
+}
+
+// Keeps the member's lease at gsoverlayd (docs/overlay.md, "How a member
+// joins"): RENEW every lease / 3, LEAVE at the end. Run by the engine
+// beside the node (OverlayCompanion); sans-IO.
+class LeaseKeeper final : public gs::sansio::Endpoint {
+public:
+    LeaseKeeper(const gs::sansio::Addr& server, uint64_t overlay, const gs::sansio::Addr& member, Time lease)
+        : server_(server), overlay_(overlay), member_(member), lease_(lease) {}
+    void on_datagram(const gs::sansio::Addr& from, const gs::sansio::Addr&, std::span<const uint8_t> b, Time) override {
+        srv::Response a;
+        if (from != server_ || srv::decode_response(b, a) != 0 || a.op != srv::Op::renew) return;
+        if (a.status == srv::Status::ok && a.lease_ms > 0) lease_ = Time{a.lease_ms} * gs::sansio::kMillisecond;
+    }
+    void on_timeout(Time now) override {
+        if (next_ == 0) {   // the first call: JOIN was just answered
+            next_ = now + lease_ / 3;
+            return;
+        }
+        queue(srv::Op::renew);
+        next_ = now + lease_ / 3;
+    }
+    Time next_timeout() const override { return left_ ? gs::sansio::kNever : next_ == 0 ? 0 : next_; }
+    bool poll_transmit(gs::sansio::Datagram& d) override {
+        if (out_.empty()) return false;
+        d.to = server_;
+        d.bytes = std::move(out_);
+        out_.clear();
+        return true;
+    }
+    static void farewell(gs::sansio::Endpoint& ep, Time) noexcept {
+        auto& k = static_cast<LeaseKeeper&>(ep);
+        k.queue(srv::Op::leave);
+        k.left_ = true;
+    }
+
+private:
+    void queue(srv::Op op) {
+        srv::Request q;
+        q.op = op;
+        q.txid = ++txid_;
+        q.overlay = overlay_;
+        q.member = member_;
+        q.lease_ms = static_cast<uint32_t>(lease_ / gs::sansio::kMillisecond);
+        out_ = srv::encode_request(q);
+    }
+    gs::sansio::Addr server_;
+    uint64_t overlay_;
+    gs::sansio::Addr member_;
+    Time lease_;
+    Time next_ = 0;
+    bool left_ = false;
+    uint32_t txid_ = 0;
+    std::vector<uint8_t> out_;
+};
+
+// With a Server: the overlay's attributes from gsoverlayd (CREATE from the
+// file when it does not know the overlay yet), merged with the file's. 0,
+// or -errno with a log line: EACCES (a key attribute differs), EINVAL, the
+// server unreachable (ETIMEDOUT, ECONNREFUSED).
+int server_config(const char* path, const std::string& text, ov::Config& cfg, gs::sansio::Addr& server) {
+    if (!ov::parse_addr(cfg.server, server)) {
+        GS_LOG(warn, "gs_overlay_open: %s: Server = %s: give the overlay server as IP:PORT (EINVAL)", path, cfg.server.c_str());
+        return -EINVAL;
+    }
+    ov::Attributes local;
+    std::vector<std::string> errors;
+    ov::parse_attributes(text, path, local, errors);
+    srv::Request q;
+    q.op = srv::Op::get;
+    q.overlay = cfg.overlay_id;
+    srv::Response a;
+    int rc = ask_server(server, q, a);
+    if (rc == 0 && a.status == srv::Status::unknown_overlay) {
+        q.op = srv::Op::create;
+        q.attrs = cfg.overlay_attributes();
+        rc = ask_server(server, q, a);
+    }
+    if (rc != 0) {
+        GS_LOG(warn, "gs_overlay_open: %s: overlay server %s: %s", path, cfg.server.c_str(), strerror(-rc));
+        return rc;
+    }
+    if (a.status != srv::Status::ok) {
+        GS_LOG(warn, "gs_overlay_open: %s: overlay server %s refused %s of overlay %llu: %s (%s)", path,
+               cfg.server.c_str(), srv::name(q.op), static_cast<unsigned long long>(cfg.overlay_id), srv::name(a.status),
+               a.message.c_str());
+        return a.status == srv::Status::conflict ? -EACCES : -EINVAL;
+    }
+    ov::Config merged;
+    if (ov::merge_config(a.attrs, local, merged, errors) != 0) {
+        for (const std::string& m : errors) GS_LOG(warn, "gs_overlay_open: %s", m.c_str());
+        return -EACCES;
+    }
+    cfg = std::move(merged);
+    return 0;
+}
+
 gs_overlay* open_member(const char* path) {
     if (path == nullptr) {
         GS_LOG(warn, "gs_overlay_open: config_file is NULL: give the overlay's attribute file (docs/overlay.md) (EINVAL)");
@@ -116,9 +263,14 @@ gs_overlay* open_member(const char* path) {
         errno = EINVAL;
         return nullptr;
     }
-    if (!cfg.server.empty())
-        GS_LOG(info, "gs_overlay_open: %s: Server = %s is not asked yet by this build: joining through Bootstrap only",
-               path, cfg.server.c_str());
+    gs::sansio::Addr server;
+    const bool with_server = !cfg.server.empty();
+    if (with_server) {
+        if (int rc = server_config(path, text, cfg, server); rc != 0) {
+            errno = -rc;
+            return nullptr;
+        }
+    }
     engine::Engine* e = engine::Engine::get();
     if (e == nullptr) {
         GS_LOG(warn, "gs_overlay_open: the gsocket engine cannot start (EAGAIN)");
@@ -141,8 +293,29 @@ gs_overlay* open_member(const char* path) {
     sl = sizeof ss;
     real::getsockname()(udp, reinterpret_cast<sockaddr*>(&ss), &sl);
     gs::sansio::Addr self = engine::to_addr(reinterpret_cast<sockaddr*>(&ss), sl);
+    // With a server: register, and join through the members it knows.
+    std::vector<gs::sansio::Addr> members;
+    OverlayLease lease;
+    if (with_server) {
+        srv::Request q;
+        q.op = srv::Op::join;
+        q.overlay = cfg.overlay_id;
+        q.member = self;
+        q.lease_ms = static_cast<uint32_t>(cfg.lease / gs::sansio::kMillisecond);
+        q.want = 8;
+        srv::Response a;
+        int rc = ask_server(server, q, a);
+        if (rc == 0 && a.status == srv::Status::ok) {
+            for (const srv::MemberEntry& m : a.members) members.push_back(m.addr);
+            lease.server = server;
+            lease.ms = a.lease_ms ? a.lease_ms : q.lease_ms;
+        } else {
+            GS_LOG(warn, "gs_overlay_open: %s: JOIN at %s: %s; joining through Bootstrap only", path, cfg.server.c_str(),
+                   rc != 0 ? strerror(-rc) : srv::name(a.status));
+        }
+    }
     std::string why;
-    std::unique_ptr<ov::Node> node = ov::make_node(cfg, self, seed(), {}, why);
+    std::unique_ptr<ov::Node> node = ov::make_node(cfg, self, seed(), members, why);
     if (!node) {
         GS_LOG(warn, "gs_overlay_open: %s: %s (EINVAL)", path, why.c_str());
         real::close()(udp);
@@ -170,8 +343,22 @@ gs_overlay* open_member(const char* path) {
     o->fd = sp[0];
     o->e = e;
     o->max_payload = cfg.max_payload;
+    engine::OverlayCompanion companion;
+    if (lease.ms > 0) {   // the lease, kept by the engine
+        int lfd = real::socket()(lease.server.is_v4() ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (lfd >= 0) {
+            sockaddr_storage any{};
+            any.ss_family = static_cast<sa_family_t>(lease.server.is_v4() ? AF_INET : AF_INET6);
+            real::bind()(lfd, reinterpret_cast<sockaddr*>(&any),
+                         lease.server.is_v4() ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
+            companion.fd = adopt_internal_fd(lfd);
+            companion.ep = std::make_unique<LeaseKeeper>(lease.server, cfg.overlay_id, self,
+                                                          Time{lease.ms} * gs::sansio::kMillisecond);
+            companion.farewell = &LeaseKeeper::farewell;
+        }
+    }
     on_engine(*e, [&](engine::Engine& en) {
-        o->host = engine::OverlayHost::start(en, std::move(node), eng_udp, eng_end, o->shared, &err);
+        o->host = engine::OverlayHost::start(en, std::move(node), eng_udp, eng_end, o->shared, std::move(companion), &err);
     });
     if (o->host == nullptr) {
         GS_LOG(warn, "gs_overlay_open: the overlay member cannot start: %s", strerror(-err));

@@ -29,6 +29,11 @@ char* scratch() noexcept {   // engine thread only
 
 OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
                                 OverlayShared& shared, int* err) noexcept {
+    return start(e, std::move(node), udp_fd, engine_end, shared, OverlayCompanion{}, err);
+}
+
+OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
+                                OverlayShared& shared, OverlayCompanion companion, int* err) noexcept {
     auto fail = [&](int code) -> OverlayHost* {
         if (err) *err = -code;
         return nullptr;
@@ -43,6 +48,12 @@ OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, 
     if (h->udp_ == nullptr) {
         delete h;
         return fail(-uerr);
+    }
+    if (companion.ep && companion.fd >= 0) {
+        h->companion_ = std::move(companion);
+        int cerr = 0;
+        h->companion_udp_ = UdpHost::start(e, h->companion_.fd, *h->companion_.ep, UdpHostOptions{}, nullptr, nullptr, &cerr);
+        if (h->companion_udp_ == nullptr) close_internal_fd(h->companion_.fd);   // the member goes on without it
     }
     h->in_.h = h->cancel_.h = h;
     io_uring_sqe* q = e.sqe();
@@ -166,6 +177,12 @@ void OverlayHost::close(Engine& e) noexcept {
     udp_->poke(e);   // the leave goes out now
     udp_->close(e);
     udp_ = nullptr;
+    if (companion_udp_ != nullptr) {
+        if (companion_.farewell) companion_.farewell(*companion_.ep, now_ns());
+        companion_udp_->poke(e);
+        companion_udp_->close(e);
+        companion_udp_ = nullptr;
+    }
     if (in_.armed) cancel_in(e);
     maybe_free();
 }

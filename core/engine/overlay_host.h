@@ -51,6 +51,15 @@ struct OverlayShared {
     std::atomic<uint32_t> closed{0};           // the host has gone (the program closed its end)
 };
 
+// An endpoint run beside the node on a UDP socket of its own, for as long
+// as the member lives (the member's lease at the overlay server): `farewell`
+// is called just before it stops (a LEAVE), then what it sends goes out.
+struct OverlayCompanion {
+    std::unique_ptr<sansio::Endpoint> ep;
+    int fd = -1;
+    void (*farewell)(sansio::Endpoint& ep, sansio::Time now) noexcept = nullptr;
+};
+
 class OverlayHost {
 public:
     // Starts the member: `udp_fd` (bound to the node's underlay address) and
@@ -59,6 +68,10 @@ public:
     // thread. nullptr and -errno in *err when it cannot start.
     static OverlayHost* start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
                               OverlayShared& shared, int* err) noexcept;
+    // The same with a companion (its fd is the host's too; not started if
+    // the member cannot start).
+    static OverlayHost* start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
+                              OverlayShared& shared, OverlayCompanion companion, int* err) noexcept;
 
     // Engine thread: the node, for topology questions and tests.
     overlay::Node& node() noexcept { return *node_; }
@@ -91,6 +104,8 @@ private:
 
     std::unique_ptr<overlay::Node> node_;
     UdpHost* udp_ = nullptr;
+    OverlayCompanion companion_;
+    UdpHost* companion_udp_ = nullptr;
     int end_;
     OverlayShared& shared_;
     In in_;

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Overlay members in eight network namespaces, joined through gsoverlayd:
+# each member's file names only the server (no Bootstrap); the first CREATEs
+# the overlay from its attributes, the others get them and the current
+# members from the server. Each says hello to all and must hear the seven
+# others exactly once. Then a member whose key attribute differs from the
+# overlay's (Protocol) is refused, the log naming the attribute. HC and DT.
+source "$GS_SRC/tests/integration/lib.sh"
+[[ -x ${GS_CHAT:-} && -x ${GSOVERLAYD:-} ]] || skip "overlay_chat or gsoverlayd was not built"
+[[ $(id -u) -eq 0 ]] || skip "network namespaces need root"
+command -v ip >/dev/null || skip "iproute2 is not installed"
+
+tag=gs$$
+hub=$tag-hub
+nss=()
+teardown() {
+    local n
+    for n in "${nss[@]}" "$hub"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
+    for n in "${nss[@]}" "$hub"; do ip netns del "$n" 2>/dev/null || true; done
+    cleanup
+}
+trap teardown EXIT
+ip netns add "$hub" 2>/dev/null || skip "cannot create network namespaces here"
+ip -n "$hub" link add br0 type bridge
+ip -n "$hub" addr add 10.77.0.1/24 dev br0
+ip -n "$hub" link set br0 up
+ip -n "$hub" link set lo up
+for i in $(seq 0 7); do
+    ns=$tag-m$i
+    ip netns add "$ns"; nss+=("$ns")
+    ip -n "$ns" link add v0 type veth peer name p$i netns "$hub"
+    ip -n "$hub" link set p$i master br0 up
+    ip -n "$ns" addr add 10.77.0.$((10 + i))/24 dev v0
+    ip -n "$ns" link set v0 up
+    ip -n "$ns" link set lo up
+done
+ip netns exec "$hub" "$GSOVERLAYD" --listen 10.77.0.1:8081 --state-dir "$T/state" >"$T/d.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do ip netns exec "$hub" ss -Hlun "sport = :8081" | has . && break; sleep 0.05; done
+
+id=5000
+for proto in HC DT; do
+    id=$((id + 1))
+    rm -f "$T/go"
+    pids=()
+    for i in $(seq 0 7); do
+        {
+            echo "OverlayID = $id"
+            echo "Protocol = $proto"
+            echo "NodeAddress = 10.77.0.$((10 + i)):7000"
+            echo "Server = 10.77.0.1:8081"
+            if [[ $proto == DT ]]; then echo "Coordinates = $((i % 3 * 1000 + i * 7)),$((i / 3 * 1000 + i * 13))"; fi
+        } >"$T/m$i.conf"
+        GSOCKET_LOG=info GSOCKET_LOG_FILE="$T/m$i.log" ip netns exec "$tag-m$i" \
+            "$GS_CHAT" "$T/m$i.conf" --expect 7 --go "$T/go" --timeout 30 >"$T/m$i.out" 2>"$T/m$i.err" &
+        pids+=($!); PIDS+=($!)
+        for _ in $(seq 300); do grep -q '^joined' "$T/m$i.out" && break; kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.05; done
+        grep -q '^joined' "$T/m$i.out" || { cat "$T/m$i.out" "$T/m$i.err" "$T/m$i.log" >&2; fail "$proto member $i did not join"; }
+    done
+    sleep 2
+    touch "$T/go"
+    bad=0
+    for i in $(seq 0 7); do
+        wait "${pids[$i]}" || { bad=1; echo "member $i:" >&2; cat "$T/m$i.out" "$T/m$i.err" >&2; }
+    done
+    ((bad == 0)) || fail "$proto: not every member heard the seven others exactly once"
+    note "$proto across 8 namespaces: $(grep -h '^member' "$T"/m*.out | head -1)"
+done
+
+# The overlay 5001 is HC at the server: a member that says DT is refused.
+printf 'OverlayID = 5001\nProtocol = DT\nNodeAddress = 10.77.0.10:7001\nServer = 10.77.0.1:8081\n' >"$T/wrong.conf"
+if GSOCKET_LOG_FILE="$T/wrong.log" ip netns exec "$tag-m0" "$GS_CHAT" "$T/wrong.conf" --timeout 2 >"$T/w.out" 2>"$T/w.err"; then
+    fail "a member with another Protocol than the overlay's was admitted"
+fi
+grep -q "Permission denied" "$T/w.err" || { cat "$T/w.err" >&2; fail "the refusal is not EACCES"; }
+grep -q "key attribute Protocol" "$T/wrong.log" || { cat "$T/wrong.log" >&2; fail "the log does not name the key attribute"; }
+echo "ok overlay_netns: 8 members in 8 namespaces joined through gsoverlayd (HC, DT), each heard the seven others once; a wrong key attribute refused"
