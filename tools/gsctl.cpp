@@ -46,9 +46,12 @@ constexpr const char* kUsage =
     "  flows [--json] [PID...]        the flows of running gsocket processes, once\n"
     "  top [--interval S] [--iterations N]\n"
     "                                 a live table of processes, flows and rates\n"
+    "  overlay status [--server HOST:PORT] [--json] [ID]\n"
+    "                                 overlays and members an overlay server knows\n"
     "\n"
     "Run 'gsctl policy --help', 'gsctl policy SUBCOMMAND --help',\n"
-    "'gsctl reservations --help', 'gsctl flows --help' or 'gsctl top --help' for details.\n";
+    "'gsctl reservations --help', 'gsctl flows --help', 'gsctl top --help' or\n"
+    "'gsctl overlay --help' for details.\n";
 
 constexpr const char* kPolicyUsage =
     "usage: gsctl policy check [-q] FILE...\n"
@@ -1278,6 +1281,8 @@ int cmd_top(const std::vector<std::string>& args) {
 
 }  // namespace
 
+int cmd_overlay(const std::vector<std::string>& args);   // gsctl_overlay.cpp
+
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     if (args.empty()) return usage_error("a command is needed", kUsage);
@@ -1290,6 +1295,7 @@ int main(int argc, char** argv) {
     if (args[0] == "reservations") return cmd_reservations(rest);
     if (args[0] == "flows") return cmd_flows(rest);
     if (args[0] == "top") return cmd_top(rest);
+    if (args[0] == "overlay") return cmd_overlay(rest);
     if (args[0][0] == '-') return usage_error("unknown option '" + args[0] + "'", kUsage);
     return usage_error("unknown command '" + args[0] + "'", kUsage);
 }

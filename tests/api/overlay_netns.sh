@@ -3,8 +3,10 @@
 # each member's file names only the server (no Bootstrap); the first CREATEs
 # the overlay from its attributes, the others get them and the current
 # members from the server. Each says hello to all and must hear the seven
-# others exactly once. Then a member whose key attribute differs from the
-# overlay's (Protocol) is refused, the log naming the attribute. HC and DT.
+# others exactly once. gsctl overlay status sees the eight with live leases
+# (2 s, renewed) while they run, none once they closed (LEAVE). Then a member
+# whose key attribute differs from the overlay's (Protocol) is refused, the
+# log naming the attribute. HC and DT.
 source "$GS_SRC/tests/integration/lib.sh"
 [[ -x ${GS_CHAT:-} && -x ${GSOVERLAYD:-} ]] || skip "overlay_chat or gsoverlayd was not built"
 [[ $(id -u) -eq 0 ]] || skip "network namespaces need root"
@@ -49,6 +51,7 @@ for proto in HC DT; do
             echo "Protocol = $proto"
             echo "NodeAddress = 10.77.0.$((10 + i)):7000"
             echo "Server = 10.77.0.1:8081"
+            echo "Lease = 2s"
             if [[ $proto == DT ]]; then echo "Coordinates = $((i % 3 * 1000 + i * 7)),$((i / 3 * 1000 + i * 13))"; fi
         } >"$T/m$i.conf"
         GSOCKET_LOG=info GSOCKET_LOG_FILE="$T/m$i.log" ip netns exec "$tag-m$i" \
@@ -57,13 +60,21 @@ for proto in HC DT; do
         for _ in $(seq 300); do grep -q '^joined' "$T/m$i.out" && break; kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.05; done
         grep -q '^joined' "$T/m$i.out" || { cat "$T/m$i.out" "$T/m$i.err" "$T/m$i.log" >&2; fail "$proto member $i did not join"; }
     done
-    sleep 2
+    sleep 2.5   # neighbour tables settle; the first members' 2 s leases must have been renewed
+    ip netns exec "$hub" "$GSCTL" overlay status --server 10.77.0.1:8081 --json "$id" >"$T/status.json" \
+        || fail "gsctl overlay status exited $?"
+    n=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(1 for m in d["members"] if m["lease_left_ms"] > 0))' "$T/status.json")
+    [[ $n == 8 ]] || { cat "$T/status.json" >&2; fail "$proto: the server lists $n live members, not 8 (leases not renewed?)"; }
     touch "$T/go"
     bad=0
     for i in $(seq 0 7); do
         wait "${pids[$i]}" || { bad=1; echo "member $i:" >&2; cat "$T/m$i.out" "$T/m$i.err" >&2; }
     done
     ((bad == 0)) || fail "$proto: not every member heard the seven others exactly once"
+    # Each member said LEAVE when it closed.
+    ip netns exec "$hub" "$GSCTL" overlay status --server 10.77.0.1:8081 --json "$id" >"$T/after.json"
+    n=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["members"]))' "$T/after.json")
+    [[ $n == 0 ]] || { cat "$T/after.json" >&2; fail "$proto: $n members still listed after every member closed"; }
     note "$proto across 8 namespaces: $(grep -h '^member' "$T"/m*.out | head -1)"
 done
 
@@ -74,4 +85,7 @@ if GSOCKET_LOG_FILE="$T/wrong.log" ip netns exec "$tag-m0" "$GS_CHAT" "$T/wrong.
 fi
 grep -q "Permission denied" "$T/w.err" || { cat "$T/w.err" >&2; fail "the refusal is not EACCES"; }
 grep -q "key attribute Protocol" "$T/wrong.log" || { cat "$T/wrong.log" >&2; fail "the log does not name the key attribute"; }
-echo "ok overlay_netns: 8 members in 8 namespaces joined through gsoverlayd (HC, DT), each heard the seven others once; a wrong key attribute refused"
+ip netns exec "$hub" "$GSCTL" overlay status --server 10.77.0.1:8081 >"$T/list.txt"
+grep -Eq '^5001 +HC +0' "$T/list.txt" && grep -Eq '^5002 +DT +0' "$T/list.txt" || { cat "$T/list.txt" >&2; fail "gsctl overlay status does not list both overlays"; }
+echo "ok overlay_netns: 8 members in 8 namespaces joined through gsoverlayd (HC, DT), each heard the seven others once;" \
+     "leases renewed, LEAVE at close (gsctl overlay status); a wrong key attribute refused"
