@@ -197,10 +197,10 @@ int gs_overlay_children(gs_overlay* o, uint64_t root, uint64_t* out, size_t max)
 
 /* Counters: messages sent and delivered, deliveries dropped because the
  * program did not read, requests the protocol refused. */
-struct gs_overlay_stats {
+struct gs_overlay_counters {
     uint64_t sent, delivered, dropped_unread, refused;
 };
-int gs_overlay_stats(const gs_overlay* o, struct gs_overlay_stats* out);
+int gs_overlay_stats(const gs_overlay* o, struct gs_overlay_counters* out);
 
 /* Leaves the overlay (the neighbours are told) and frees the member. */
 int gs_overlay_close(gs_overlay* o);

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cerrno>
+#include <cstdint>
+#include <sys/types.h>
 #include <system_error>
 #include <utility>
 
@@ -140,6 +142,79 @@ private:
         ec = gs_close(std::exchange(fd_, -1)) == 0 ? std::error_code{} : last_error();
     }
     int fd_ = -1;
+};
+
+// An overlay member (gs_overlay_*; docs/overlay.md): move-only, closed (it
+// leaves the overlay) by the destructor.
+//   auto m = gs::Overlay::open_or_throw("member.conf");
+//   m.join_or_throw(10'000);
+//   m.send(gs::Overlay::to_all, "hi", 2);
+class Overlay {
+public:
+    enum To : int {
+        to_all = GS_TO_ALL, to_parent = GS_TO_PARENT, to_children = GS_TO_CHILDREN,
+        to_neighbors = GS_TO_NEIGHBORS, to_node = GS_TO_NODE,
+    };
+    static constexpr uint64_t no_address = GS_NO_ADDRESS;
+
+    Overlay() noexcept = default;
+    Overlay(Overlay&& o) noexcept : o_(std::exchange(o.o_, nullptr)) {}
+    Overlay& operator=(Overlay&& o) noexcept {
+        if (this != &o) {
+            close();
+            o_ = std::exchange(o.o_, nullptr);
+        }
+        return *this;
+    }
+    Overlay(const Overlay&) = delete;
+    Overlay& operator=(const Overlay&) = delete;
+    ~Overlay() { close(); }
+
+    // gs_overlay_open: an invalid Overlay and `ec` set on failure.
+    static Overlay open(const char* config_file, std::error_code& ec) noexcept {
+        Overlay m;
+        m.o_ = gs_overlay_open(config_file);
+        ec = m.o_ ? std::error_code{} : last_error();
+        return m;
+    }
+    static Overlay open_or_throw(const char* config_file) {
+        std::error_code ec;
+        Overlay m = open(config_file, ec);
+        if (ec) throw std::system_error(ec, "gs_overlay_open");
+        return m;
+    }
+
+    std::error_code join(int timeout_ms) noexcept {
+        return gs_overlay_join(o_, timeout_ms) == 0 ? std::error_code{} : last_error();
+    }
+    void join_or_throw(int timeout_ms) {
+        if (std::error_code ec = join(timeout_ms)) throw std::system_error(ec, "gs_overlay_join");
+    }
+    // `root` for to_parent / to_children (no_address: this member), `node` for to_node.
+    std::error_code send(To to, const void* msg, size_t len, uint64_t root = no_address,
+                         uint64_t node = no_address) noexcept {
+        return gs_overlay_send(o_, to, msg, len, root, node) == 0 ? std::error_code{} : last_error();
+    }
+    // The message's length (cut to len) and its sender, or -1 and `ec`.
+    ssize_t recv(void* buf, size_t len, uint64_t& source, std::error_code& ec, int flags = 0) noexcept {
+        ssize_t n = gs_overlay_recv(o_, buf, len, &source, flags);
+        ec = n < 0 ? last_error() : std::error_code{};
+        return n;
+    }
+
+    uint64_t address() const noexcept { return gs_overlay_address(o_); }
+    int fd() const noexcept { return o_ ? gs_overlay_fd(o_) : -1; }
+    bool valid() const noexcept { return o_ != nullptr; }
+    explicit operator bool() const noexcept { return valid(); }
+    gs_overlay* get() const noexcept { return o_; }
+
+    // Leaves the overlay; the Overlay becomes invalid.
+    void close() noexcept {
+        if (o_) gs_overlay_close(std::exchange(o_, nullptr));
+    }
+
+private:
+    gs_overlay* o_ = nullptr;
 };
 
 }  // namespace gs

@@ -511,7 +511,7 @@ GS_EXPORT int gs_overlay_parent(gs_overlay* o, uint64_t root, uint64_t* parent) 
     });
 }
 
-GS_EXPORT int gs_overlay_stats(const gs_overlay* o, struct gs_overlay_stats* out) {
+GS_EXPORT int gs_overlay_stats(const gs_overlay* o, struct gs_overlay_counters* out) {
     if (o == nullptr || out == nullptr) return fail(EINVAL);
     out->sent = o->shared.sent.load(std::memory_order_relaxed);
     out->delivered = o->shared.delivered.load(std::memory_order_relaxed);

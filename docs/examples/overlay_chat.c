@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
         for (int i = 0; i < distinct; ++i) seen |= heard[i] == from;
         if (seen) ++duplicates;
     }
-    struct gs_overlay_stats s;
+    struct gs_overlay_counters s;
     gs_overlay_stats(o, &s);
     printf("member %" PRIu64 ": heard %d members, %d duplicates, %d malformed; sent %" PRIu64 ", delivered %" PRIu64
            ", dropped %" PRIu64 "\n", me, distinct, duplicates, wrong, s.sent, s.delivered, s.dropped_unread);

@@ -309,3 +309,75 @@ TEST_CASE("C++ layer: move-only Socket, error_code and throwing forms") {
     CHECK_FALSE(bad);
     CHECK_THROWS_AS(gs::Socket::create_or_throw(AF_INET, gs::Class::reliable, gs::Qos().dscp(99)), std::system_error);
 }
+
+// ---- overlay sockets --------------------------------------------------------
+
+namespace {
+std::string overlay_file(const std::string& body) {
+    char path[] = "/tmp/gs-api-overlay-XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    REQUIRE(write(fd, body.data(), body.size()) == static_cast<ssize_t>(body.size()));
+    close(fd);
+    return path;
+}
+}  // namespace
+
+TEST_CASE("overlay: a first member joins alone, sends to nobody, and the C++ layer owns it") {
+    std::string conf = overlay_file("OverlayID = 99\nProtocol = HC\nNodeAddress = 127.0.0.1:0\n");
+    std::error_code ec;
+    gs::Overlay m = gs::Overlay::open(conf.c_str(), ec);
+    REQUIRE_FALSE(ec);
+    REQUIRE(m.valid());
+    CHECK(m.address() == gs::Overlay::no_address);   // not joined yet
+    CHECK(m.send(gs::Overlay::to_all, "x", 1) == std::errc::not_connected);
+    REQUIRE_FALSE(m.join(5000));
+    CHECK(m.address() != gs::Overlay::no_address);
+    CHECK_FALSE(m.send(gs::Overlay::to_all, "alone", 5));
+    char buf[16];
+    uint64_t from = 0;
+    CHECK(m.recv(buf, sizeof buf, from, ec, MSG_DONTWAIT) == -1);
+    CHECK(ec == std::errc::resource_unavailable_try_again);
+    uint64_t nb[4];
+    CHECK(gs_overlay_neighbors(m.get(), nb, 4) == 0);
+    uint64_t parent = 0;
+    CHECK(gs_overlay_parent(m.get(), GS_NO_ADDRESS, &parent) == -1);   // the root of its own tree
+    CHECK(errno == ENOENT);
+    gs::Overlay moved = std::move(m);
+    CHECK_FALSE(m.valid());
+    CHECK(moved.valid());
+    moved.close();
+    CHECK_FALSE(moved.valid());
+    unlink(conf.c_str());
+}
+
+TEST_CASE("overlay: what a caller can get wrong is refused with EINVAL") {
+    errno = 0;
+    CHECK(gs_overlay_open(nullptr) == nullptr);
+    CHECK(errno == EINVAL);
+    CHECK(gs_overlay_open("/nonexistent/overlay.conf") == nullptr);
+    CHECK(errno == ENOENT);
+    std::string bad = overlay_file("OverlayID = 99\nProtocol = XY\n");
+    CHECK(gs_overlay_open(bad.c_str()) == nullptr);
+    CHECK(errno == EINVAL);
+    unlink(bad.c_str());
+    std::string conf = overlay_file("OverlayID = 98\nProtocol = DT\nNodeAddress = 127.0.0.1:0\nMaxPayload = 1000\n");
+    gs_overlay* o = gs_overlay_open(conf.c_str());
+    REQUIRE(o != nullptr);
+    REQUIRE(gs_overlay_join(o, 5000) == 0);
+    char big[1001] = {};
+    CHECK(gs_overlay_send(o, GS_TO_ALL, big, sizeof big, GS_NO_ADDRESS, GS_NO_ADDRESS) == -1);
+    CHECK(errno == EINVAL);
+    CHECK(gs_overlay_send(o, 9, big, 1, GS_NO_ADDRESS, GS_NO_ADDRESS) == -1);
+    CHECK(errno == EINVAL);
+    CHECK(gs_overlay_send(nullptr, GS_TO_ALL, big, 1, GS_NO_ADDRESS, GS_NO_ADDRESS) == -1);
+    CHECK(errno == EINVAL);
+    CHECK(gs_overlay_recv(o, nullptr, 10, nullptr, 0) == -1);
+    CHECK(errno == EINVAL);
+    CHECK(gs_overlay_stats(o, nullptr) == -1);
+    gs_overlay_counters s{};
+    CHECK(gs_overlay_stats(o, &s) == 0);
+    CHECK(gs_overlay_close(o) == 0);
+    CHECK(gs_overlay_close(nullptr) == -1);
+    unlink(conf.c_str());
+}
