@@ -571,12 +571,29 @@ void DtNode::handle_join_request(std::span<const std::uint8_t> m, Time now) {
         send_short(jaddr, MsgType::join_reject, joiner);
         return;
     }
-    // Greedy toward the joiner, never to its own (stale) entry.
+    // Greedy toward the joiner, never to its own (stale) entry: to the
+    // confirmed neighbour closest to it when one is closer than us. A member
+    // with no confirmed neighbour at all (just joined, or its star has just
+    // changed and the new members have not answered yet) must not answer as
+    // "the closest": it would hand the joiner a far node that both soon
+    // drop, leaving the joiner (and whoever later joins through it) in a
+    // second triangulation (bench/overlay_sim seed 23). It forwards to its
+    // closest star member instead, unconfirmed as it is; if that one is dead
+    // the request is lost and the joiner retries (join_retry). (Falling back
+    // to the star whenever no confirmed neighbour is closer also converges,
+    // but loses more requests to crashed star members: churn recovery in
+    // dt_sim took 1.5 s longer.)
     const Point t = unpack(joiner);
-    std::optional<LogicalAddress> best;
-    for (LogicalAddress a : nbrs_)
-        if (a != joiner && (!best || closer(t, unpack(a), unpack(*best)))) best = a;
-    if (best && closer(t, unpack(*best), point_)) {
+    auto closest = [&](const std::vector<LogicalAddress>& among) {
+        std::optional<LogicalAddress> b;
+        for (LogicalAddress a : among)
+            if (a != joiner && known_.contains(a) && (!b || closer(t, unpack(a), unpack(*b)))) b = a;
+        if (b && !closer(t, unpack(*b), point_)) b.reset();
+        return b;
+    };
+    std::optional<LogicalAddress> best = closest(nbrs_);
+    if (!best && nbrs_.empty()) best = closest(desired_);
+    if (best) {
         if (ttl <= 1) {
             ++dt_.dropped_ttl;
             return;

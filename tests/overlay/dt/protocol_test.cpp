@@ -2,6 +2,7 @@
 // overlays, the send kinds, leave, strict parsing.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <random>
 #include <set>
@@ -323,4 +324,80 @@ TEST_CASE("knowledge stays bounded whatever a peer claims") {
     std::size_t out = 0;
     while (a.poll_transmit(d)) ++out;
     CHECK(out <= gs::overlay::dt::kMaxTransmits);
+}
+
+// The seed-23 split of bench/overlay_sim: a member whose star had just
+// changed (no confirmed neighbour yet) answered a JoinRequest as if it were
+// the node closest to the joiner; the joiner got a far node it soon dropped
+// and formed, with later joiners, a second triangulation. A member must
+// route the request on through its star, confirmed or not.
+TEST_CASE("a member with no confirmed neighbour forwards a join toward a closer star member") {
+    MiniNet net;
+    auto& m = net.add({0, 0}, {});
+    m.join(0);
+    REQUIRE(m.joined());
+    const Point k{-1000, 0}, s{1000, 0}, j{1100, 10};
+    const Addr s_addr = addr_of(2), j_addr = addr_of(3);
+    auto put_addr = [](std::vector<std::uint8_t>& b, const Addr& a) {
+        b.insert(b.end(), a.ip.begin(), a.ip.end());
+        b.push_back(static_cast<std::uint8_t>(a.port >> 8));
+        b.push_back(static_cast<std::uint8_t>(a.port));
+    };
+    // K does not take M for a neighbour (flag 0) and lists S: M's star is
+    // {K, S}, and neither is a confirmed neighbour.
+    auto hello = prefix(1);
+    put64(hello, pack(k));
+    hello.push_back(0);
+    hello.push_back(1);
+    put64(hello, pack(s));
+    put_addr(hello, s_addr);
+    m.on_datagram(addr_of(1), m.underlay(), hello, 0);
+    REQUIRE(m.desired() == std::vector<LogicalAddress>{std::min(pack(k), pack(s)), std::max(pack(k), pack(s))});
+    REQUIRE(m.neighbors().empty());
+    Datagram d;
+    while (m.poll_transmit(d)) {}
+    // J, next to S, asks M.
+    auto req = prefix(2);
+    put64(req, pack(j));
+    put_addr(req, j_addr);
+    req.push_back(255);
+    m.on_datagram(j_addr, m.underlay(), req, 1 * kMillisecond);
+    CHECK(m.dt_stats().joins_answered == 0);
+    CHECK(m.dt_stats().join_requests_forwarded == 1);
+    std::size_t to_s = 0, to_j = 0;
+    while (m.poll_transmit(d)) {
+        to_j += d.to == j_addr;
+        if (d.to == s_addr) {
+            ++to_s;
+            REQUIRE(d.bytes.size() == req.size());
+            CHECK(d.bytes[12] == 2);                        // the JoinRequest itself
+            CHECK(std::equal(d.bytes.begin() + 13, d.bytes.end() - 1, req.begin() + 13));
+            CHECK(d.bytes.back() == 254);                   // one hop spent
+        }
+    }
+    CHECK(to_s == 1);
+    CHECK(to_j == 0);                                       // M does not claim J
+}
+
+// The other side of the rule: a member whose star holds nothing closer to
+// the joiner than itself answers, confirmed neighbours or not (the first
+// member is alone).
+TEST_CASE("a member with no star member closer to the joiner answers it") {
+    MiniNet net;
+    auto& m = net.add({0, 0}, {});
+    m.join(0);
+    auto req = prefix(2);
+    put64(req, pack({-50, 3}));
+    const Addr j_addr = addr_of(3);
+    req.insert(req.end(), j_addr.ip.begin(), j_addr.ip.end());
+    req.push_back(static_cast<std::uint8_t>(j_addr.port >> 8));
+    req.push_back(static_cast<std::uint8_t>(j_addr.port));
+    req.push_back(255);
+    m.on_datagram(j_addr, m.underlay(), req, 0);
+    CHECK(m.dt_stats().joins_answered == 1);
+    CHECK(m.dt_stats().join_requests_forwarded == 0);
+    Datagram d;
+    std::size_t hellos_to_j = 0;
+    while (m.poll_transmit(d)) hellos_to_j += d.to == j_addr && d.bytes[12] == 1;
+    CHECK(hellos_to_j == 1);
 }
