@@ -7,12 +7,17 @@
 source "$GS_SRC/tests/integration/lib.sh"
 [[ -x ${GS_CHAT:-} ]] || skip "overlay_chat was not built"
 
-# free_port udp, eight times, distinct.
+# Eight ports below the ephemeral range (32768-60999), so that no socket
+# another process opens meanwhile can take one between the choice and the
+# member's bind; each checked free now.
 ports=()
-while ((${#ports[@]} < 8)); do
-    p=$(free_port udp)
-    [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+base=$((20000 + ($$ % 700) * 16))
+for p in $(seq "$base" $((base + 63))); do
+    ((${#ports[@]} == 8)) && break
+    "$PY" -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", int(sys.argv[1])))' "$p" \
+        2>/dev/null && ports+=("$p")
 done
+((${#ports[@]} == 8)) || fail "no eight free UDP ports from $base"
 
 for proto in HC DT; do
     rm -f "$T/go"
@@ -25,11 +30,15 @@ for proto in HC DT; do
             ((i > 0)) && echo "Bootstrap = 127.0.0.1:${ports[0]}"
             if [[ $proto == DT ]]; then echo "Coordinates = $((i * 37 % 11 * 1000)),$((i * 53 % 13 * 1000))"; fi
         } >"$T/m$i.conf"
+        # Emptied here, not by the member's own redirection: that happens in
+        # the child, after this shell may already have read the last round's
+        # "joined" from the file.
+        : >"$T/m$i.out"
         "$GS_CHAT" "$T/m$i.conf" --expect 7 --go "$T/go" --timeout 30 >"$T/m$i.out" 2>"$T/m$i.err" &
         pids+=($!); PIDS+=($!)
         # One at a time: each joins through the first.
         for _ in $(seq 300); do grep -q '^joined' "$T/m$i.out" && break; kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.05; done
-        grep -q "^joined" "$T/m$i.out" || { cat "$T/m$i.out" "$T/m$i.err" >&2; fail "$proto member $i did not join"; }
+        grep -q "^joined" "$T/m$i.out" || { st=0; kill -0 "${pids[$i]}" 2>/dev/null || { wait "${pids[$i]}" || st=$?; }; cat "$T/m$i.out" "$T/m$i.err" >&2; fail "$proto member $i did not join (exit status $st)"; }
     done
     sleep 2   # neighbour tables settle
     touch "$T/go"

@@ -54,11 +54,15 @@ for proto in HC DT; do
             echo "Lease = 2s"
             if [[ $proto == DT ]]; then echo "Coordinates = $((i % 3 * 1000 + i * 7)),$((i / 3 * 1000 + i * 13))"; fi
         } >"$T/m$i.conf"
+        # Emptied here, not by the member's own redirection: that happens in
+        # the child, after this shell may already have read the last round's
+        # "joined" from the file.
+        : >"$T/m$i.out"
         GSOCKET_LOG=info GSOCKET_LOG_FILE="$T/m$i.log" ip netns exec "$tag-m$i" \
             "$GS_CHAT" "$T/m$i.conf" --expect 7 --go "$T/go" --timeout 30 >"$T/m$i.out" 2>"$T/m$i.err" &
         pids+=($!); PIDS+=($!)
         for _ in $(seq 300); do grep -q '^joined' "$T/m$i.out" && break; kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.05; done
-        grep -q '^joined' "$T/m$i.out" || { cat "$T/m$i.out" "$T/m$i.err" "$T/m$i.log" >&2; fail "$proto member $i did not join"; }
+        grep -q '^joined' "$T/m$i.out" || { st=0; kill -0 "${pids[$i]}" 2>/dev/null || { wait "${pids[$i]}" || st=$?; }; cat "$T/m$i.out" "$T/m$i.err" "$T/m$i.log" >&2; fail "$proto member $i did not join (exit status $st)"; }
     done
     sleep 2.5   # neighbour tables settle; the first members' 2 s leases must have been renewed
     ip netns exec "$hub" "$GSCTL" overlay status --server 10.77.0.1:8081 --json "$id" >"$T/status.json" \
