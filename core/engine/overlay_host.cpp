@@ -34,7 +34,10 @@ OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, 
 
 OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
                                 OverlayShared& shared, OverlayCompanion companion, int* err) noexcept {
+    // On failure udp_fd and engine_end stay the caller's; the companion's fd
+    // (the host's from the call on) is closed.
     auto fail = [&](int code) -> OverlayHost* {
+        if (companion.fd >= 0) close_internal_fd(companion.fd);
         if (err) *err = -code;
         return nullptr;
     };
@@ -54,6 +57,8 @@ OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, 
         int cerr = 0;
         h->companion_udp_ = UdpHost::start(e, h->companion_.fd, *h->companion_.ep, UdpHostOptions{}, nullptr, nullptr, &cerr);
         if (h->companion_udp_ == nullptr) close_internal_fd(h->companion_.fd);   // the member goes on without it
+    } else if (companion.fd >= 0) {
+        close_internal_fd(companion.fd);
     }
     h->in_.h = h->cancel_.h = h;
     io_uring_sqe* q = e.sqe();

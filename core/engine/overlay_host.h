@@ -65,11 +65,12 @@ public:
     // Starts the member: `udp_fd` (bound to the node's underlay address) and
     // `engine_end` (the pair's engine end) are the host's from now on, closed
     // when it ends; `shared` must outlive it (until shared.closed). Engine
-    // thread. nullptr and -errno in *err when it cannot start.
+    // thread. nullptr and -errno in *err when it cannot start (then both fds
+    // are still the caller's to close).
     static OverlayHost* start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
                               OverlayShared& shared, int* err) noexcept;
-    // The same with a companion (its fd is the host's too; not started if
-    // the member cannot start).
+    // The same with a companion (its fd is the host's from the call on,
+    // closed if the member cannot start).
     static OverlayHost* start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
                               OverlayShared& shared, OverlayCompanion companion, int* err) noexcept;
 
