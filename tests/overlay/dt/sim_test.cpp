@@ -14,6 +14,7 @@
 #include <set>
 
 #include "check.h"
+#include "tests/sim/scale.h"
 #include "tests/sim/sim.h"
 
 using namespace dt_test;
@@ -198,8 +199,9 @@ Traffic control(const World& w) {
 
 }  // namespace
 
-TEST_CASE("1,000 nodes: join, exact Delaunay, trees, sendToAll, churn") {
-    constexpr std::size_t kNodes = 1000;
+TEST_CASE("1,000 nodes (333 under a sanitizer): join, exact Delaunay, trees, sendToAll, churn") {
+    constexpr std::size_t kNodes = gs::sim::scaled(1000);
+    constexpr std::size_t kTenth = kNodes / 10;
     constexpr Time kJoinWindow = 10 * kSecond;
     World w(2024);
     w.start(0, std::nullopt, true);
@@ -257,17 +259,17 @@ TEST_CASE("1,000 nodes: join, exact Delaunay, trees, sendToAll, churn") {
     for (auto* n : m) dups1 += n->stats().dropped_duplicate;
     CHECK(dups1 == dups0);
 
-    // Churn: 10% leave gracefully and 100 new nodes join in their place;
+    // Churn: 10% leave gracefully and as many new nodes join in their place;
     // 10% crash and restart (same position and address, new object) 5 s later.
     std::vector<std::size_t> order;
     for (std::size_t i = 0; i < kNodes; ++i) order.push_back(i);
     std::shuffle(order.begin(), order.end(), w.rng);
     const Time t_churn = w.sim.now();
-    for (std::size_t k = 0; k < 100; ++k) w.leave(order[k]);
-    for (std::size_t k = 100; k < 200; ++k) w.crash(order[k]);
-    for (std::size_t k = 0; k < 100; ++k) w.start(t_churn + k * 10 * kMillisecond);
+    for (std::size_t k = 0; k < kTenth; ++k) w.leave(order[k]);
+    for (std::size_t k = kTenth; k < 2 * kTenth; ++k) w.crash(order[k]);
+    for (std::size_t k = 0; k < kTenth; ++k) w.start(t_churn + k * 10 * kMillisecond);
     w.sim.schedule(t_churn + 5 * kSecond, [&] {
-        for (std::size_t k = 100; k < 200; ++k) w.start(w.sim.now(), order[k]);
+        for (std::size_t k = kTenth; k < 2 * kTenth; ++k) w.start(w.sim.now(), order[k]);
     });
     // From the churn on, a sendToAll every 500 ms from a random member;
     // delivery is "back" at the first of 10 messages in a row that each
@@ -294,9 +296,9 @@ TEST_CASE("1,000 nodes: join, exact Delaunay, trees, sendToAll, churn") {
     Converged converged2{w, {}, 0};
     const bool ok2 = w.sim.run_while([&] { return !converged2(); }, w.sim.now() + 60 * kSecond, 500 * kMillisecond);
     auto acc2 = accuracy(w.members());
-    std::printf("dt_sim: churn (100 leave + 100 join, 100 crash + restart 5 s later): worst delivery %.1f%%, "
+    std::printf("dt_sim: churn (%zu leave + %zu join, %zu crash + restart 5 s later): worst delivery %.1f%%, "
                 "back to 100%% %.1f s after the churn (%.1f s after the restarts); exact Delaunay again at %.1f s\n",
-                100 * worst, t_back / 1e9, (t_back - 5 * kSecond) / 1e9, (w.sim.now() - t_churn) / 1e9);
+                kTenth, kTenth, kTenth, 100 * worst, t_back / 1e9, (t_back - 5 * kSecond) / 1e9, (w.sim.now() - t_churn) / 1e9);
     CHECK(ok2);
     CHECK(acc2.all_exact());
     // The bound stated in docs/overlay-dt.md.
@@ -305,8 +307,8 @@ TEST_CASE("1,000 nodes: join, exact Delaunay, trees, sendToAll, churn") {
     for (int r = 0; r < 5; ++r) CHECK(trees_correct(m, m[random_member(w) % m.size()]->address()));
 }
 
-TEST_CASE("1,000 nodes under 2% loss on every link") {
-    constexpr std::size_t kNodes = 1000;
+TEST_CASE("1,000 nodes (333 under a sanitizer) under 2% loss on every link") {
+    constexpr std::size_t kNodes = gs::sim::scaled(1000);
     World w(77, 0.02);
     w.start(0, std::nullopt, true);
     std::vector<Time> at(kNodes - 1);
