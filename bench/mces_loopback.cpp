@@ -1,24 +1,48 @@
-// MCES over real UDP on loopback, in the engine, beside TCP in the same run:
-// one connection moves N bytes from a client endpoint to a server endpoint,
-// each on its own UdpHost (GSO out, GRO in); the same N bytes over a TCP
-// connection between two threads. Prints both rates and their ratio, and
-// the UDP hosts' batching (datagrams per system call).
+// MCES reliable bulk over real UDP on loopback, beside kernel TCP, in one
+// run: one MCES class-1 connection moves N bytes from a client endpoint to a
+// server endpoint, each on its own UdpHost (GSO out, GRO in), and the same N
+// bytes go over one TCP connection between two threads. Rounds interleave
+// every configuration, so the ratios compare runs made under the same load.
 //
-//   mces_loopback [--bytes N] [--datagram SIZE] [--rounds R]
+// Engines: "1" runs both MCES ends in one engine thread (one CPU carries the
+// sender, the receiver and both applications); "2" gives each end its own
+// engine (two threads, as the two TCP threads have, and as two processes on
+// one host would). TCP always uses two threads.
+//
+// Placement: --cpus all/0 runs every configuration unpinned and with every
+// thread of the process on CPU 0 (as taskset -c 0), interleaved.
+//
+// Figures per run: Gbit/s, the process's CPU seconds per GiB moved (user +
+// system, both ends: TCP's include the kernel's protocol work), how busy
+// each engine thread was, datagrams per system call, and the connection's
+// counters (packets per ACK, losses, spurious losses and undos, PTOs).
+// --out PREFIX writes PREFIX.md (every run, medians, ratios per placement)
+// and PREFIX.svg (median Gbit/s per datagram size and configuration, one
+// panel per placement, TCP's median and 0.8 of it as lines).
+// bench/mces_loopback.sh runs the standard matrix.
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
+#include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/engine/engine.h"
@@ -29,6 +53,25 @@ using namespace gs;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+const char* kUsage =
+    "usage: mces_loopback [--bytes N] [--datagram LIST] [--engines LIST] [--rounds R]\n"
+    "                     [--api copy,zc] [--mode both|mces|tcp] [--out PREFIX]\n"
+    "                     [--cpus all/0] [--send-buffer B] [--recv-window B] [--recv-window-max B]\n"
+    "Moves N bytes (256 MiB) over one MCES class-1 connection on loopback (client and\n"
+    "server endpoints each on a UdpHost, GSO out and GRO in) and over one TCP connection\n"
+    "(two threads), R rounds (3) interleaved, for every datagram size in LIST (1200;\n"
+    "comma-separated, up to 65527) and every engine count in LIST (1,2: 1 = both MCES\n"
+    "ends in one engine thread, 2 = one engine thread per end). Prints one line per run\n"
+    "(Gbit/s, CPU seconds per GiB, datagrams per system call, the connection's counters)\n"
+    "and progress on stderr; --out PREFIX writes PREFIX.md and PREFIX.svg.\n"
+    "--api: copy (default) moves bytes with write() and read(), as TCP's send() and\n"
+    "recv() do; zc uses write_reserve/commit (filled by a memset) and read_peek/consume\n"
+    "(not copied out), the calls a bridge between a socket and MCES would use (-zc).\n"
+    "Buffers (ConnConfig): send buffer 8 MiB, receive window 4 MiB growing to 16 MiB.\n"
+    "--cpus all/0: every configuration once unpinned and once with every thread on CPU\n"
+    "0 (as taskset -c 0), interleaved. --mode mces or tcp runs one side only (for a\n"
+    "profiler). Compare ratios from one run only: the machine's load changes.\n";
 
 void on_engine(engine::Engine& e, std::function<void(engine::Engine&)> fn) {
     struct Call final : engine::Command {
@@ -46,49 +89,131 @@ void on_engine(engine::Engine& e, std::function<void(engine::Engine&)> fn) {
 
 int udp_socket(sansio::Addr& addr) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    int big = 8 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    // Socket buffers that hold the whole flow-control window (16 MiB) even
+    // in 1200-byte datagrams, whose kernel overhead doubles their size: past
+    // net.core.rmem_max when allowed (root), else as much as it allows.
+    int big = 32 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
     socklen_t len = sizeof a;
     getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
     addr = sansio::Addr::v4(ntohl(a.sin_addr.s_addr), ntohs(a.sin_port));
     return fd;
 }
 
+double cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// CPU seconds of each engine thread (comm "gsocket-engine"), by thread id:
+// whether an end is saturated or waits.
+std::map<long, double> engine_threads_cpu() {
+    std::map<long, double> m;
+    const long tick = sysconf(_SC_CLK_TCK);
+    for (long tid = 0; auto* d = opendir("/proc/self/task");) {
+        while (dirent* e = readdir(d)) {
+            tid = strtol(e->d_name, nullptr, 10);
+            if (tid <= 0) continue;
+            char path[64], buf[512];
+            snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+            FILE* f = fopen(path, "r");
+            if (!f) continue;
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[n] = 0;
+            char* close_paren = strrchr(buf, ')');
+            if (!strstr(buf, "(gsocket-engine)") || !close_paren) continue;
+            // Fields after the name: state(3) ... utime(14) stime(15).
+            unsigned long ut = 0, st = 0;
+            if (sscanf(close_paren + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+                m[tid] = static_cast<double>(ut + st) / static_cast<double>(tick);
+        }
+        closedir(d);
+        break;
+    }
+    return m;
+}
+
+struct Result {
+    std::string what;      // "mces-1", "mces-2", "tcp"
+    std::string pin = "all";   // CPUs the process ran on
+    size_t dgram = 0;      // 0 for TCP
+    int round = 0;
+    double gbps = 0, cpu_per_gib = 0;
+    double busy_max = 0, busy_min = 0;   // engine threads' CPU / wall time (the busier, the other)
+    bool ok = false;
+    engine::UdpHostStats cs, ss;
+    mces::ConnCounters cc, sc;   // client (sender), server (receiver)
+};
+
+// One side each: the client writes (on its engine), the server reads (on its).
 struct Transfer {
     uint64_t total = 0, sent = 0, got = 0;
     bool fin_sent = false;
+    bool zc = false;   // write_reserve/write_commit and read_peek/read_consume
     std::atomic<bool> done{false};
     std::atomic<int> error{0};
     std::shared_ptr<mces::Connection> client, server;
-    mces::Endpoint* cep = nullptr;
     mces::Endpoint* sep = nullptr;
     engine::UdpHost* ch = nullptr;
     engine::UdpHost* sh = nullptr;
     std::vector<uint8_t> chunk = std::vector<uint8_t>(256 * 1024, 'm');
     std::vector<uint8_t> sink = std::vector<uint8_t>(256 * 1024);
 
-    void pump(engine::Engine& e) {
-        if (!server) server = sep->accept();
+    void client_pump(engine::Engine& e) {
+        if (!client) return;
         bool wrote = false;
-        while (client && sent < total && client->state() == mces::Connection::State::established) {
-            size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), total - sent));
-            auto w = client->write({chunk.data(), n});
+        while (sent < total && client->state() == mces::Connection::State::established) {
+            std::ptrdiff_t w;
+            if (zc) {
+                // In place: a bridge would recv() from the program's socket
+                // here; the bench's stand-in producer is a memset.
+                std::span<uint8_t> space;
+                if (client->write_reserve(space) <= 0) break;
+                const size_t n = static_cast<size_t>(std::min<uint64_t>(space.size(), total - sent));
+                memset(space.data(), 'z', n);
+                w = client->write_commit(n);
+            } else {
+                size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), total - sent));
+                w = client->write({chunk.data(), n});
+            }
             if (w <= 0) break;
             sent += static_cast<uint64_t>(w);
             wrote = true;
         }
-        if (client && sent == total && !fin_sent) {
+        if (sent == total && !fin_sent && client->state() == mces::Connection::State::established) {
             client->shutdown_write();
             fin_sent = wrote = true;
         }
+        if (client->state() == mces::Connection::State::closed && client->error()) error.store(client->error());
+        if (wrote) ch->poke(e);
+    }
+    void server_pump(engine::Engine& e) {
+        if (!server) server = sep->accept();
         bool read = false;
         while (server) {
-            auto r = server->read({sink.data(), sink.size()});
+            std::ptrdiff_t r;
+            if (zc) {
+                // In place: a bridge would send() these bytes to the program.
+                std::span<const uint8_t> view;
+                r = server->read_peek(view);
+                if (r > 0) server->read_consume(static_cast<size_t>(r));
+            } else {
+                r = server->read({sink.data(), sink.size()});
+            }
             if (r > 0) {
                 got += static_cast<uint64_t>(r);
                 read = true;
@@ -98,61 +223,93 @@ struct Transfer {
             else if (r != -EAGAIN) error.store(static_cast<int>(-r));
             break;
         }
-        if (client && client->state() == mces::Connection::State::closed && client->error()) error.store(client->error());
-        if (wrote) ch->poke(e);
         if (read) sh->poke(e);   // the credit it gives back
     }
-    static void activity(engine::Engine& e, void* self) noexcept { static_cast<Transfer*>(self)->pump(e); }
+    static void client_activity(engine::Engine& e, void* self) noexcept { static_cast<Transfer*>(self)->client_pump(e); }
+    static void server_activity(engine::Engine& e, void* self) noexcept { static_cast<Transfer*>(self)->server_pump(e); }
 };
 
-double mces_rate(engine::Engine& e, uint64_t bytes, size_t dgram, engine::UdpHostStats& cs, engine::UdpHostStats& ss) {
+struct Buffers {
+    size_t send_buffer = 8 << 20;
+    uint64_t recv_window = 4 << 20, recv_window_max = 16 << 20;
+};
+
+void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgram, bool zc, const Buffers& bufs,
+              Result& res) {
     sansio::Addr ca, sa;
     int cfd = udp_socket(ca), sfd = udp_socket(sa);
+    if (cfd < 0 || sfd < 0) {
+        fprintf(stderr, "mces_loopback: no UDP socket: %s\n", strerror(errno));
+        return;
+    }
     mces::EndpointConfig ccfg, scfg;
     ccfg.local = ca;
     scfg.local = sa;
     ccfg.seed = 1;
     scfg.seed = 2;
-    ccfg.conn.max_datagram_size = scfg.conn.max_datagram_size = dgram;
-    ccfg.conn.send_buffer = scfg.conn.send_buffer = 8 << 20;
-    ccfg.conn.recv_window = scfg.conn.recv_window = 4 << 20;
-    ccfg.conn.recv_window_max = scfg.conn.recv_window_max = 16 << 20;
+    for (auto* c : {&ccfg.conn, &scfg.conn}) {
+        c->max_datagram_size = dgram;
+        c->send_buffer = bufs.send_buffer;
+        c->recv_window = bufs.recv_window;
+        c->recv_window_max = bufs.recv_window_max;
+    }
     auto cep = std::make_unique<mces::Endpoint>(ccfg);
     auto sep = std::make_unique<mces::Endpoint>(scfg);
     sep->listen(mces::wire::ServerConfig{});
     Transfer t;
     t.total = bytes;
-    t.cep = cep.get();
+    t.zc = zc;
     t.sep = sep.get();
-    Clock::time_point start;
-    on_engine(e, [&](engine::Engine& en) {
+    const double cpu0 = cpu_seconds();
+    const auto threads0 = engine_threads_cpu();
+    Clock::time_point start = Clock::now();
+    on_engine(se, [&](engine::Engine& en) {
         int err = 0;
-        t.sh = engine::UdpHost::start(en, sfd, *sep, {}, &Transfer::activity, &t, &err);
-        t.ch = engine::UdpHost::start(en, cfd, *cep, {}, &Transfer::activity, &t, &err);
+        t.sh = engine::UdpHost::start(en, sfd, *sep, {}, &Transfer::server_activity, &t, &err);
+    });
+    on_engine(ce, [&](engine::Engine& en) {
+        int err = 0;
+        t.ch = engine::UdpHost::start(en, cfd, *cep, {}, &Transfer::client_activity, &t, &err);
         start = Clock::now();
         cep->connect(sa, 1, mces::wire::Qos{}, engine::now_ns(), t.client);
         t.ch->poke(en);
     });
     auto deadline = Clock::now() + std::chrono::seconds(60);
     while (!t.done.load() && !t.error.load() && Clock::now() < deadline) usleep(200);
-    double secs = std::chrono::duration<double>(Clock::now() - start).count();
-    on_engine(e, [&](engine::Engine& en) {
-        cs = t.ch->stats();
-        ss = t.sh->stats();
+    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    const double cpu = cpu_seconds() - cpu0;
+    std::vector<double> busy;
+    for (const auto& [tid, c] : engine_threads_cpu())
+        if (auto it = threads0.find(tid); it != threads0.end() && c - it->second > 0) busy.push_back((c - it->second) / secs);
+    std::sort(busy.rbegin(), busy.rend());
+    if (!busy.empty()) res.busy_max = busy[0];
+    if (busy.size() > 1) res.busy_min = busy[1];
+    on_engine(ce, [&](engine::Engine& en) {
+        res.cs = t.ch->stats();
+        res.cc = t.client->counters();
         t.ch->close(en);
-        t.sh->close(en);
         t.client.reset();
+    });
+    on_engine(se, [&](engine::Engine& en) {
+        res.ss = t.sh->stats();
+        if (t.server) res.sc = t.server->counters();
+        t.sh->close(en);
         t.server.reset();
     });
+    // Both hosts are closed on their engines: nothing reaches the endpoints any more.
+    on_engine(ce, [&](engine::Engine&) { cep.reset(); });
+    on_engine(se, [&](engine::Engine&) { sep.reset(); });
     if (!t.done.load() || t.got != bytes) {
         fprintf(stderr, "mces_loopback: transfer incomplete: %llu of %llu bytes, error %d\n",
                 static_cast<unsigned long long>(t.got), static_cast<unsigned long long>(bytes), t.error.load());
-        return 0;
+        return;
     }
-    return static_cast<double>(bytes) * 8 / secs / 1e9;
+    res.ok = true;
+    res.gbps = static_cast<double>(bytes) * 8 / secs / 1e9;
+    res.cpu_per_gib = cpu / (static_cast<double>(bytes) / (1 << 30));
 }
 
-double tcp_rate(uint64_t bytes) {
+void tcp_run(uint64_t bytes, Result& res) {
     int l = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -161,11 +318,12 @@ double tcp_rate(uint64_t bytes) {
     listen(l, 1);
     socklen_t len = sizeof a;
     getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+    uint64_t got = 0;
+    const double cpu0 = cpu_seconds();
     std::thread rx([&] {
         int c = accept(l, nullptr, nullptr);
         std::vector<char> buf(256 * 1024);
-        while (recv(c, buf.data(), buf.size(), 0) > 0) {
-        }
+        for (ssize_t n; (n = recv(c, buf.data(), buf.size(), 0)) > 0;) got += static_cast<uint64_t>(n);
         close(c);
     });
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -180,52 +338,305 @@ double tcp_rate(uint64_t bytes) {
     shutdown(s, SHUT_WR);
     rx.join();
     double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    const double cpu = cpu_seconds() - cpu0;
     close(s);
     close(l);
-    return static_cast<double>(bytes) * 8 / secs / 1e9;
+    res.ok = got == bytes;
+    res.gbps = static_cast<double>(bytes) * 8 / secs / 1e9;
+    res.cpu_per_gib = cpu / (static_cast<double>(bytes) / (1 << 30));
+}
+
+std::vector<size_t> parse_list(const char* s) {
+    std::vector<size_t> v;
+    for (const char* p = s; *p;) {
+        char* end = nullptr;
+        v.push_back(strtoul(p, &end, 10));
+        if (end == p) return {};
+        p = *end == ',' ? end + 1 : end;
+    }
+    return v;
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+double per(uint64_t a, uint64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0; }
+
+std::string run_line(const Result& r) {
+    char b[512];
+    if (r.what == "tcp") {
+        snprintf(b, sizeof b, "| %d | %s | tcp | - | %.2f | %.2f | | | | | | | | |", r.round, r.pin.c_str(), r.gbps,
+                 r.cpu_per_gib);
+        return b;
+    }
+    snprintf(b, sizeof b,
+             "| %d | %s | %s | %zu | %.2f | %.2f | %.0f%% / %.0f%% | %.1f / %.1f | %.1f | %llu | %llu | %llu | %llu | %llu |",
+             r.round, r.pin.c_str(), r.what.c_str(), r.dgram, r.ok ? r.gbps : 0.0, r.cpu_per_gib, r.busy_max * 100,
+             r.busy_min * 100, per(r.cs.tx_datagrams, r.cs.tx_calls), per(r.ss.rx_datagrams, r.ss.rx_calls),
+             per(r.sc.packets_received, r.sc.acks_sent), static_cast<unsigned long long>(r.cc.lost),
+             static_cast<unsigned long long>(r.cc.spurious), static_cast<unsigned long long>(r.cc.cc_undos),
+             static_cast<unsigned long long>(r.cc.ptos), static_cast<unsigned long long>(r.cc.cwnd / 1024));
+    return b;
+}
+
+const char* kRunHeader =
+    "| round | CPUs | what | datagram | Gbit/s | CPU s/GiB | engine threads busy | dgrams per sendmmsg / recvmmsg | "
+    "packets per ACK | lost | spurious | undone | PTOs | final cwnd KiB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+void write_report(const std::string& prefix, const std::vector<Result>& all, const std::vector<std::string>& pins,
+                  int argc, char** argv, uint64_t bytes) {
+    utsname u{};
+    uname(&u);
+    char day[32];
+    time_t now = time(nullptr);
+    strftime(day, sizeof day, "%F", localtime(&now));
+    std::string cmd;
+    for (int i = 0; i < argc; ++i) cmd += (i ? " " : "") + std::string(argv[i]);
+    std::string name = prefix.substr(prefix.find_last_of('/') + 1);
+    FILE* f = fopen((prefix + ".md").c_str(), "w");
+    if (!f) {
+        fprintf(stderr, "mces_loopback: cannot write %s.md: %s\n", prefix.c_str(), strerror(errno));
+        return;
+    }
+    fprintf(f, "# MCES reliable bulk on loopback, beside TCP — %s\n\n", name.c_str());
+    fprintf(f, "%s, %s, %ld CPUs, kernel %s. `%s` (%llu MiB per run).\n\n", day, u.nodename,
+            sysconf(_SC_NPROCESSORS_ONLN), u.release, cmd.c_str(), static_cast<unsigned long long>(bytes >> 20));
+    fprintf(f, "mces-1: both MCES ends in one engine thread; mces-2: one engine thread per end; -zc: the zero-copy\n"
+               "calls; tcp: one TCP connection between two threads. CPUs \"all\": unpinned; \"0\": every thread of the\n"
+               "process on CPU 0 (sched_setaffinity, as taskset -c 0). CPU s/GiB: user + system CPU of the whole\n"
+               "process per GiB moved. Ratios compare runs of the same CPU placement.\n\n");
+    // Medians and ratios, per placement.
+    std::map<std::tuple<std::string, size_t, std::string>, std::vector<double>> g, cpu;
+    std::map<std::string, std::vector<double>> tcp, tcp_cpu;
+    for (const auto& r : all) {
+        if (r.what == "tcp") {
+            tcp[r.pin].push_back(r.gbps);
+            tcp_cpu[r.pin].push_back(r.cpu_per_gib);
+        } else {
+            g[{r.pin, r.dgram, r.what}].push_back(r.ok ? r.gbps : 0);
+            cpu[{r.pin, r.dgram, r.what}].push_back(r.cpu_per_gib);
+        }
+    }
+    fprintf(f, "## Medians\n\n| CPUs | datagram | what | runs | Gbit/s | CPU s/GiB | MCES / TCP (Gbit/s) | per round |\n"
+               "|---|---|---|---|---|---|---|---|\n");
+    for (const auto& [k, v] : g) {
+        const auto& [pin, dgram, what] = k;
+        const double tm = median(tcp[pin]);
+        std::string rounds;
+        for (const auto& r : all) {
+            if (r.what != what || r.dgram != dgram || r.pin != pin) continue;
+            for (const auto& t : all) {
+                if (t.what != "tcp" || t.round != r.round || t.pin != pin || t.gbps <= 0) continue;
+                char b[32];
+                snprintf(b, sizeof b, "%s%.2f", rounds.empty() ? "" : " ", (r.ok ? r.gbps : 0) / t.gbps);
+                rounds += b;
+            }
+        }
+        fprintf(f, "| %s | %zu | %s | %zu | %.2f | %.2f | %.2f | %s |\n", pin.c_str(), dgram, what.c_str(), v.size(),
+                median(v), median(cpu[k]), tm > 0 ? median(v) / tm : 0, rounds.c_str());
+    }
+    for (const auto& [pin, v] : tcp)
+        fprintf(f, "| %s | - | tcp | %zu | %.2f | %.2f | 1 | |\n", pin.c_str(), v.size(), median(v), median(tcp_cpu[pin]));
+    fprintf(f, "\n## Every run\n\n%s\n", kRunHeader);
+    for (const auto& r : all) fprintf(f, "%s\n", run_line(r).c_str());
+    fclose(f);
+
+    // The plot: one panel per CPU placement; median Gbit/s per datagram size,
+    // one bar per configuration; TCP's median as a line, 0.8 of it dashed
+    // (the target).
+    std::vector<size_t> sizes;
+    std::vector<std::string> whats;
+    double top = 0;
+    for (const auto& [k, v] : g) {
+        const auto& [pin, dgram, what] = k;
+        if (std::find(sizes.begin(), sizes.end(), dgram) == sizes.end()) sizes.push_back(dgram);
+        if (std::find(whats.begin(), whats.end(), what) == whats.end()) whats.push_back(what);
+        top = std::max(top, median(v));
+    }
+    std::sort(sizes.begin(), sizes.end());
+    for (const auto& [pin, v] : tcp) top = std::max(top, median(v));
+    top = top > 0 ? top * 1.1 : 1;
+    const int panel = 320, w = panel * static_cast<int>(std::max<size_t>(pins.size(), 1)), h = 250, base = 195,
+              plot_h = 160;
+    const int group = static_cast<int>((panel - 40) / std::max<size_t>(sizes.size(), 1));
+    const int bar = std::max(6, std::min(22, group / static_cast<int>(whats.size() + 1) - 2));
+    FILE* s = fopen((prefix + ".svg").c_str(), "w");
+    if (!s) return;
+    fprintf(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\">", w, h);
+    const char* colors[] = {"#26a", "#6a2", "#a26", "#888"};
+    for (size_t pi = 0; pi < pins.size(); ++pi) {
+        const std::string& pin = pins[pi];
+        const int px = static_cast<int>(pi) * panel;
+        fprintf(s, "<text x=\"%d\" y=\"15\" font-size=\"12\">Gbit/s, CPUs %s (bar height: 0 to %.1f)</text>", px + 20,
+                pin.c_str(), top);
+        for (size_t i = 0; i < sizes.size(); ++i) {
+            const int x0 = px + 30 + static_cast<int>(i) * group;
+            for (size_t j = 0; j < whats.size(); ++j) {
+                auto it = g.find({pin, sizes[i], whats[j]});
+                if (it == g.end()) continue;
+                const double v = median(it->second);
+                const double hh = v / top * plot_h;
+                const int x = x0 + static_cast<int>(j) * (bar + 2);
+                fprintf(s, "<rect x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" fill=\"%s\"/>", x, base - hh, bar, hh,
+                        colors[j % 4]);
+                fprintf(s, "<text x=\"%d\" y=\"%.1f\" font-size=\"8\">%.1f</text>", x, base - hh - 2, v);
+            }
+            fprintf(s, "<text x=\"%d\" y=\"%d\" font-size=\"10\">%zu B</text>", x0, base + 13, sizes[i]);
+        }
+        const double tm = median(tcp[pin]);
+        if (tm > 0) {
+            const double y = base - tm / top * plot_h, y8 = base - 0.8 * tm / top * plot_h;
+            fprintf(s, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#c62\"/>", px + 25, px + panel - 10, y, y);
+            fprintf(s, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#c62\" stroke-dasharray=\"4 3\"/>",
+                    px + 25, px + panel - 10, y8, y8);
+            fprintf(s, "<text x=\"%d\" y=\"%.1f\" font-size=\"9\" fill=\"#c62\">TCP %.1f</text>", px + panel - 60, y - 3, tm);
+        }
+    }
+    std::string legend;
+    for (size_t j = 0; j < whats.size(); ++j)
+        legend += std::string(j ? ", " : "") + (j == 0 ? "blue" : j == 1 ? "green" : j == 2 ? "purple" : "grey") + ": " +
+                  whats[j];
+    fprintf(s, "<text x=\"20\" y=\"236\" font-size=\"10\">%s; orange line: TCP median, dashed: 0.8 x TCP</text></svg>",
+            legend.c_str());
+    fclose(s);
+    fprintf(stderr, "wrote %s.md and %s.svg\n", prefix.c_str(), prefix.c_str());
+}
+
+// Every thread of the process on `cpus` ("all": every online CPU), as
+// taskset would place it: the engine threads exist already.
+bool place(const std::string& cpus) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (cpus == "all") {
+        for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; ++c) CPU_SET(c, &set);
+    } else {
+        for (size_t c : parse_list(cpus.c_str())) CPU_SET(c, &set);
+    }
+    DIR* d = opendir("/proc/self/task");
+    if (!d) return false;
+    bool ok = true;
+    while (dirent* e = readdir(d)) {
+        const long tid = strtol(e->d_name, nullptr, 10);
+        if (tid > 0) ok &= sched_setaffinity(static_cast<pid_t>(tid), sizeof set, &set) == 0;
+    }
+    closedir(d);
+    return ok;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
     uint64_t bytes = 256ull << 20;
-    size_t dgram = 1200;
+    std::vector<size_t> dgrams{1200}, engines{1, 2};
     int rounds = 3;
+    std::string mode = "both", out;
+    std::vector<std::string> apis{"copy"}, pins{"all"};
+    Buffers bufs;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
+        const bool more = i + 1 < argc;
         if (a == "--help" || a == "-h") {
-            printf("usage: mces_loopback [--bytes N] [--datagram SIZE] [--rounds R]\n"
-                   "Moves N bytes (256 MiB) over one MCES connection on loopback (two UDP hosts in the\n"
-                   "engine, datagrams of SIZE bytes, 1200 by default, up to 65527) and over TCP, R rounds\n"
-                   "(3) interleaved; prints Gbit/s, the ratio, and datagrams per system call.\n");
+            fputs(kUsage, stdout);
             return 0;
-        } else if (a == "--bytes" && i + 1 < argc) {
+        } else if (a == "--bytes" && more) {
             bytes = strtoull(argv[++i], nullptr, 10);
-        } else if (a == "--datagram" && i + 1 < argc) {
-            dgram = strtoul(argv[++i], nullptr, 10);
-        } else if (a == "--rounds" && i + 1 < argc) {
+        } else if (a == "--datagram" && more) {
+            dgrams = parse_list(argv[++i]);
+        } else if (a == "--engines" && more) {
+            engines = parse_list(argv[++i]);
+        } else if (a == "--rounds" && more) {
             rounds = atoi(argv[++i]);
+        } else if (a == "--mode" && more) {
+            mode = argv[++i];
+        } else if (a == "--cpus" && more) {
+            // "all" or a CPU list ("0", "0,1"), several separated by '/'
+            pins.clear();
+            for (std::string l = argv[++i]; !l.empty();) {
+                const size_t c = l.find('/');
+                pins.push_back(l.substr(0, c));
+                l = c == std::string::npos ? "" : l.substr(c + 1);
+            }
+        } else if (a == "--api" && more) {
+            apis.clear();
+            for (std::string l = argv[++i]; !l.empty();) {
+                const size_t c = l.find(',');
+                apis.push_back(l.substr(0, c));
+                l = c == std::string::npos ? "" : l.substr(c + 1);
+            }
+        } else if (a == "--send-buffer" && more) {
+            bufs.send_buffer = strtoull(argv[++i], nullptr, 10);
+        } else if (a == "--recv-window" && more) {
+            bufs.recv_window = strtoull(argv[++i], nullptr, 10);
+        } else if (a == "--recv-window-max" && more) {
+            bufs.recv_window_max = strtoull(argv[++i], nullptr, 10);
+        } else if (a == "--out" && more) {
+            out = argv[++i];
         } else {
             fprintf(stderr, "mces_loopback: unknown argument %s (try --help)\n", argv[i]);
             return 2;
         }
     }
-    engine::Engine* e = engine::Engine::create(engine::Options{}, nullptr);
-    if (!e) {
+    bool bad = dgrams.empty() || engines.empty() || rounds < 1 || bytes == 0 ||
+               (mode != "both" && mode != "mces" && mode != "tcp");
+    for (size_t d : dgrams) bad |= d < 1200 || d > 65527;
+    for (size_t n : engines) bad |= n != 1 && n != 2;
+    for (const auto& a : apis) bad |= a != "copy" && a != "zc";
+    for (const auto& p : pins) bad |= p.empty() || (p != "all" && parse_list(p.c_str()).empty());
+    bad |= apis.empty();
+    if (bad) {
+        fprintf(stderr, "mces_loopback: bad arguments (try --help)\n");
+        return 2;
+    }
+    engine::Engine* e1 = engine::Engine::create(engine::Options{}, nullptr);
+    engine::Engine* e2 = engine::Engine::create(engine::Options{}, nullptr);
+    if (!e1 || !e2) {
         fprintf(stderr, "mces_loopback: the engine cannot start\n");
         return 1;
     }
-    printf("round mces_gbps tcp_gbps ratio tx_dgrams_per_call rx_dgrams_per_call gso_batches\n");
-    for (int r = 0; r < rounds; ++r) {
-        engine::UdpHostStats cs, ss;
-        double m = mces_rate(*e, bytes, dgram, cs, ss);
-        double t = tcp_rate(bytes);
-        printf("%d %.3f %.3f %.3f %.1f %.1f %llu\n", r + 1, m, t, t > 0 ? m / t : 0,
-               cs.tx_calls ? static_cast<double>(cs.tx_datagrams) / static_cast<double>(cs.tx_calls) : 0,
-               ss.rx_calls ? static_cast<double>(ss.rx_datagrams) / static_cast<double>(ss.rx_calls) : 0,
-               static_cast<unsigned long long>(cs.tx_gso_batches));
-        fflush(stdout);
+    std::vector<Result> all;
+    const size_t per_pin = (mode != "tcp" ? dgrams.size() * engines.size() * apis.size() : 0) + (mode != "mces" ? 1 : 0);
+    const size_t runs = static_cast<size_t>(rounds) * pins.size() * per_pin;
+    printf("%s\n", kRunHeader);
+    for (int r = 1; r <= rounds; ++r) {
+        for (const std::string& pin : pins) {
+            if (!place(pin)) fprintf(stderr, "mces_loopback: cannot place threads on CPUs %s\n", pin.c_str());
+            auto report = [&](Result& res) {
+                res.round = r;
+                res.pin = pin;
+                all.push_back(res);
+                printf("%s\n", run_line(res).c_str());
+                fflush(stdout);
+                fprintf(stderr, "[%zu/%zu] round %d, CPUs %s, %s %zu: %.2f Gbit/s\n", all.size(), runs, r, pin.c_str(),
+                        res.what.c_str(), res.dgram, res.gbps);
+            };
+            if (mode != "tcp") {
+                for (size_t d : dgrams) {
+                    for (size_t n : engines) {
+                        for (const std::string& api : apis) {
+                            Result res;
+                            res.what = std::string(n == 1 ? "mces-1" : "mces-2") + (api == "zc" ? "-zc" : "");
+                            res.dgram = d;
+                            mces_run(*e1, n == 1 ? *e1 : *e2, bytes, d, api == "zc", bufs, res);
+                            report(res);
+                        }
+                    }
+                }
+            }
+            if (mode != "mces") {
+                Result res;
+                res.what = "tcp";
+                tcp_run(bytes, res);
+                report(res);
+            }
+        }
     }
-    engine::Engine::destroy(e);
+    place("all");
+    engine::Engine::destroy(e1);
+    engine::Engine::destroy(e2);
+    if (!out.empty()) write_report(out, all, pins, argc, argv, bytes);
     return 0;
 }

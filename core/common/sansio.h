@@ -92,7 +92,10 @@ public:
     virtual void on_timeout(Time now) = 0;
     // The earliest time on_timeout wants calling; kNever when nothing is armed.
     virtual Time next_timeout() const = 0;
-    // Takes the next datagram to send; false when there is none.
+    // Takes the next datagram to send; false when there is none. out.bytes
+    // may hold the buffer of an earlier datagram (the engine's UdpHost hands
+    // sent buffers back, to save an allocation per packet): assign or resize
+    // it, never append to it.
     virtual bool poll_transmit(Datagram& out) = 0;
 };
 

@@ -107,6 +107,12 @@ UdpHost* UdpHost::start(Engine& e, int fd, sansio::Endpoint& ep, const UdpHostOp
     auto* h = new (std::nothrow) UdpHost(fd, ep, o, on_activity, owner);
     if (h == nullptr) return fail(ENOMEM);
     h->family_ = ss.ss_family;
+    try {
+        h->spare_.reserve(kMaxSpare);
+    } catch (...) {
+        delete h;
+        return fail(ENOMEM);
+    }
     h->local_ = to_addr(reinterpret_cast<sockaddr*>(&ss), len);
     if (o.gro) {
         int one = 1;
@@ -245,8 +251,11 @@ void UdpHost::flush(Engine& e) noexcept {
         }
         // Refill the backlog from the endpoint (even when full: what does
         // not fit beyond max_backlog is dropped, the protocol's loss).
+        // Each datagram is built into a buffer sent earlier (spare_): no
+        // allocation, and no page faults, per packet.
         size_t took = 0;
         sansio::Datagram d;
+        d.bytes = take_spare();
         while (took < kBatch * kMaxSegments && ep_.poll_transmit(d)) {
             ++took;
             if (backlog_.size() >= opt_.max_backlog) {
@@ -255,7 +264,9 @@ void UdpHost::flush(Engine& e) noexcept {
             }
             backlog_.push_back(std::move(d));
             d = sansio::Datagram{};
+            d.bytes = take_spare();
         }
+        give_spare(std::move(d.bytes));
         if (took == 0 || full) break;
     }
     in_flush_ = false;
@@ -317,7 +328,7 @@ bool UdpHost::send_backlog() noexcept {
             // The first message was refused (EMSGSIZE, no route, an ICMP
             // error pending): lose it, as the network would have.
             ++stats_.tx_errors;
-            for (unsigned k = 0; k < t.count[0]; ++k) backlog_.pop_front();
+            for (unsigned k = 0; k < t.count[0]; ++k) pop_sent();
             continue;
         }
         // (A refusal after the first message is reported by the next call.)
@@ -326,11 +337,32 @@ bool UdpHost::send_backlog() noexcept {
             if (t.count[i] > 1) ++stats_.tx_gso_batches;
             for (unsigned k = 0; k < t.count[i]; ++k) {
                 stats_.tx_bytes += backlog_.front().bytes.size();
-                backlog_.pop_front();
+                pop_sent();
             }
         }
     }
     return true;
+}
+
+std::vector<uint8_t> UdpHost::take_spare() noexcept {
+    if (spare_.empty()) return {};
+    std::vector<uint8_t> v = std::move(spare_.back());
+    spare_.pop_back();
+    spare_bytes_ -= v.capacity();
+    return v;
+}
+
+// Kept with its size: the endpoint resizes it to what it builds, and a
+// buffer that already has that size is not zeroed again.
+void UdpHost::give_spare(std::vector<uint8_t>&& v) noexcept {
+    if (v.capacity() == 0 || spare_.size() >= kMaxSpare || spare_bytes_ + v.capacity() > kMaxSpareBytes) return;
+    spare_bytes_ += v.capacity();
+    spare_.push_back(std::move(v));   // reserved in start(): no allocation
+}
+
+void UdpHost::pop_sent() noexcept {
+    give_spare(std::move(backlog_.front().bytes));
+    backlog_.pop_front();
 }
 
 void UdpHost::rearm_timer(Engine& e) noexcept {

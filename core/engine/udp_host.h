@@ -9,7 +9,10 @@
 //   - receive: recvmmsg of up to kBatch datagrams per wake-up, with UDP GRO
 //     (one read returns many coalesced segments, split here);
 //   - send: runs of datagrams to one peer of one size go out as one UDP GSO
-//     super-datagram (UDP_SEGMENT), several per sendmmsg.
+//     super-datagram (UDP_SEGMENT), several per sendmmsg; the buffers of
+//     sent datagrams are handed back to the endpoint's poll_transmit (in
+//     Datagram::bytes, with their old size and contents: the endpoint
+//     assigns or resizes them), so steady sending allocates nothing.
 //
 // Engine thread only: the endpoint is called from the engine thread, and
 // its owner calls poke() after changing it from there (a write on a
@@ -22,6 +25,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <vector>
 
 #include "core/common/sansio.h"
 #include "core/engine/engine.h"
@@ -76,6 +80,9 @@ private:
     void flush(Engine& e) noexcept;
     bool send_backlog() noexcept;   // false: the socket is full
     void rearm_timer(Engine& e) noexcept;
+    std::vector<uint8_t> take_spare() noexcept;
+    void give_spare(std::vector<uint8_t>&& v) noexcept;
+    void pop_sent() noexcept;   // backlog_.front() went out (or was refused)
     void maybe_free() noexcept;
 
     struct In final : Completion {    // readable (multishot poll)
@@ -103,6 +110,12 @@ private:
     void* owner_;
     sansio::Addr local_;
     std::deque<sansio::Datagram> backlog_;   // to send, in order
+    // Buffers of datagrams already sent, reused for the next ones: at most
+    // kMaxSpare (one sendmmsg's worth of GSO runs) and kMaxSpareBytes.
+    static constexpr size_t kMaxSpare = 1024;
+    static constexpr size_t kMaxSpareBytes = 4 << 20;
+    std::vector<std::vector<uint8_t>> spare_;
+    size_t spare_bytes_ = 0;
     bool in_flush_ = false, closing_ = false;
     int64_t timer_at_ = 0;                    // armed deadline, 0: none
     int inflight_ = 0;

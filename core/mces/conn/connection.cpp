@@ -65,6 +65,7 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::stri
     hc.give_up_after = cfg_.handshake_timeout;
     hs_ = std::make_unique<wire::ClientHandshake>(std::move(hc));
     hs_->start(now);
+    cache_elements();
 }
 
 Connection::Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& peer,
@@ -80,10 +81,18 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& p
       pacer_(pacer_config(cfg_)),
       ap_(cfg_.ack),
       idle_(idle_config(cfg_, chain_), now) {
+    cache_elements();
     establish(now);
 }
 
 Connection::~Connection() = default;
+
+// Element tests run several times per packet: a bit mask, not a search.
+static_assert(kElementCount <= 32, "Connection::elements_ holds one bit per element");
+void Connection::cache_elements() noexcept {
+    elements_ = 0;
+    for (Element e : chain_.elements) elements_ |= std::uint32_t{1} << static_cast<unsigned>(e);
+}
 
 void Connection::wake() noexcept {
     if (ep_ != nullptr) ep_->wake(*this);
@@ -132,11 +141,12 @@ void Connection::establish(Time now) {
                 return;
             }
             chain_ = std::move(*r.chain);
+            cache_elements();
         }
     }
     state_ = State::established;
     idle_ = IdleTimer(idle_config(cfg_, chain_), now);
-    if (chain_.has(Element::congestion)) {
+    if (has(Element::congestion)) {
         CcConfig cc;
         cc.mss = static_cast<std::uint32_t>(mss());
         // The chain's names were checked: the factory knows the algorithm.
@@ -150,7 +160,7 @@ void Connection::establish(Time now) {
         // The peer assumes kInitialCredit until it hears our window.
         max_data_pending_ = fr_->limit() > kInitialCredit;
     }
-    if (chain_.has(Element::pacing) && !cc_ && granted_.rate && *granted_.rate > 0)
+    if (has(Element::pacing) && !cc_ && granted_.rate && *granted_.rate > 0)
         pacer_.set_rate_bytes_per_sec(static_cast<double>(*granted_.rate));
 }
 
@@ -202,6 +212,46 @@ std::ptrdiff_t Connection::read(std::span<std::uint8_t> buf) {
     return buf.empty() ? 0 : -EAGAIN;
 }
 
+std::ptrdiff_t Connection::write_reserve(std::span<std::uint8_t>& out) {
+    out = {};
+    if (state_ == State::connecting) return -EAGAIN;
+    if (state_ == State::closed) return error_ ? -error_ : -EPIPE;
+    if (!sb_) return -EOPNOTSUPP;
+    if (write_shut_) return -EPIPE;
+    out = sb_->write_space();
+    return out.empty() ? -EAGAIN : static_cast<std::ptrdiff_t>(out.size());
+}
+
+std::ptrdiff_t Connection::write_commit(std::size_t n) {
+    if (state_ != State::established && state_ != State::closing) return -EINVAL;
+    if (!sb_ || write_shut_ || n > sb_->write_space().size()) return -EINVAL;
+    if (n == 0) return 0;
+    sb_->commit(n);
+    wake();
+    return static_cast<std::ptrdiff_t>(n);
+}
+
+std::ptrdiff_t Connection::read_peek(std::span<const std::uint8_t>& out) {
+    out = {};
+    if (state_ == State::connecting) return -EAGAIN;
+    if (error_ != 0) return -error_;
+    if (!rb_) return -EOPNOTSUPP;
+    if (released_) return -ENOTCONN;
+    out = rb_->peek();
+    if (!out.empty()) return static_cast<std::ptrdiff_t>(out.size());
+    if (rb_->finished() || state_ == State::closed) return 0;
+    return -EAGAIN;
+}
+
+std::ptrdiff_t Connection::read_consume(std::size_t n) {
+    if (!rb_ || released_ || error_ != 0 || n > rb_->peek().size()) return -EINVAL;
+    if (n == 0) return 0;
+    rb_->consume(n);
+    fr_->on_consumed(rb_->read_offset());
+    if (fr_->update_due()) wake();
+    return static_cast<std::ptrdiff_t>(n);
+}
+
 std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg) {
     if (state_ == State::connecting) return -EAGAIN;
     if (state_ == State::closed) return error_ ? -error_ : -EPIPE;
@@ -245,7 +295,7 @@ int Connection::shutdown_write() {
 
 int Connection::close() {
     if (state_ == State::closed) return -ENOTCONN;
-    if (state_ == State::connecting || !chain_.has(Element::close)) return abort(kResetAborted);
+    if (state_ == State::connecting || !has(Element::close)) return abort(kResetAborted);
     write_shut_ = true;
     if (sb_ && !sb_->finished()) sb_->finish();
     released_ = true;
@@ -329,7 +379,7 @@ void Connection::process(const wire::PacketView& v, Time now) {
         ++counters_.drops.bad_frame;
         return;
     }
-    const bool seq = chain_.has(Element::sequencing);
+    const bool seq = has(Element::sequencing);
     if (seq && rs_.is_duplicate(pn)) {
         ++counters_.drops.duplicate;
         return;
@@ -372,7 +422,7 @@ void Connection::process(const wire::PacketView& v, Time now) {
     }
     if (seq) rs_.add(pn);
     largest_rx_ = std::max<std::int64_t>(largest_rx_, static_cast<std::int64_t>(pn));
-    if (chain_.has(Element::sack)) ap_.on_packet(pn, eliciting, now);
+    if (has(Element::sack)) ap_.on_packet(pn, eliciting, now);
     ++counters_.packets_received;
     counters_.bytes_received += v.payload.size();
     if (state_ == State::closed) return;
@@ -398,10 +448,10 @@ bool Connection::apply_frame(const wire::Frame& f, bool& eliciting, Time now) {
     case FrameType::padding: return true;
     case FrameType::ping:
         eliciting = true;
-        if (!chain_.has(Element::sack)) pong_pending_ = true;   // no ACKs: answer so its idle timer rests
+        if (!has(Element::sack)) pong_pending_ = true;   // no ACKs: answer so its idle timer rests
         return true;
     case FrameType::ack:
-        if (!chain_.has(Element::sack)) {
+        if (!has(Element::sack)) {
             ++counters_.drops.bad_frame;
             return false;
         }
@@ -483,7 +533,7 @@ void Connection::on_ack_frame(const wire::AckFrame& a, Time now) {
         ranges[n++] = r;
     }
     if (n == 0) return;
-    AckOutcome out;
+    AckOutcome& out = ack_out_;   // its vectors keep their capacity
     const Time delay = static_cast<Time>(std::min<std::uint64_t>(a.ack_delay_us, 1u << 30)) *
                        sansio::kMicrosecond;
     if (ld_.on_ack({ranges, n}, delay, now, out) != 0) {
@@ -512,13 +562,52 @@ void Connection::settle_rec(std::uint64_t token, bool acked) {
     }
 }
 
+// Congestion undo: the losses of the current recovery episode (the ones
+// that reduced the window, and later ones in the same period) are counted;
+// each that proves spurious (acknowledged after all: reordered, not lost)
+// is taken off; when none is left, every loss of the episode was an
+// illusion and the reduction is undone (Linux TCP's undo_retrans with
+// DSACK does the same). A real loss keeps the count above zero.
+void Connection::track_undo(const AckOutcome& out, Time now) {
+    if (!cc_ || !cfg_.cc_undo) return;
+    if (undo_open_) {
+        for (std::uint64_t pn : out.spurious)
+            if (pn >= undo_first_pn_ && undo_left_ > 0) --undo_left_;
+    }
+    std::uint64_t lost = 0;
+    std::uint64_t first = 0;
+    for (const auto& p : out.lost) {
+        if (!p.in_flight) continue;
+        if (lost == 0) first = p.pn;
+        ++lost;
+    }
+    if (lost > 0) {
+        if (!cc_->in_recovery(out.largest_lost_sent)) {
+            // This outcome starts a new reduction: a new episode.
+            undo_open_ = true;
+            undo_first_pn_ = first;
+            undo_left_ = lost;
+        } else if (undo_open_) {
+            undo_left_ += lost;
+        }
+    }
+    if (undo_open_ && undo_left_ == 0 && lost == 0) {
+        undo_open_ = false;
+        if (cc_->undo(now)) ++counters_.cc_undos;
+    }
+}
+
 void Connection::settle(const AckOutcome& out, Time now) {
     for (const auto& p : out.lost) settle_rec(p.token, false);
     for (const auto& p : out.lost)
         if (p.in_flight) ++counters_.lost;
     if (cc_) {
+        track_undo(out, now);
         if (out.lost_bytes > 0) cc_->on_congestion_event(out.largest_lost_sent, now);
-        if (out.persistent_congestion) cc_->on_persistent_congestion(now);
+        if (out.persistent_congestion) {
+            cc_->on_persistent_congestion(now);
+            undo_open_ = false;
+        }
         cc_->set_app_limited(app_limited_);
     }
     for (const auto& p : out.acked) {
@@ -546,7 +635,7 @@ void Connection::drain_released() {
 // Class 0 has no streams: close() alone starts it.
 void Connection::check_close_progress(Time now) {
     if (state_ != State::established && state_ != State::closing) return;
-    if (!chain_.has(Element::close) || close_sent_) return;
+    if (!has(Element::close) || close_sent_) return;
     bool done;
     if (sb_) {
         // TCP's FIN_WAIT_2 timeout: once everything we sent is acknowledged,
@@ -576,7 +665,7 @@ Time Connection::next_timeout() const noexcept {
         return t;
     }
     Time t = std::min({idle_.next_timeout(), linger_until_, close_timer_, pacer_at_});
-    if (chain_.has(Element::sack)) {
+    if (has(Element::sack)) {
         t = std::min(t, ld_.next_timeout());
         if (ap_.pending()) t = std::min(t, ap_.next_timeout());
     }
@@ -624,8 +713,8 @@ void Connection::on_timeout(Time now) {
         }
         if (act == IdleTimer::Action::SendPing) ping_pending_ = true;
     }
-    if (chain_.has(Element::sack) && now >= ld_.next_timeout()) {
-        AckOutcome out;
+    if (has(Element::sack) && now >= ld_.next_timeout()) {
+        AckOutcome& out = ack_out_;   // its vectors keep their capacity
         const auto act = ld_.on_timeout(now, out);
         if (act == LossDetector::TimerAction::Probe) {
             probes_ = 2;
@@ -673,7 +762,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
     }
     if (state_ == State::closed) return build_closed_reply(out);
 
-    const bool sack = chain_.has(Element::sack);
+    const bool sack = has(Element::sack);
     const bool ack_due = sack && ap_.pending() && (ap_.ack_now() || ap_.next_timeout() <= now);
     const bool fc_due = fr_ && fr_->update_due();
     const bool control =
@@ -691,7 +780,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
     if (want_data && !probe) {
         if (!cwnd_room) {
             may_data = false;
-        } else if (chain_.has(Element::pacing)) {
+        } else if (has(Element::pacing)) {
             if (cc_) {
                 pacer_.set_gain(cc_->in_slow_start() ? 2.0 : 1.25);
                 pacer_.set_rate(cc_->cwnd(), ld_.rtt().smoothed());
@@ -711,7 +800,11 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
         return false;
     }
 
-    out.resize(mss());
+    // A packet without data holds control frames only, which fit the
+    // smallest datagram (the default mss): sizing the buffer to that, not to
+    // a loopback mss of 64 KiB, keeps a recycled buffer from being zeroed
+    // again for every ACK.
+    out.resize(may_data ? mss() : std::min(mss(), wire::kMinInitialSize));
     wire::PacketWriter pw(out);
     const std::uint64_t pn = next_pn_++;
     const std::int64_t largest_acked =
@@ -788,10 +881,12 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
                 wire::write_ping(w);
                 eliciting = true;
             }
-            if (have) {
-                scratch_.resize(seg.length);
-                if (sb_->copy(seg.offset, scratch_) == 0) {
-                    wire::write_stream(w, seg.offset, scratch_, seg.fin);
+            if (have && sb_->holds(seg.offset, seg.length)) {
+                // The payload goes from the send buffer straight into the
+                // packet: one copy (the frame was sized to fit above).
+                wire::write_stream_header(w, seg.offset, seg.length, seg.fin);
+                const std::span<std::uint8_t> dst = w.take(seg.length);
+                if (w.ok() && sb_->copy(seg.offset, dst) == 0) {
                     rec.stream = true;
                     rec.offset = seg.offset;
                     rec.len = seg.length;
@@ -847,7 +942,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
     if (!eliciting) ++counters_.ack_only_packets;
     if (eliciting) {
         if (cc_) cc_->on_sent(static_cast<std::uint64_t>(n), ld_.bytes_in_flight(), now);
-        if (chain_.has(Element::pacing)) pacer_.on_sent(static_cast<std::uint32_t>(n), now);
+        if (has(Element::pacing)) pacer_.on_sent(static_cast<std::uint32_t>(n), now);
         idle_.on_ack_eliciting_sent(now);
         app_limited_ = false;
     }

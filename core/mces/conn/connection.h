@@ -76,6 +76,9 @@ struct ConnConfig {
     std::size_t datagram_queue = 256;              // class 0 messages held each way
     std::size_t datagram_queue_bytes = 1 << 20;    // and their bytes
     AckPolicyConfig ack{};                         // ACK every 2 packets or after 25 ms
+    // Undo a window reduction when every loss behind it proves spurious
+    // (the packets were reordered, then acknowledged). docs/mces-recovery.md.
+    bool cc_undo = true;
     IdleConfig idle{};                             // keepalive 15 s (if in the chain), idle 30 s
     // close(): how long to wait for the graceful exchange (the peer's FIN and
     // CLOSE) before giving up with a RESET.
@@ -118,6 +121,7 @@ struct ConnCounters {
     std::uint64_t lost = 0;                                  // packets declared lost
     std::uint64_t spurious = 0;                              // ... and acknowledged later
     std::uint64_t ptos = 0;                                  // probe timeouts
+    std::uint64_t cc_undos = 0;                              // window reductions undone (losses all spurious)
     std::uint64_t acks_sent = 0, acks_received = 0;          // ACK frames
     std::uint64_t ack_only_packets = 0;                      // packets with nothing but an ACK
     std::uint64_t datagrams_sent = 0, datagrams_received = 0;
@@ -163,6 +167,24 @@ public:
     // yet, or the error once closed abortively (buffered bytes are still read
     // after a graceful close).
     std::ptrdiff_t read(std::span<std::uint8_t> buf);
+    // Zero-copy forms of write() and read(), for an owner that moves bytes
+    // between the connection and a socket (the engine's bridge): it recv()s
+    // straight into the send buffer and send()s straight from the receive
+    // buffer, saving a copy through a buffer of its own each way.
+    // write_reserve: `out` is free space at the tail of the send buffer
+    // (valid until the next call on this connection); returns its size
+    // (> 0), or what write() of a non-empty span would return instead
+    // (-EAGAIN when full, -EPIPE, ...). write_commit(n), n <= that size,
+    // then queues its first n bytes: returns n, or -EINVAL.
+    std::ptrdiff_t write_reserve(std::span<std::uint8_t>& out);
+    std::ptrdiff_t write_commit(std::size_t n);
+    // read_peek: `out` views the next in-order bytes in the receive buffer
+    // (valid until the next call on this connection); returns their count
+    // (> 0), or what read() into a non-empty span would return instead (0
+    // at the end of the stream, -EAGAIN, the error). read_consume(n), n <=
+    // that count, then releases them as read() would: returns n, or -EINVAL.
+    std::ptrdiff_t read_peek(std::span<const std::uint8_t>& out);
+    std::ptrdiff_t read_consume(std::size_t n);
     // Class 0: queues one message (it goes in one packet, whole). Returns its
     // size, -EMSGSIZE above max_datagram_payload(), -EAGAIN when the queue is
     // full or the handshake is not done, -EPIPE after close, -EOPNOTSUPP on a
@@ -239,15 +261,19 @@ private:
     bool apply_frame(const wire::Frame& f, bool& eliciting, sansio::Time now);
     void on_ack_frame(const wire::AckFrame& a, sansio::Time now);
     void settle(const AckOutcome& out, sansio::Time now);
+    void track_undo(const AckOutcome& out, sansio::Time now);
     void settle_rec(std::uint64_t pn, bool acked);
     void check_close_progress(sansio::Time now);
     void drain_released();
     bool build_closed_reply(std::vector<std::uint8_t>& out);
     sansio::Time pto() const noexcept;
     std::size_t mss() const noexcept { return cfg_.max_datagram_size; }
+    void cache_elements() noexcept;
+    bool has(Element e) const noexcept { return (elements_ >> static_cast<unsigned>(e)) & 1u; }
 
     ConnConfig cfg_;
     Chain chain_;
+    std::uint32_t elements_ = 0;       // bit per Element in chain_ (cache_elements)
     std::vector<std::string> names_;
     Role role_;
     State state_ = State::connecting;
@@ -268,12 +294,17 @@ private:
     std::unique_ptr<CongestionController> cc_;
     Pacer pacer_;
     std::deque<Rec> recs_;             // by token, from recs_base_
+    AckOutcome ack_out_;               // reused by every ACK and loss timer: no allocation
     std::uint64_t recs_base_ = 0;
     std::uint64_t last_tracked_pn_ = 0;   // the last packet given to ld_
     bool any_tracked_ = false;
     unsigned probes_ = 0;
     sansio::Time pacer_at_ = sansio::kNever;
     bool app_limited_ = false;
+    // The current recovery episode, for undo (track_undo).
+    bool undo_open_ = false;
+    std::uint64_t undo_first_pn_ = 0;   // the first packet whose loss started it
+    std::uint64_t undo_left_ = 0;       // its losses not (yet) proved spurious
 
     // receive side
     RangeSet rs_;

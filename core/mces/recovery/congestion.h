@@ -6,6 +6,8 @@
 //   on_congestion_event once per ACK (or loss timer) that declared in-flight
 //                      packets lost, with the newest lost packet's send time;
 //   on_persistent_congestion when LossDetector reports it;
+//   undo               when the losses that caused the last reduction all
+//                      proved spurious (the packets were only reordered);
 //   on_ack             for each newly acknowledged in-flight packet (or a
 //                      batch of packets sharing the newest send time).
 // It may send while bytes_in_flight < cwnd().
@@ -43,8 +45,15 @@ public:
     // Loss (or ECN-CE): reduce once per recovery period. Packets sent at or
     // before the start of the current recovery period do not reduce again.
     virtual void on_congestion_event(sansio::Time sent_time, sansio::Time now) = 0;
-    // RFC 9002 7.6.2: collapse to the minimum window.
+    // RFC 9002 7.6.2: collapse to the minimum window. Forgets the undo state.
     virtual void on_persistent_congestion(sansio::Time now) = 0;
+    // Every packet whose loss started the last reduction (on_congestion_event)
+    // was acknowledged after all: the network only reordered them. Restores
+    // the state from just before that reduction (the window not below what
+    // it is now) and ends its recovery period, as Linux TCP undoes a
+    // reduction its DSACKs prove spurious (RFC 2883, RFC 8985 sec. 9.1).
+    // Returns true when there was a reduction to undo (once per reduction).
+    virtual bool undo(sansio::Time now) = 0;
 
     virtual std::uint64_t cwnd() const noexcept = 0;
     virtual std::uint64_t ssthresh() const noexcept = 0;

@@ -68,6 +68,9 @@ void Cubic::on_ack(std::uint64_t bytes, Time sent_time, const RttEstimator& rtt,
 
 void Cubic::on_congestion_event(Time sent_time, Time now) {
     if (in_recovery(sent_time)) return;
+    before_ = Saved{cwnd_, ssthresh_, recovering_, recovery_start_, w_max_, k_, cwnd_epoch_, w_est_,
+                    has_epoch_, epoch_start_};
+    can_undo_ = true;
     recovering_ = true;
     recovery_start_ = now;
     // Fast convergence: a loss before W_max was regained means another flow
@@ -83,7 +86,26 @@ void Cubic::on_congestion_event(Time sent_time, Time now) {
     has_epoch_ = false;     // the epoch begins with the first ACK after recovery
 }
 
+bool Cubic::undo(Time) {
+    if (!can_undo_) return false;
+    can_undo_ = false;
+    // The epoch resumes where it was: the reduction never happened (the
+    // time in between counts as congestion-avoidance time, as it would have).
+    cwnd_ = std::max(cwnd_, before_.cwnd);
+    ssthresh_ = before_.ssthresh;
+    recovering_ = before_.recovering;
+    recovery_start_ = before_.recovery_start;
+    w_max_ = before_.w_max;
+    k_ = before_.k;
+    cwnd_epoch_ = before_.cwnd_epoch;
+    w_est_ = std::max(w_est_, before_.w_est);
+    has_epoch_ = before_.has_epoch;
+    epoch_start_ = before_.epoch_start;
+    return true;
+}
+
 void Cubic::on_persistent_congestion(Time) {
+    can_undo_ = false;
     cwnd_ = min_window_;
     recovering_ = false;
     has_epoch_ = false;

@@ -28,6 +28,7 @@ public:
                 sansio::Time now) override;
     void on_congestion_event(sansio::Time sent_time, sansio::Time now) override;
     void on_persistent_congestion(sansio::Time now) override;
+    bool undo(sansio::Time now) override;
     std::uint64_t cwnd() const noexcept override { return static_cast<std::uint64_t>(cwnd_); }
     std::uint64_t ssthresh() const noexcept override { return ssthresh_; }
     bool in_recovery(sansio::Time sent_time) const noexcept override;
@@ -57,6 +58,18 @@ private:
     sansio::Time epoch_start_ = 0;
     bool has_sent_ = false;
     sansio::Time last_sent_ = 0;
+    // What on_congestion_event changes, as it was just before (for undo).
+    struct Saved {
+        double cwnd;
+        std::uint64_t ssthresh;
+        bool recovering;
+        sansio::Time recovery_start;
+        double w_max, k, cwnd_epoch, w_est;
+        bool has_epoch;
+        sansio::Time epoch_start;
+    };
+    bool can_undo_ = false;
+    Saved before_{};
 };
 
 }  // namespace gs::mces

@@ -32,14 +32,27 @@ void IntervalSet::remove(std::uint64_t start, std::uint64_t end) {
         auto p = std::prev(it);
         if (p->second > start) it = p;
     }
+    // Trimming a range keeps its node (the value, or the extracted key, is
+    // changed in place): reading the front of a receive buffer or
+    // acknowledging the front of a send buffer allocates nothing.
     while (it != r_.end() && it->first < end) {
         const std::uint64_t a = it->first, b = it->second;
-        it = r_.erase(it);
-        if (a < start) r_.emplace(a, start);
+        if (a < start) {
+            it->second = start;   // [a, start) stays
+            if (b > end) {
+                r_.emplace_hint(std::next(it), end, b);   // split: the one case that adds a node
+                break;
+            }
+            ++it;
+            continue;
+        }
         if (b > end) {
-            r_.emplace(end, b);
+            auto node = r_.extract(it);
+            node.key() = end;   // [end, b): still between its neighbours
+            r_.insert(std::move(node));
             break;
         }
+        it = r_.erase(it);
     }
 }
 

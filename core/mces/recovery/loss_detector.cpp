@@ -16,6 +16,7 @@ void AckOutcome::clear() {
     rtt_sampled = false;
     persistent_congestion = false;
     spurious_losses = 0;
+    spurious.clear();
 }
 
 LossDetector::LossDetector(const LossConfig& cfg) : cfg_(cfg), rtt_(cfg.rtt) {
@@ -185,6 +186,7 @@ void LossDetector::check_spurious(std::span<const PacketRange> ranges, AckOutcom
             std::min<std::uint64_t>(cfg_.max_packet_threshold, std::max<std::uint64_t>(packet_threshold_, need)));
         if (it->by_time && time_threshold_num_ < cfg_.max_time_threshold_num) ++time_threshold_num_;
         ++out.spurious_losses;
+        out.spurious.push_back(it->pn);
         ++spurious_total_;
         it = recent_lost_.erase(it);
     }

@@ -61,6 +61,7 @@ struct AckOutcome {
     bool rtt_sampled = false;
     bool persistent_congestion = false;
     std::size_t spurious_losses = 0;  // earlier "lost" packets this ACK covered
+    std::vector<std::uint64_t> spurious;   // their packet numbers, ascending
     void clear();
 };
 

@@ -36,6 +36,8 @@ void NewReno::on_ack(std::uint64_t bytes, Time sent_time, const RttEstimator&, T
 
 void NewReno::on_congestion_event(Time sent_time, Time now) {
     if (in_recovery(sent_time)) return;
+    before_ = Saved{cwnd_, ssthresh_, acked_in_ca_, recovering_, recovery_start_};
+    can_undo_ = true;
     recovering_ = true;
     recovery_start_ = now;
     ssthresh_ = std::max(cwnd_ / 2, min_window_);
@@ -43,7 +45,19 @@ void NewReno::on_congestion_event(Time sent_time, Time now) {
     acked_in_ca_ = 0;
 }
 
+bool NewReno::undo(Time) {
+    if (!can_undo_) return false;
+    can_undo_ = false;
+    cwnd_ = std::max(cwnd_, before_.cwnd);
+    ssthresh_ = before_.ssthresh;
+    acked_in_ca_ = before_.acked_in_ca;
+    recovering_ = before_.recovering;
+    recovery_start_ = before_.recovery_start;
+    return true;
+}
+
 void NewReno::on_persistent_congestion(Time) {
+    can_undo_ = false;
     cwnd_ = min_window_;
     recovering_ = false;
     acked_in_ca_ = 0;

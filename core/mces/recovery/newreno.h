@@ -18,6 +18,7 @@ public:
                 sansio::Time now) override;
     void on_congestion_event(sansio::Time sent_time, sansio::Time now) override;
     void on_persistent_congestion(sansio::Time now) override;
+    bool undo(sansio::Time now) override;
     std::uint64_t cwnd() const noexcept override { return cwnd_; }
     std::uint64_t ssthresh() const noexcept override { return ssthresh_; }
     bool in_recovery(sansio::Time sent_time) const noexcept override;
@@ -30,6 +31,13 @@ private:
     std::uint64_t acked_in_ca_ = 0;         // bytes toward the next +mss
     bool recovering_ = false;               // recovery_start_ is set
     sansio::Time recovery_start_ = 0;
+    struct Saved {
+        std::uint64_t cwnd, ssthresh, acked_in_ca;
+        bool recovering;
+        sansio::Time recovery_start;
+    };
+    bool can_undo_ = false;
+    Saved before_{};                        // just before the last reduction
 };
 
 }  // namespace gs::mces

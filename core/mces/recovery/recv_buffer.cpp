@@ -7,13 +7,14 @@
 namespace gs::mces {
 
 RecvBuffer::RecvBuffer(std::size_t capacity, std::size_t max_gaps)
-    : ring_(std::max<std::size_t>(capacity, 1)), max_gaps_(std::max<std::size_t>(max_gaps, 1)) {}
+    : ring_(std::make_unique_for_overwrite<std::uint8_t[]>(std::max<std::size_t>(capacity, 1))),
+      cap_(std::max<std::size_t>(capacity, 1)), max_gaps_(std::max<std::size_t>(max_gaps, 1)) {}
 
 int RecvBuffer::on_segment(std::uint64_t offset, std::span<const std::uint8_t> data, bool fin,
                            std::uint64_t limit) {
     if (offset > kMaxOffset || data.size() > kMaxOffset - offset) return -EINVAL;
     const std::uint64_t end = offset + data.size();
-    if (end > limit || end > read_offset_ + ring_.size()) return -EDQUOT;
+    if (end > limit || end > read_offset_ + cap_) return -EDQUOT;
     if (has_final_ && (end > final_size_ || (fin && end != final_size_))) return -EPROTO;
     if (fin && end < highest_) return -EPROTO;
 
@@ -32,13 +33,13 @@ int RecvBuffer::on_segment(std::uint64_t offset, std::span<const std::uint8_t> d
         return 0;
     }
     // Copy only the bytes not already held: the first copy wins.
-    const std::size_t cap = ring_.size();
+    const std::size_t cap = cap_;
     std::uint64_t pos = s;
     auto copy_in = [&](std::uint64_t a, std::uint64_t b) {
         while (a < b) {
             const std::size_t at = static_cast<std::size_t>(a % cap);
             const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(b - a, cap - at));
-            std::memcpy(ring_.data() + at, data.data() + (a - offset), chunk);
+            std::memcpy(ring_.get() + at, data.data() + (a - offset), chunk);
             a += chunk;
         }
     };
@@ -63,20 +64,28 @@ std::size_t RecvBuffer::readable() const noexcept {
 }
 
 std::size_t RecvBuffer::read(std::span<std::uint8_t> dst) {
-    const std::size_t n = std::min(dst.size(), readable());
-    const std::size_t cap = ring_.size();
     std::size_t done = 0;
-    while (done < n) {
-        const std::size_t at = static_cast<std::size_t>((read_offset_ + done) % cap);
-        const std::size_t chunk = std::min(n - done, cap - at);
-        std::memcpy(dst.data() + done, ring_.data() + at, chunk);
-        done += chunk;
+    while (done < dst.size()) {
+        const std::span<const std::uint8_t> p = peek();
+        if (p.empty()) break;
+        const std::size_t n = std::min(dst.size() - done, p.size());
+        std::memcpy(dst.data() + done, p.data(), n);
+        consume(n);
+        done += n;
     }
-    if (n > 0) {
-        have_.remove(read_offset_, read_offset_ + n);
-        read_offset_ += n;
-    }
-    return n;
+    return done;
+}
+
+std::span<const std::uint8_t> RecvBuffer::peek() const noexcept {
+    const std::size_t at = static_cast<std::size_t>(read_offset_ % cap_);
+    return {ring_.get() + at, std::min(readable(), cap_ - at)};
+}
+
+void RecvBuffer::consume(std::size_t n) {
+    n = std::min(n, readable());
+    if (n == 0) return;
+    have_.remove(read_offset_, read_offset_ + n);
+    read_offset_ += n;
 }
 
 }  // namespace gs::mces

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -38,6 +39,12 @@ public:
 
     // Copies up to dst.size() in-order bytes; returns how many.
     std::size_t read(std::span<std::uint8_t> dst);
+    // The next in-order bytes where they are held (up to the ring's wrap:
+    // possibly fewer than readable()), without copying; valid until the
+    // next call that changes the buffer. Then consume(n), n <= that size,
+    // releases them as read() would have.
+    std::span<const std::uint8_t> peek() const noexcept;
+    void consume(std::size_t n);
     std::size_t readable() const noexcept;
     std::uint64_t read_offset() const noexcept { return read_offset_; }
     // Highest offset + 1 received.
@@ -50,7 +57,11 @@ public:
     std::uint64_t dropped_segments() const noexcept { return dropped_; }
 
 private:
-    std::vector<std::uint8_t> ring_;
+    // Not zeroed: pages the stream never reaches are never committed, and
+    // a connection's buffers cost nothing to set up (every byte read was
+    // written first).
+    std::unique_ptr<std::uint8_t[]> ring_;
+    std::size_t cap_;
     std::size_t max_gaps_;
     IntervalSet have_;                   // received, not yet read
     std::uint64_t read_offset_ = 0;

@@ -6,25 +6,39 @@
 
 namespace gs::mces {
 
-SendBuffer::SendBuffer(std::size_t capacity) : ring_(std::max<std::size_t>(capacity, 1)) {}
+SendBuffer::SendBuffer(std::size_t capacity)
+    : ring_(std::make_unique_for_overwrite<std::uint8_t[]>(std::max<std::size_t>(capacity, 1))),
+      cap_(std::max<std::size_t>(capacity, 1)) {}
 
 std::size_t SendBuffer::free_space() const noexcept {
-    return ring_.size() - static_cast<std::size_t>(write_offset_ - acked_offset_);
+    return cap_ - static_cast<std::size_t>(write_offset_ - acked_offset_);
 }
 
 std::size_t SendBuffer::write(std::span<const std::uint8_t> data) {
     if (finished_) return 0;
     const std::size_t n = std::min(data.size(), free_space());
-    const std::size_t cap = ring_.size();
+    const std::size_t cap = cap_;
     std::size_t done = 0;
     while (done < n) {
         const std::size_t pos = static_cast<std::size_t>((write_offset_ + done) % cap);
         const std::size_t chunk = std::min(n - done, cap - pos);
-        std::memcpy(ring_.data() + pos, data.data() + done, chunk);
+        std::memcpy(ring_.get() + pos, data.data() + done, chunk);
         done += chunk;
     }
     write_offset_ += n;
     return n;
+}
+
+std::span<std::uint8_t> SendBuffer::write_space() noexcept {
+    if (finished_) return {};
+    const std::size_t at = static_cast<std::size_t>(write_offset_ % cap_);
+    return {ring_.get() + at, std::min(free_space(), cap_ - at)};
+}
+
+void SendBuffer::commit(std::size_t n) noexcept {
+    if (finished_) return;
+    const std::size_t at = static_cast<std::size_t>(write_offset_ % cap_);
+    write_offset_ += std::min({n, free_space(), cap_ - at});
 }
 
 int SendBuffer::finish() {
@@ -36,12 +50,12 @@ int SendBuffer::finish() {
 int SendBuffer::copy(std::uint64_t offset, std::span<std::uint8_t> dst) const {
     if (offset < acked_offset_ || offset > write_offset_ || dst.size() > write_offset_ - offset)
         return -ERANGE;
-    const std::size_t cap = ring_.size();
+    const std::size_t cap = cap_;
     std::size_t done = 0;
     while (done < dst.size()) {
         const std::size_t pos = static_cast<std::size_t>((offset + done) % cap);
         const std::size_t chunk = std::min(dst.size() - done, cap - pos);
-        std::memcpy(dst.data() + done, ring_.data() + pos, chunk);
+        std::memcpy(dst.data() + done, ring_.get() + pos, chunk);
         done += chunk;
     }
     return 0;
@@ -106,6 +120,10 @@ void SendBuffer::on_acked(std::uint64_t offset, std::uint32_t length, bool fin) 
     const std::uint64_t e = std::min(offset + length, sent_offset_);
     if (s >= e) return;
     retx_.remove(s, e);
+    if (s == acked_offset_ && (acked_.empty() || acked_.front().first > e)) {
+        acked_offset_ = e;   // in order, the common case: no interval bookkeeping
+        return;
+    }
     acked_.add(s, e);
     while (!acked_.empty() && acked_.front().first <= acked_offset_) {
         acked_offset_ = std::max(acked_offset_, acked_.front().second);

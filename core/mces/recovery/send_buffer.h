@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -33,6 +34,11 @@ public:
 
     // Appends up to data.size() bytes; returns how many fit (0 when full or finished).
     std::size_t write(std::span<const std::uint8_t> data);
+    // The free space at the tail (up to the ring's wrap: possibly less than
+    // free_space()), to fill in place; empty when full or finished. Then
+    // commit(n), n <= its size, appends the first n bytes as write() would.
+    std::span<std::uint8_t> write_space() noexcept;
+    void commit(std::size_t n) noexcept;
     // No more writes: the stream ends at write_offset(). 0, or -EALREADY.
     int finish();
 
@@ -43,6 +49,11 @@ public:
     // Copies bytes [offset, offset + dst.size()) into dst. 0, or -ERANGE when
     // they are not held (already acked and freed, or never written).
     int copy(std::uint64_t offset, std::span<std::uint8_t> dst) const;
+
+    // True when copy(offset, a span of length bytes) would succeed.
+    bool holds(std::uint64_t offset, std::uint64_t length) const noexcept {
+        return offset >= acked_offset_ && offset <= write_offset_ && length <= write_offset_ - offset;
+    }
 
     void on_acked(std::uint64_t offset, std::uint32_t length, bool fin);
     // Queues the segment's bytes that are not yet acknowledged for retransmission.
@@ -66,7 +77,11 @@ public:
     std::uint64_t retransmit_bytes() const noexcept;
 
 private:
-    std::vector<std::uint8_t> ring_;
+    // Not zeroed: pages the stream never reaches are never committed, and
+    // a connection's buffers cost nothing to set up (every byte read was
+    // written first).
+    std::unique_ptr<std::uint8_t[]> ring_;
+    std::size_t cap_;
     std::uint64_t acked_offset_ = 0;
     std::uint64_t sent_offset_ = 0;
     std::uint64_t write_offset_ = 0;

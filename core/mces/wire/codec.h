@@ -130,6 +130,14 @@ public:
         if (!b.empty()) std::memcpy(buf_.data() + len_, b.data(), b.size());
         len_ += b.size();
     }
+    // Reserves n bytes for the caller to fill (a payload copied straight
+    // from where it is held, without a staging buffer). An empty span when
+    // they do not fit (the writer has then failed with -EMSGSIZE).
+    std::span<std::uint8_t> take(std::size_t n) noexcept {
+        if (!reserve(n)) return {};
+        len_ += n;
+        return buf_.subspan(len_ - n, n);
+    }
     void zeros(std::size_t n) noexcept {
         if (!reserve(n)) return;
         std::memset(buf_.data() + len_, 0, n);

@@ -328,12 +328,16 @@ void write_reset(Writer& w, std::uint64_t code, std::uint64_t final_size) noexce
     w.varint(final_size);
 }
 
-void write_stream(Writer& w, std::uint64_t offset, std::span<const std::uint8_t> data,
-                  bool fin) noexcept {
-    if (offset > kVarintMax || data.size() > kVarintMax - offset) return w.fail(-EINVAL);
+void write_stream_header(Writer& w, std::uint64_t offset, std::size_t len, bool fin) noexcept {
+    if (offset > kVarintMax || len > kVarintMax - offset) return w.fail(-EINVAL);
     w.u8(static_cast<std::uint8_t>(fin ? FrameType::stream_fin : FrameType::stream));
     w.varint(offset);
-    w.varint(data.size());
+    w.varint(len);
+}
+
+void write_stream(Writer& w, std::uint64_t offset, std::span<const std::uint8_t> data,
+                  bool fin) noexcept {
+    write_stream_header(w, offset, data.size(), fin);
     w.bytes(data);
 }
 

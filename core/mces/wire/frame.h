@@ -157,6 +157,10 @@ void write_ack(Writer& w, const AckFrame& a) noexcept;
 void write_reset(Writer& w, std::uint64_t code, std::uint64_t final_size) noexcept;
 void write_stream(Writer& w, std::uint64_t offset, std::span<const std::uint8_t> data,
                   bool fin) noexcept;
+// A STREAM frame's type, offset and length only; the caller then writes
+// exactly `len` payload bytes (Writer::take), so the payload is copied once,
+// from the send buffer into the packet.
+void write_stream_header(Writer& w, std::uint64_t offset, std::size_t len, bool fin) noexcept;
 void write_datagram(Writer& w, std::span<const std::uint8_t> data) noexcept;
 void write_max_data(Writer& w, std::uint64_t maximum) noexcept;
 void write_close(Writer& w, std::uint64_t code, std::span<const std::uint8_t> reason) noexcept;

@@ -160,3 +160,54 @@ TEST_CASE("CUBIC: app-limited, idle shift, persistent congestion") {
     CHECK(c.cwnd() == 2000);
     CHECK_FALSE(c.has_epoch());
 }
+
+TEST_CASE("undo: a reduction proved spurious is taken back, once, for both algorithms") {
+    for (const char* name : {"newreno", "cubic"}) {
+        CAPTURE(name);
+        std::unique_ptr<CongestionController> cc;
+        REQUIRE(make_congestion_controller(name, cfg1000(), cc) == 0);
+        const RttEstimator r = rtt_of(10 * ms);
+        CHECK_FALSE(cc->undo(0));                     // nothing reduced yet
+        // Slow start to 40000, then a loss.
+        for (int i = 0; i < 30; ++i) cc->on_ack(1000, 1 * ms, r, 2 * ms);
+        const std::uint64_t before = cc->cwnd(), ss_before = cc->ssthresh();
+        REQUIRE(before == 40000);
+        cc->on_congestion_event(3 * ms, 4 * ms);
+        CHECK(cc->cwnd() < before);
+        CHECK(cc->in_recovery(4 * ms));
+        // The lost packets were acknowledged after all.
+        CHECK(cc->undo(5 * ms));
+        CHECK(cc->cwnd() == before);
+        CHECK(cc->ssthresh() == ss_before);
+        CHECK_FALSE(cc->in_recovery(4 * ms));         // the recovery period is gone too
+        CHECK_FALSE(cc->undo(6 * ms));                // once per reduction
+        // Still in slow start: an ACK grows the window as before the loss.
+        cc->on_ack(1000, 5 * ms, r, 7 * ms);
+        CHECK(cc->cwnd() == before + 1000);
+        // A real loss later reduces again, and persistent congestion
+        // forgets what could be undone.
+        cc->on_congestion_event(8 * ms, 9 * ms);
+        const std::uint64_t reduced = cc->cwnd();
+        CHECK(reduced < before);
+        cc->on_persistent_congestion(10 * ms);
+        CHECK_FALSE(cc->undo(11 * ms));
+        CHECK(cc->cwnd() == 2000);                    // the minimum window stays
+    }
+}
+
+TEST_CASE("undo: the window does not fall below what it grew to since the reduction") {
+    Cubic c(cfg1000());
+    const RttEstimator r = rtt_of(10 * ms);
+    for (int i = 0; i < 90; ++i) c.on_ack(1000, 1 * ms, r, 2 * ms);   // 100000
+    c.on_congestion_event(3 * ms, 4 * ms);                             // 70000, W_max 100000
+    REQUIRE(c.cwnd() == 70000);
+    const double w_max = c.w_max();
+    // Congestion avoidance after the recovery period grows it a little.
+    for (int i = 0; i < 50; ++i) c.on_ack(1000, 5 * ms, r, 6 * ms + i * ms);
+    CHECK(c.cwnd() > 70000);
+    REQUIRE(c.undo(60 * ms));
+    CHECK(c.cwnd() == 100000);
+    CHECK(c.w_max() == doctest::Approx(0.0));   // as before the loss: no W_max yet
+    CHECK(w_max == doctest::Approx(100000.0));
+    CHECK(c.ssthresh() == UINT64_MAX);           // back in slow start
+}

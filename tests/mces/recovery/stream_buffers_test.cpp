@@ -34,6 +34,10 @@ TEST_CASE("send buffer: capacity is backpressure, segments in order, limit respe
     CHECK(sb.acked_offset() == 30);
     CHECK(sb.free_space() == 30);
     CHECK(sb.copy(0, got) == -ERANGE);              // freed
+    CHECK_FALSE(sb.holds(0, 20));                   // holds() says what copy() would
+    CHECK(sb.holds(30, 20));
+    CHECK(sb.holds(30, 70));
+    CHECK_FALSE(sb.holds(30, 71));                  // past what was written
     CHECK(sb.write(std::span(data).subspan(100)) == 30);
     // The ring wraps: bytes 100..129 sit where 0..29 were.
     std::vector<std::uint8_t> tail(30);
@@ -139,4 +143,52 @@ TEST_CASE("reassembly: gap count is bounded") {
     CHECK(rb.on_segment(41, {&one, 1}, false, 1000) == 0);     // extends a range: fine
     CHECK(rb.on_segment(0, {&one, 1}, false, 1000) == 0);      // the head is always taken
     CHECK(rb.readable() == 1);
+}
+
+TEST_CASE("stream buffers in place: write_space/commit and peek/consume wrap like write/read") {
+    SendBuffer sb(10);
+    auto sp = sb.write_space();
+    REQUIRE(sp.size() == 10);
+    for (std::size_t i = 0; i < 7; ++i) sp[i] = static_cast<std::uint8_t>(i);
+    sb.commit(7);
+    CHECK(sb.write_offset() == 7);
+    CHECK(sb.write_space().size() == 3);
+    StreamSegment seg;
+    REQUIRE(sb.next_segment(100, 1000, seg));
+    sb.on_acked(seg.offset, seg.length, false);     // frees 0..6
+    // The tail runs to the ring's end (3 bytes), then wraps (7 more).
+    sp = sb.write_space();
+    REQUIRE(sp.size() == 3);
+    for (std::size_t i = 0; i < 3; ++i) sp[i] = static_cast<std::uint8_t>(7 + i);
+    sb.commit(100);                                 // clamped to what was offered
+    CHECK(sb.write_offset() == 10);
+    sp = sb.write_space();
+    REQUIRE(sp.size() == 7);
+    for (std::size_t i = 0; i < 7; ++i) sp[i] = static_cast<std::uint8_t>(10 + i);
+    sb.commit(7);
+    std::vector<std::uint8_t> got(10);
+    REQUIRE(sb.copy(7, got) == 0);
+    CHECK(got == bytes(10, 7));
+    REQUIRE(sb.finish() == 0);
+    CHECK(sb.write_space().empty());                // finished: nothing more
+
+    RecvBuffer rb(10);
+    const auto data = bytes(20);
+    REQUIRE(rb.on_segment(0, std::span(data).first(8), false, 100) == 0);
+    auto pk = rb.peek();
+    CHECK(pk.size() == 8);
+    CHECK(pk[0] == 0);
+    rb.consume(5);
+    CHECK(rb.read_offset() == 5);
+    REQUIRE(rb.on_segment(8, std::span(data).subspan(8, 7), false, 100) == 0);   // 8..14 wraps at 10
+    pk = rb.peek();
+    REQUIRE(pk.size() == 5);                        // 5..9, up to the wrap
+    CHECK(std::vector<std::uint8_t>(pk.begin(), pk.end()) == bytes(5, 5));
+    rb.consume(5);
+    pk = rb.peek();
+    REQUIRE(pk.size() == 5);                        // 10..14 at the ring's start
+    CHECK(std::vector<std::uint8_t>(pk.begin(), pk.end()) == bytes(5, 10));
+    rb.consume(99);                                 // clamped
+    CHECK(rb.read_offset() == 15);
+    CHECK(rb.peek().empty());
 }

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/mces/wire/codec.h"
@@ -79,15 +80,26 @@ TEST_CASE("crc32c: known vectors, table and hardware agree") {
     CHECK(crc32c_table({}) == 0u);
 
     std::mt19937 rng(7);
-    std::vector<std::uint8_t> buf(4099);
+    std::vector<std::uint8_t> buf(65536 + 16);
     for (auto& x : buf) x = static_cast<std::uint8_t>(rng());
-    for (std::size_t n : {0u, 1u, 7u, 8u, 9u, 63u, 1200u, 4099u}) {
-        auto part = std::span<const std::uint8_t>(buf).first(n);
-        const std::uint32_t t = crc32c_table(part);
-        if (crc32c_hw_available()) CHECK(crc32c_hw(part) == t);
-        CHECK(crc32c(part) == t);
-        // incremental = one shot
-        const std::size_t half = n / 2;
-        CHECK(crc32c_table(part.subspan(half), crc32c_table(part.first(half))) == t);
+    const std::string paths = std::string("crc32 instruction ") + (crc32c_hw_available() ? "yes" : "no") +
+                              ", VPCLMULQDQ folding " + (crc32c_clmul_available() ? "yes" : "no");
+    MESSAGE("CRC32C paths on this CPU: " << paths);
+    // Around the block sizes of every path: the crc32 lanes (3 x 128, 3 x
+    // 2048), the folding (256-byte steps, 64, 16 and 8-byte tails).
+    for (std::size_t n : {0u, 1u, 7u, 8u, 9u, 15u, 16u, 17u, 63u, 64u, 255u, 256u, 257u, 271u, 272u, 319u, 320u,
+                          383u, 384u, 385u, 391u, 511u, 512u, 513u, 1196u, 1200u, 4099u, 6143u, 6144u, 6145u,
+                          9000u, 12289u, 65000u, 65536u}) {
+        for (std::size_t at = 0; at < (n > 9000 ? 2u : 9u); ++at) {
+            auto part = std::span<const std::uint8_t>(buf).subspan(at, n);
+            const std::uint32_t t = crc32c_table(part);
+            if (crc32c_hw_available()) CHECK(crc32c_hw(part) == t);
+            if (crc32c_clmul_available()) CHECK(crc32c_clmul(part) == t);
+            CHECK(crc32c(part) == t);
+            // incremental = one shot
+            const std::size_t half = n / 2;
+            CHECK(crc32c_table(part.subspan(half), crc32c_table(part.first(half))) == t);
+            CHECK(crc32c(part.subspan(half), crc32c(part.first(half))) == t);
+        }
     }
 }

@@ -2,6 +2,7 @@
 // checked with crafted bytes.
 #include <doctest/doctest.h>
 
+#include <cerrno>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -317,4 +318,34 @@ TEST_CASE("describe(Qos) names each set field") {
     q.rate = 1000;
     q.dscp = 46;
     CHECK(describe(q) == "rate=1000B/s dscp=46");
+}
+
+TEST_CASE("STREAM written as a header plus a payload filled in place equals write_stream") {
+    const auto payload = text("bytes copied straight from the send buffer");
+    for (const bool fin : {false, true}) {
+        for (const std::uint64_t offset : {std::uint64_t{0}, std::uint64_t{70000}, std::uint64_t{1} << 40}) {
+            std::vector<std::uint8_t> a(256, 0xee), b(256, 0xee);
+            Writer wa(a), wb(b);
+            write_stream(wa, offset, payload, fin);
+            write_stream_header(wb, offset, payload.size(), fin);
+            CHECK(wb.size() == stream_overhead(offset, payload.size()));
+            const std::span<std::uint8_t> dst = wb.take(payload.size());
+            REQUIRE(dst.size() == payload.size());
+            std::memcpy(dst.data(), payload.data(), payload.size());
+            REQUIRE((wa.ok() && wb.ok()));
+            CHECK(str(wa.written()) == str(wb.written()));
+            FrameReader fr(PacketType::data, wb.written());
+            Frame f;
+            REQUIRE(fr.next(f) == ParseError::ok);
+            CHECK(f.offset == offset);
+            CHECK(f.fin == fin);
+            CHECK(str(f.data) == str(payload));
+        }
+    }
+    // take() past the end fails the writer and hands out nothing.
+    std::vector<std::uint8_t> small(8);
+    Writer w(small);
+    write_stream_header(w, 0, 100, false);
+    CHECK(w.take(100).empty());
+    CHECK(w.error() == -EMSGSIZE);
 }
