@@ -81,6 +81,14 @@ void json_escape(std::string& out, const char* s) {
     }
 }
 
+// What carries a flow: "mces" (transport = mces / auto, over MCES), else "native".
+const char* carried_by(const FlowRecord& r) noexcept {
+    return r.mces.kind != engine::McesFlow::none &&
+                   r.mces.carried.load(std::memory_order_relaxed) != engine::McesFlow::fell_back
+               ? "mces"
+               : "native";
+}
+
 }  // namespace
 
 bool endpoint_from(const sockaddr* sa, socklen_t len, Endpoint& e) noexcept {
@@ -154,6 +162,7 @@ FlowRecord* flow_alloc() noexcept {
     r->bridge.connect_done.store(0, std::memory_order_relaxed);
     r->bridge.transport = r->bridge.app_end = -1;
     r->bridge.filler = 0;
+    r->mces.kind = engine::McesFlow::none;
     r->dgram.peer_connected.store(false, std::memory_order_relaxed);
     r->dgram.drops.store(0, std::memory_order_relaxed);
     r->denied = r->inherited = false;
@@ -184,7 +193,12 @@ void flow_refresh(FlowRecord& r, int fd) noexcept {
     if (r.bridged && r.bridge.transport >= 0) fd = r.bridge.transport;
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    if (real::getsockname()(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+    // Over MCES the local address is the UDP socket's (the transport is idle).
+    const bool over_mces = r.mces.kind == engine::McesFlow::client &&
+                           r.mces.carried.load(std::memory_order_relaxed) != engine::McesFlow::fell_back;
+    if (over_mces && r.mces.local_len > 0)
+        endpoint_from(reinterpret_cast<const sockaddr*>(&r.mces.local), r.mces.local_len, r.local);
+    else if (real::getsockname()(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
         endpoint_from(reinterpret_cast<sockaddr*>(&ss), len, r.local);
     len = sizeof ss;
     if (r.peer.port == 0 && real::getpeername()(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
@@ -236,7 +250,7 @@ void flow_release(FlowRecord& r, int fd) noexcept {
         GS_LOG(info, "flow closed: %s %s %s -> %s rule %s: class %s, transport %s, %llu bytes out, %llu in, %.1f ms",
                policy::name(r.proto), policy::name(r.direction), format_endpoint(r.local, l, sizeof l),
                format_endpoint(r.peer, p, sizeof p), r.decision ? r.decision->rule.c_str() : "-",
-               r.decision ? policy::name(r.decision->service) : "-", "native",
+               r.decision ? policy::name(r.decision->service) : "-", carried_by(r),
                static_cast<unsigned long long>(r.bytes_out.load(std::memory_order_relaxed)),
                static_cast<unsigned long long>(r.bytes_in.load(std::memory_order_relaxed)),
                static_cast<double>(r.closed_ns - r.opened_ns) / 1e6);
@@ -297,9 +311,11 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
         json_escape(out, process);
         out += "\",\"policy\":\"";
         json_escape(out, pol.source().c_str());
-        snprintf(b, sizeof b, "\",\"policy_ok\":%s,\"untracked\":%llu,\"flows\":[", pol.ok() ? "true" : "false",
+        snprintf(b, sizeof b, "\",\"policy_ok\":%s,\"untracked\":%llu,\"mces\":", pol.ok() ? "true" : "false",
                  static_cast<unsigned long long>(flows_untracked()));
         out += b;
+        out += engine::mces_totals_json();   // TCP over MCES in this process (docs/mces.md)
+        out += ",\"flows\":[";
         uint32_t n = g_bump.load(std::memory_order_acquire);
         if (n > kMaxFlows) n = kMaxFlows;
         bool first = true;
@@ -323,9 +339,9 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
             out += b;
             first = false;
             json_escape(out, d ? d->rule.c_str() : "-");
-            snprintf(b, sizeof b, "\",\"class\":\"%s\",\"transport\":\"native\",\"requested_transport\":\"%s\","
+            snprintf(b, sizeof b, "\",\"class\":\"%s\",\"transport\":\"%s\",\"requested_transport\":\"%s\","
                      "\"bridged\":%s,",
-                     d ? policy::name(d->service) : "-", d ? policy::name(d->transport) : "native",
+                     d ? policy::name(d->service) : "-", carried_by(r), d ? policy::name(d->transport) : "native",
                      r.bridged ? "true" : "false");
             out += b;
             // Applied knobs with their values; knobs the kernel refused by name.

@@ -14,6 +14,7 @@
 
 #include "core/engine/bridge.h"
 #include "core/engine/dgram_bridge.h"
+#include "core/engine/mces_bridge.h"
 #include "core/qos/ledger.h"
 #include "policy/policy.h"
 
@@ -111,6 +112,7 @@ struct FlowRecord {
     bool bridged = false;                 // carried by the engine over a socketpair
     engine::BridgeState bridge;           // valid while bridged
     engine::DgramState dgram;             // a bridged UDP flow's own part (with `bridge`)
+    engine::McesFlow mces;                // a TCP flow carried over MCES (mces.kind != none)
     bool inherited = false;               // came from the parent across fork()
     int64_t opened_ns = 0, closed_ns = 0; // CLOCK_MONOTONIC
 };

@@ -18,6 +18,7 @@
 #include "core/engine/bridge_util.h"
 #include "core/engine/dgram_bridge.h"
 #include "shim/flows.h"
+#include "shim/group.h"
 #include "shim/real.h"
 #include "shim/shim.h"
 
@@ -196,8 +197,9 @@ inline bool dgram_bridged(uint32_t s) noexcept {
 inline bool bridge_new_udp(int fd, uint32_t before, bool sending) noexcept {
     if (before != 0 && !slot::unclassified(before)) return false;   // decided when it was classified
     uint32_t s = slot_of(fd);
-    if (!slot::is_flow(s) || flow_at(slot::index(s)).proto != gs::policy::Proto::udp || !wants_bridge(s))
-        return false;
+    if (!slot::is_flow(s) || flow_at(slot::index(s)).proto != gs::policy::Proto::udp) return false;
+    if (group_start(fd, s, sending)) return true;   // to a group an [overlay] carries (shim/group.h)
+    if (!wants_bridge(s)) return false;
     return bridge_datagram(fd, sending) == 0;
 }
 }  // namespace
@@ -221,6 +223,11 @@ GS_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
         if (bridge_new_udp(fd, s, false)) {
             s = slot_of(fd);
             return gs::engine::dgram_connect(bridge_of(s), dgram_of(s), addr, len);
+        }
+        if (int rc = mces_connect(fd, addr, len); rc <= 0) {   // transport = mces / auto
+            if (rc == 0) return 0;
+            errno = -rc;
+            return -1;
         }
         if (wants_bridge(s = slot_of(fd)) && flow_at(slot::index(s)).proto == gs::policy::Proto::tcp) {
             int rc = bridge_connect(fd, addr, len);
@@ -251,7 +258,9 @@ GS_EXPORT int listen(int fd, int backlog) {
             return -1;
         }
     }
-    return real::listen()(fd, backlog);
+    int rc = real::listen()(fd, backlog);
+    if (rc == 0 && g_ready.load(std::memory_order_relaxed)) mces_after_listen(fd);   // and over MCES, if the policy says
+    return rc;
 }
 
 namespace {
@@ -277,7 +286,21 @@ int after_accept(int lfd, int fd, sockaddr* addr, socklen_t* len, socklen_t cap)
         } else if (real::getpeername()(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
             plen = 0;
         }
+        // A connection the engine opened for an MCES peer: the program is
+        // told the MCES peer's address, and the policy classifies by it.
+        sockaddr_storage mp;
+        socklen_t ml = 0;
+        const bool over_mces = plen > 0 && mces_accepted(peer, plen, mp, ml);
+        if (over_mces) {
+            peer = mp;
+            plen = ml;
+            if (addr != nullptr && len != nullptr) {
+                __builtin_memcpy(addr, &mp, cap < ml ? cap : ml);
+                *len = ml;
+            }
+        }
         if (plen > 0) classify(fd, s, Direction::accept, reinterpret_cast<sockaddr*>(&peer), plen);
+        if (over_mces) mces_mark_accepted(fd, peer, plen);
         if (wants_bridge(slot_of(fd))) bridge_connect(fd, nullptr, 0);   // fails open: stays native
     }
     errno = saved;
@@ -324,6 +347,10 @@ GS_EXPORT int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
 }
 
 GS_EXPORT int setsockopt(int fd, int level, int name, const void* val, socklen_t len) {
+    // Joining or leaving a group an [overlay] carries (shim/group.h): it may bridge the socket.
+    if (int rc = 0; (level == IPPROTO_IP || level == IPPROTO_IPV6) &&
+                    group_setsockopt(fd, slot_of(fd), level, name, val, len, &rc))
+        return rc;
     uint32_t s = slot_of(fd);
     if (!slot::is_flow(s)) return real::setsockopt()(fd, level, name, val, len);
     if (slot::is_bridged(s) && !on_program_end(level, name)) {
@@ -363,10 +390,16 @@ GS_EXPORT int setsockopt(int fd, int level, int name, const void* val, socklen_t
 // A bridged flow answers with the transport's addresses: IP, never AF_UNIX.
 GS_EXPORT int getsockname(int fd, sockaddr* addr, socklen_t* len) {
     uint32_t s = slot_of(fd);
+    if (slot::is_flow(s)) {
+        if (int rc = mces_name(s, false, addr, len); rc <= 0) return rc;
+    }
     return real::getsockname()(slot::is_bridged(s) ? bridge_of(s).transport : fd, addr, len);
 }
 GS_EXPORT int getpeername(int fd, sockaddr* addr, socklen_t* len) {
     uint32_t s = slot_of(fd);
+    if (slot::is_flow(s)) {
+        if (int rc = mces_name(s, true, addr, len); rc <= 0) return rc;
+    }
     return real::getpeername()(slot::is_bridged(s) ? bridge_of(s).transport : fd, addr, len);
 }
 GS_EXPORT int shutdown(int fd, int how) {

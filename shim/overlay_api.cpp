@@ -3,6 +3,8 @@
 // the attribute file, core/overlay/config) run by the engine's OverlayHost
 // (core/engine/overlay_host.h); the program holds one end of its
 // SOCK_SEQPACKET pair. C entry points: nothing below them throws across.
+// Opening a member (open_overlay_member, shim/group_member.h) is shared
+// with the shim's legacy multicast groups (shim/group.cpp).
 #include "api/gsocket.h"
 
 #include <errno.h>
@@ -28,10 +30,12 @@
 
 #include "core/engine/engine.h"
 #include "core/engine/overlay_host.h"
+#include "core/engine/overlay_status.h"
 #include "core/engine/udp_host.h"
 #include "core/overlay/config/config.h"
 #include "core/overlay/config/factory.h"
 #include "core/overlay/config/server_wire.h"
+#include "shim/group_member.h"
 #include "shim/log.h"
 #include "shim/real.h"
 #include "shim/shim.h"
@@ -42,34 +46,10 @@ using namespace gs::shim;
 namespace engine = gs::engine;
 namespace ov = gs::overlay;
 
-struct gs_overlay {
-    int fd = -1;                     // the program's end of the pair
-    engine::Engine* e = nullptr;
-    engine::OverlayHost* host = nullptr;   // engine thread only (and while open)
-    engine::OverlayShared shared;
-    size_t max_payload = 0;
-};
+// The program's member: fd is the program's end of the pair.
+struct gs_overlay : gs::shim::OverlayMember {};
 
 namespace {
-
-// Runs fn on the engine thread and waits (API calls only: never from a hook).
-template <class F>
-bool on_engine(engine::Engine& e, F fn) noexcept {
-    struct Call final : engine::Command {
-        F* fn = nullptr;
-        std::atomic<uint32_t> done{0};
-        void run(engine::Engine& en) noexcept override {
-            (*fn)(en);
-            done.store(1, std::memory_order_release);
-            syscall(SYS_futex, reinterpret_cast<uint32_t*>(&done), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-        }
-    } c;
-    c.fn = &fn;
-    e.submit(c);
-    while (c.done.load(std::memory_order_acquire) == 0)
-        syscall(SYS_futex, reinterpret_cast<uint32_t*>(&c.done), FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
-    return true;
-}
 
 int fail(int err) noexcept {
     errno = err;
@@ -202,13 +182,23 @@ private:
     std::vector<uint8_t> out_;
 };
 
+// "printf" into a std::string, for the messages open_overlay_member gives
+// back.
+template <class... A>
+std::string text_of(const char* fmt, A... a) {
+    char buf[768];
+    snprintf(buf, sizeof buf, fmt, a...);
+    return buf;
+}
+
 // With a Server: the overlay's attributes from gsoverlayd (CREATE from the
 // file when it does not know the overlay yet), merged with the file's. 0,
-// or -errno with a log line: EACCES (a key attribute differs), EINVAL, the
-// server unreachable (ETIMEDOUT, ECONNREFUSED).
-int server_config(const char* path, const std::string& text, ov::Config& cfg, gs::sansio::Addr& server) {
+// or -errno with messages in `msgs`: EACCES (a key attribute differs),
+// EINVAL, the server unreachable (ETIMEDOUT, ECONNREFUSED).
+int server_config(const char* path, std::string_view text, ov::Config& cfg, gs::sansio::Addr& server,
+                  std::vector<std::string>& msgs) {
     if (!ov::parse_addr(cfg.server, server)) {
-        GS_LOG(warn, "gs_overlay_open: %s: Server = %s: give the overlay server as IP:PORT (EINVAL)", path, cfg.server.c_str());
+        msgs.push_back(text_of("%s: Server = %s: give the overlay server as IP:PORT (EINVAL)", path, cfg.server.c_str()));
         return -EINVAL;
     }
     ov::Attributes local;
@@ -225,70 +215,55 @@ int server_config(const char* path, const std::string& text, ov::Config& cfg, gs
         rc = ask_server(server, q, a);
     }
     if (rc != 0) {
-        GS_LOG(warn, "gs_overlay_open: %s: overlay server %s: %s", path, cfg.server.c_str(), strerror(-rc));
+        msgs.push_back(text_of("%s: overlay server %s: %s", path, cfg.server.c_str(), strerror(-rc)));
         return rc;
     }
     if (a.status != srv::Status::ok) {
-        GS_LOG(warn, "gs_overlay_open: %s: overlay server %s refused %s of overlay %llu: %s (%s)", path,
-               cfg.server.c_str(), srv::name(q.op), static_cast<unsigned long long>(cfg.overlay_id), srv::name(a.status),
-               a.message.c_str());
+        msgs.push_back(text_of("%s: overlay server %s refused %s of overlay %llu: %s (%s)", path, cfg.server.c_str(),
+                               srv::name(q.op), static_cast<unsigned long long>(cfg.overlay_id), srv::name(a.status),
+                               a.message.c_str()));
         return a.status == srv::Status::conflict ? -EACCES : -EINVAL;
     }
     ov::Config merged;
     if (ov::merge_config(a.attrs, local, merged, errors) != 0) {
-        for (const std::string& m : errors) GS_LOG(warn, "gs_overlay_open: %s", m.c_str());
+        msgs.insert(msgs.end(), errors.begin(), errors.end());
         return -EACCES;
     }
     cfg = std::move(merged);
     return 0;
 }
 
-gs_overlay* open_member(const char* path) {
-    if (path == nullptr) {
-        GS_LOG(warn, "gs_overlay_open: config_file is NULL: give the overlay's attribute file (docs/overlay.md) (EINVAL)");
-        errno = EINVAL;
-        return nullptr;
-    }
-    std::string text;
-    int err = 0;
-    if (!read_file(path, text, err)) {
-        GS_LOG(warn, "gs_overlay_open: cannot read %s: %s", path, strerror(err));
-        errno = err;
-        return nullptr;
-    }
+}  // namespace
+
+int gs::shim::open_overlay_member(std::string_view text, const char* path, OverlayMember& m,
+                                  std::vector<std::string>& msgs) {
     ov::Config cfg;
     std::vector<std::string> errors;
     if (ov::parse_config(text, path, cfg, errors) != 0) {
-        for (const std::string& m : errors) GS_LOG(warn, "gs_overlay_open: %s", m.c_str());
-        errno = EINVAL;
-        return nullptr;
+        msgs.insert(msgs.end(), errors.begin(), errors.end());
+        return -EINVAL;
     }
     gs::sansio::Addr server;
     const bool with_server = !cfg.server.empty();
     if (with_server) {
-        if (int rc = server_config(path, text, cfg, server); rc != 0) {
-            errno = -rc;
-            return nullptr;
-        }
+        if (int rc = server_config(path, text, cfg, server, msgs); rc != 0) return rc;
     }
     engine::Engine* e = engine::Engine::get();
     if (e == nullptr) {
-        GS_LOG(warn, "gs_overlay_open: the gsocket engine cannot start (EAGAIN)");
-        errno = EAGAIN;
-        return nullptr;
+        msgs.push_back("the gsocket engine cannot start (EAGAIN)");
+        return -EAGAIN;
     }
     // The node's UDP socket, at NodeAddress.
     const int family = cfg.node_address.is_v4() ? AF_INET : AF_INET6;
     int udp = real::socket()(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (udp < 0) return nullptr;
+    if (udp < 0) return -errno;
     sockaddr_storage ss{};
     socklen_t sl = engine::from_addr(cfg.node_address, ss, family);
     if (real::bind()(udp, reinterpret_cast<sockaddr*>(&ss), sl) != 0) {
-        err = errno;
-        GS_LOG(warn, "gs_overlay_open: %s: NodeAddress = %s: %s", path, cfg.node_address.str().c_str(), strerror(err));
+        int err = errno;
+        msgs.push_back(text_of("%s: NodeAddress = %s: %s", path, cfg.node_address.str().c_str(), strerror(err)));
         real::close()(udp);
-        errno = err;
-        return nullptr;
+        return -err;
     }
     sl = sizeof ss;
     real::getsockname()(udp, reinterpret_cast<sockaddr*>(&ss), &sl);
@@ -306,43 +281,35 @@ gs_overlay* open_member(const char* path) {
         srv::Response a;
         int rc = ask_server(server, q, a);
         if (rc == 0 && a.status == srv::Status::ok) {
-            for (const srv::MemberEntry& m : a.members) members.push_back(m.addr);
+            for (const srv::MemberEntry& me : a.members) members.push_back(me.addr);
             lease.server = server;
             lease.ms = a.lease_ms ? a.lease_ms : q.lease_ms;
         } else {
-            GS_LOG(warn, "gs_overlay_open: %s: JOIN at %s: %s; joining through Bootstrap only", path, cfg.server.c_str(),
-                   rc != 0 ? strerror(-rc) : srv::name(a.status));
+            msgs.push_back(text_of("%s: JOIN at %s: %s; joining through Bootstrap only", path, cfg.server.c_str(),
+                                   rc != 0 ? strerror(-rc) : srv::name(a.status)));
         }
     }
     std::string why;
     std::unique_ptr<ov::Node> node = ov::make_node(cfg, self, seed(), members, why);
     if (!node) {
-        GS_LOG(warn, "gs_overlay_open: %s: %s (EINVAL)", path, why.c_str());
+        msgs.push_back(text_of("%s: %s (EINVAL)", path, why.c_str()));
         real::close()(udp);
-        errno = EINVAL;
-        return nullptr;
+        return -EINVAL;
     }
     int sp[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
-        err = errno;
+        int err = errno;
         real::close()(udp);
-        errno = err;
-        return nullptr;
+        return -err;
     }
     int eng_udp = adopt_internal_fd(udp);
     int eng_end = adopt_internal_fd(sp[1]);
-    auto* o = new (std::nothrow) gs_overlay;
-    if (eng_udp < 0 || eng_end < 0 || o == nullptr) {
+    if (eng_udp < 0 || eng_end < 0) {
         if (eng_udp >= 0) engine::close_internal_fd(eng_udp);
         if (eng_end >= 0) engine::close_internal_fd(eng_end);
         real::close()(sp[0]);
-        delete o;
-        errno = EMFILE;
-        return nullptr;
+        return -EMFILE;
     }
-    o->fd = sp[0];
-    o->e = e;
-    o->max_payload = cfg.max_payload;
     engine::OverlayCompanion companion;
     if (lease.ms > 0) {   // the lease, kept by the engine
         int lfd = real::socket()(lease.server.is_v4() ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -357,20 +324,58 @@ gs_overlay* open_member(const char* path) {
             companion.farewell = &LeaseKeeper::farewell;
         }
     }
-    on_engine(*e, [&](engine::Engine& en) {
-        o->host = engine::OverlayHost::start(en, std::move(node), eng_udp, eng_end, o->shared, std::move(companion), &err);
+    int err = 0;
+    const char* proto = cfg.protocol == ov::Protocol::dt ? "DT" : "HC";
+    run_on_engine(*e, [&](engine::Engine& en) {
+        m.host = engine::OverlayHost::start(en, std::move(node), eng_udp, eng_end, m.shared, std::move(companion), &err);
+        if (m.host != nullptr) engine::overlay_listed(m.host, cfg.overlay_id, proto);   // gsctl overlay members
     });
-    if (o->host == nullptr) {
-        GS_LOG(warn, "gs_overlay_open: the overlay member cannot start: %s", strerror(-err));
+    if (m.host == nullptr) {
+        msgs.push_back(text_of("the overlay member cannot start: %s", strerror(-err)));
         engine::close_internal_fd(eng_udp);
         engine::close_internal_fd(eng_end);
-        real::close()(o->fd);
-        delete o;
-        errno = -err;
+        real::close()(sp[0]);
+        return err;
+    }
+    m.fd = sp[0];
+    m.e = e;
+    m.max_payload = cfg.max_payload;
+    m.self = self;
+    m.overlay_id = cfg.overlay_id;
+    answer_gsctl();   // the member's view, for gsctl overlay members
+    return 0;
+}
+
+namespace {
+
+gs_overlay* open_member(const char* path) {
+    if (path == nullptr) {
+        GS_LOG(warn, "gs_overlay_open: config_file is NULL: give the overlay's attribute file (docs/overlay.md) (EINVAL)");
+        errno = EINVAL;
         return nullptr;
     }
-    GS_LOG(info, "overlay %llu (%s): member at %s opened from %s", static_cast<unsigned long long>(cfg.overlay_id),
-           cfg.protocol == ov::Protocol::dt ? "DT" : "HC", self.str().c_str(), path);
+    std::string text;
+    int err = 0;
+    if (!read_file(path, text, err)) {
+        GS_LOG(warn, "gs_overlay_open: cannot read %s: %s", path, strerror(err));
+        errno = err;
+        return nullptr;
+    }
+    auto* o = new (std::nothrow) gs_overlay;
+    if (o == nullptr) {
+        errno = ENOMEM;
+        return nullptr;
+    }
+    std::vector<std::string> msgs;
+    int rc = open_overlay_member(text, path, *o, msgs);
+    for (const std::string& m : msgs) GS_LOG(warn, "gs_overlay_open: %s", m.c_str());
+    if (rc != 0) {
+        delete o;
+        errno = -rc;
+        return nullptr;
+    }
+    GS_LOG(info, "overlay %llu: member at %s opened from %s", static_cast<unsigned long long>(o->overlay_id),
+           o->self.str().c_str(), path);
     return o;
 }
 
@@ -472,7 +477,7 @@ int topology(gs_overlay* o, F fn) noexcept {
     if (o == nullptr) return fail(EINVAL);
     if (!member_open(o)) return fail(ECONNRESET);
     int rc = 0;
-    on_engine(*o->e, [&](engine::Engine&) {
+    run_on_engine(*o->e, [&](engine::Engine&) {
         if (o->host == nullptr || !o->host->node().joined()) {
             rc = -ENOTCONN;
             return;

@@ -244,13 +244,15 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
     if (d.qos.rate_down > 0 && proto == policy::Proto::udp && no_bridges && once(rule, kWarnRateDown))
         GS_LOG(warn, "flow rule %s: rate_down needs the engine, and bridge = never: this udp flow gets none",
                d.rule.c_str());
-    if (d.transport != policy::Transport::native && once(rule, kWarnTransport)) {
+    const bool tcp_mces = proto == policy::Proto::tcp && d.transport != policy::Transport::overlay &&
+                          (d.service == policy::ServiceClass::reliable || d.service == policy::ServiceClass::guaranteed);
+    if (d.transport != policy::Transport::native && !tcp_mces && once(rule, kWarnTransport)) {
         if (d.transport == policy::Transport::automatic)
-            GS_LOG(info, "flow rule %s: transport = auto falls back to native: this build has no gsocket core yet",
-                   d.rule.c_str());
+            GS_LOG(info, "flow rule %s: transport = auto stays native for this %s flow: MCES carries TCP flows of "
+                         "class reliable or guaranteed so far", d.rule.c_str(), policy::name(proto));
         else
-            GS_LOG(warn, "flow rule %s: transport = %s needs the gsocket core, which this build does not have "
-                         "yet; matching flows stay native", d.rule.c_str(), policy::name(d.transport));
+            GS_LOG(warn, "flow rule %s: transport = %s: MCES carries TCP flows of class reliable or guaranteed so "
+                         "far; this %s flow stays native", d.rule.c_str(), policy::name(d.transport), policy::name(proto));
     }
 }
 
@@ -696,7 +698,7 @@ bool bridge_fd_room(int fd) noexcept {
 
 }  // namespace
 
-int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
+int bridge_connect(int fd, const sockaddr* addr, socklen_t len, engine::McesFlow* mces) noexcept {
     uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
     FlowRecord& r = flow_at(slot::index(s));
     const bool accepted = addr == nullptr;
@@ -766,6 +768,7 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     b.on_done = &bridge_done;
     b.owner = &r;
     b.filler = 0;
+    b.allow_direct = mces == nullptr;   // over MCES there is no kernel transport to move bytes on
     if (nonblock && !accepted) {
         for (;;) {
             ssize_t n = real::send()(fd, kFiller, sizeof kFiller, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -776,7 +779,8 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     r.bridged = true;
     r.refs.fetch_add(1, std::memory_order_relaxed);   // the engine's, dropped in bridge_done
     fd_slot(fd).fetch_or(slot::kBridged, std::memory_order_relaxed);
-    engine::start_bridge(*e, b);
+    if (mces != nullptr) engine::start_mces_bridge(*e, b, *mces);
+    else engine::start_bridge(*e, b);
     answer_gsctl();
     errno = saved;
     if (accepted) return 0;
@@ -791,6 +795,7 @@ int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     if (err != 0) return -err;
     sockaddr_storage ss{};
     socklen_t sl = sizeof ss;
+    if (mces != nullptr && mces->carried.load(std::memory_order_relaxed) != engine::McesFlow::fell_back) return 0;
     if (real::getsockname()(transport, reinterpret_cast<sockaddr*>(&ss), &sl) == 0)
         endpoint_from(reinterpret_cast<sockaddr*>(&ss), sl, r.local);
     return 0;
@@ -931,6 +936,219 @@ int adopt_internal_fd(int fd) noexcept {
     if (h < 0) return -1;
     protect_fd(h);
     return h;
+}
+
+
+// ---- TCP over MCES (docs/mces.md, "Through the shim") -------------------------
+
+namespace {
+
+// Whether a TCP flow's decision sends it over MCES: transport = mces, or
+// auto written in the rule (the class default auto of guaranteed stays
+// native until MCES is the tested default), for a class with a stream chain.
+bool mces_wanted(const policy::Decision& d, int rule) noexcept {
+    if (d.service != policy::ServiceClass::reliable && d.service != policy::ServiceClass::guaranteed) return false;
+    if (d.transport == policy::Transport::mces) return true;
+    return d.transport == policy::Transport::automatic && rule >= 0 &&
+           static_cast<size_t>(rule) < g_policy->rules().size() && g_policy->rules()[rule].transport_set;
+}
+
+engine::McesParams mces_params(const policy::Decision& d) noexcept {
+    engine::McesParams p;
+    p.service_class = d.service == policy::ServiceClass::guaranteed ? 2 : 1;
+    p.rate = d.qos.rate;
+    p.dscp = d.qos.dscp;
+    p.priority = d.qos.priority;
+    p.elements = d.qos.elements.empty() ? nullptr : &d.qos.elements;
+    p.fallback = d.transport == policy::Transport::automatic;
+    p.handshake_timeout_ns = p.fallback ? engine::kAutoWait : engine::kMcesWait;
+    return p;
+}
+
+void mces_log_once(const char* what, int fd, int err) noexcept {
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true, std::memory_order_relaxed))
+        GS_LOG(warn, "tcp flow on fd %d stays on kernel TCP: %s (%s); later flows that cannot have MCES stay "
+                     "native without a word", fd, what, strerror(err));
+}
+
+}  // namespace
+
+int mces_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
+    if (!g_ready.load(std::memory_order_acquire) || !trackable(fd)) return 1;
+    uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
+    if (!slot::is_flow(s) || slot::is_bridged(s)) return 1;
+    FlowRecord& r = flow_at(slot::index(s));
+    if (r.proto != policy::Proto::tcp || r.denied || r.inherited || r.direction != policy::Direction::connect ||
+        r.decision == nullptr || !mces_wanted(*r.decision, r.rule))
+        return 1;
+    if (addr == nullptr || len > sizeof(sockaddr_storage) ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return 1;
+    const int saved = errno;
+    if (s & slot::kExposed) {
+        mces_log_once("it is in an epoll set (or shares its file with another fd) since before its connect, and "
+                      "a bridge cannot follow it there", fd, EBUSY);
+        return 1;
+    }
+    const engine::McesParams p = mces_params(*r.decision);
+    // auto: a peer that did not answer MCES a moment ago is not asked again.
+    if (p.fallback && engine::mces_peer_says_native(addr, len)) return 1;
+    int u = real::socket()(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (u < 0 || real::connect()(u, addr, len) != 0) {
+        int err = errno;
+        if (u >= 0) real::close()(u);
+        mces_log_once("no UDP socket for MCES", fd, err);
+        errno = saved;
+        return 1;
+    }
+    int h = move_high(u);
+    real::close()(u);
+    if (h < 0) {
+        mces_log_once("no UDP socket for MCES", fd, errno);
+        errno = saved;
+        return 1;
+    }
+    protect_fd(h);
+    engine::McesFlow& m = r.mces;
+    m.params = p;
+    m.udp_fd = h;
+    memcpy(&m.peer, addr, len);
+    m.peer_len = len;
+    m.local_len = sizeof m.local;
+    if (real::getsockname()(h, reinterpret_cast<sockaddr*>(&m.local), &m.local_len) != 0) m.local_len = 0;
+    else endpoint_from(reinterpret_cast<sockaddr*>(&m.local), m.local_len, r.local);
+    m.kind = engine::McesFlow::client;
+    int rc = bridge_connect(fd, addr, len, &m);
+    if (rc == 1) {   // no bridge: the UDP socket was never handed over
+        m.kind = engine::McesFlow::none;
+        m.udp_fd = -1;
+        engine::close_internal_fd(h);
+    } else if (log::on(policy::LogLevel::info)) {
+        char pe[64];
+        GS_LOG(info, "flow: tcp connect %s on fd %d: carried over MCES (transport %s, class %u)",
+               format_endpoint(r.peer, pe, sizeof pe), fd, policy::name(r.decision->transport),
+               static_cast<unsigned>(p.service_class));
+    }
+    errno = saved;
+    return rc;
+}
+
+void mces_after_listen(int fd) noexcept {
+    if (!g_ready.load(std::memory_order_acquire) || !g_policy->ok() || !trackable(fd)) return;
+    uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
+    if (s == 0) s = probe_slot(fd);
+    uint32_t bits = socket_bits(s);
+    if (bits == 0 || (bits & slot::kUdp)) return;
+    const int saved = errno;
+    sockaddr_storage me{};
+    socklen_t ml = sizeof me;
+    Endpoint local;
+    if (real::getsockname()(fd, reinterpret_cast<sockaddr*>(&me), &ml) != 0 ||
+        !endpoint_from(reinterpret_cast<sockaddr*>(&me), ml, local)) {
+        errno = saved;
+        return;
+    }
+    policy::FlowKey key;
+    key.process = g_process;
+    key.proto = policy::Proto::tcp;
+    key.direction = policy::Direction::accept;
+    key.dst = local.addr;
+    key.dport = local.port;
+    const policy::Decision& d = g_policy->match(key);
+    if (!mces_wanted(d, g_policy->rule_index(d))) {
+        errno = saved;
+        return;
+    }
+    char where[64];
+    format_endpoint(local, where, sizeof where);
+    static std::atomic<bool> logged{false};
+    engine::Engine* e = engine::Engine::get();
+    int u = e == nullptr ? -1 : real::socket()(me.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int err = e == nullptr ? EAGAIN : errno;
+    if (u >= 0 && me.ss_family == AF_INET6) {
+        int only = 0;
+        socklen_t ol = sizeof only;
+        if (real::getsockopt()(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, &ol) == 0)
+            real::setsockopt()(u, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only);
+    }
+    if (u >= 0 && real::bind()(u, reinterpret_cast<sockaddr*>(&me), ml) != 0) {
+        err = errno;
+        real::close()(u);
+        u = -1;
+    }
+    int h = u >= 0 ? move_high(u) : -1;
+    if (u >= 0) {
+        err = errno;
+        real::close()(u);
+    }
+    if (h < 0) {
+        if (!logged.exchange(true, std::memory_order_relaxed))
+            GS_LOG(warn, "tcp listener on %s: no MCES there (%s: %s); it accepts kernel TCP only", where,
+                   e == nullptr ? "the gsocket engine cannot start" : "no UDP socket on that address and port",
+                   strerror(err));
+        errno = saved;
+        return;
+    }
+    protect_fd(h);
+    // The engine reaches the program's listener at its address, or over
+    // loopback when it listens on every address.
+    sockaddr_storage target = me;
+    static constexpr uint8_t zero[16] = {};
+    if (memcmp(local.addr.bytes, zero, local.addr.family == AF_INET6 ? 16 : 4) == 0) {
+        if (me.ss_family == AF_INET) reinterpret_cast<sockaddr_in&>(target).sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        else reinterpret_cast<sockaddr_in6&>(target).sin6_addr = in6addr_loopback;
+    }
+    struct stat st;
+    unsigned long ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+    int rc = engine::mces_listen(*e, h, fd, ino, me.ss_family, reinterpret_cast<sockaddr*>(&target), ml,
+                                 mces_params(d));
+    if (rc < 0) {
+        if (!logged.exchange(true, std::memory_order_relaxed))
+            GS_LOG(warn, "tcp listener on %s: no MCES there (%s); it accepts kernel TCP only", where, strerror(-rc));
+    } else {
+        answer_gsctl();
+        GS_LOG(info, "tcp listener on %s (rule %s) also accepts MCES on udp port %u", where, d.rule.c_str(),
+               local.port);
+    }
+    errno = saved;
+}
+
+bool mces_accepted(const sockaddr_storage& peer, socklen_t plen, sockaddr_storage& out, socklen_t& outlen) noexcept {
+    if (!engine::mces_listening()) return false;
+    return engine::mces_claim_accepted(reinterpret_cast<const sockaddr*>(&peer), plen, peer.ss_family, out, outlen);
+}
+
+void mces_mark_accepted(int fd, const sockaddr_storage& peer, socklen_t plen) noexcept {
+    if (!trackable(fd) || plen > sizeof peer) return;
+    uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
+    if (!slot::is_flow(s)) return;
+    FlowRecord& r = flow_at(slot::index(s));
+    memcpy(&r.mces.peer, &peer, plen);
+    r.mces.peer_len = plen;
+    r.mces.local_len = 0;
+    r.mces.carried.store(engine::McesFlow::mces, std::memory_order_relaxed);
+    r.mces.kind = engine::McesFlow::accepted;
+}
+
+int mces_name(uint32_t s, bool peer, sockaddr* addr, socklen_t* len) noexcept {
+    const FlowRecord& r = flow_at(slot::index(s));
+    const engine::McesFlow& m = r.mces;
+    if (m.kind == engine::McesFlow::none || addr == nullptr || len == nullptr) return 1;
+    if (m.kind == engine::McesFlow::accepted && !peer) return 1;   // the kernel's local address
+    if (m.kind == engine::McesFlow::client) {
+        if (m.carried.load(std::memory_order_relaxed) == engine::McesFlow::fell_back) return 1;
+        if (peer && r.bridge.phase.load(std::memory_order_acquire) != engine::BridgeState::connected) {
+            errno = ENOTCONN;
+            return -1;
+        }
+    }
+    const sockaddr_storage& a = peer ? m.peer : m.local;
+    const socklen_t alen = peer ? m.peer_len : m.local_len;
+    if (alen == 0) return 1;
+    memcpy(addr, &a, *len < alen ? *len : alen);
+    *len = alen;
+    return 0;
 }
 
 }  // namespace gs::shim

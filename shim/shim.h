@@ -42,7 +42,25 @@ bool wants_bridge(uint32_t s) noexcept;
 // (non-blocking), -errno (the transport's connect failed), or 1 when the
 // bridge could not be set up (the caller connects natively: fail open).
 // With `addr` null, `fd` is an accepted, connected socket: bridged at once.
-int bridge_connect(int fd, const sockaddr* addr, socklen_t len) noexcept;
+// `mces`: the flow's MCES part (mces_connect): carried over MCES instead of
+// the transport (core/engine/mces_bridge.h).
+int bridge_connect(int fd, const sockaddr* addr, socklen_t len, engine::McesFlow* mces = nullptr) noexcept;
+// transport = mces / auto on a classified TCP connect (docs/mces.md,
+// "Through the shim"): carry it over MCES. Returns as bridge_connect: 0,
+// -EINPROGRESS, -errno, or 1 when the flow is not for MCES or MCES cannot be
+// had (the caller goes on natively: fail open, logged once).
+int mces_connect(int fd, const sockaddr* addr, socklen_t len) noexcept;
+// listen() succeeded on `fd`: if the policy accepts MCES on its address and
+// port, the engine also listens there over UDP (fail open: logged once).
+void mces_after_listen(int fd) noexcept;
+// accept(): `peer` is the accepted connection's kernel peer address. If the
+// engine opened it for an MCES connection, true and `out` the MCES peer.
+bool mces_accepted(const sockaddr_storage& peer, socklen_t plen, sockaddr_storage& out, socklen_t& outlen) noexcept;
+// After classify(): the flow on `fd` came over MCES from `peer`.
+void mces_mark_accepted(int fd, const sockaddr_storage& peer, socklen_t plen) noexcept;
+// getsockname (peer false) / getpeername of an MCES flow (slot value `s`):
+// 0 answered, -1 with errno, 1 not an MCES flow (ask the kernel).
+int mces_name(uint32_t s, bool peer, sockaddr* addr, socklen_t* len) noexcept;
 // Put the engine between the program and its classified UDP socket `fd`
 // (core/engine/dgram_bridge.h): the socket, bound or connected as it is,
 // becomes the transport; `autobind`: it is about to send (an unbound socket
@@ -85,5 +103,10 @@ int deny(int fd, const char* call, const sockaddr* peer, socklen_t peerlen) noex
 // false to pass the program's value unchanged.
 bool policy_override(const FlowRecord& r, int level, int optname, const void* val, socklen_t len,
                      uint64_t& out) noexcept;
+
+// Open this process's control socket (gsctl flows, gsctl overlay members) if
+// it is not open yet; cheap once it is. A failure is logged once, never fatal.
+// Not from a signal handler.
+void answer_gsctl() noexcept;
 
 }  // namespace gs::shim

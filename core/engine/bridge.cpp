@@ -753,7 +753,13 @@ void start_bridge(Engine& e, BridgeState& s) noexcept {
     // At exit, the engine relays what programs wrote before it stops.
     static std::atomic<bool> hooks{false};
     if (!hooks.exchange(true)) set_drain_hooks(&Bridge::drain_all, &Bridge::drained);
-    s.up.direct = s.down.direct = false;   // the engine decides at connect
+    reset_relay(e, s);   // the engine decides about direct I/O at connect
+    s.start.state = &s;
+    e.submit(s.start);
+}
+
+void reset_relay(Engine& e, BridgeState& s) noexcept {
+    s.up.direct = s.down.direct = false;
     s.up.held.store(0, std::memory_order_relaxed);
     s.down.held.store(0, std::memory_order_relaxed);
     s.down_relayed.store(0, std::memory_order_relaxed);
@@ -763,8 +769,6 @@ void start_bridge(Engine& e, BridgeState& s) noexcept {
     s.rx_skipped.store(0, std::memory_order_relaxed);
     s.kick.state = &s;
     s.engine = &e;
-    s.start.state = &s;
-    e.submit(s.start);
 }
 
 // ---- the program's threads ------------------------------------------------------

@@ -126,6 +126,10 @@ struct BridgeState {
 
 // Hand a prepared BridgeState to the engine (any thread).
 void start_bridge(Engine& e, BridgeState& s) noexcept;
+// The relay's own fields to their starting values (no direct I/O, nothing
+// held, no receive readiness registered), for `e`; what start_bridge and the
+// MCES bridge do before they submit. Any thread, before the engine sees `s`.
+void reset_relay(Engine& e, BridgeState& s) noexcept;
 
 // The program's own I/O call, replayable on another fd: `fd` to do it on,
 // `skip` bytes of its data already sent (sends only), `flags` the MSG_* to

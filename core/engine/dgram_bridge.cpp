@@ -12,8 +12,11 @@
 #include <new>
 
 #include "core/engine/bridge_util.h"
+#include "core/engine/group_origin.h"
+#include "core/engine/overlay_host.h"
 #include "core/engine/relay_qos.h"
 #include "core/engine/send_queue.h"
+#include "core/engine/udp_host.h"
 #include "core/qos/token_bucket.h"
 
 namespace gs::engine {
@@ -71,14 +74,15 @@ public:
         next_ = g_dgram_bridges;
         if (next_) next_->prev_ = this;
         g_dgram_bridges = this;
-        for (Event* ev : {&app_in_, &tr_in_, &app_out_, &tr_out_}) ev->b = this;
+        for (Event* ev : {&app_in_, &tr_in_, &app_out_, &tr_out_, &grp_in_}) ev->b = this;
         app_in_.on = &DgramBridge::on_app_in;
         tr_in_.on = &DgramBridge::on_tr_in;
         app_out_.on = &DgramBridge::on_app_out;
         tr_out_.on = &DgramBridge::on_tr_out;
+        grp_in_.on = &DgramBridge::on_grp_in;
         up_wait_.b = down_wait_.b = this;
         up_wait_.up = true;
-        for (Cancel* c : {&cancel_[0], &cancel_[1], &cancel_[2], &cancel_[3]}) c->b = this;
+        for (Cancel& c : cancel_) c.b = this;
     }
     ~DgramBridge() {
         if (prev_) prev_->next_ = next_;
@@ -89,18 +93,24 @@ public:
     // At exit: the program sends no more. Half-close its end (if that fd is
     // still this bridge's socket) so the engine relays what is queued, then
     // sees the end of it.
+    // A group member leaves once what the program sent is relayed (eof):
+    // its overlay member then sends what it was given, says goodbye to its
+    // neighbours and LEAVE to the server (overlay_host.h's drain waits).
     static void drain_all(Engine&) noexcept {
         for (DgramBridge* d = g_dgram_bridges; d; d = d->next_) {
+            d->exiting_ = true;
             if (!d->up_over_ && !d->ending_) half_close_program_end(d->b_);
+            else d->detach_group();
         }
     }
     static bool drained() noexcept {
         for (DgramBridge* d = g_dgram_bridges; d; d = d->next_)
-            if (!d->up_over_ && !d->ending_) return false;
+            if ((!d->up_over_ && !d->ending_) || d->grp_cancelling_) return false;
         return true;
     }
 
     void begin(Engine& e) noexcept {
+        e_ = &e;
         d_.impl = this;
         int64_t now = now_ns();
         up_bucket_ = chain(up_own_, b_.rate_up, aggregate(0, b_.aggregate_up, now), now);
@@ -138,6 +148,7 @@ private:
         void complete(Engine& e, const io_uring_cqe& cqe) noexcept override {
             --b->inflight_;
             if (cqe.res == -EALREADY && target->armed) return b->cancel(e, *target, *this);
+            if (target == &b->grp_in_) b->grp_cancelling_ = false;
             b->maybe_free();
         }
     };
@@ -193,6 +204,13 @@ private:
     void on_tr_out(Engine& e, int) noexcept {
         if (ending_) return maybe_free();
         up_work(e);
+    }
+    void on_grp_in(Engine& e, int res) noexcept {
+        if (ending_) return maybe_free();
+        if (grp_ == nullptr) return;   // the last word of a poll cancelled at a detach
+        if (res >= 0 && (res & (POLLHUP | POLLERR))) return detach_group();   // the member is gone
+        if (!grp_in_.armed && !grp_cancelling_) arm(e, grp_in_, grp_->member_fd, POLLIN, true);
+        group_down();
     }
 
     // The program closed every copy of its end (not just SHUT_WR).
@@ -284,6 +302,7 @@ private:
                     at_eof = true;
                     break;
                 }
+                if (grp_ != nullptr && group_up(bt.slot(static_cast<unsigned>(i)), len)) continue;
                 if (prepare(bt, static_cast<unsigned>(i), len, k) == 1) {
                     bytes += bt.out[k].msg_hdr.msg_iov[0].iov_len;
                     ++k;
@@ -326,6 +345,7 @@ private:
             return;
         }
         if (len == 0) return eof(e);
+        if (grp_ != nullptr && group_up(bt.slot(0), static_cast<size_t>(len))) return offer_head(e);
         unsigned k = prepare(bt, 0, static_cast<size_t>(len), 0);
         if (k == 1 && !send_up(e, bt.out, 1)) return;   // held: paused until there is room
         offer_head(e);
@@ -422,6 +442,7 @@ private:
     // can still receive.
     void eof(Engine& e) noexcept {
         up_over_ = true;
+        if (exiting_) detach_group();
         if (program_gone()) end(e);
     }
 
@@ -502,6 +523,151 @@ private:
         wait(e, down_wait_, 0);
     }
 
+    // ---- a multicast group carried over an overlay (DgramGroup) ----
+public:
+    int attach(DgramGroup& g) noexcept {
+        if (ending_) return -ENOTCONN;
+        if (grp_ != nullptr) return -EBUSY;
+        grp_ = &g;
+        d_.group.store(&g, std::memory_order_release);
+        // A poll cancelled at an earlier detach may still be on its way out:
+        // its last completion arms this one (on_grp_in).
+        if (!grp_in_.armed) arm(*e_, grp_in_, g.member_fd, POLLIN, true);
+        return 0;
+    }
+    // The engine lets go of the group: the member's end is closed (the
+    // overlay member sees it and leaves), the owner is told.
+    void detach_group() noexcept {
+        DgramGroup* g = grp_;
+        if (g == nullptr) return;
+        grp_ = nullptr;
+        d_.group.store(nullptr, std::memory_order_release);
+        if (grp_in_.armed && !grp_cancelling_) {
+            grp_cancelling_ = true;
+            cancel(*e_, grp_in_, cancel_[4]);
+        }
+        // The poll holds its own reference to the file: closing the number
+        // now is safe, and the member sees the hang-up once the poll is gone.
+        close_internal_fd(g->member_fd);
+        g->member_fd = -1;
+        if (g->on_detached) g->on_detached(g);
+    }
+
+private:
+    // The transport's bound port; a socket that sends to the group unbound
+    // is bound to the wildcard address now (the kernel's autobind at the
+    // first send: the origin must name a port replies can reach).
+    uint16_t local_port() noexcept {
+        if (port_ != 0) return port_;
+        sockaddr_storage ss{};
+        socklen_t l = sizeof ss;
+        if (syscall(SYS_getsockname, b_.transport, &ss, &l) == 0) port_ = to_addr(reinterpret_cast<sockaddr*>(&ss), l).port;
+        return port_;
+    }
+    uint16_t bound_port() noexcept {
+        if (local_port() != 0) return port_;
+        sockaddr_storage any{};
+        any.ss_family = static_cast<sa_family_t>(d_.family);
+        syscall(SYS_bind, b_.transport, &any, d_.family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+        return local_port();
+    }
+    // The kernel would deliver the group's datagrams to this socket: bound
+    // to the group's port, not connected (to the group: no member's address
+    // is the group's).
+    bool receives_group() noexcept {
+        return grp_ != nullptr && local_port() == grp_->group.port && !grp_->connected.load(std::memory_order_relaxed);
+    }
+    // IP_MULTICAST_LOOP (IPV6_MULTICAST_LOOP for an IPv6 group) as the
+    // program left it on its socket; the kernel's default is on.
+    bool loop_on() const noexcept {
+        int v = 1;
+        socklen_t l = sizeof v;
+        const bool v4 = grp_->group.is_v4();
+        if (syscall(SYS_getsockopt, b_.transport, v4 ? IPPROTO_IP : IPPROTO_IPV6,
+                    v4 ? IP_MULTICAST_LOOP : IPV6_MULTICAST_LOOP, &v, &l) != 0)
+            return true;
+        return v != 0;
+    }
+
+    // One datagram to the program's end, from `from`. False: dropped (no
+    // room, or an IPv6 origin on an IPv4 socket).
+    bool give(const sansio::Addr& from, const void* payload, size_t len) noexcept {
+        DgramHeader h;
+        sockaddr_storage ss{};
+        socklen_t sl = from_addr(from, ss, d_.family);
+        if (sl == 0) return false;
+        h.name_len = static_cast<uint16_t>(sl);
+        memcpy(&h.name, &ss, sl);
+        iovec iov[2] = {{&h, sizeof h}, {const_cast<void*>(payload), len}};
+        msghdr m{};
+        m.msg_iov = iov;
+        m.msg_iovlen = 2;
+        if (sys::sendmsg(b_.app_end, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) return false;
+        add(b_.bytes_in, len);
+        return true;
+    }
+
+    // Up: a datagram the program sent (`len` bytes of header and payload at
+    // `p`, in the batch). True when it was the group's (carried by the
+    // overlay, or lost as a full UDP buffer would lose it); false: for the
+    // transport (prepare() looks at it).
+    bool group_up(char* p, size_t len) noexcept {
+        auto* h = reinterpret_cast<DgramHeader*>(p);
+        if (len < sizeof *h || h->kind != DgramHeader::kData || h->ctl_len > kMaxDgramCtl ||
+            sizeof *h + h->ctl_len > len || h->name_len > sizeof h->name)
+            return false;
+        DgramGroup& g = *grp_;
+        const bool to_group = h->name_len ? to_addr(reinterpret_cast<sockaddr*>(&h->name), h->name_len) == g.group
+                                          : g.connected.load(std::memory_order_relaxed);
+        if (!to_group) return false;
+        const char* payload = p + sizeof *h + h->ctl_len;   // ancillary data has no meaning over the overlay
+        const size_t plen = len - sizeof *h - h->ctl_len;
+        sansio::Addr origin = g.node;
+        origin.port = bound_port();
+        uint8_t hdr[kOriginLen];
+        encode_origin(origin, hdr);
+        OverlayRequest r;
+        r.op = OverlayRequest::send;
+        r.to = static_cast<uint8_t>(overlay::SendTo::all);
+        iovec iov[3] = {{&r, sizeof r}, {hdr, sizeof hdr}, {const_cast<char*>(payload), plen}};
+        msghdr m{};
+        m.msg_iov = iov;
+        m.msg_iovlen = 3;
+        if (origin.port == 0 || sys::sendmsg(g.member_fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            g.refused.fetch_add(1, std::memory_order_relaxed);
+            return true;
+        }
+        g.sent.fetch_add(1, std::memory_order_relaxed);
+        add(b_.bytes_out, plen);
+        if (receives_group() && loop_on() && give(origin, payload, plen)) g.looped.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+
+    // Down: what the overlay delivered, to the program.
+    void group_down() noexcept {
+        Batch& bt = batch();
+        char* buf = bt.slot(0);
+        for (unsigned i = 0; i < kTurn && grp_ != nullptr; ++i) {
+            OverlayDelivery od;
+            uint8_t hdr[kOriginLen];
+            iovec iov[3] = {{&od, sizeof od}, {hdr, sizeof hdr}, {buf, kPayload}};
+            msghdr m{};
+            m.msg_iov = iov;
+            m.msg_iovlen = 3;
+            ssize_t n = sys::recvmsg(grp_->member_fd, &m, MSG_DONTWAIT);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return;   // EAGAIN; or 0: the member's end hung up (its poll says so)
+            sansio::Addr from;
+            if (static_cast<size_t>(n) < sizeof od + kOriginLen || (m.msg_flags & MSG_TRUNC) ||
+                !decode_origin(hdr, sizeof hdr, &from) || !receives_group() ||
+                !give(from, buf, static_cast<size_t>(n) - sizeof od - kOriginLen)) {
+                grp_->dropped.fetch_add(1, std::memory_order_relaxed);
+                continue;
+            }
+            grp_->delivered.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
     // ---- the end ----
 
     void end(Engine& e) noexcept {
@@ -516,6 +682,7 @@ private:
                 e.cancel(*w);
                 w->armed = false;
             }
+        detach_group();
         Event* evs[] = {&app_in_, &tr_in_, &app_out_, &tr_out_};
         for (int i = 0; i < 4; ++i)
             if (evs[i]->armed) cancel(e, *evs[i], cancel_[i]);
@@ -538,7 +705,13 @@ private:
     BridgeState& b_;
     DgramState& d_;
     Event app_in_, tr_in_, app_out_, tr_out_;
-    Cancel cancel_[4];
+    Event grp_in_;                 // deliveries on the group member's end
+    Cancel cancel_[5];             // one per event, in that order
+    Engine* e_ = nullptr;
+    DgramGroup* grp_ = nullptr;    // the group carried, if any
+    bool grp_cancelling_ = false;  // grp_in_'s removal is on its way
+    bool exiting_ = false;         // the process is exiting (drain_all)
+    uint16_t port_ = 0;            // the transport's bound port, once known
     Wait up_wait_, down_wait_;
     qos::TokenBucket up_own_, down_own_;
     qos::TokenBucket* up_bucket_ = nullptr;
@@ -729,6 +902,18 @@ ssize_t recv_one(BridgeState& b, int pfd, msghdr* msg, int flags, bool first) no
     }
 }
 
+// A send the group's member carries: to the group's ADDR:PORT, or with no
+// address on a socket connected to the group. It goes through the engine
+// even when other sends need not (DgramGroup).
+bool to_group(const DgramState& d, const msghdr* msg) noexcept {
+    const DgramGroup* g = d.group.load(std::memory_order_acquire);
+    if (g == nullptr) return false;
+    if (msg->msg_name == nullptr || msg->msg_namelen == 0) return g->connected.load(std::memory_order_relaxed);
+    const auto* sa = static_cast<const sockaddr*>(msg->msg_name);
+    if (msg->msg_namelen < sizeof(sa_family_t) || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)) return false;
+    return to_addr(sa, msg->msg_namelen) == g->group;
+}
+
 }  // namespace
 
 ssize_t dgram_send(BridgeState& b, DgramState& d, int pfd, const msghdr* msg, int flags) noexcept {
@@ -740,7 +925,7 @@ ssize_t dgram_send(BridgeState& b, DgramState& d, int pfd, const msghdr* msg, in
         errno = e;
         return -1;
     }
-    if (!bridge_up(b) || b.up.direct) return direct_send(b, pfd, msg, flags);
+    if (!bridge_up(b) || (b.up.direct && !to_group(d, msg))) return direct_send(b, pfd, msg, flags);
     // Through the engine: what the kernel would refuse at once is refused
     // here, before the datagram is queued.
     const sockaddr* to = msg->msg_namelen ? static_cast<const sockaddr*>(msg->msg_name) : nullptr;
@@ -786,7 +971,7 @@ ssize_t dgram_recv(BridgeState& b, DgramState&, int pfd, msghdr* msg, int flags)
 
 int dgram_sendmmsg(BridgeState& b, DgramState& d, int pfd, mmsghdr* v, unsigned n, int flags) noexcept {
     if (n == 0) return 0;
-    if (bridge_up(b) && b.up.direct && !(flags & MSG_OOB)) {
+    if (bridge_up(b) && b.up.direct && !(flags & MSG_OOB) && d.group.load(std::memory_order_acquire) == nullptr) {
         if (int e = take_error(b)) {
             errno = e;
             return -1;
@@ -847,6 +1032,19 @@ int dgram_shutdown(BridgeState& b, DgramState&, int pfd, int how) noexcept {
 }
 
 int dgram_connect(BridgeState& b, DgramState& d, const sockaddr* addr, socklen_t len) noexcept {
+    if (DgramGroup* g = d.group.load(std::memory_order_acquire)) {
+        const bool group = addr != nullptr && len >= sizeof(sockaddr_in) &&
+                           (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && to_addr(addr, len) == g->group;
+        if (group) {
+            // Not asked of the kernel: without a multicast route it refuses
+            // (ENETUNREACH), and the overlay needs none. getpeername then
+            // says ENOTCONN (docs/overlay.md, "Legacy multicast").
+            g->connected.store(true, std::memory_order_relaxed);
+            d.peer_connected.store(true, std::memory_order_relaxed);
+            return 0;
+        }
+        g->connected.store(false, std::memory_order_relaxed);   // elsewhere, or AF_UNSPEC: the kernel's
+    }
     int rc = static_cast<int>(syscall(SYS_connect, b.transport, addr, len));
     if (rc == 0) {
         int saved = errno;
@@ -857,6 +1055,15 @@ int dgram_connect(BridgeState& b, DgramState& d, const sockaddr* addr, socklen_t
         errno = saved;
     }
     return rc;
+}
+
+int attach_dgram_group(DgramState& d, DgramGroup& g) noexcept {
+    if (d.impl == nullptr) return -ENOTCONN;
+    return d.impl->attach(g);
+}
+
+void detach_dgram_group(DgramState& d) noexcept {
+    if (d.impl != nullptr) d.impl->detach_group();
 }
 
 int dgram_so_error(BridgeState& b, DgramState&) noexcept {

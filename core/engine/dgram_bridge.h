@@ -33,6 +33,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "core/common/sansio.h"
 #include "core/engine/bridge.h"
 #include "core/engine/engine.h"
 
@@ -65,6 +66,37 @@ constexpr int kMaxDgramIov = 64;
 
 class DgramBridge;
 
+// A bridged UDP socket that is a member of an overlay's multicast group
+// (docs/overlay.md "Legacy multicast"). Storage the shim owns, kept until
+// `on_detached` has run: the engine holds `member_fd` from
+// attach_dgram_group() until it calls `on_detached`.
+//
+// Up: a datagram the program sends to `group` (or, connected to it, with no
+// address) is written on `member_fd` as an OverlayRequest (send to all),
+// the origin header (group_origin.h: `node`'s IP, the socket's own port),
+// then the payload; with IP_MULTICAST_LOOP on (the kernel's default) and the
+// socket bound to the group's port, a copy comes back to the program. Any
+// other destination goes on the kernel socket as before.
+// Down: each delivery on `member_fd` (OverlayDelivery, origin header,
+// payload) reaches the program as a datagram from the origin's address, if
+// the socket is bound to the group's port and not connected to the group
+// (as the kernel would deliver it); otherwise it is dropped and counted.
+struct DgramGroup {
+    sansio::Addr group;                      // ADDR:PORT (IPv4 held IPv4-mapped)
+    sansio::Addr node;                       // this member's node address: the origin's IP
+    int member_fd = -1;                      // the overlay member's pair end (core/engine/overlay_host.h)
+    std::atomic<bool> connected{false};      // the program connected its socket to the group
+    std::atomic<uint64_t> sent{0};           // datagrams handed to the overlay (sendToAll)
+    std::atomic<uint64_t> delivered{0};      // members' datagrams given to the program
+    std::atomic<uint64_t> looped{0};         // the program's own, given back (IP_MULTICAST_LOOP)
+    std::atomic<uint64_t> refused{0};        // sends the member's end had no room for
+    std::atomic<uint64_t> dropped{0};        // deliveries malformed, not for this socket, or no room
+    // Engine thread: the engine has let go of the group (member_fd is
+    // closed, so the overlay member leaves); the owner may free it.
+    void (*on_detached)(DgramGroup* g) noexcept = nullptr;
+    void* owner = nullptr;
+};
+
 // What a datagram bridge adds to the BridgeState the flow record holds
 // (the BridgeState's transport, app_end, program_fd/ino, limits, counters,
 // error, phase, on_done and owner are used as for TCP). Storage the caller
@@ -76,6 +108,10 @@ struct DgramState {
                                                 // limit, or the program's end full
     BridgeState* base = nullptr;
     DgramBridge* impl = nullptr;                // engine thread only
+    // The group this socket is a member of (set on the engine thread by
+    // attach_dgram_group, cleared by detach); the program's threads read it
+    // to route a send to the group through the engine.
+    std::atomic<DgramGroup*> group{nullptr};
 
     struct Start final : Command {
         DgramState* state = nullptr;
@@ -108,5 +144,14 @@ int dgram_shutdown(BridgeState& b, DgramState& d, int pfd, int how) noexcept;
 int dgram_connect(BridgeState& b, DgramState& d, const sockaddr* addr, socklen_t len) noexcept;
 // getsockopt(SO_ERROR): the error the engine saw, else the transport's.
 int dgram_so_error(BridgeState& b, DgramState& d) noexcept;
+
+// Engine thread: the running bridge of `d` carries `g` from now on (it
+// polls g.member_fd). 0, or -ENOTCONN when the bridge is not running (it
+// could not start, or has ended), -EBUSY when it carries a group already:
+// then nothing changed and g.member_fd is still the caller's.
+int attach_dgram_group(DgramState& d, DgramGroup& g) noexcept;
+// Engine thread: the bridge lets go of its group (closes member_fd, calls
+// on_detached); a no-op without one. The bridge's end does the same.
+void detach_dgram_group(DgramState& d) noexcept;
 
 }  // namespace gs::engine

@@ -1,5 +1,7 @@
 #include "core/engine/overlay_host.h"
 
+#include "core/engine/overlay_status.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -25,7 +27,21 @@ char* scratch() noexcept {   // engine thread only
     return buf.get();
 }
 
+OverlayHost* g_hosts = nullptr;   // every live host (engine thread only)
+
 }  // namespace
+
+// At exit: a host whose program end hung up (a group member the datagram
+// bridge let go of, an API member closed) has not left yet until the
+// engine has seen that; members still open stay as they are.
+bool OverlayHost::drained() noexcept {
+    for (OverlayHost* h = g_hosts; h; h = h->next_) {
+        if (h->closing_) continue;
+        pollfd p{h->end_, POLLIN | POLLRDHUP, 0};
+        if (sys::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP))) return false;
+    }
+    return true;
+}
 
 OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, int udp_fd, int engine_end,
                                 OverlayShared& shared, int* err) noexcept {
@@ -60,6 +76,11 @@ OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, 
     } else if (companion.fd >= 0) {
         close_internal_fd(companion.fd);
     }
+    static std::atomic<bool> hooks{false};
+    if (!hooks.exchange(true)) set_drain_hooks(nullptr, &OverlayHost::drained);
+    h->next_ = g_hosts;
+    if (h->next_) h->next_->prev_ = h;
+    g_hosts = h;
     h->in_.h = h->cancel_.h = h;
     io_uring_sqe* q = e.sqe();
     io_uring_prep_poll_multishot(q, engine_end, POLLIN | POLLRDHUP);
@@ -194,12 +215,18 @@ void OverlayHost::close(Engine& e) noexcept {
 
 void OverlayHost::maybe_free() noexcept {
     if (!closing_ || inflight_ > 0) return;
+    overlay_unlisted(this);
     close_internal_fd(end_);
+    if (prev_) prev_->next_ = next_;
+    else g_hosts = next_;
+    if (next_) next_->prev_ = prev_;
     OverlayShared& s = shared_;
+    auto on_closed = s.on_closed;   // read first: an owner waiting on `closed` may free s
     s.joined.store(0, std::memory_order_release);
     delete this;
     s.closed.store(1, std::memory_order_release);
     syscall(SYS_futex, reinterpret_cast<uint32_t*>(&s.joined), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+    if (on_closed) on_closed(&s);
 }
 
 }  // namespace gs::engine

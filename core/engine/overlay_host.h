@@ -49,6 +49,11 @@ struct OverlayShared {
     std::atomic<uint64_t> refused{0};          // requests the node refused (bad destination, too large, not joined)
     std::atomic<int> last_refusal{0};          // its errno
     std::atomic<uint32_t> closed{0};           // the host has gone (the program closed its end)
+    // Engine thread, once the host has gone (after `closed` is set): for an
+    // owner that does not wait on `closed` (the shim's multicast groups);
+    // it may free this. Set before start().
+    void (*on_closed)(OverlayShared* s) noexcept = nullptr;
+    void* owner = nullptr;
 };
 
 // An endpoint run beside the node on a UDP socket of its own, for as long
@@ -102,6 +107,12 @@ private:
         void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
     };
     void cancel_in(Engine& e) noexcept;
+
+    // Every live host (engine thread): at exit the engine waits (bounded)
+    // for hosts whose program end has hung up to leave (drain hooks).
+    static bool drained() noexcept;
+    OverlayHost* next_ = nullptr;
+    OverlayHost* prev_ = nullptr;
 
     std::unique_ptr<overlay::Node> node_;
     UdpHost* udp_ = nullptr;

@@ -18,6 +18,7 @@
 
 #include "tests/core/on_engine.h"
 #include "core/engine/overlay_host.h"
+#include "core/engine/overlay_status.h"
 #include "core/overlay/dt/dt_node.h"
 #include "core/overlay/hc/hc_node.h"
 
@@ -118,10 +119,34 @@ void group_of_five(const MakeNode& make) {
         m[1].request(OverlayRequest{OverlayRequest::send, static_cast<uint8_t>(ov::SendTo::all)}, std::string(60000, 'x'));
         CHECK(eventually([&] { return m[1].shared.refused.load() == 1; }));
         CHECK(m[1].shared.last_refusal.load() == EINVAL);
+        // What gsctl overlay members shows: every listed member with its
+        // neighbours, parent and children for a root; a freed member is gone.
+        const uint64_t root = m[0].shared.address.load();
+        std::string all, tree;
+        on_engine(*e, [&](Engine&) {
+            for (auto& x : m) overlay_listed(x.host, 77, "XX");
+            overlay_listed(m[0].host, 77, "XX");   // twice: listed once
+            all = overlays_json("");
+            tree = overlays_json(std::to_string(root));
+        });
+        auto count = [](const std::string& s, const std::string& what) {
+            size_t n = 0;
+            for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+            return n;
+        };
+        CHECK(count(all, "\"overlay\":77,\"protocol\":\"XX\",\"joined\":true") == 5);
+        CHECK(count(all, "\"parent\"") == 0);
+        CHECK(count(tree, "\"root\":" + std::to_string(root)) == 5);
+        CHECK(count(tree, "\"parent\":null") == 1);   // the root alone has none
+        for (auto& x : m) CHECK(count(all, "\"address\":" + std::to_string(x.shared.address.load()) + ",") == 1);
         // Closing the program's end leaves the overlay and frees the member.
+        const uint64_t gone = m[4].shared.address.load();
         close(m[4].prog);
         CHECK(eventually([&] { return m[4].shared.closed.load() == 1; }));
         CHECK(m[4].shared.joined.load() == 0);
+        on_engine(*e, [&](Engine&) { all = overlays_json(""); });
+        CHECK(count(all, "\"overlay\":77") == 4);
+        CHECK(count(all, "\"address\":" + std::to_string(gone) + ",") == 0);
         on_engine(*e, [&](Engine& en) {
             for (int i = 0; i < 4; ++i) m[i].host->close(en);
         });
@@ -129,6 +154,8 @@ void group_of_five(const MakeNode& make) {
             CHECK(eventually([&] { return m[i].shared.closed.load() == 1; }));
             close(m[i].prog);
         }
+        on_engine(*e, [&](Engine&) { all = overlays_json(""); });
+        CHECK(all == "{\"overlays\":[]}\n");
     }
     Engine::destroy(e);
 }

@@ -1,0 +1,987 @@
+#include "core/engine/mces_bridge.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/errqueue.h>
+#include <linux/futex.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "core/engine/bridge_util.h"
+#include "core/engine/mces_peers.h"
+#include "core/engine/udp_host.h"
+#include "core/mces/conn/endpoint.h"
+
+namespace gs::engine {
+namespace {
+
+McesTotals g_totals;
+std::atomic<int> g_listening{0};
+std::atomic<int> g_sites{0};
+
+constexpr size_t kScratch = 256 * 1024;
+// Datagram size: loopback carries large ones (fewer packets, the bench's
+// best size on this VM); elsewhere QUIC's 1200, which every path carries.
+constexpr size_t kLoopbackDatagram = 9000;
+constexpr int64_t kListenCheck = 1'000'000'000;   // how often a listener looks at the program's socket
+
+uint8_t* scratch() noexcept {
+    static thread_local std::unique_ptr<uint8_t[]> buf;
+    if (!buf) buf.reset(new (std::nothrow) uint8_t[kScratch]);
+    return buf.get();
+}
+
+void add(std::atomic<uint64_t>& c, uint64_t n) noexcept { c.fetch_add(n, std::memory_order_relaxed); }
+void add(std::atomic<uint64_t>* c, uint64_t n) noexcept {
+    if (c != nullptr && n > 0) c->fetch_add(n, std::memory_order_relaxed);
+}
+
+bool is_loopback(const sansio::Addr& a) noexcept {
+    if (a.is_v4()) return a.ip[12] == 127;
+    static constexpr uint8_t one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    return memcmp(a.ip.data(), one, 16) == 0;
+}
+
+// The engine's own sockets, without the shim's hooks (this file is linked
+// into the preload library): moved to kInternalFdBase and above, guarded.
+int internal_socket(int family) noexcept {
+    int fd = static_cast<int>(syscall(SYS_socket, family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd < 0) return -1;
+    int h = static_cast<int>(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, kInternalFdBase));
+    if (h >= 0) {
+        raw_close(fd);
+        fd = h;
+    }
+    guard_fd(fd);
+    return fd;
+}
+
+mces::wire::Qos offer(const McesParams& p) noexcept {
+    mces::wire::Qos q;
+    if (p.rate > 0) q.rate = p.rate;
+    if (p.dscp >= 0 && p.dscp < 64) q.dscp = static_cast<uint8_t>(p.dscp);
+    if (p.priority >= 0 && p.priority < 8) q.priority = static_cast<uint8_t>(p.priority);
+    return q;
+}
+
+uint64_t seed() noexcept {
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, GRND_NONBLOCK) != sizeof s) s = static_cast<uint64_t>(now_ns()) ^ 0x9e3779b97f4a7c15ull;
+    return s | 1;
+}
+
+// ---- accepted connections the shim's accept hook claims ---------------------
+
+// One per loopback connection the engine opened and the program has not
+// accepted yet. `word` = generation << 2 | state (0 free, 1 being written,
+// 2 ready); fields are written in state 1 and read in state 2 only.
+struct AcceptEntry {
+    std::atomic<uint64_t> word{0};
+    sansio::Addr from;   // the engine socket's local address: what accept() sees as the peer
+    sansio::Addr peer;   // the MCES peer
+};
+constexpr unsigned kAccepts = 1024;
+AcceptEntry g_accepts[kAccepts];
+
+// Returns the entry index and its generation, or -1 when the table is full.
+int accept_put(const sansio::Addr& from, const sansio::Addr& peer, uint64_t& gen) noexcept {
+    unsigned start = from.port % kAccepts;
+    for (unsigned i = 0; i < kAccepts; ++i) {
+        AcceptEntry& a = g_accepts[(start + i) % kAccepts];
+        uint64_t w = a.word.load(std::memory_order_acquire);
+        if ((w & 3) != 0 || !a.word.compare_exchange_strong(w, w | 1, std::memory_order_acq_rel)) continue;
+        a.from = from;
+        a.peer = peer;
+        gen = w >> 2;
+        a.word.store(gen << 2 | 2, std::memory_order_release);
+        return static_cast<int>((start + i) % kAccepts);
+    }
+    return -1;
+}
+
+void accept_drop(int idx, uint64_t gen) noexcept {
+    if (idx < 0) return;
+    uint64_t w = gen << 2 | 2;
+    g_accepts[idx].word.compare_exchange_strong(w, (gen + 1) << 2, std::memory_order_acq_rel);
+}
+
+class Site;
+
+// One MCES connection relayed to a stream socket (`fd`): the program's end
+// of a bridge (client), or the engine's end of a loopback TCP connection to
+// the program (server). Engine thread only.
+class Link {
+public:
+    Link(Site& s, std::shared_ptr<mces::Connection> c) noexcept : site_(s), conn_(std::move(c)) {
+        in_.l = out_.l = cancel_.l = connect_.l = this;
+    }
+    ~Link() { accept_drop(accept_idx_, accept_gen_); }
+
+    // Client: the bridge this link serves (its app_end is `fd`).
+    void attach_bridge(BridgeState& b, McesFlow& f) noexcept {
+        bridge_ = &b;
+        flow_ = &f;
+        fd_ = b.app_end;
+    }
+    // Server: open the loopback connection to the program's listener.
+    bool open_loopback(Engine& e, const sockaddr_storage& target, socklen_t len) noexcept;
+
+    // Move what can move; notice ends. Returns whether the endpoint has
+    // something new to send (the caller pokes the host).
+    bool pump(Engine& e) noexcept;
+    // The program's side and the MCES connection are both done.
+    bool finished() const noexcept {
+        return app_closed_ && inflight_ == 0 && (conn_->state() == mces::Connection::State::closed && conn_->drained());
+    }
+    void add_counters() noexcept {
+        mces::ConnCounters c = conn_->counters();
+        add(g_totals.retransmits, c.retransmits);
+        add(g_totals.lost, c.lost);
+    }
+    // The site goes away (the engine stops, the listener failed): abort.
+    void abort_all(Engine& e) noexcept {
+        if (conn_->state() != mces::Connection::State::closed) conn_->abort();
+        if (!app_ending_) end_app(e, ECONNABORTED);
+    }
+
+private:
+    struct In final : Completion {   // fd readable (multishot)
+        Link* l = nullptr;
+        bool armed = false;
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
+    };
+    struct Out final : Completion {   // fd has room (one shot)
+        Link* l = nullptr;
+        bool armed = false;
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
+    };
+    struct Cancel final : Completion {
+        Link* l = nullptr;
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
+    };
+    struct Connect final : Completion {   // server: the loopback connect
+        Link* l = nullptr;
+        void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
+    };
+
+    void start_relay(Engine& e) noexcept;
+    void arm_in(Engine& e) noexcept;
+    void arm_out(Engine& e) noexcept;
+    void handshake(Engine& e) noexcept;
+    void failed(Engine& e, bool icmp) noexcept;
+    bool icmp_unreachable() noexcept;
+    bool pump_up(Engine& e) noexcept;
+    bool pump_down(Engine& e) noexcept;
+    void end_app(Engine& e, int err) noexcept;
+    void close_app() noexcept;
+    void announce(int phase, int err) noexcept;
+    void drain_filler() noexcept;
+    bool abortive_close() const noexcept;
+    void after(Engine& e) noexcept;   // completion bookkeeping
+
+    Site& site_;
+    std::shared_ptr<mces::Connection> conn_;
+    BridgeState* bridge_ = nullptr;   // client
+    McesFlow* flow_ = nullptr;
+    int fd_ = -1;
+    bool relaying_ = false;           // fd polls armed, bytes move
+    bool up_over_ = false, down_over_ = false, discard_ = false;
+    bool app_ending_ = false, app_closed_ = false, handed_over_ = false;
+    std::vector<uint8_t> up_held_, down_held_;
+    size_t up_off_ = 0, down_off_ = 0;
+    int inflight_ = 0;
+    int accept_idx_ = -1;
+    uint64_t accept_gen_ = 0;
+    sockaddr_storage target_{};
+    In in_;
+    Out out_;
+    Cancel cancel_;
+    Connect connect_;
+
+    friend class Site;
+};
+
+// An MCES endpoint on a UdpHost with its links: one client connection, or
+// a listener's connections. Frees itself (a Timer at `now`) once closed.
+class Site final : Timer {
+public:
+    static Site* client(Engine& e, BridgeState& b, McesFlow& f) noexcept;
+    static Site* listener(Engine& e, int udp_fd, int listen_fd, unsigned long ino, int family,
+                          const sockaddr* target, socklen_t tlen, const McesParams& p) noexcept;
+
+    mces::Endpoint& endpoint() noexcept { return *ep_; }
+    UdpHost* host() noexcept { return host_; }
+    uint64_t rx_datagrams() const noexcept { return host_ ? host_->stats().rx_datagrams : 0; }
+    int udp_fd() const noexcept { return host_ ? host_->fd() : -1; }
+    const McesParams& params() const noexcept { return params_; }
+    void poke(Engine& e) noexcept {
+        if (host_ != nullptr) host_->poke(e);
+    }
+    void activity(Engine& e) noexcept;
+
+    // At exit: every client link has given the peer what the program wrote.
+    static void drain_all(Engine& e) noexcept;
+    static bool drained() noexcept;
+
+private:
+    Site() noexcept = default;
+    ~Site() {
+        if (!linked_) return;
+        g_sites.fetch_sub(1, std::memory_order_relaxed);
+        if (prev_) prev_->next_ = next_;
+        else sites_ = next_;
+        if (next_) next_->prev_ = prev_;
+    }
+    bool start_host(Engine& e, int udp_fd, const mces::EndpointConfig& cfg) noexcept;
+    void fire(Engine& e, int64_t now) noexcept override;
+    void accept_new(Engine& e) noexcept;
+    void reap(Engine& e) noexcept;
+    void shut(Engine& e) noexcept;
+    void count_udp() noexcept;
+
+    static inline Site* sites_ = nullptr;
+    Site* next_ = nullptr;
+    Site* prev_ = nullptr;
+    std::unique_ptr<mces::Endpoint> ep_;
+    UdpHost* host_ = nullptr;
+    std::vector<Link*> links_;
+    McesParams params_;
+    bool listening_ = false, closing_ = false, linked_ = false;
+    int listen_fd_ = -1;
+    unsigned long listen_ino_ = 0;
+    int family_ = AF_INET;
+    sockaddr_storage target_{};
+    socklen_t target_len_ = 0;
+    UdpHostStats counted_{};
+
+    friend class Link;
+};
+
+// ---- Link ------------------------------------------------------------------
+
+void Link::In::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
+    if (!(cqe.flags & IORING_CQE_F_MORE)) {
+        armed = false;
+        --l->inflight_;
+    }
+    if (l->app_ending_) return l->after(e);
+    if (!armed && cqe.res >= 0) l->arm_in(e);   // the kernel ended the multishot: again
+    if (l->pump(e)) l->site_.poke(e);
+    l->after(e);
+}
+
+void Link::Out::complete(Engine& e, const io_uring_cqe&) noexcept {
+    armed = false;
+    --l->inflight_;
+    if (!l->app_ending_ && l->pump(e)) l->site_.poke(e);
+    l->after(e);
+}
+
+void Link::Cancel::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
+    --l->inflight_;
+    if (cqe.res == -EALREADY && l->in_.armed) {   // an event was being delivered: again
+        io_uring_sqe* q = e.sqe();
+        io_uring_prep_poll_remove(q, reinterpret_cast<uintptr_t>(static_cast<Completion*>(&l->in_)));
+        io_uring_sqe_set_data(q, static_cast<Completion*>(this));
+        ++l->inflight_;
+        return;
+    }
+    l->after(e);
+}
+
+void Link::Connect::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
+    --l->inflight_;
+    if (l->app_ending_) return l->after(e);
+    if (cqe.res < 0) {
+        // The program's listener is gone (or full): the MCES peer is reset.
+        if (l->conn_->state() != mces::Connection::State::closed) l->conn_->abort();
+        l->end_app(e, -cqe.res);
+        l->site_.poke(e);
+        return l->after(e);
+    }
+    l->start_relay(e);
+    if (l->pump(e)) l->site_.poke(e);
+    l->after(e);
+}
+
+// Completions may be what the site waits for before it frees a link.
+void Link::after(Engine& e) noexcept {
+    if (app_ending_ && inflight_ == 0 && !app_closed_) close_app();
+    site_.reap(e);
+}
+
+bool Link::open_loopback(Engine& e, const sockaddr_storage& target, socklen_t len) noexcept {
+    target_ = target;
+    fd_ = internal_socket(target.ss_family);
+    if (fd_ < 0) return false;
+    // Bound first, so its address is in the table before the program can
+    // accept the connection.
+    sockaddr_storage me = target;
+    if (me.ss_family == AF_INET) reinterpret_cast<sockaddr_in&>(me).sin_port = 0;
+    else reinterpret_cast<sockaddr_in6&>(me).sin6_port = 0;
+    socklen_t ml = len;
+    if (syscall(SYS_bind, fd_, &me, len) != 0 ||
+        syscall(SYS_getsockname, fd_, &me, &ml) != 0 ||
+        (accept_idx_ = accept_put(to_addr(reinterpret_cast<sockaddr*>(&me), ml), conn_->peer(), accept_gen_)) < 0) {
+        close_internal_fd(fd_);
+        fd_ = -1;
+        return false;
+    }
+    io_uring_sqe* q = e.sqe();
+    io_uring_prep_connect(q, fd_, reinterpret_cast<const sockaddr*>(&target_), len);
+    io_uring_sqe_set_data(q, static_cast<Completion*>(&connect_));
+    ++inflight_;
+    return true;
+}
+
+void Link::arm_in(Engine& e) noexcept {
+    if (in_.armed) return;
+    io_uring_sqe* q = e.sqe();
+    io_uring_prep_poll_multishot(q, fd_, POLLIN | POLLRDHUP);
+    io_uring_sqe_set_data(q, static_cast<Completion*>(&in_));
+    in_.armed = true;
+    ++inflight_;
+}
+
+void Link::arm_out(Engine& e) noexcept {
+    if (out_.armed) return;
+    io_uring_sqe* q = e.sqe();
+    io_uring_prep_poll_add(q, fd_, POLLOUT);
+    io_uring_sqe_set_data(q, static_cast<Completion*>(&out_));
+    out_.armed = true;
+    ++inflight_;
+}
+
+void Link::start_relay(Engine& e) noexcept {
+    relaying_ = true;
+    arm_in(e);
+}
+
+void Link::announce(int phase, int err) noexcept {
+    BridgeState& b = *bridge_;
+    if (err != 0) b.error.store(err, std::memory_order_relaxed);
+    b.phase.store(phase, std::memory_order_release);
+    b.connect_done.store(1, std::memory_order_release);
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&b.connect_done), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr,
+            nullptr, 0);
+}
+
+// The zeros the shim wrote to keep a non-blocking connect's end from
+// looking writable (as Bridge::drain_filler).
+void Link::drain_filler() noexcept {
+    uint8_t* sink = scratch();
+    for (uint32_t left = bridge_->filler; left > 0 && sink != nullptr;) {
+        ssize_t n = sys::recv(fd_, sink, left < kScratch ? left : kScratch, MSG_DONTWAIT);
+        if (n <= 0) break;
+        left -= static_cast<uint32_t>(n);
+    }
+    bridge_->filler = 0;
+}
+
+// A connected UDP socket with IP_RECVERR queues the ICMP errors (the
+// UdpHost's receive takes sk_err, but not the queue): port or host
+// unreachable means no MCES there, at once.
+bool Link::icmp_unreachable() noexcept {
+    int fd = site_.udp_fd();
+    if (fd < 0) return false;
+    bool hit = false;
+    for (int i = 0; i < 8; ++i) {
+        char ctl[512];
+        char data[64];
+        sockaddr_storage from;
+        iovec iov{data, sizeof data};
+        msghdr m{};
+        m.msg_name = &from;
+        m.msg_namelen = sizeof from;
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof ctl;
+        if (sys::recvmsg(fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) break;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+            if (!((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
+                  (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)))
+                continue;
+            sock_extended_err ee;
+            memcpy(&ee, CMSG_DATA(c), sizeof ee);
+            if ((ee.ee_origin == SO_EE_ORIGIN_ICMP || ee.ee_origin == SO_EE_ORIGIN_ICMP6) &&
+                (ee.ee_errno == ECONNREFUSED || ee.ee_errno == EHOSTUNREACH || ee.ee_errno == ENETUNREACH))
+                hit = true;
+        }
+    }
+    return hit;
+}
+
+void Link::handshake(Engine& e) noexcept {
+    using St = mces::Connection::State;
+    const St st = conn_->state();
+    const bool icmp = icmp_unreachable();
+    const sansio::Addr peer = conn_->peer();
+    // Established (a short connection may already be closing, or closed
+    // gracefully with its bytes still to read).
+    if (st == St::established || st == St::closing || (st == St::closed && conn_->error() == 0)) {
+        add(g_totals.established, 1);
+        PeerTable::process().record(peer, PeerVerdict::mces, e.now());
+        flow_->carried.store(McesFlow::mces, std::memory_order_relaxed);
+        announce(BridgeState::connected, 0);
+        drain_filler();
+        start_relay(e);
+        return;
+    }
+    if (st == St::connecting && !icmp) return;
+    failed(e, icmp);
+}
+
+// The handshake did not succeed. No MCES there (nothing answered, or an
+// ICMP unreachable) with fallback: hand the flow to a TCP bridge. Otherwise
+// the program's connect fails: ECONNREFUSED (refused, unreachable) or
+// ETIMEDOUT (silence), as TCP's.
+void Link::failed(Engine& e, bool icmp) noexcept {
+    const bool answered = site_.rx_datagrams() > 0;
+    const int err = icmp || answered ? ECONNREFUSED : ETIMEDOUT;
+    if (conn_->state() != mces::Connection::State::closed) conn_->abort();
+    if (!answered) PeerTable::process().record(conn_->peer(), PeerVerdict::native, e.now());
+    if (site_.params().fallback && !answered) {
+        add(g_totals.fallbacks, 1);
+        flow_->carried.store(McesFlow::fell_back, std::memory_order_relaxed);
+        bridge_->allow_direct = true;
+        handed_over_ = true;
+        app_ending_ = app_closed_ = true;   // the program's end is the TCP bridge's now
+        BridgeState& b = *bridge_;
+        bridge_ = nullptr;
+        start_bridge(e, b);
+        return;
+    }
+    add(g_totals.refused, 1);
+    announce(BridgeState::failed, err);
+    drain_filler();
+    end_app(e, 0);
+}
+
+// The program's side ends: stop watching its socket, shut it down (a
+// client's end reads EOF, and the errno the bridge holds; a server's
+// loopback connection is reset when `err` says the MCES side failed), and
+// close it once the polls are gone.
+void Link::end_app(Engine& e, int err) noexcept {
+    if (app_ending_) return;
+    app_ending_ = true;
+    if (bridge_ != nullptr && err != 0 && err != ECONNABORTED)
+        bridge_->error.store(err, std::memory_order_relaxed);
+    if (fd_ >= 0) {
+        if (bridge_ == nullptr && err != 0) {
+            linger l{1, 0};   // a reset, as the peer's RESET was
+            setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+        }
+        sys::shutdown(fd_, SHUT_RDWR);
+    }
+    if (in_.armed) {
+        io_uring_sqe* q = e.sqe();
+        io_uring_prep_poll_remove(q, reinterpret_cast<uintptr_t>(static_cast<Completion*>(&in_)));
+        io_uring_sqe_set_data(q, static_cast<Completion*>(&cancel_));
+        ++inflight_;
+    }
+    if (inflight_ == 0) close_app();   // nothing of ours in the kernel's hands: close now
+}
+
+void Link::close_app() noexcept {
+    app_closed_ = true;
+    if (bridge_ != nullptr) {
+        BridgeState& b = *bridge_;
+        bridge_ = nullptr;
+        retire(b);
+        if (b.on_done) b.on_done(&b);
+    } else if (fd_ >= 0) {
+        close_internal_fd(fd_);
+    }
+    fd_ = -1;
+    accept_drop(accept_idx_, accept_gen_);
+    accept_idx_ = -1;
+}
+
+bool Link::abortive_close() const noexcept {
+    if (bridge_ == nullptr) return false;
+    linger l{};
+    socklen_t len = sizeof l;
+    if (::getsockopt(bridge_->transport, SOL_SOCKET, SO_LINGER, &l, &len) != 0 || !l.l_onoff || l.l_linger != 0)
+        return false;
+    pollfd p{fd_, 0, 0};
+    return sys::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+}
+
+// Program -> MCES: what write() takes; the rest is held and nothing more is
+// read until it went (backpressure: the program's socket fills).
+bool Link::pump_up(Engine&) noexcept {
+    bool sent = false;
+    uint8_t* buf = scratch();
+    while (!up_over_ && buf != nullptr) {
+        if (up_off_ < up_held_.size()) {
+            std::ptrdiff_t n = conn_->write({up_held_.data() + up_off_, up_held_.size() - up_off_});
+            if (n == -EAGAIN) return sent;
+            if (n < 0) {   // closed under us: the program's writes fail from now on
+                up_over_ = true;
+                return sent;
+            }
+            up_off_ += static_cast<size_t>(n);
+            add(g_totals.stream_out, static_cast<uint64_t>(n));
+            if (bridge_) add(bridge_->bytes_out, static_cast<uint64_t>(n));
+            sent = true;
+            if (up_off_ < up_held_.size()) return sent;
+            up_held_.clear();
+            up_off_ = 0;
+            continue;
+        }
+        ssize_t r = sys::recv(fd_, buf, kScratch, MSG_DONTWAIT);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return sent;
+        if (r <= 0) {
+            up_over_ = true;
+            // EOF: FIN after the bytes, unless the program closed with
+            // SO_LINGER {1, 0}, or its socket was reset: an abort, as TCP.
+            if (r == 0 && !abortive_close()) conn_->shutdown_write();
+            else conn_->abort();
+            return true;
+        }
+        std::ptrdiff_t n = conn_->write({buf, static_cast<size_t>(r)});
+        if (n < 0 && n != -EAGAIN) {
+            up_over_ = true;
+            return sent;
+        }
+        size_t took = n > 0 ? static_cast<size_t>(n) : 0;
+        add(g_totals.stream_out, took);
+        if (bridge_) add(bridge_->bytes_out, took);
+        sent |= took > 0;
+        if (took < static_cast<size_t>(r)) {
+            up_held_.assign(buf + took, buf + r);
+            up_off_ = 0;
+            return sent;
+        }
+    }
+    return sent;
+}
+
+// MCES -> program: what read() gives, into the socket; what it cannot take
+// is held (POLLOUT). Reading returns credit to the peer.
+bool Link::pump_down(Engine& e) noexcept {
+    bool credit = false;
+    uint8_t* buf = scratch();
+    while (!down_over_ && buf != nullptr) {
+        if (down_off_ < down_held_.size()) {
+            ssize_t n = sys::send(fd_, down_held_.data() + down_off_, down_held_.size() - down_off_,
+                                  MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                arm_out(e);
+                return credit;
+            }
+            if (n < 0) {   // the program closed its socket: take the rest, drop it
+                down_held_.clear();
+                down_off_ = 0;
+                discard_ = true;
+                continue;
+            }
+            down_off_ += static_cast<size_t>(n);
+            add(g_totals.stream_in, static_cast<uint64_t>(n));
+            if (bridge_) {
+                add(bridge_->bytes_in, static_cast<uint64_t>(n));
+                bridge_->down_relayed.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
+            }
+            if (down_off_ < down_held_.size()) {
+                arm_out(e);
+                return credit;
+            }
+            down_held_.clear();
+            down_off_ = 0;
+            continue;
+        }
+        std::ptrdiff_t r = conn_->read({buf, kScratch});
+        if (r == -EAGAIN) return credit;
+        if (r == 0) {   // the peer's FIN: EOF to the program
+            down_over_ = true;
+            if (!discard_) sys::shutdown(fd_, SHUT_WR);
+            return credit;
+        }
+        if (r < 0) {   // RESET, idle timeout...: the program gets the errno
+            down_over_ = true;
+            end_app(e, static_cast<int>(-r));
+            return credit;
+        }
+        credit = true;
+        if (discard_) continue;
+        down_held_.assign(buf, buf + r);
+        down_off_ = 0;
+    }
+    return credit;
+}
+
+bool Link::pump(Engine& e) noexcept {
+    if (app_ending_) return false;
+    if (bridge_ != nullptr && !relaying_) {
+        handshake(e);
+        if (!relaying_) return false;
+    }
+    if (!relaying_) return false;
+    bool any = pump_up(e);
+    any |= pump_down(e);
+    using St = mces::Connection::State;
+    if (app_ending_) return any;
+    if (conn_->state() == St::closed && conn_->error() != 0) {
+        end_app(e, conn_->error());   // RESET, idle timeout: buffered bytes are gone, as after a TCP RST
+    } else if (up_over_ && (down_over_ || discard_)) {
+        // Both ways done (or the program closed its socket and is not
+        // reading): the connection finishes its close by itself.
+        if (discard_ && conn_->state() != St::closed) conn_->close();
+        end_app(e, 0);
+        any = true;
+    }
+    return any;
+}
+
+// ---- Site -------------------------------------------------------------------
+
+bool Site::start_host(Engine& e, int udp_fd, const mces::EndpointConfig& cfg) noexcept {
+    ep_.reset(new (std::nothrow) mces::Endpoint(cfg));
+    if (!ep_) return false;
+    int err = 0;
+    host_ = UdpHost::start(e, udp_fd, *ep_, UdpHostOptions{},
+                           [](Engine& en, void* self) noexcept { static_cast<Site*>(self)->activity(en); }, this, &err);
+    if (host_ == nullptr) return false;
+    next_ = sites_;
+    if (next_) next_->prev_ = this;
+    sites_ = this;
+    linked_ = true;
+    g_sites.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+mces::EndpointConfig endpoint_config(const sansio::Addr& local, bool loopback) noexcept {
+    mces::EndpointConfig cfg;
+    cfg.local = local;
+    cfg.seed = seed();
+    cfg.conn.max_datagram_size = loopback ? kLoopbackDatagram : 1200;
+    cfg.conn.send_buffer = 4 << 20;
+    cfg.conn.recv_window = 1 << 20;
+    return cfg;
+}
+
+Site* Site::client(Engine& e, BridgeState& b, McesFlow& f) noexcept {
+    const int fd = f.udp_fd;
+    f.udp_fd = -1;
+    int one = 1;
+    setsockopt(fd, f.peer.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP,
+               f.peer.ss_family == AF_INET6 ? IPV6_RECVERR : IP_RECVERR, &one, sizeof one);
+    int big = 8 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    auto* s = new (std::nothrow) Site();
+    if (s == nullptr) {
+        close_internal_fd(fd);
+        return nullptr;
+    }
+    s->params_ = f.params;
+    sockaddr_storage me{};
+    socklen_t ml = sizeof me;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&me), &ml);
+    const sansio::Addr peer = to_addr(reinterpret_cast<const sockaddr*>(&f.peer), f.peer_len);
+    mces::EndpointConfig cfg = endpoint_config(to_addr(reinterpret_cast<sockaddr*>(&me), ml), is_loopback(peer));
+    cfg.conn.handshake_timeout = f.params.handshake_timeout_ns > 0 ? f.params.handshake_timeout_ns : kMcesWait;
+    cfg.max_connections = 1;
+    if (!s->start_host(e, fd, cfg)) {
+        if (s->host_ == nullptr) close_internal_fd(fd);
+        delete s;
+        return nullptr;
+    }
+    std::shared_ptr<mces::Connection> c;
+    std::vector<std::string> none;
+    const std::vector<std::string>& el = f.params.elements ? *f.params.elements : none;
+    std::string why;
+    if (s->ep_->connect(peer, f.params.service_class, offer(f.params), now_ns(), c, el, &why) != 0 || !c) {
+        s->shut(e);
+        return nullptr;
+    }
+    auto* l = new (std::nothrow) Link(*s, std::move(c));
+    if (l == nullptr) {
+        s->shut(e);
+        return nullptr;
+    }
+    l->attach_bridge(b, f);
+    s->links_.push_back(l);
+    add(g_totals.connects, 1);
+    s->host_->poke(e);
+    return s;
+}
+
+Site* Site::listener(Engine& e, int udp_fd, int listen_fd, unsigned long ino, int family, const sockaddr* target,
+                     socklen_t tlen, const McesParams& p) noexcept {
+    auto* s = new (std::nothrow) Site();
+    if (s == nullptr) {
+        close_internal_fd(udp_fd);
+        return nullptr;
+    }
+    int big = 8 << 20;
+    setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(udp_fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    s->params_ = p;
+    s->listen_fd_ = listen_fd;
+    s->listen_ino_ = ino;
+    s->family_ = family;
+    memcpy(&s->target_, target, tlen);
+    s->target_len_ = tlen;
+    sockaddr_storage me{};
+    socklen_t ml = sizeof me;
+    getsockname(udp_fd, reinterpret_cast<sockaddr*>(&me), &ml);
+    const sansio::Addr local = to_addr(reinterpret_cast<sockaddr*>(&me), ml);
+    if (!s->start_host(e, udp_fd, endpoint_config(local, is_loopback(local)))) {
+        if (s->host_ == nullptr) close_internal_fd(udp_fd);
+        delete s;
+        return nullptr;
+    }
+    s->ep_->listen(mces::wire::ServerConfig{});
+    s->listening_ = true;
+    g_listening.fetch_add(1, std::memory_order_relaxed);
+    add(g_totals.listeners, 1);
+    e.arm(*s, now_ns() + kListenCheck);
+    return s;
+}
+
+void Site::count_udp() noexcept {
+    if (host_ == nullptr) return;
+    const UdpHostStats& st = host_->stats();
+    add(g_totals.udp_datagrams_out, st.tx_datagrams - counted_.tx_datagrams);
+    add(g_totals.udp_bytes_out, st.tx_bytes - counted_.tx_bytes);
+    add(g_totals.udp_datagrams_in, st.rx_datagrams - counted_.rx_datagrams);
+    add(g_totals.udp_bytes_in, st.rx_bytes - counted_.rx_bytes);
+    counted_ = st;
+}
+
+void Site::accept_new(Engine& e) noexcept {
+    while (auto c = ep_->accept()) {
+        auto* l = new (std::nothrow) Link(*this, c);
+        if (l == nullptr || !listening_ || !l->open_loopback(e, target_, target_len_)) {
+            c->abort();
+            if (l != nullptr) {
+                l->app_ending_ = l->app_closed_ = true;
+                links_.push_back(l);   // freed once the connection drained
+            }
+            continue;
+        }
+        links_.push_back(l);
+    }
+}
+
+void Site::activity(Engine& e) noexcept {
+    if (closing_) return;
+    if (listening_ || ep_->accept_queue_size() > 0) accept_new(e);
+    bool any = false;
+    for (size_t i = 0; i < links_.size(); ++i) any |= links_[i]->pump(e);
+    if (any) host_->poke(e);
+    count_udp();
+    reap(e);
+}
+
+// Free the links that are done; the site itself once a client's link or a
+// closed listener's last link is.
+void Site::reap(Engine& e) noexcept {
+    if (closing_) return;
+    for (size_t i = 0; i < links_.size();) {
+        Link* l = links_[i];
+        if (l->finished() || (l->handed_over_ && l->inflight_ == 0)) {
+            l->add_counters();
+            links_[i] = links_.back();
+            links_.pop_back();
+            delete l;
+            continue;
+        }
+        ++i;
+    }
+    if (links_.empty() && !listening_) shut(e);
+}
+
+void Site::shut(Engine& e) noexcept {
+    if (closing_) return;
+    closing_ = true;
+    count_udp();
+    for (Link* l : links_) l->abort_all(e);
+    if (host_ != nullptr) host_->close(e);
+    host_ = nullptr;
+    if (heap_index_ >= 0) e.cancel(*this);
+    e.arm(*this, now_ns());   // freed from the timer: not inside the host's callback
+}
+
+void Site::fire(Engine& e, int64_t) noexcept {
+    if (closing_) {
+        // Links still waiting for their polls' cancellation keep the site.
+        for (size_t i = 0; i < links_.size();) {
+            if (links_[i]->inflight_ == 0) {
+                if (links_[i]->app_ending_ && !links_[i]->app_closed_) links_[i]->close_app();
+                delete links_[i];
+                links_[i] = links_.back();
+                links_.pop_back();
+                continue;
+            }
+            ++i;
+        }
+        if (!links_.empty()) return e.arm(*this, now_ns() + 10'000'000);
+        delete this;
+        return;
+    }
+    // A listener: is the program's listening socket still there?
+    struct stat st;
+    int acc = 0;
+    socklen_t al = sizeof acc;
+    bool alive = fstat(listen_fd_, &st) == 0 && st.st_ino == listen_ino_ &&
+                 syscall(SYS_getsockopt, listen_fd_, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) == 0 && acc != 0;
+    if (!alive && listening_) {
+        listening_ = false;
+        g_listening.fetch_sub(1, std::memory_order_relaxed);
+        g_totals.listeners.fetch_sub(1, std::memory_order_relaxed);
+        reap(e);
+        if (closing_) return;
+    }
+    e.arm(*this, now_ns() + kListenCheck);
+}
+
+// Exit: half-close every client's program end still open, so its last
+// bytes go and then a FIN; done when every connection has closed (what the
+// program wrote lives in the engine, not in the kernel as TCP's would: a
+// server that exits right after writing must wait for its delivery).
+void Site::drain_all(Engine&) noexcept {
+    for (Site* s = sites_; s; s = s->next_)
+        for (Link* l : s->links_)
+            if (l->bridge_ != nullptr && !l->up_over_) half_close_program_end(*l->bridge_);
+}
+
+bool Site::drained() noexcept {
+    for (Site* s = sites_; s; s = s->next_)
+        for (Link* l : s->links_)
+            if (!l->handed_over_ && l->conn_->state() != mces::Connection::State::closed)
+                return false;
+    return true;
+}
+
+// ---- listener slots ---------------------------------------------------------
+
+struct ListenStart final : Command {
+    std::atomic<int> used{0};
+    int udp_fd = -1, listen_fd = -1, family = 0;
+    unsigned long ino = 0;
+    sockaddr_storage target{};
+    socklen_t tlen = 0;
+    McesParams params;
+    void run(Engine& e) noexcept override {
+        Site::listener(e, udp_fd, listen_fd, ino, family, reinterpret_cast<sockaddr*>(&target), tlen, params);
+        used.store(0, std::memory_order_release);
+    }
+};
+ListenStart g_listen_slots[kMaxListeners];
+
+void drain_hooks() noexcept {
+    static std::atomic<bool> hooks{false};
+    if (!hooks.exchange(true)) set_drain_hooks(&Site::drain_all, &Site::drained);
+}
+
+}  // namespace
+
+void McesFlow::Start::run(Engine& e) noexcept {
+    if (Site::client(e, *b, *f) != nullptr) return;
+    // No endpoint (memory, the UDP socket refused): the flow goes to kernel
+    // TCP rather than fail (fail open).
+    f->carried.store(fell_back, std::memory_order_relaxed);
+    b->allow_direct = true;
+    start_bridge(e, *b);
+}
+
+void start_mces_bridge(Engine& e, BridgeState& s, McesFlow& f) noexcept {
+    drain_hooks();
+    s.up.direct = s.down.direct = false;   // no kernel transport to move bytes on
+    s.up.held.store(0, std::memory_order_relaxed);
+    s.down.held.store(0, std::memory_order_relaxed);
+    s.down_relayed.store(0, std::memory_order_relaxed);
+    s.down_taken.store(0, std::memory_order_relaxed);
+    s.rx_epfd = -1;
+    s.rx_token = nullptr;
+    s.rx_skipped.store(0, std::memory_order_relaxed);
+    s.kick.state = &s;
+    s.impl = nullptr;
+    s.engine = &e;
+    s.allow_direct = false;
+    f.carried.store(McesFlow::trying, std::memory_order_relaxed);
+    f.start.b = &s;
+    f.start.f = &f;
+    e.submit(f.start);
+}
+
+int mces_listen(Engine& e, int udp_fd, int listen_fd, unsigned long listen_ino, int family, const sockaddr* target,
+                socklen_t target_len, const McesParams& p) noexcept {
+    drain_hooks();
+    if (target_len > sizeof(sockaddr_storage)) {
+        close_internal_fd(udp_fd);
+        return -EINVAL;
+    }
+    for (ListenStart& s : g_listen_slots) {
+        int expected = 0;
+        if (!s.used.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) continue;
+        s.udp_fd = udp_fd;
+        s.listen_fd = listen_fd;
+        s.ino = listen_ino;
+        s.family = family;
+        memcpy(&s.target, target, target_len);
+        s.tlen = target_len;
+        s.params = p;
+        e.submit(s);
+        return 0;
+    }
+    close_internal_fd(udp_fd);
+    return -EMFILE;
+}
+
+bool mces_listening() noexcept { return g_listening.load(std::memory_order_relaxed) > 0; }
+
+bool mces_claim_accepted(const sockaddr* from, socklen_t len, int family, sockaddr_storage& peer,
+                         socklen_t& peer_len) noexcept {
+    if (from == nullptr || !mces_listening()) return false;
+    const sansio::Addr key = to_addr(from, len);
+    if (key.port == 0) return false;
+    for (unsigned i = 0; i < kAccepts; ++i) {
+        AcceptEntry& a = g_accepts[(key.port + i) % kAccepts];
+        uint64_t w = a.word.load(std::memory_order_acquire);
+        if ((w & 3) != 2 || !(a.from == key)) continue;
+        const sansio::Addr p = a.peer;
+        if (!a.word.compare_exchange_strong(w, ((w >> 2) + 1) << 2, std::memory_order_acq_rel)) continue;
+        peer_len = from_addr(p, peer, family);
+        if (peer_len == 0) return false;
+        add(g_totals.accepted, 1);
+        return true;
+    }
+    return false;
+}
+
+McesTotals& mces_totals() noexcept { return g_totals; }
+int mces_sites() noexcept { return g_sites.load(std::memory_order_relaxed); }
+
+std::string mces_totals_json() {
+    const McesTotals& t = g_totals;
+    auto v = [](const std::atomic<uint64_t>& a) { return static_cast<unsigned long long>(a.load(std::memory_order_relaxed)); };
+    char b[640];
+    snprintf(b, sizeof b,
+             "{\"connects\":%llu,\"established\":%llu,\"refused\":%llu,\"fallbacks\":%llu,\"accepted\":%llu,"
+             "\"listeners\":%llu,\"stream_out\":%llu,\"stream_in\":%llu,\"udp_datagrams_out\":%llu,"
+             "\"udp_bytes_out\":%llu,\"udp_datagrams_in\":%llu,\"udp_bytes_in\":%llu,\"retransmits\":%llu,"
+             "\"lost\":%llu}",
+             v(t.connects), v(t.established), v(t.refused), v(t.fallbacks), v(t.accepted), v(t.listeners),
+             v(t.stream_out), v(t.stream_in), v(t.udp_datagrams_out), v(t.udp_bytes_out), v(t.udp_datagrams_in),
+             v(t.udp_bytes_in), v(t.retransmits), v(t.lost));
+    return b;
+}
+
+bool mces_peer_says_native(const sockaddr* peer, socklen_t len) noexcept {
+    return PeerTable::process().lookup(to_addr(peer, len), now_ns()) == PeerVerdict::native;
+}
+
+}  // namespace gs::engine

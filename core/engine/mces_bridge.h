@@ -1,0 +1,137 @@
+// TCP flows carried over MCES (transport = mces / auto), for the shim.
+// docs/mces.md, "Through the shim", says what a program sees.
+//
+// Client (start_mces_bridge): the program's fd is already the program's end
+// of an AF_UNIX stream pair (as for a TCP bridge, core/engine/bridge.h; the
+// BridgeState is the same, with allow_direct false: every byte goes through
+// the engine, there is no kernel transport to take them from). The engine
+// opens an MCES class-1 (or 2) connection on its own UDP socket, connected to
+// the peer's IP and the TCP port, and relays: program's end -> write() while
+// it takes bytes, read() -> program's end. EOF from the program becomes
+// shutdown_write, the peer's FIN an EOF; RESET gives ECONNRESET, an idle
+// timeout ETIMEDOUT, an ICMP unreachable or a REFUSE ECONNREFUSED, a
+// handshake nobody answers ETIMEDOUT. With `fallback` (transport = auto) the
+// last two (no MCES there) instead connect the program's TCP socket (the
+// BridgeState's transport) and hand the flow to an ordinary TCP bridge
+// (start_bridge), and the answer is remembered (mces_peers.h).
+//
+// Server (mces_listen): an MCES endpoint on a UDP socket bound to the
+// program's TCP listening address. Each MCES connection it accepts becomes a
+// kernel TCP connection the engine opens over loopback to the program's own
+// listening socket, so accept(), accept4 flags, poll and epoll work as they
+// do; the engine relays between its end of that connection and the MCES
+// connection. The shim's accept hook recognises the connection by its source
+// address (mces_claim_accepted) and answers getpeername with the MCES peer.
+//
+// Engine thread for everything inside; the functions here may be called from
+// any thread. No exception leaves this file.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/engine/bridge.h"
+#include "core/engine/engine.h"
+
+namespace gs::engine {
+
+// What one flow asks of MCES (from the policy's decision).
+struct McesParams {
+    uint8_t service_class = 1;          // 1 reliable, 2 guaranteed
+    uint64_t rate = 0;                  // bytes/s asked (QoS offer), 0: none
+    int dscp = -1;                      // QoS offer, -1: none
+    int priority = -1;
+    // The policy's `elements` (owned by the policy, which lives as long as
+    // the process); null or empty: the class's default chain.
+    const std::vector<std::string>* elements = nullptr;
+    bool fallback = false;              // transport = auto: no answer -> kernel TCP
+    // Give up on a handshake nobody answers after this long: kAutoWait with
+    // fallback, kMcesWait without.
+    int64_t handshake_timeout_ns = 0;
+};
+// The bound on an unanswered handshake before auto falls back (an ICMP
+// unreachable falls back at once): 1 s, INITIALs at 0, 250 and 750 ms.
+constexpr int64_t kAutoWait = 1'000'000'000;
+// transport = mces: ETIMEDOUT after this long without an answer.
+constexpr int64_t kMcesWait = 5'000'000'000;
+
+// The shim's per-flow part of an MCES flow (embedded in its flow record:
+// no allocation on the program's thread).
+struct McesFlow {
+    enum Kind : uint8_t { none = 0, client = 1, accepted = 2 };
+    enum Carried : int { trying = 0, mces = 1, fell_back = 2 };
+    Kind kind = none;
+    // client: mces until the handshake fails with fallback, then fell_back
+    // (the TCP bridge's transport answers from then on). Written by the
+    // engine before the bridge's phase leaves `connecting`.
+    std::atomic<int> carried{trying};
+    // The addresses the program is told: client, the UDP socket's local
+    // address and the peer it connected to; accepted, the MCES peer (in the
+    // listener's family) and, for `local`, nothing (the kernel's answer).
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = 0, peer_len = 0;
+    McesParams params;
+    int udp_fd = -1;                    // client: handed to the engine at start
+    struct Start final : Command {
+        BridgeState* b = nullptr;
+        McesFlow* f = nullptr;
+        void run(Engine& e) noexcept override;
+    } start;
+};
+
+// Client: carry the prepared bridge `b` (program's end, transport = the
+// program's unconnected TCP socket, peer, filler: as for start_bridge) over
+// MCES on `f.udp_fd` (a UDP socket connected to the peer, guarded; owned by
+// the engine from here on), with f.params. Any thread; no allocation here.
+// The outcome arrives as for start_bridge: phase, error, connect_done.
+void start_mces_bridge(Engine& e, BridgeState& b, McesFlow& f) noexcept;
+
+// Server: accept MCES connections on `udp_fd` (bound to the listener's
+// address and port, guarded; owned by the engine from here on) and deliver
+// each over a kernel TCP connection to `target` (the listener's address, or
+// loopback for a wildcard one). The engine stops accepting when `listen_fd`
+// no longer is the listening socket with inode `listen_ino` (looked at
+// every second): the program closed it. `family` is the listener's.
+// Returns 0, or -EMFILE when kMaxListeners are running (udp_fd is then
+// closed).
+constexpr int kMaxListeners = 64;
+int mces_listen(Engine& e, int udp_fd, int listen_fd, unsigned long listen_ino, int family,
+                const sockaddr* target, socklen_t target_len, const McesParams& p) noexcept;
+
+// Whether any MCES listener is running (the accept hook asks first: one
+// relaxed load when none).
+bool mces_listening() noexcept;
+// The accept hook: `from` (the accepted connection's peer address) is one
+// the engine opened for an MCES connection: true, `peer` the MCES peer in
+// `family`'s form. Each connection is claimed once.
+bool mces_claim_accepted(const sockaddr* from, socklen_t len, int family, sockaddr_storage& peer,
+                         socklen_t& peer_len) noexcept;
+
+// Process-wide counters (any thread reads; gsctl flows and --stats).
+struct McesTotals {
+    std::atomic<uint64_t> connects{0};          // client MCES connections begun
+    std::atomic<uint64_t> established{0};       // ... established
+    std::atomic<uint64_t> refused{0};           // ... ended by ICMP unreachable / REFUSE / no answer (mces)
+    std::atomic<uint64_t> fallbacks{0};         // auto: went to kernel TCP
+    std::atomic<uint64_t> accepted{0};          // server: MCES connections delivered to accept()
+    std::atomic<uint64_t> listeners{0};         // running listeners
+    std::atomic<uint64_t> stream_out{0}, stream_in{0};     // bytes relayed program <-> MCES
+    std::atomic<uint64_t> udp_datagrams_out{0}, udp_bytes_out{0};
+    std::atomic<uint64_t> udp_datagrams_in{0}, udp_bytes_in{0};
+    std::atomic<uint64_t> retransmits{0}, lost{0};          // of finished connections
+};
+McesTotals& mces_totals() noexcept;
+// Endpoints (a client connection's, a listener's) the engine still runs:
+// they outlive the program's side until their connections have drained.
+int mces_sites() noexcept;
+// {"connects":...,...}: the counters as one JSON object.
+std::string mces_totals_json();
+
+// The peer verdict table's key for a sockaddr (mces_peers.h).
+bool mces_peer_says_native(const sockaddr* peer, socklen_t len) noexcept;
+
+}  // namespace gs::engine

@@ -1,0 +1,304 @@
+// TCP flows over MCES in the engine (core/engine/mces_bridge.h), without the
+// shim: a client bridge prepared as the shim prepares it (the program's end
+// of a socketpair, the program's TCP socket as transport, a UDP socket
+// connected to the peer), and a listener that delivers MCES connections to
+// a kernel TCP listening socket. Plus the auto verdict table.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "core/engine/engine.h"
+#include "core/engine/mces_bridge.h"
+#include "core/engine/mces_peers.h"
+#include "tests/core/on_engine.h"
+
+using namespace gs;
+using namespace gs::engine;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+sockaddr_in loopback(uint16_t port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    return a;
+}
+
+// A TCP listener on 127.0.0.1 (port chosen by the kernel).
+int tcp_listener(uint16_t& port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a = loopback(0);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(listen(fd, 16) == 0);
+    socklen_t l = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &l);
+    port = ntohs(a.sin_port);
+    return fd;
+}
+
+// A UDP port nobody listens on (bound, read, closed).
+// A TCP listener on 127.0.0.1 that also takes MCES connections on the same
+// port (what the shim sets up at listen()); its port in `port`.
+int mces_listener(Engine& e, uint16_t& port) {
+    int lfd = tcp_listener(port);
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in here = loopback(port);
+    REQUIRE(bind(u, reinterpret_cast<sockaddr*>(&here), sizeof here) == 0);
+    struct stat st;
+    REQUIRE(fstat(lfd, &st) == 0);
+    REQUIRE(mces_listen(e, u, lfd, st.st_ino, AF_INET, reinterpret_cast<sockaddr*>(&here), sizeof here,
+                        McesParams{}) == 0);
+    return lfd;
+}
+
+uint16_t free_udp_port() {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a = loopback(0);
+    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t l = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &l);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+// What the shim's bridge_connect and mces_connect prepare.
+struct ClientFlow {
+    BridgeState b;
+    McesFlow f;
+    int program = -1;                 // the program's end
+    std::atomic<bool> done{false};
+    ~ClientFlow() {
+        if (program >= 0) close(program);
+        if (b.transport >= 0) close(b.transport);
+    }
+    void prepare(uint16_t port, bool fallback, int64_t wait_ns) {
+        int sp[2];
+        REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
+        program = sp[0];
+        b.app_end = sp[1];
+        b.transport = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in peer = loopback(port);
+        memcpy(&b.peer, &peer, sizeof peer);
+        b.peer_len = sizeof peer;
+        b.owner = this;
+        b.on_done = [](BridgeState* s) noexcept { static_cast<ClientFlow*>(s->owner)->done.store(true); };
+        int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        REQUIRE(connect(u, reinterpret_cast<sockaddr*>(&peer), sizeof peer) == 0);
+        f.udp_fd = u;
+        memcpy(&f.peer, &peer, sizeof peer);
+        f.peer_len = sizeof peer;
+        f.kind = McesFlow::client;
+        f.params.fallback = fallback;
+        f.params.handshake_timeout_ns = wait_ns;
+    }
+};
+
+bool write_all(int fd, const uint8_t* p, size_t n) {
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0) return false;
+        p += w;
+        n -= static_cast<size_t>(w);
+    }
+    return true;
+}
+
+// Reads until EOF (or an error: returns what came, errno in *err).
+std::vector<uint8_t> read_all(int fd, int* err = nullptr) {
+    std::vector<uint8_t> out;
+    uint8_t buf[65536];
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            if (err) *err = r < 0 ? errno : 0;
+            return out;
+        }
+        out.insert(out.end(), buf, buf + r);
+    }
+}
+
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) {
+        seed = seed * 1103515245u + 12345u;
+        v[i] = static_cast<uint8_t>(seed >> 16);
+    }
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("peer table: verdicts per address and port, each for its TTL") {
+    PeerTable t;
+    const sansio::Addr a = sansio::Addr::v4(0x0a000001, 80), b = sansio::Addr::v4(0x0a000001, 81);
+    CHECK(t.lookup(a, 0) == PeerVerdict::unknown);
+    t.record(a, PeerVerdict::native, 1000);
+    CHECK(t.lookup(a, 1000) == PeerVerdict::native);
+    CHECK(t.lookup(b, 1000) == PeerVerdict::unknown);   // another port is another peer
+    CHECK(t.lookup(a, 1000 + PeerTable::kNativeTtl - 1) == PeerVerdict::native);
+    CHECK(t.lookup(a, 1000 + PeerTable::kNativeTtl) == PeerVerdict::unknown);
+    t.record(a, PeerVerdict::mces, 5000);   // a new answer replaces the old
+    CHECK(t.lookup(a, 5000 + PeerTable::kMcesTtl - 1) == PeerVerdict::mces);
+    CHECK(t.lookup(a, 5000 + PeerTable::kMcesTtl) == PeerVerdict::unknown);
+    // Bounded: many peers never grow it; a slot reused forgets its old peer.
+    for (uint32_t i = 0; i < 10 * PeerTable::kSlots; ++i) t.record(sansio::Addr::v4(0x0b000000 + i, 443), PeerVerdict::native, 10);
+    unsigned known = 0;
+    for (uint32_t i = 0; i < 10 * PeerTable::kSlots; ++i)
+        known += t.lookup(sansio::Addr::v4(0x0b000000 + i, 443), 10) == PeerVerdict::native;
+    CHECK(known <= PeerTable::kSlots);
+    CHECK(known > 0);
+    t.clear();
+    CHECK(t.lookup(sansio::Addr::v4(0x0b000000 + 10 * PeerTable::kSlots - 1, 443), 10) == PeerVerdict::unknown);
+}
+
+TEST_CASE("client over MCES: nobody on the UDP port is ECONNREFUSED at once (ICMP), silence is ETIMEDOUT") {
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    {
+        ClientFlow c;
+        c.prepare(free_udp_port(), false, kMcesWait);
+        auto t0 = Clock::now();
+        start_mces_bridge(*e, c.b, c.f);
+        CHECK(c.b.wait_connected() == ECONNREFUSED);
+        CHECK(Clock::now() - t0 < std::chrono::milliseconds(500));
+        CHECK(test::eventually([&] { return c.done.load(); }));
+        char x;
+        CHECK(recv(c.program, &x, 1, 0) == 0);   // the program's end is shut: EOF (the shim adds the errno)
+    }
+    {
+        int silent = socket(AF_INET, SOCK_DGRAM, 0);   // bound: no ICMP, and no answer
+        sockaddr_in a = loopback(0);
+        bind(silent, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        socklen_t l = sizeof a;
+        getsockname(silent, reinterpret_cast<sockaddr*>(&a), &l);
+        ClientFlow c;
+        c.prepare(ntohs(a.sin_port), false, 300'000'000);
+        auto t0 = Clock::now();
+        start_mces_bridge(*e, c.b, c.f);
+        CHECK(c.b.wait_connected() == ETIMEDOUT);
+        auto took = Clock::now() - t0;
+        CHECK(took >= std::chrono::milliseconds(290));
+        CHECK(took < std::chrono::milliseconds(1500));
+        CHECK(test::eventually([&] { return c.done.load(); }));
+        close(silent);
+    }
+    CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));   // every connection drained and freed
+    Engine::destroy(e);
+}
+
+TEST_CASE("auto: no MCES there falls back to kernel TCP, and the peer is remembered") {
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    uint16_t port = 0;
+    int lfd = tcp_listener(port);   // TCP there; the UDP port is closed: ICMP unreachable
+    PeerTable::process().clear();
+    ClientFlow c;
+    c.prepare(port, true, kAutoWait);
+    const uint64_t fallbacks = mces_totals().fallbacks.load();
+    start_mces_bridge(*e, c.b, c.f);
+    CHECK(c.b.wait_connected() == 0);
+    CHECK(c.f.carried.load() == McesFlow::fell_back);
+    CHECK(mces_totals().fallbacks.load() == fallbacks + 1);
+    sockaddr_in peer = loopback(port);
+    CHECK(mces_peer_says_native(reinterpret_cast<sockaddr*>(&peer), sizeof peer));
+    int s = accept(lfd, nullptr, nullptr);
+    REQUIRE(s >= 0);
+    const auto data = pattern(200000, 7);
+    REQUIRE(write_all(c.program, data.data(), data.size()));
+    shutdown(c.program, SHUT_WR);
+    CHECK(read_all(s) == data);   // over the TCP bridge
+    close(s);
+    CHECK(test::eventually([&] { return c.done.load(); }));
+    close(lfd);
+    CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));   // every connection drained and freed
+    Engine::destroy(e);
+}
+
+TEST_CASE("client to listener over MCES: bytes both ways, half-close, accept sees the MCES peer") {
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    uint16_t port = 0;
+    int lfd = mces_listener(*e, port);
+    REQUIRE(test::eventually([] { return mces_listening(); }));
+
+    ClientFlow c;
+    c.prepare(port, false, kMcesWait);
+    sockaddr_in udp_local{};
+    socklen_t ul = sizeof udp_local;
+    getsockname(c.f.udp_fd, reinterpret_cast<sockaddr*>(&udp_local), &ul);
+    start_mces_bridge(*e, c.b, c.f);
+    REQUIRE(c.b.wait_connected() == 0);
+    CHECK(c.f.carried.load() == McesFlow::mces);
+
+    sockaddr_storage from{};
+    socklen_t fl = sizeof from;
+    int s = accept(lfd, reinterpret_cast<sockaddr*>(&from), &fl);
+    REQUIRE(s >= 0);
+    sockaddr_storage mp{};
+    socklen_t ml = 0;
+    REQUIRE(mces_claim_accepted(reinterpret_cast<sockaddr*>(&from), fl, AF_INET, mp, ml));
+    CHECK(ml == sizeof(sockaddr_in));
+    CHECK(reinterpret_cast<sockaddr_in&>(mp).sin_port == udp_local.sin_port);   // the client's UDP address
+    CHECK_FALSE(mces_claim_accepted(reinterpret_cast<sockaddr*>(&from), fl, AF_INET, mp, ml));   // once
+
+    // 4 MB up while 3 MB come down, each read to the end in its own thread.
+    const auto up = pattern(4 << 20, 1), down = pattern(3 << 20, 2);
+    std::vector<uint8_t> got_up, got_down;
+    std::thread server([&] {
+        got_up = read_all(s);   // until the client's FIN
+    });
+    std::thread reader([&] { got_down = read_all(c.program); });
+    REQUIRE(write_all(s, down.data(), down.size()));
+    REQUIRE(write_all(c.program, up.data(), up.size()));
+    shutdown(c.program, SHUT_WR);
+    server.join();
+    CHECK(got_up == up);
+    shutdown(s, SHUT_WR);   // EOF reaches the program after every byte
+    reader.join();
+    CHECK(got_down == down);
+    close(s);
+    CHECK(test::eventually([&] { return c.done.load(); }));
+    CHECK(mces_totals().stream_out.load() >= up.size() + down.size());
+    close(lfd);   // the listener notices within a second
+    CHECK(test::eventually([] { return !mces_listening(); }, 3000));
+    CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));   // every connection drained and freed
+    Engine::destroy(e);
+}
+
+TEST_CASE("a RESET from the MCES side reaches the client program as ECONNRESET") {
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    uint16_t port = 0;
+    int lfd = mces_listener(*e, port);
+    ClientFlow c;
+    c.prepare(port, false, kMcesWait);
+    start_mces_bridge(*e, c.b, c.f);
+    REQUIRE(c.b.wait_connected() == 0);
+    int s = accept(lfd, nullptr, nullptr);
+    REQUIRE(s >= 0);
+    linger l{1, 0};   // the server program resets its connection
+    setsockopt(s, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    close(s);
+    int err = 0;
+    read_all(c.program, &err);
+    CHECK(test::eventually([&] { return c.b.error.load() == ECONNRESET; }));
+    CHECK(test::eventually([&] { return c.done.load(); }));
+    close(lfd);
+    CHECK(test::eventually([] { return !mces_listening(); }, 3000));
+    CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));   // every connection drained and freed
+    Engine::destroy(e);
+}
