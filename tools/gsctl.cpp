@@ -24,7 +24,9 @@
 #include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,6 +50,8 @@ constexpr const char* kUsage =
     "                                 a live table of processes, flows and rates\n"
     "  overlay status [--server HOST:PORT] [--json] [ID]\n"
     "                                 overlays and members an overlay server knows\n"
+    "  overlay members [ID] [--root ADDRESS] [--json]\n"
+    "                                 members on this host: neighbours, tree for a root\n"
     "\n"
     "Run 'gsctl policy --help', 'gsctl policy SUBCOMMAND --help',\n"
     "'gsctl reservations --help', 'gsctl flows --help', 'gsctl top --help' or\n"
@@ -744,6 +748,8 @@ struct Json {
     enum class Type : uint8_t { null, boolean, number, string, array, object } type = Type::null;
     bool b = false;
     double n = 0;
+    bool whole = false;   // a non-negative integer that fits in u (exactly, unlike n)
+    uint64_t u = 0;
     std::string s;
     std::vector<Json> a;
     // An object's members, in order. Two vectors: std::vector may hold the
@@ -882,6 +888,13 @@ private:
         char* e = nullptr;
         v.n = strtod(num.c_str(), &e);
         v.type = Json::Type::number;
+        // Whole numbers beyond 2^53 (a DT member's logical address) keep every digit.
+        if (num.find_first_not_of("0123456789") == std::string::npos && num.size() <= 20) {
+            errno = 0;
+            unsigned long long u = strtoull(num.c_str(), nullptr, 10);
+            v.whole = errno == 0;
+            v.u = u;
+        }
         return e && *e == '\0';
     }
     const char* p_;
@@ -979,8 +992,9 @@ std::string proc_label(pid_t pid) {
     return (n.empty() ? std::string("pid ") : n + "[") + std::to_string(pid) + (n.empty() ? "" : "]");
 }
 
-// The sockets to ask: DIR/PID.sock for the PIDs given, else every one in DIR.
-Collected collect(const std::vector<pid_t>& pids) {
+// The sockets to ask: DIR/PID.sock for the PIDs given, else every one in DIR;
+// `request` is the line each is sent ("flows", "overlays ROOT").
+Collected collect(const std::vector<pid_t>& pids, const std::string& request = "flows") {
     Collected c;
     std::string why;
     int rc = gq::runtime_dir(c.dir, why, gq::DirMode::check);
@@ -1018,7 +1032,7 @@ Collected collect(const std::vector<pid_t>& pids) {
     for (pid_t pid : targets) {
         std::string path = c.dir + "/" + std::to_string(pid) + ".sock";
         std::string out;
-        int r = ask(path, "flows", out);
+        int r = ask(path, request.c_str(), out);
         if (r == 0) {
             ProcAnswer a;
             a.pid = pid;
@@ -1148,6 +1162,199 @@ int cmd_flows(const std::vector<std::string>& args) {
     }
     return c.named_missing ? 1 : 0;
 }
+
+constexpr const char* kMembersUsage =
+    "usage: gsctl overlay members [OVERLAY_ID] [--root ADDRESS] [--json]\n"
+    "\n"
+    "The overlay members this user's gsocket processes run on this host (each\n"
+    "answers on its control socket; network namespaces do not matter): overlay,\n"
+    "logical address, process, neighbours. With --root, each member's parent and\n"
+    "children in the spanning tree rooted at ADDRESS (a logical address as listed),\n"
+    "and the tree itself drawn from the root through the members found here,\n"
+    "with any member the tree does not reach (or reaches twice) named.\n"
+    "Exit status: 0 ok, 1 no member found or the tree is broken, 2 usage error.\n";
+
+struct MemberView {
+    pid_t pid = 0;
+    std::string proc;
+    uint64_t overlay = 0;
+    std::string protocol;
+    bool joined = false;
+    uint64_t address = 0;
+    std::vector<uint64_t> neighbors, children;
+    bool has_parent = false;
+    uint64_t parent = 0;
+    std::vector<std::pair<std::string, double>> stats;   // the node's counters, as the member sent them
+};
+
+std::vector<uint64_t> u64_list(const Json* v) {
+    std::vector<uint64_t> out;
+    if (v && v->type == Json::Type::array)
+        for (const Json& x : v->a)
+            if (x.type == Json::Type::number && x.whole) out.push_back(x.u);
+    return out;
+}
+
+std::string list_text(const std::vector<uint64_t>& v) {
+    if (v.empty()) return "-";
+    std::string s;
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    return s;
+}
+
+// Draws root's tree from the members' children lists; returns false (with
+// what is wrong on stderr) when a member is unreachable or reached twice.
+bool print_tree(const std::vector<const MemberView*>& ms, uint64_t root) {
+    std::map<uint64_t, const MemberView*> by;
+    for (const MemberView* m : ms) by[m->address] = m;
+    if (!by.count(root)) {
+        fprintf(stderr, "gsctl: no member here has address %llu: give --root one of the addresses listed\n",
+                static_cast<unsigned long long>(root));
+        return false;
+    }
+    std::map<uint64_t, int> seen;
+    bool ok = true;
+    std::function<void(uint64_t, const std::string&, bool, int)> walk = [&](uint64_t a, const std::string& pre, bool last,
+                                                                         int depth) {
+        const bool again = seen[a]++ > 0;
+        auto it = by.find(a);
+        printf("%s%s%llu%s\n", pre.c_str(), depth == 0 ? "" : (last ? "`-- " : "|-- "),
+               static_cast<unsigned long long>(a),
+               again ? "  (reached twice)" : it == by.end() ? "  (not a member found here)" : "");
+        if (again) ok = false;
+        if (again || it == by.end() || depth > 64) return;
+        const auto& kids = it->second->children;
+        for (size_t i = 0; i < kids.size(); ++i)
+            walk(kids[i], depth == 0 ? "" : pre + (last ? "    " : "|   "), i + 1 == kids.size(), depth + 1);
+    };
+    printf("tree rooted at %llu:\n", static_cast<unsigned long long>(root));
+    walk(root, "", true, 0);
+    for (const MemberView* m : ms)
+        if (!seen.count(m->address)) {
+            fprintf(stderr, "gsctl: member %llu (%s) is not in the tree\n", static_cast<unsigned long long>(m->address),
+                    m->proc.c_str());
+            ok = false;
+        }
+    return ok;
+}
+
+}  // namespace
+
+int cmd_overlay_members(const std::vector<std::string>& args) {
+    bool json = false;
+    std::string root_text;
+    uint64_t only = 0;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (is_help(a)) {
+            fputs(kMembersUsage, stdout);
+            return 0;
+        }
+        if (a == "--json") {
+            json = true;
+        } else if (a == "--root") {
+            if (++i == args.size()) return usage_error("--root needs a logical address", kMembersUsage);
+            root_text = args[i];
+            errno = 0;
+            if (root_text.empty() || root_text.find_first_not_of("0123456789") != std::string::npos ||
+                root_text.size() > 20 || (strtoull(root_text.c_str(), nullptr, 10), errno != 0))
+                return usage_error("--root " + root_text + ": a logical address is a decimal number, as listed",
+                                   kMembersUsage);
+        } else if (!a.empty() && a.find_first_not_of("0123456789") == std::string::npos && a.size() <= 19 && only == 0 &&
+                   std::stoull(a) > 0) {
+            only = std::stoull(a);
+        } else {
+            return usage_error("unexpected argument '" + a + "'", kMembersUsage);
+        }
+    }
+    const bool with_root = !root_text.empty();
+    const uint64_t root = with_root ? strtoull(root_text.c_str(), nullptr, 10) : 0;
+    Collected c = collect({}, with_root ? "overlays " + root_text : std::string("overlays"));
+    // Processes without members answer with an empty list; only real trouble is worth a note.
+    for (const std::string& n : c.notes)
+        if (n.find("has no control socket") == std::string::npos) fprintf(stderr, "gsctl: %s\n", n.c_str());
+    if (c.dir_error) return 1;
+    std::vector<MemberView> ms;
+    for (const ProcAnswer& p : c.procs) {
+        const Json* list = p.obj.get("overlays");
+        if (list == nullptr || list->type != Json::Type::array) continue;
+        for (const Json& o : list->a) {
+            MemberView m;
+            m.pid = p.pid;
+            m.proc = proc_label(p.pid);
+            auto whole = [&](std::string_view k) {
+                const Json* v = o.get(k);
+                return v && v->type == Json::Type::number && v->whole ? v->u : 0;
+            };
+            m.overlay = whole("overlay");
+            if (only && m.overlay != only) continue;
+            m.protocol = o.str("protocol");
+            m.joined = o.flag("joined");
+            m.address = whole("address");
+            m.neighbors = u64_list(o.get("neighbors"));
+            m.children = u64_list(o.get("children"));
+            const Json* par = o.get("parent");
+            m.has_parent = par && par->type == Json::Type::number && par->whole;
+            if (m.has_parent) m.parent = par->u;
+            if (const Json* st = o.get("stats"); st && st->type == Json::Type::object)
+                for (size_t k = 0; k < st->keys.size(); ++k)
+                    if (st->values[k].type == Json::Type::number) m.stats.emplace_back(st->keys[k], st->values[k].n);
+            ms.push_back(std::move(m));
+        }
+    }
+    if (json) {
+        printf("{\"members\":[");
+        for (size_t i = 0; i < ms.size(); ++i) {
+            const MemberView& m = ms[i];
+            printf("%s\n{\"pid\":%d,\"overlay\":%llu,\"protocol\":%s,\"joined\":%s,\"address\":%llu,\"neighbors\":[%s]",
+                   i ? "," : "", static_cast<int>(m.pid), static_cast<unsigned long long>(m.overlay),
+                   json_str(m.protocol).c_str(), m.joined ? "true" : "false", static_cast<unsigned long long>(m.address),
+                   m.neighbors.empty() ? "" : list_text(m.neighbors).c_str());
+            if (with_root) {
+                printf(",\"parent\":%s,\"children\":[%s]", m.has_parent ? std::to_string(m.parent).c_str() : "null",
+                       m.children.empty() ? "" : list_text(m.children).c_str());
+            }
+            printf(",\"stats\":{");
+            for (size_t k = 0; k < m.stats.size(); ++k)
+                printf("%s%s:%.0f", k ? "," : "", json_str(m.stats[k].first).c_str(), m.stats[k].second);
+            printf("}}");
+        }
+        printf("%s]}\n", ms.empty() ? "" : "\n");
+        return ms.empty() ? 1 : 0;
+    }
+    if (ms.empty()) {
+        fprintf(stderr, "gsctl: no overlay member%s runs in this user's gsocket processes (%s)\n",
+                only ? (" of overlay " + std::to_string(only)).c_str() : "", c.dir.c_str());
+        return 1;
+    }
+    std::sort(ms.begin(), ms.end(), [](const MemberView& a, const MemberView& b) {
+        return a.overlay != b.overlay ? a.overlay < b.overlay : a.address < b.address;
+    });
+    printf("%-12s %-5s %-20s %-24s %-24s", "OVERLAY", "PROTO", "ADDRESS", "PROCESS", "NEIGHBOURS");
+    if (with_root) printf(" %-20s %s", "PARENT", "CHILDREN");
+    printf("\n");
+    for (const MemberView& m : ms) {
+        printf("%-12llu %-5s %-20s %-24s %-24s", static_cast<unsigned long long>(m.overlay), m.protocol.c_str(),
+               m.joined ? std::to_string(m.address).c_str() : "(joining)", m.proc.c_str(), list_text(m.neighbors).c_str());
+        if (with_root)
+            printf(" %-20s %s", m.has_parent ? std::to_string(m.parent).c_str() : "(root)", list_text(m.children).c_str());
+        printf("\n");
+    }
+    if (!with_root) return 0;
+    bool ok = true;
+    std::set<uint64_t> overlays;
+    for (const MemberView& m : ms) overlays.insert(m.overlay);
+    for (uint64_t id : overlays) {
+        std::vector<const MemberView*> in;
+        for (const MemberView& m : ms)
+            if (m.overlay == id && m.joined) in.push_back(&m);
+        printf("overlay %llu: ", static_cast<unsigned long long>(id));
+        ok &= print_tree(in, root);
+    }
+    return ok ? 0 : 1;
+}
+
+namespace {
 
 int cmd_top(const std::vector<std::string>& args) {
     double interval = 1.0;

@@ -17,13 +17,19 @@ namespace {
 
 constexpr const char* kOverlayUsage =
     "usage: gsctl overlay status [--server HOST:PORT] [--json] [OVERLAY_ID]\n"
+    "       gsctl overlay members [OVERLAY_ID] [--root ADDRESS] [--json]\n"
     "\n"
+    "status:\n"
     "What the overlay server knows (default server 127.0.0.1:8081, gsoverlayd's\n"
     "default): without OVERLAY_ID every overlay with its protocol and member count;\n"
     "with it the overlay's attributes (key ones marked *) and its members with the\n"
     "seconds left of their leases. Members renew every Lease/3, so a live member\n"
     "never runs out. Exit status: 0 ok, 1 the server does not answer or does not\n"
-    "know the overlay, 2 usage error.\n";
+    "know the overlay, 2 usage error.\n"
+    "\n"
+    "members: what the members running on this host see: their neighbours and,\n"
+    "with --root, their parent and children in that root's tree, drawn as a tree\n"
+    "(gsctl overlay members --help).\n";
 
 std::string json_str(const std::string& s) {
     std::string o = "\"";
@@ -54,11 +60,14 @@ int fail_call(const std::string& server, int rc, const srv::Response* a) {
 
 }  // namespace
 
+int cmd_overlay_members(const std::vector<std::string>& args);   // gsctl.cpp: asks the control sockets
+
 int cmd_overlay(const std::vector<std::string>& args) {
     if (args.empty() || args[0] == "-h" || args[0] == "--help") {
         fputs(kOverlayUsage, args.empty() ? stderr : stdout);
         return args.empty() ? 2 : 0;
     }
+    if (args[0] == "members") return cmd_overlay_members(std::vector<std::string>(args.begin() + 1, args.end()));
     if (args[0] != "status") {
         fprintf(stderr, "gsctl: unknown overlay command '%s'\n\n%s", args[0].c_str(), kOverlayUsage);
         return 2;

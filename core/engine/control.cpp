@@ -17,6 +17,8 @@
 // start/stop handshake; everything else is the engine thread's.
 #include "core/engine/control.h"
 
+#include "core/engine/overlay_status.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -220,10 +222,12 @@ void Conn::answer(Engine& e) noexcept {
     if (n > 0 && buf[n - 1] == '\r') --n;   // netcat -C, telnet
     std::string_view line(buf, n);
     if (line == "ping") return send_text(e, "pong\n");
-    if (line == "flows") {
+    const bool overlays = line == "overlays" || line.starts_with("overlays ");
+    if (line == "flows" || overlays) {
         SnapshotFn f = srv->fn.load(std::memory_order_acquire);
         try {
-            reply = f ? f() : std::string("error: no snapshot\n");
+            if (overlays) reply = overlays_json(line.substr(8));
+            else reply = f ? f() : std::string("error: no snapshot\n");
             if (reply.empty() || reply.back() != '\n') reply += '\n';
         } catch (...) {
             return send_text(e, "error: out of memory\n");
@@ -240,7 +244,7 @@ void Conn::answer(Engine& e) noexcept {
     for (size_t i = 0; i < n && k < sizeof shown - 1; ++i)
         shown[k++] = (buf[i] >= 0x20 && buf[i] < 0x7f) ? buf[i] : '?';
     shown[k] = '\0';
-    snprintf(msg, sizeof msg, "error: unknown request '%s%s': send flows or ping\n", shown, n > k ? "..." : "");
+    snprintf(msg, sizeof msg, "error: unknown request '%s%s': send flows, overlays [ROOT] or ping\n", shown, n > k ? "..." : "");
     send_text(e, msg);
 }
 

@@ -4,7 +4,9 @@
 # the overlay from its attributes, the others get them and the current
 # members from the server. Each says hello to all and must hear the seven
 # others exactly once. gsctl overlay status sees the eight with live leases
-# (2 s, renewed) while they run, none once they closed (LEAVE). Then a member
+# (2 s, renewed) while they run, none once they closed (LEAVE); gsctl overlay
+# members sees the eight members' own views and a spanning tree for a root
+# that reaches each once. Then a member
 # whose key attribute differs from the overlay's (Protocol) is refused, the
 # log naming the attribute. HC and DT.
 source "$GS_SRC/tests/integration/lib.sh"
@@ -69,6 +71,15 @@ for proto in HC DT; do
         || fail "gsctl overlay status exited $?"
     n=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(1 for m in d["members"] if m["lease_left_ms"] > 0))' "$T/status.json")
     [[ $n == 8 ]] || { cat "$T/status.json" >&2; fail "$proto: the server lists $n live members, not 8 (leases not renewed?)"; }
+    # Each member's own view, from its control socket (the namespaces share
+    # the file system): eight members, and the tree of a root reaches every
+    # one exactly once (gsctl checks it and exits 1 otherwise).
+    "$GSCTL" overlay members "$id" --json >"$T/members.json" || { cat "$T/members.json" >&2; fail "gsctl overlay members exited $?"; }
+    root=$("$PY" -c 'import json,sys; m=json.load(open(sys.argv[1]))["members"]; print(len(m), m[-1]["address"] if m else "")' "$T/members.json")
+    [[ ${root%% *} == 8 ]] || { cat "$T/members.json" >&2; fail "$proto: gsctl overlay members lists ${root%% *} members, not 8"; }
+    root=${root#* }
+    "$GSCTL" overlay members "$id" --root "$root" >"$T/tree.txt" 2>&1 || { cat "$T/tree.txt" >&2; fail "$proto: the tree for root $root is broken"; }
+    [[ $(grep -cE '^[| ]*([|`]-- )?[0-9]+$' "$T/tree.txt") -eq 8 ]] || { cat "$T/tree.txt" >&2; fail "$proto: the drawn tree does not hold 8 members"; }
     touch "$T/go"
     bad=0
     for i in $(seq 0 7); do

@@ -177,8 +177,8 @@ TEST_CASE("start is idempotent; ping, flows; the socket is private") {
 
 TEST_CASE("bad requests get an error line") {
     REQUIRE(control_start(&fake_snapshot) == 0);
-    CHECK(talk("hello\n") == "error: unknown request 'hello': send flows or ping\n");
-    CHECK(talk("\x1b[2J\n") == "error: unknown request '?[2J': send flows or ping\n");
+    CHECK(talk("hello\n") == "error: unknown request 'hello': send flows, overlays [ROOT] or ping\n");
+    CHECK(talk("\x1b[2J\n") == "error: unknown request '?[2J': send flows, overlays [ROOT] or ping\n");
     std::string r = talk(std::string(100, 'y') + "\n");
     CHECK(starts_with(r, "error: unknown request 'yyyy"));
     CHECK(r.find("...'") != std::string::npos);
@@ -187,6 +187,15 @@ TEST_CASE("bad requests get an error line") {
     CHECK(talk(std::string(257, 'x')) == "error: request longer than 256 bytes\n");
     CHECK(talk(std::string(4000, 'x') + "\n") == "error: request longer than 256 bytes\n");
     CHECK(talk("ping\n") == "pong\n");   // still answering
+}
+
+TEST_CASE("overlays: the members this process runs; a root that is not a number is an error") {
+    REQUIRE(control_start(&fake_snapshot) == 0);
+    CHECK(talk("overlays\n") == "{\"overlays\":[]}\n");   // none here (overlay_host_test lists real ones)
+    CHECK(talk("overlays 42\n") == "{\"overlays\":[]}\n");
+    CHECK(starts_with(talk("overlays x1\n"), "{\"error\":\"the root must be a logical address in decimal"));
+    CHECK(starts_with(talk("overlays 18446744073709551616\n"), "{\"error\":"));   // 2^64: out of range
+    CHECK(starts_with(talk("overlaysx\n"), "error: unknown request 'overlaysx'"));
 }
 
 TEST_CASE("a silent client is dropped after 2 s with an error line") {

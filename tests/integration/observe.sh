@@ -77,7 +77,7 @@ sys.stdout.write(out.decode())
 PY
 }
 [[ $(ask 'ping\n') == pong ]] || fail "ping was not answered pong"
-[[ $(ask 'hello\n') == "error: unknown request 'hello': send flows or ping" ]] || fail "a bad request: $(ask 'hello\n')"
+[[ $(ask 'hello\n') == "error: unknown request 'hello': send flows, overlays [ROOT] or ping" ]] || fail "a bad request: $(ask 'hello\n')"
 
 # gsctl flows --json: the flow, its class and its reservation.
 sleep 0.3
