@@ -899,18 +899,9 @@ void McesFlow::Start::run(Engine& e) noexcept {
 
 void start_mces_bridge(Engine& e, BridgeState& s, McesFlow& f) noexcept {
     drain_hooks();
-    s.up.direct = s.down.direct = false;   // no kernel transport to move bytes on
-    s.up.held.store(0, std::memory_order_relaxed);
-    s.down.held.store(0, std::memory_order_relaxed);
-    s.down_relayed.store(0, std::memory_order_relaxed);
-    s.down_taken.store(0, std::memory_order_relaxed);
-    s.rx_epfd = -1;
-    s.rx_token = nullptr;
-    s.rx_skipped.store(0, std::memory_order_relaxed);
-    s.kick.state = &s;
+    reset_relay(e, s);
     s.impl = nullptr;
-    s.engine = &e;
-    s.allow_direct = false;
+    s.allow_direct = false;   // no kernel transport to move bytes on
     f.carried.store(McesFlow::trying, std::memory_order_relaxed);
     f.start.b = &s;
     f.start.f = &f;
