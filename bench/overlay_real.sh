@@ -202,6 +202,13 @@ row("copies sent per message", "{:.2f}", "copies", f"data packets on the wire pe
 row("link stress, mean", "{:.2f}", "stress_mean", "copies of one message crossing a member's veth, in or out")
 row("link stress, max", "{:.2f}", "stress_max", f"unicast to each member from the sender would load its link with {N - 1}")
 L.append("")
+L.append(f"Reading the latency: a sendToAll reaches most members in 2 to 4 overlay hops; each hop is a "
+         f"datagram received by that member's engine thread, forwarded, and handed to its program's thread, "
+         f"so a delivery costs several thread wake-ups where the unicast baseline costs one. With {N} "
+         f"members there are at least {2 * N} busy threads on {os.cpu_count()} CPUs here, and a wake-up on "
+         "the other CPU alone costs 35-40 us on this machine (docs/engine.md). Delivery, duplicates, "
+         "copies and stress do not depend on the machine; the latencies do.")
+L.append("")
 L.append("Reference figures from the literature (HyperCast's DT and HC papers, Liebeherr et al. 2002; "
          "Narada, Chu et al. 2000): stretch (RDP) 1.5 to 3 for application-level multicast over a real "
          "underlay, link stress around 2 to 3 at the worst link. Here the underlay is one bridge with no "
