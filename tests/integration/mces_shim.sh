@@ -109,8 +109,8 @@ cmp "$T/in.bin" "$T/out2.bin" || fail "socat echo across veth differs"
 note "veth: socat echo of 3 MB over MCES intact"
 
 # ---- auto -----------------------------------------------------------------------
-# (Downloads, not socat echoes: a TCP bridge across veth sometimes ends an
-# echo short, with or without MCES: see docs/mces.md "Known limits".)
+# (Downloads, not socat echoes: socat's PIPE echo can block in a write to its
+# own pipe, with or without gsocket: see docs/mces.md "Known limits".)
 ( cd "$T/www" && exec ip netns exec "$B" "$PY" -m http.server 8003 ) >/dev/null 2>&1 &
 PIDS+=($!)
 for i in $(seq 1 100); do inB ss -Hltn "sport = :8003" | has . && break; sleep 0.1; done
