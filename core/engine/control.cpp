@@ -239,7 +239,7 @@ void Conn::answer(Engine& e) noexcept {
         return post_send(e);
     }
     // Echo a printable prefix only: the reply goes to somebody's terminal.
-    char msg[96], shown[33];
+    char msg[128], shown[33];   // the longest: 32 shown, "...", the text: 99 bytes
     size_t k = 0;
     for (size_t i = 0; i < n && k < sizeof shown - 1; ++i)
         shown[k++] = (buf[i] >= 0x20 && buf[i] < 0x7f) ? buf[i] : '?';
