@@ -22,11 +22,13 @@ PeerVerdict PeerTable::lookup(const sansio::Addr& peer, sansio::Time now) const 
     for (int tries = 0; tries < 4; ++tries) {
         uint32_t q = s.seq.load(std::memory_order_acquire);
         if (q & 1) continue;
-        uint64_t h = s.ip_hi.load(std::memory_order_relaxed);
-        uint64_t l = s.ip_lo.load(std::memory_order_relaxed);
-        uint32_t pv = s.port_verdict.load(std::memory_order_relaxed);
-        int64_t until = s.until.load(std::memory_order_relaxed);
-        std::atomic_thread_fence(std::memory_order_acquire);
+        // A seqlock without fences (TSan does not model them): data loads
+        // are acquire, so the check of seq after them cannot move before
+        // them, and a load that saw a new value also sees the odd seq.
+        uint64_t h = s.ip_hi.load(std::memory_order_acquire);
+        uint64_t l = s.ip_lo.load(std::memory_order_acquire);
+        uint32_t pv = s.port_verdict.load(std::memory_order_acquire);
+        int64_t until = s.until.load(std::memory_order_acquire);
         if (s.seq.load(std::memory_order_relaxed) != q) continue;
         if (h != hi || l != lo || (pv >> 8) != peer.port || now >= until) return PeerVerdict::unknown;
         return static_cast<PeerVerdict>(pv & 0xff);
@@ -41,11 +43,11 @@ void PeerTable::record(const sansio::Addr& peer, PeerVerdict v, sansio::Time now
     const sansio::Time ttl = v == PeerVerdict::mces ? kMcesTtl : v == PeerVerdict::native ? kNativeTtl : 0;
     uint32_t q = s.seq.load(std::memory_order_relaxed);
     s.seq.store(q + 1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
-    s.ip_hi.store(hi, std::memory_order_relaxed);
-    s.ip_lo.store(lo, std::memory_order_relaxed);
-    s.port_verdict.store(uint32_t{peer.port} << 8 | static_cast<uint32_t>(v), std::memory_order_relaxed);
-    s.until.store(now + ttl, std::memory_order_relaxed);
+    // Release stores: whoever sees one of them also sees the odd seq above.
+    s.ip_hi.store(hi, std::memory_order_release);
+    s.ip_lo.store(lo, std::memory_order_release);
+    s.port_verdict.store(uint32_t{peer.port} << 8 | static_cast<uint32_t>(v), std::memory_order_release);
+    s.until.store(now + ttl, std::memory_order_release);
     s.seq.store(q + 2, std::memory_order_release);
 }
 
@@ -53,8 +55,7 @@ void PeerTable::clear() noexcept {
     for (Slot& s : slots_) {
         uint32_t q = s.seq.load(std::memory_order_relaxed);
         s.seq.store(q + 1, std::memory_order_relaxed);
-        std::atomic_thread_fence(std::memory_order_release);
-        s.until.store(0, std::memory_order_relaxed);
+        s.until.store(0, std::memory_order_release);
         s.seq.store(q + 2, std::memory_order_release);
     }
 }
