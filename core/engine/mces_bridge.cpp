@@ -14,6 +14,7 @@
 
 #include <memory>
 #include <new>
+#include <span>
 #include <vector>
 
 #include "core/engine/bridge_util.h"
@@ -196,8 +197,6 @@ private:
     bool relaying_ = false;           // fd polls armed, bytes move
     bool up_over_ = false, down_over_ = false, discard_ = false;
     bool app_ending_ = false, app_closed_ = false, handed_over_ = false;
-    std::vector<uint8_t> up_held_, down_held_;
-    size_t up_off_ = 0, down_off_ = 0;
     int inflight_ = 0;
     int accept_idx_ = -1;
     uint64_t accept_gen_ = 0;
@@ -517,29 +516,20 @@ bool Link::abortive_close() const noexcept {
     return sys::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
 }
 
-// Program -> MCES: what write() takes; the rest is held and nothing more is
-// read until it went (backpressure: the program's socket fills).
+// Program -> MCES: recv() straight into the free tail of the connection's
+// send buffer, then commit what came; nothing is read while it is full
+// (backpressure: the program's socket fills).
 bool Link::pump_up(Engine&) noexcept {
     bool sent = false;
-    uint8_t* buf = scratch();
-    while (!up_over_ && buf != nullptr) {
-        if (up_off_ < up_held_.size()) {
-            std::ptrdiff_t n = conn_->write({up_held_.data() + up_off_, up_held_.size() - up_off_});
-            if (n == -EAGAIN) return sent;
-            if (n < 0) {   // closed under us: the program's writes fail from now on
-                up_over_ = true;
-                return sent;
-            }
-            up_off_ += static_cast<size_t>(n);
-            add(g_totals.stream_out, static_cast<uint64_t>(n));
-            if (bridge_) add(bridge_->bytes_out, static_cast<uint64_t>(n));
-            sent = true;
-            if (up_off_ < up_held_.size()) return sent;
-            up_held_.clear();
-            up_off_ = 0;
-            continue;
+    while (!up_over_) {
+        std::span<uint8_t> room;
+        std::ptrdiff_t avail = conn_->write_reserve(room);
+        if (avail == -EAGAIN) return sent;   // full: the peer's ACKs make room (pump runs again)
+        if (avail < 0) {                     // closed under us: the program's writes fail from now on
+            up_over_ = true;
+            return sent;
         }
-        ssize_t r = sys::recv(fd_, buf, kScratch, MSG_DONTWAIT);
+        ssize_t r = sys::recv(fd_, room.data(), room.size(), MSG_DONTWAIT);
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return sent;
         if (r <= 0) {
             up_over_ = true;
@@ -549,58 +539,22 @@ bool Link::pump_up(Engine&) noexcept {
             else conn_->abort();
             return true;
         }
-        std::ptrdiff_t n = conn_->write({buf, static_cast<size_t>(r)});
-        if (n < 0 && n != -EAGAIN) {
-            up_over_ = true;
-            return sent;
-        }
-        size_t took = n > 0 ? static_cast<size_t>(n) : 0;
-        add(g_totals.stream_out, took);
-        if (bridge_) add(bridge_->bytes_out, took);
-        sent |= took > 0;
-        if (took < static_cast<size_t>(r)) {
-            up_held_.assign(buf + took, buf + r);
-            up_off_ = 0;
-            return sent;
-        }
+        conn_->write_commit(static_cast<size_t>(r));
+        add(g_totals.stream_out, static_cast<uint64_t>(r));
+        if (bridge_) add(bridge_->bytes_out, static_cast<uint64_t>(r));
+        sent = true;
     }
     return sent;
 }
 
-// MCES -> program: what read() gives, into the socket; what it cannot take
-// is held (POLLOUT). Reading returns credit to the peer.
+// MCES -> program: send() straight from the connection's receive buffer,
+// then consume what the socket took; when it takes less, POLLOUT brings us
+// back. Consuming returns credit to the peer.
 bool Link::pump_down(Engine& e) noexcept {
     bool credit = false;
-    uint8_t* buf = scratch();
-    while (!down_over_ && buf != nullptr) {
-        if (down_off_ < down_held_.size()) {
-            ssize_t n = sys::send(fd_, down_held_.data() + down_off_, down_held_.size() - down_off_,
-                                  MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-                arm_out(e);
-                return credit;
-            }
-            if (n < 0) {   // the program closed its socket: take the rest, drop it
-                down_held_.clear();
-                down_off_ = 0;
-                discard_ = true;
-                continue;
-            }
-            down_off_ += static_cast<size_t>(n);
-            add(g_totals.stream_in, static_cast<uint64_t>(n));
-            if (bridge_) {
-                add(bridge_->bytes_in, static_cast<uint64_t>(n));
-                bridge_->down_relayed.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
-            }
-            if (down_off_ < down_held_.size()) {
-                arm_out(e);
-                return credit;
-            }
-            down_held_.clear();
-            down_off_ = 0;
-            continue;
-        }
-        std::ptrdiff_t r = conn_->read({buf, kScratch});
+    while (!down_over_) {
+        std::span<const uint8_t> data;
+        std::ptrdiff_t r = conn_->read_peek(data);
         if (r == -EAGAIN) return credit;
         if (r == 0) {   // the peer's FIN: EOF to the program
             down_over_ = true;
@@ -612,10 +566,31 @@ bool Link::pump_down(Engine& e) noexcept {
             end_app(e, static_cast<int>(-r));
             return credit;
         }
+        if (discard_) {   // the program closed its socket: take the rest, drop it
+            conn_->read_consume(static_cast<size_t>(r));
+            credit = true;
+            continue;
+        }
+        ssize_t n = sys::send(fd_, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            arm_out(e);
+            return credit;
+        }
+        if (n < 0) {
+            discard_ = true;
+            continue;
+        }
+        conn_->read_consume(static_cast<size_t>(n));
         credit = true;
-        if (discard_) continue;
-        down_held_.assign(buf, buf + r);
-        down_off_ = 0;
+        add(g_totals.stream_in, static_cast<uint64_t>(n));
+        if (bridge_) {
+            add(bridge_->bytes_in, static_cast<uint64_t>(n));
+            bridge_->down_relayed.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
+        }
+        if (n < r) {
+            arm_out(e);
+            return credit;
+        }
     }
     return credit;
 }
