@@ -39,7 +39,7 @@ cmp "$T/www/blob.bin" "$T/got.bin" || fail "content differs over a bridge"
 need socat
 tp=$(free_port)
 head -c 1000000 /dev/urandom >"$T/in.bin"
-bg socat -T 20 "TCP-LISTEN:$tp,bind=127.0.0.1,reuseaddr" PIPE
+bg socat -b 4096 -T 20 "TCP-LISTEN:$tp,bind=127.0.0.1,reuseaddr" PIPE   # -b 4096: docs/limitations.md
 wait_port "$tp"
 timeout 30 "$GSRUN" --policy "$T/bridge.ini" -- socat -T 10 -t 10 - "TCP:127.0.0.1:$tp" <"$T/in.bin" >"$T/out.bin" 2>"$T/err" \
     || { cat "$T/err" >&2; fail "socat over a bridge failed"; }

@@ -14,7 +14,7 @@ INI
 head -c 2000000 /dev/urandom >"$T/in.bin"
 
 tp=$(free_port)
-bg "$GSRUN" --policy "$T/p.ini" --stats "$T/tcp-server.jsonl" -- socat -T 20 "TCP-LISTEN:$tp,bind=127.0.0.1,reuseaddr" PIPE
+bg "$GSRUN" --policy "$T/p.ini" --stats "$T/tcp-server.jsonl" -- socat -b 4096 -T 20 "TCP-LISTEN:$tp,bind=127.0.0.1,reuseaddr" PIPE
 wait_port "$tp"
 # The client half-closes at the end of its input; the server's PIPE echoes
 # everything back, then closes, and the client exits.
