@@ -34,17 +34,9 @@ GSRUN=$B/tools/gsrun
 T=$(mktemp -d)
 tag=gsv$$
 A=$tag-a S=$tag-s
-teardown() {
-    for n in "$A" "$S"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-    for n in "$A" "$S"; do ip netns del "$n" 2>/dev/null || true; done
-    rm -rf "$T"
-}
-trap teardown EXIT
-ip netns add "$A"; ip netns add "$S"
-ip link add va netns "$A" type veth peer name vs netns "$S"
-ip -n "$A" addr add 10.80.0.1/24 dev va; ip -n "$S" addr add 10.80.0.2/24 dev vs
-for n in "$A" "$S"; do ip -n "$n" link set lo up; done
-ip -n "$A" link set va up; ip -n "$S" link set vs up
+source "$ROOT/bench/lib_netns.sh"
+trap 'netns_pair_del "$A" "$S"; rm -rf "$T"' EXIT
+netns_pair "$A" "$S" 10.80.0
 printf '[flow bulk]\nproto = tcp\ntransport = mces\n' >"$T/mces.ini"
 head -c "$bytes" /dev/urandom >"$T/data.bin"
 
