@@ -28,12 +28,21 @@ FdGuard g_guard;
 // Pairs claimed with g_drain_count, published by their `done` (release).
 std::atomic<void (*)(Engine&) noexcept> g_drain_begin[kMaxDrainHooks]{};
 std::atomic<bool (*)() noexcept> g_drain_done[kMaxDrainHooks]{};
+std::atomic<uint64_t (*)() noexcept> g_drain_progress[kMaxDrainHooks]{};
 std::atomic<int> g_drain_count{0};
 
 void drain_begin(Engine& e) noexcept {
     for (int i = 0; i < kMaxDrainHooks; ++i)
         if (g_drain_done[i].load(std::memory_order_acquire) != nullptr)
             if (auto b = g_drain_begin[i].load(std::memory_order_relaxed)) b(e);
+}
+// A value that changes while the drain gets somewhere (0 without hooks that say).
+uint64_t drain_progress() noexcept {
+    uint64_t p = 0;
+    for (int i = 0; i < kMaxDrainHooks; ++i)
+        if (g_drain_done[i].load(std::memory_order_acquire) != nullptr)
+            if (auto f = g_drain_progress[i].load(std::memory_order_relaxed)) p += f();
+    return p;
 }
 bool drain_done() noexcept {
     for (int i = 0; i < kMaxDrainHooks; ++i)
@@ -42,10 +51,12 @@ bool drain_done() noexcept {
 }
 }  // namespace
 
-void set_drain_hooks(void (*begin)(Engine& e) noexcept, bool (*done)() noexcept) noexcept {
+void set_drain_hooks(void (*begin)(Engine& e) noexcept, bool (*done)() noexcept,
+                     uint64_t (*progress)() noexcept) noexcept {
     int i = g_drain_count.fetch_add(1, std::memory_order_relaxed);
     if (i >= kMaxDrainHooks || done == nullptr) return;
     g_drain_begin[i].store(begin, std::memory_order_relaxed);
+    g_drain_progress[i].store(progress, std::memory_order_relaxed);
     g_drain_done[i].store(done, std::memory_order_release);
 }
 
@@ -277,8 +288,14 @@ void Engine::loop() noexcept {
             // Before stopping, let what must finish finish (bounded).
             if (!draining_) {
                 draining_ = true;
+                drain_started_ = now_;
                 drain_deadline_ = now_ + kDrainLimitNs;
                 drain_begin(*this);
+                drain_progress_ = drain_progress();
+            } else if (uint64_t p = drain_progress(); p != drain_progress_) {
+                // Still getting somewhere (a peer acknowledging): more time, up to kDrainMaxNs.
+                drain_progress_ = p;
+                drain_deadline_ = std::min(now_ + kDrainLimitNs, drain_started_ + kDrainMaxNs);
             }
             bool drained = drain_done() || now_ns() >= drain_deadline_;
             if (drained && head_.load(std::memory_order_acquire) == nullptr) break;

@@ -78,11 +78,16 @@ void raw_close(int fd) noexcept;
 // Work that must finish before the engine stops at exit (bridges flushing
 // what the program wrote): `begin` is called once on the engine thread when
 // stop() is asked, and the loop goes on until every `done` says so or
-// kDrainLimitNs has passed. Each kind of bridge adds its pair once (up to
-// kMaxDrainHooks pairs; more are ignored), before stop() can be called.
+// kDrainLimitNs has passed without progress: `progress` (optional) returns a
+// value that changes while the drain gets somewhere (MCES: packets coming
+// back from peers), and each change gives kDrainLimitNs more, up to
+// kDrainMaxNs in all. Each kind of bridge adds its hooks once (up to
+// kMaxDrainHooks; more are ignored), before stop() can be called.
 constexpr int64_t kDrainLimitNs = 2'000'000'000;
+constexpr int64_t kDrainMaxNs = 30'000'000'000;
 constexpr int kMaxDrainHooks = 4;
-void set_drain_hooks(void (*begin)(Engine& e) noexcept, bool (*done)() noexcept) noexcept;
+void set_drain_hooks(void (*begin)(Engine& e) noexcept, bool (*done)() noexcept,
+                     uint64_t (*progress)() noexcept = nullptr) noexcept;
 
 struct Options {
     unsigned entries = 256;      // SQ size; the CQ is twice that
@@ -166,7 +171,8 @@ private:
     int64_t now_ = 0;
     int64_t spin_ns_ = 0, last_work_ = 0;
     bool draining_ = false;
-    int64_t drain_deadline_ = 0;
+    int64_t drain_deadline_ = 0, drain_started_ = 0;
+    uint64_t drain_progress_ = 0;
     Stats stats_;
     SendQueue* send_queue_ = nullptr;
 };

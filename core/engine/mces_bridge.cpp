@@ -230,6 +230,7 @@ public:
     // At exit: every client link has given the peer what the program wrote.
     static void drain_all(Engine& e) noexcept;
     static bool drained() noexcept;
+    static uint64_t drain_progress() noexcept;   // packets back from peers: the drain is getting somewhere
 
 private:
     Site() noexcept = default;
@@ -832,6 +833,14 @@ void Site::drain_all(Engine&) noexcept {
             if (l->bridge_ != nullptr && !l->up_over_) half_close_program_end(*l->bridge_);
 }
 
+uint64_t Site::drain_progress() noexcept {
+    uint64_t n = 0;
+    for (Site* s = sites_; s; s = s->next_)
+        for (Link* l : s->links_)
+            if (l->conn_ && !l->handed_over_) n += l->conn_->counters().packets_received;
+    return n;
+}
+
 bool Site::drained() noexcept {
     for (Site* s = sites_; s; s = s->next_)
         for (Link* l : s->links_)
@@ -858,7 +867,7 @@ ListenStart g_listen_slots[kMaxListeners];
 
 void drain_hooks() noexcept {
     static std::atomic<bool> hooks{false};
-    if (!hooks.exchange(true)) set_drain_hooks(&Site::drain_all, &Site::drained);
+    if (!hooks.exchange(true)) set_drain_hooks(&Site::drain_all, &Site::drained, &Site::drain_progress);
 }
 
 }  // namespace
