@@ -1,6 +1,6 @@
 // Which multicast group a socket option or a destination names, and which
 // [overlay] of the policy carries it (docs/overlay.md "Legacy multicast").
-// Pure: no sockets, no allocation; unit-tested (tests/core/group_match_test.cpp).
+// Pure: no sockets, no allocation; unit-tested (tests/core/group_test.cpp).
 #pragma once
 
 #include <sys/socket.h>
