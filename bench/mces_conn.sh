@@ -80,8 +80,9 @@ for key, name, unit in (("p50", "connect() to first byte back, p50", "us"), ("p9
                         ("rss", "client resident memory per open connection", "KiB")):
     t, m = med("tcp", key), med("mces", key)
     L.append(f"| {name} | {t:.1f} {unit} | {m:.1f} {unit} | {m / t:.2f} |" if t else f"| {name} | {t:.1f} {unit} | {m:.1f} {unit} | - |")
-L.append("\nWhat the MCES figures are made of: the handshake is one round trip more than TCP's when the server asks "
-         "for a cookie (INITIAL, RETRY, INITIAL with cookie, ACCEPT), plus the engine's thread hand-offs on both "
+L.append("\nWhat the MCES figures are made of: the handshake takes two round trips where TCP's takes one: the server "
+         "keeps no state for a client until it has echoed a cookie (INITIAL, RETRY, INITIAL with the cookie, "
+         "ACCEPT; docs/mces.md), plus the engine's thread hand-offs on both "
          "sides (program -> engine -> UDP and back), plus the server's loopback TCP connection into the program's "
          "listener. TCP's per-connection memory is in the kernel (socket buffers are not in the process's RSS); "
          "MCES's is in the process: the connection's state, its send and receive buffers as they fill, the "
