@@ -5,8 +5,9 @@
 //
 // The server lives on the engine thread and uses io_uring only (accept, recv,
 // send, cancel): no thread of its own. Protocol: a client sends one line,
-// "flows\n" or "ping\n", and reads the answer to EOF: the snapshot (one JSON
-// object, newline-terminated) or "pong\n". Anything else, a line longer than
+// "flows\n", "overlays [ROOT]\n" or "ping\n", and reads the answer to EOF:
+// the snapshot or the overlay members' views (overlay_status.h; each one
+// JSON object, newline-terminated) or "pong\n". Anything else, a line longer than
 // kMaxRequest bytes, or silence for kIdleMs, gets "error: ...\n". The server
 // closes after every answer.
 #pragma once
