@@ -73,19 +73,7 @@ const char* kUsage =
     "0 (as taskset -c 0), interleaved. --mode mces or tcp runs one side only (for a\n"
     "profiler). Compare ratios from one run only: the machine's load changes.\n";
 
-void on_engine(engine::Engine& e, std::function<void(engine::Engine&)> fn) {
-    struct Call final : engine::Command {
-        std::function<void(engine::Engine&)> fn;
-        std::atomic<bool> done{false};
-        void run(engine::Engine& en) noexcept override {
-            fn(en);
-            done.store(true);
-        }
-    } c;
-    c.fn = std::move(fn);
-    e.submit(c);
-    while (!c.done.load()) usleep(100);
-}
+using engine::run_on_engine;
 
 int udp_socket(sansio::Addr& addr) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -263,11 +251,11 @@ void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgr
     const double cpu0 = cpu_seconds();
     const auto threads0 = engine_threads_cpu();
     Clock::time_point start = Clock::now();
-    on_engine(se, [&](engine::Engine& en) {
+    run_on_engine(se, [&](engine::Engine& en) {
         int err = 0;
         t.sh = engine::UdpHost::start(en, sfd, *sep, {}, &Transfer::server_activity, &t, &err);
     });
-    on_engine(ce, [&](engine::Engine& en) {
+    run_on_engine(ce, [&](engine::Engine& en) {
         int err = 0;
         t.ch = engine::UdpHost::start(en, cfd, *cep, {}, &Transfer::client_activity, &t, &err);
         start = Clock::now();
@@ -284,21 +272,21 @@ void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgr
     std::sort(busy.rbegin(), busy.rend());
     if (!busy.empty()) res.busy_max = busy[0];
     if (busy.size() > 1) res.busy_min = busy[1];
-    on_engine(ce, [&](engine::Engine& en) {
+    run_on_engine(ce, [&](engine::Engine& en) {
         res.cs = t.ch->stats();
         res.cc = t.client->counters();
         t.ch->close(en);
         t.client.reset();
     });
-    on_engine(se, [&](engine::Engine& en) {
+    run_on_engine(se, [&](engine::Engine& en) {
         res.ss = t.sh->stats();
         if (t.server) res.sc = t.server->counters();
         t.sh->close(en);
         t.server.reset();
     });
     // Both hosts are closed on their engines: nothing reaches the endpoints any more.
-    on_engine(ce, [&](engine::Engine&) { cep.reset(); });
-    on_engine(se, [&](engine::Engine&) { sep.reset(); });
+    run_on_engine(ce, [&](engine::Engine&) { cep.reset(); });
+    run_on_engine(se, [&](engine::Engine&) { sep.reset(); });
     if (!t.done.load() || t.got != bytes) {
         fprintf(stderr, "mces_loopback: transfer incomplete: %llu of %llu bytes, error %d\n",
                 static_cast<unsigned long long>(t.got), static_cast<unsigned long long>(bytes), t.error.load());

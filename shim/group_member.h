@@ -13,8 +13,6 @@
 // (up to 3 x 300 ms per request).
 #pragma once
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -52,23 +50,6 @@ struct OverlayMember {
 int open_overlay_member(std::string_view text, const char* source, OverlayMember& m,
                         std::vector<std::string>& msgs);
 
-// Runs fn on the engine thread and waits for it (not from the engine
-// thread, never from a signal handler).
-template <class F>
-void run_on_engine(engine::Engine& e, F fn) noexcept {
-    struct Call final : engine::Command {
-        F* fn = nullptr;
-        std::atomic<std::uint32_t> done{0};
-        void run(engine::Engine& en) noexcept override {
-            (*fn)(en);
-            done.store(1, std::memory_order_release);
-            syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&done), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-        }
-    } c;
-    c.fn = &fn;
-    e.submit(c);
-    while (c.done.load(std::memory_order_acquire) == 0)
-        syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&c.done), FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
-}
+using engine::run_on_engine;   // core/engine/engine.h
 
 }  // namespace gs::shim

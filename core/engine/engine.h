@@ -13,7 +13,10 @@
 // Errors: 0 or -errno. No exceptions leave this file.
 #pragma once
 
+#include <linux/futex.h>
 #include <liburing.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -176,5 +179,25 @@ private:
     Stats stats_;
     SendQueue* send_queue_ = nullptr;
 };
+
+// Runs fn(Engine&) on e's thread and waits for it: for owners that set up or
+// ask about engine-thread objects from another thread. Not from the engine
+// thread itself (it would wait for itself), never from a signal handler.
+template <class F>
+void run_on_engine(Engine& e, F fn) noexcept {
+    struct Call final : Command {
+        F* fn = nullptr;
+        std::atomic<std::uint32_t> done{0};
+        void run(Engine& en) noexcept override {
+            (*fn)(en);
+            done.store(1, std::memory_order_release);
+            syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&done), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+        }
+    } c;
+    c.fn = &fn;
+    e.submit(c);
+    while (c.done.load(std::memory_order_acquire) == 0)
+        syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&c.done), FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
+}
 
 }  // namespace gs::engine
