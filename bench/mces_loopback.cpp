@@ -45,6 +45,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bench/net.h"
 #include "core/engine/engine.h"
 #include "core/engine/udp_host.h"
 #include "core/mces/conn/endpoint.h"
@@ -75,27 +76,12 @@ const char* kUsage =
 
 using engine::run_on_engine;
 
+// The flow-control window (16 MiB) fits the socket buffers even in 1200-byte
+// datagrams, whose kernel overhead doubles their size (bench/net.h).
 int udp_socket(sansio::Addr& addr) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    // Socket buffers that hold the whole flow-control window (16 MiB) even
-    // in 1200-byte datagrams, whose kernel overhead doubles their size: past
-    // net.core.rmem_max when allowed (root), else as much as it allows.
-    int big = 32 << 20;
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) != 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) != 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    addr = sansio::Addr::v4(ntohl(a.sin_addr.s_addr), ntohs(a.sin_port));
+    uint16_t port = 0;
+    int fd = bench::loopback_udp(&port);
+    if (fd >= 0) addr = sansio::Addr::v4(INADDR_LOOPBACK, port);
     return fd;
 }
 

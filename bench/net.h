@@ -70,4 +70,30 @@ inline int listen_loopback(int port, int backlog, int type_flags = 0, const char
     return -1;
 }
 
+// A UDP socket bound to 127.0.0.1 (port chosen by the kernel, in *port)
+// with 32 MiB buffers: past net.core.rmem_max/wmem_max when allowed (root,
+// SO_*BUFFORCE), else as much as they allow. -1 with errno set.
+inline int loopback_udp(uint16_t* port) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    int big = 32 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    socklen_t len = sizeof a;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
 }  // namespace bench
