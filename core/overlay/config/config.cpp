@@ -148,8 +148,10 @@ bool parse_duration(std::string_view s, Time& out) noexcept {
     else if (unit == "s") mul = sansio::kSecond;
     else if (unit == "us") mul = sansio::kMicrosecond;
     else return false;
-    out = static_cast<Time>(n) * mul;   // n < 10^12, mul <= 10^9: fits in 63 bits? checked below
-    return n <= static_cast<std::uint64_t>(std::numeric_limits<Time>::max() / mul);
+    // n < 10^12 and mul <= 10^9 can exceed 63 bits: check before multiplying.
+    if (n > static_cast<std::uint64_t>(std::numeric_limits<Time>::max() / mul)) return false;
+    out = static_cast<Time>(n) * mul;
+    return true;
 }
 
 std::string format_duration(Time t) {
