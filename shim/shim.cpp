@@ -592,9 +592,11 @@ int classify(int fd, uint32_t cur, policy::Direction dir, const sockaddr* peer, 
     }
     if (log::on(policy::LogLevel::info)) {
         char p[64];
-        GS_LOG(info, "flow: %s %s %s on fd %d: rule %s (line %d), class %s, transport native%s", policy::name(proto),
+        // The transport the policy asks for; a flow another transport carries
+        // says so in a line of its own (MCES, or why it stays native).
+        GS_LOG(info, "flow: %s %s %s on fd %d: rule %s (line %d), class %s, transport %s%s", policy::name(proto),
                policy::name(dir), format_endpoint(pe, p, sizeof p), fd, d.rule.c_str(), d.line,
-               policy::name(d.service), r && r->failed ? ", some QoS refused" : "");
+               policy::name(d.service), policy::name(d.transport), r && r->failed ? ", some QoS refused" : "");
     }
     errno = saved;
     return 0;
