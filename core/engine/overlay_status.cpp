@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <utility>
 
 #include "core/engine/overlay_host.h"
 
@@ -87,20 +88,20 @@ std::string overlays_json(std::string_view args) {
             add_list(s, n.children(root));
         }
         const overlay::NodeStats& st = n.stats();
-        s += ",\"stats\":{\"control_sent\":";
-        add_u64(s, st.control_sent);
-        s += ",\"control_bytes_sent\":";
-        add_u64(s, st.control_bytes_sent);
-        s += ",\"data_sent\":";
-        add_u64(s, st.data_sent);
-        s += ",\"delivered\":";
-        add_u64(s, st.delivered);
-        s += ",\"dropped_malformed\":";
-        add_u64(s, st.dropped_malformed);
-        s += ",\"dropped_foreign\":";
-        add_u64(s, st.dropped_foreign);
-        s += ",\"dropped_duplicate\":";
-        add_u64(s, st.dropped_duplicate);
+        const std::pair<const char*, uint64_t> counters[] = {
+            {"control_sent", st.control_sent},     {"control_bytes_sent", st.control_bytes_sent},
+            {"data_sent", st.data_sent},           {"delivered", st.delivered},
+            {"dropped_malformed", st.dropped_malformed}, {"dropped_foreign", st.dropped_foreign},
+            {"dropped_duplicate", st.dropped_duplicate},
+        };
+        s += ",\"stats\":{";
+        for (const auto& [name, value] : counters) {
+            if (s.back() != '{') s += ',';
+            s += '"';
+            s += name;
+            s += "\":";
+            add_u64(s, value);
+        }
         s += "}}";
     }
     s += "]}\n";
