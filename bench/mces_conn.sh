@@ -33,7 +33,7 @@ source "$ROOT/bench/lib_netns.sh"
 trap 'netns_pair_del "$A" "$S"; rm -rf "$T"' EXIT
 netns_pair "$A" "$S" 10.82.0
 printf '[flow conn]\nproto = tcp\ntransport = mces\n' >"$T/mces.ini"
-ulimit -n 4096
+ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)"   # --hold connections need fds
 
 port=9100
 : >"$T/runs.txt"

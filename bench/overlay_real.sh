@@ -95,7 +95,7 @@ for proto in $protocols; do
             --go "$T/go" --done "$T/done" --out "$T/$proto-m$i.out" --peers "$T/peers" --timeout $((60 + settle + quiet)) \
             >"$T/$proto-m$i.stdout" 2>"$T/$proto-m$i.err" &
         pids+=($!)
-        sleep "$(printf '0.%03d' "$gap")"
+        sleep "$(( gap / 1000 )).$(printf '%03d' $(( gap % 1000 )))"
     done
     for i in $(seq 0 $((members - 1))); do
         for _ in $(seq 600); do grep -q '^joined' "$T/$proto-m$i.stdout" && break; kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.05; done
