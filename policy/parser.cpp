@@ -527,6 +527,11 @@ void Parser::set_list(const std::string& key, std::string_view value, int line) 
             if (item.find('/') != std::string_view::npos) {
                 key_diag(line, key, item,
                          "a path, write the program name (the basename of argv[0]), e.g. curl");
+            } else if (item[0] == ';') {
+                // Written back as "a, ;b" it would read as a comment.
+                key_diag(line, key, item,
+                         "a program name cannot start with ';' (after a space it starts a "
+                         "comment): write the name without it");
             } else if (item.size() > kMaxProcessLen) {
                 key_diag(line, key, item, "name too long, at most 128 characters");
             } else if (std::find(r.process.begin(), r.process.end(), item) == r.process.end()) {

@@ -56,7 +56,9 @@ std::vector<std::pair<const char*, Message>> samples() {
 
 TEST_CASE("every message type round-trips") {
     std::vector<std::uint8_t> buf, again;
-    for (auto& [name, m] : samples()) {
+    for (auto& sample : samples()) {
+        const auto& name = sample.first;   // a structured binding cannot be captured in C++20
+        auto& m = sample.second;
         CAPTURE(name);
         encode(m, kOverlay, buf);
         Message back;
