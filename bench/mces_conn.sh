@@ -29,8 +29,8 @@ for f in "$GSRUN" "$COST"; do [[ -x $f ]] || { echo "bench/mces_conn.sh: $f is m
 
 T=$(mktemp -d)
 A=gsc$$-a S=gsc$$-s
-source "$ROOT/bench/lib_netns.sh"
-trap 'netns_pair_del "$A" "$S"; rm -rf "$T"' EXIT
+source "$ROOT/scripts/lib/netns.sh"
+trap 'netns_del "$A" "$S"; rm -rf "$T"' EXIT
 netns_pair "$A" "$S" 10.82.0
 printf '[flow conn]\nproto = tcp\ntransport = mces\n' >"$T/mces.ini"
 ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)"   # --hold connections need fds

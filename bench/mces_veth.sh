@@ -34,8 +34,8 @@ GSRUN=$B/tools/gsrun
 T=$(mktemp -d)
 tag=gsv$$
 A=$tag-a S=$tag-s
-source "$ROOT/bench/lib_netns.sh"
-trap 'netns_pair_del "$A" "$S"; rm -rf "$T"' EXIT
+source "$ROOT/scripts/lib/netns.sh"
+trap 'netns_del "$A" "$S"; rm -rf "$T"' EXIT
 netns_pair "$A" "$S" 10.80.0
 printf '[flow bulk]\nproto = tcp\ntransport = mces\n' >"$T/mces.ini"
 head -c "$bytes" /dev/urandom >"$T/data.bin"

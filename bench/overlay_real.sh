@@ -41,32 +41,17 @@ done
 T=$(mktemp -d)
 tag=gsb$$
 hub=$tag-hub
-nss=()
+mapfile -t nss < <(seq -f "$tag-m%g" 0 $((members - 1)))
+source "$ROOT/scripts/lib/netns.sh"
 teardown() {
-    local n
-    for n in "${nss[@]}" "$hub"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-    for n in "${nss[@]}" "$hub"; do ip netns del "$n" 2>/dev/null || true; done
+    netns_del "${nss[@]}" "$hub"
     [[ -n ${KEEP:-} ]] && echo "kept $T" >&2 || rm -rf "$T"
 }
 trap teardown EXIT
 
 echo "== $members namespaces on a bridge" >&2
-ip netns add "$hub"
-ip -n "$hub" link add br0 type bridge
-ip -n "$hub" addr add 10.78.0.1/16 dev br0
-ip -n "$hub" link set br0 up
-ip -n "$hub" link set lo up
-: >"$T/peers"
-for i in $(seq 0 $((members - 1))); do
-    ns=$tag-m$i
-    ip netns add "$ns"; nss+=("$ns")
-    ip -n "$ns" link add v0 type veth peer name p$i netns "$hub"
-    ip -n "$hub" link set p$i master br0 up
-    ip -n "$ns" addr add 10.78.1.$((10 + i))/16 dev v0
-    ip -n "$ns" link set v0 up
-    ip -n "$ns" link set lo up
-    echo "10.78.1.$((10 + i))" >>"$T/peers"
-done
+netns_star "$hub" 10.78.0.1/16 10.78.1 "${nss[@]}"   # member i is 10.78.1.(10+i)
+seq -f '10.78.1.%g' 10 $((members + 9)) >"$T/peers"
 ip netns exec "$hub" "$GSOVERLAYD" --listen 10.78.0.1:8081 >"$T/d.log" 2>&1 &
 for _ in $(seq 100); do ip netns exec "$hub" ss -Hlun "sport = :8081" | grep -q . && break; sleep 0.05; done
 

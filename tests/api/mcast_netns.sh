@@ -18,30 +18,15 @@ source "$GS_SRC/tests/integration/lib.sh"
 [[ $(id -u) -eq 0 ]] || skip "network namespaces need root"
 command -v ip >/dev/null || skip "iproute2 is not installed"
 
+source "$GS_SRC/scripts/lib/netns.sh"
+
 tag=gm$$
 hub=$tag-hub
-nss=()
-teardown() {
-    local n
-    for n in "${nss[@]}" "$hub"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-    for n in "${nss[@]}" "$hub"; do ip netns del "$n" 2>/dev/null || true; done
-    cleanup
-}
-trap teardown EXIT
 N=4
-ip netns add "$hub" 2>/dev/null || skip "cannot create network namespaces here"
-ip -n "$hub" link add br0 type bridge
-ip -n "$hub" addr add 10.78.0.1/24 dev br0
-ip -n "$hub" link set br0 up
-ip -n "$hub" link set lo up
-for i in $(seq 0 $((N - 1))); do
-    ns=$tag-m$i
-    ip netns add "$ns"; nss+=("$ns")
-    ip -n "$ns" link add v0 type veth peer name p$i netns "$hub"
-    ip -n "$hub" link set p$i master br0 up
-    ip -n "$ns" addr add 10.78.0.$((10 + i))/24 dev v0
-    ip -n "$ns" link set v0 up
-    ip -n "$ns" link set lo up
+mapfile -t nss < <(seq -f "$tag-m%g" 0 $((N - 1)))   # member i is 10.78.0.(10+i)
+trap 'netns_del "${nss[@]}" "$hub"; cleanup' EXIT
+netns_star "$hub" 10.78.0.1/24 10.78.0 "${nss[@]}" || skip "cannot create network namespaces here"
+for ns in "${nss[@]}"; do
     # No route for 224.0.0.0/4: the kernel cannot send or join natively.
     if ip -n "$ns" route get 239.1.2.3 >/dev/null 2>&1; then fail "namespace $ns has a route to 239.1.2.3"; fi
 done

@@ -16,30 +16,13 @@ source "$GS_SRC/tests/integration/lib.sh"
 [[ $(id -u) -eq 0 ]] || skip "network namespaces need root"
 command -v ip >/dev/null || skip "iproute2 is not installed"
 
+source "$GS_SRC/scripts/lib/netns.sh"
+
 tag=gs$$
 hub=$tag-hub
-nss=()
-teardown() {
-    local n
-    for n in "${nss[@]}" "$hub"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-    for n in "${nss[@]}" "$hub"; do ip netns del "$n" 2>/dev/null || true; done
-    cleanup
-}
-trap teardown EXIT
-ip netns add "$hub" 2>/dev/null || skip "cannot create network namespaces here"
-ip -n "$hub" link add br0 type bridge
-ip -n "$hub" addr add 10.77.0.1/24 dev br0
-ip -n "$hub" link set br0 up
-ip -n "$hub" link set lo up
-for i in $(seq 0 7); do
-    ns=$tag-m$i
-    ip netns add "$ns"; nss+=("$ns")
-    ip -n "$ns" link add v0 type veth peer name p$i netns "$hub"
-    ip -n "$hub" link set p$i master br0 up
-    ip -n "$ns" addr add 10.77.0.$((10 + i))/24 dev v0
-    ip -n "$ns" link set v0 up
-    ip -n "$ns" link set lo up
-done
+nss=("$tag"-m{0..7})   # member i is 10.77.0.(10+i)
+trap 'netns_del "${nss[@]}" "$hub"; cleanup' EXIT
+netns_star "$hub" 10.77.0.1/24 10.77.0 "${nss[@]}" || skip "cannot create network namespaces here"
 server=
 start_server() {
     ip netns exec "$hub" "$GSOVERLAYD" --listen 10.77.0.1:8081 --state-dir "$T/state" >>"$T/d.log" 2>&1 &

@@ -22,22 +22,10 @@ head -c 4000000 /dev/urandom >"$T/www/f.bin"
 want=$(sha256sum <"$T/www/f.bin" | cut -d' ' -f1)
 head -c 3000000 /dev/urandom >"$T/in.bin"
 
+source "$(dirname "$0")/../../scripts/lib/netns.sh"
 A=gsiA$$ B=gsiB$$
-netns_cleanup() {
-    for ns in "$A" "$B"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true; done
-    ip netns del "$A" 2>/dev/null || true; ip netns del "$B" 2>/dev/null || true
-    cleanup
-}
-trap netns_cleanup EXIT
-ip netns add "$A" && ip netns add "$B" || skip "cannot create network namespaces"
-ip link add "v$A" type veth peer name "v$B"
-ip link set "v$A" netns "$A"
-ip link set "v$B" netns "$B"
-ip -n "$A" addr add 10.81.0.1/24 dev "v$A"
-ip -n "$B" addr add 10.81.0.2/24 dev "v$B"
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-ip -n "$A" link set "v$A" up
-ip -n "$B" link set "v$B" up
+trap 'netns_del "$A" "$B"; cleanup' EXIT
+netns_pair "$A" "$B" 10.81.0 || skip "cannot create network namespaces"
 inA() { ip netns exec "$A" "$@"; }
 inB() { ip netns exec "$B" "$@"; }
 wait_udp() {   # NS PORT: the shim's MCES listener (or the relay) is up

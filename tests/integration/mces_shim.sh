@@ -69,18 +69,10 @@ note "loopback: 10 MB http over MCES, sha256 ok; server: $acc accepted, $udp_out
 
 # ---- two namespaces over veth -------------------------------------------------
 [[ $(id -u) -eq 0 ]] && command -v ip >/dev/null || { echo "ok mces_shim (loopback only: no root for namespaces)"; exit 0; }
+source "$(dirname "$0")/../../scripts/lib/netns.sh"
 A=gsmA$$ B=gsmB$$
-netns_cleanup() { ip netns del "$A" 2>/dev/null || true; ip netns del "$B" 2>/dev/null || true; cleanup; }
-trap netns_cleanup EXIT
-ip netns add "$A" && ip netns add "$B" || skip "cannot create network namespaces"
-ip link add "v$A" type veth peer name "v$B"
-ip link set "v$A" netns "$A"
-ip link set "v$B" netns "$B"
-ip -n "$A" addr add 10.78.0.1/24 dev "v$A"
-ip -n "$B" addr add 10.78.0.2/24 dev "v$B"
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-ip -n "$A" link set "v$A" up
-ip -n "$B" link set "v$B" up
+trap 'netns_del "$A" "$B"; cleanup' EXIT
+netns_pair "$A" "$B" 10.78.0 || skip "cannot create network namespaces"
 inB() { ip netns exec "$B" "$@"; }
 inA() { ip netns exec "$A" "$@"; }
 
