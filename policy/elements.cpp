@@ -1,99 +1,40 @@
-// Which MCES element chains are possible. The rules follow from what each
-// element needs from the ones before it on the send path (docs/policy.md,
-// "elements"); the engine issue builds chains from the same catalogue.
+// Which MCES element chains are possible. There is one set of rules, the
+// connection's own (core/mces/conn/chain.cpp make_chain, compiled into this
+// library): a chain this check accepts is a chain a connection builds, so a
+// policy line never turns into a silent fallback to the kernel at connect().
 #include "policy/policy.h"
+
+#include "core/mces/conn/chain.h"
+
+#include <optional>
 
 namespace gs::policy {
 namespace {
 
-int position(const std::vector<std::string>& chain, std::string_view e) noexcept {
-    for (size_t i = 0; i < chain.size(); ++i)
-        if (chain[i] == e) return static_cast<int>(i);
-    return -1;
+// The policy's catalogue and class numbers are the connection's.
+constexpr bool same_catalogue() {
+    if (mces_elements.size() != mces::kElementNames.size()) return false;
+    for (size_t i = 0; i < mces_elements.size(); ++i)
+        if (mces_elements[i] != mces::kElementNames[i]) return false;
+    return true;
 }
+static_assert(same_catalogue(), "policy::mces_elements must list mces::kElementNames in order");
+static_assert(static_cast<uint8_t>(ServiceClass::datagram) == mces::kClassDatagram &&
+              static_cast<uint8_t>(ServiceClass::reliable) == mces::kClassReliable &&
+              static_cast<uint8_t>(ServiceClass::guaranteed) == mces::kClassGuaranteed &&
+              static_cast<uint8_t>(ServiceClass::realtime) == mces::kClassRealtime &&
+              static_cast<uint8_t>(ServiceClass::group) == mces::kClassGroup);
 
 }  // namespace
 
 bool check_elements(const std::vector<std::string>& chain, ServiceClass service,
                     bool class_known, std::string& why) {
-    for (size_t i = 0; i < chain.size(); ++i)
-        for (size_t j = i + 1; j < chain.size(); ++j)
-            if (chain[i] == chain[j]) {
-                why = chain[i] + " appears twice, list each element once";
-                return false;
-            }
-    if (chain.empty() || chain[0] != "framing") {
-        why = "the chain must start with framing (it carries the header every element reads)";
-        return false;
-    }
-    int handshake = position(chain, "handshake");
-    if (handshake < 0) {
-        why = "handshake is required (the cookie and the QoS offer ride on it), add it after framing";
-        return false;
-    }
-    int auth = position(chain, "auth");
-    if (auth >= 0 && auth < handshake) {
-        why = "auth needs handshake before it (the keys come from the handshake)";
-        return false;
-    }
-    int seq = position(chain, "sequencing");
-    for (std::string_view e : {"sack", "ordering", "fec", "deadline"}) {
-        int p = position(chain, e);
-        if (p >= 0 && (seq < 0 || seq > p)) {
-            why = std::string(e) + " needs sequencing before it (it works on sequence numbers)";
-            return false;
-        }
-    }
-    int sack = position(chain, "sack");
-    for (std::string_view e : {"congestion", "flowcontrol"}) {
-        int p = position(chain, e);
-        if (p >= 0 && (sack < 0 || sack > p)) {
-            why = std::string(e) + " needs sack before it (it reads the acknowledgements)";
-            return false;
-        }
-    }
-    int close = position(chain, "close");
-    if (close >= 0 && close + 1 != static_cast<int>(chain.size())) {
-        why = "close must be the last element";
-        return false;
-    }
-    if (!class_known) return true;
-    bool has_ordering = position(chain, "ordering") >= 0;
-    switch (service) {
-    case ServiceClass::reliable:
-    case ServiceClass::guaranteed:
-        if (sack < 0 || !has_ordering) {
-            why = std::string("class ") + name(service) +
-                  " needs sack and ordering (a reliable ordered stream)";
-            return false;
-        }
-        if (service == ServiceClass::guaranteed && position(chain, "pacing") < 0) {
-            why = "class guaranteed needs pacing (it holds the flow to its reserved rate)";
-            return false;
-        }
-        break;
-    case ServiceClass::realtime:
-        if (position(chain, "deadline") < 0) {
-            why = "class realtime needs deadline (it drops what is late)";
-            return false;
-        }
-        if (has_ordering) {
-            why = "class realtime must not contain ordering (waiting for a retransmission breaks "
-                  "the delay bound), use deadline alone";
-            return false;
-        }
-        break;
-    case ServiceClass::datagram:
-        if (sack >= 0 || has_ordering) {
-            why = "class datagram is unreliable and unordered, remove sack and ordering";
-            return false;
-        }
-        break;
-    case ServiceClass::group:
-        why = "class group is carried by an overlay, elements apply to MCES flows";
-        return false;
-    }
-    return true;
+    std::optional<uint8_t> cls;
+    if (class_known) cls = static_cast<uint8_t>(service);
+    mces::ChainResult r = mces::make_chain(chain, cls);
+    if (r.ok()) return true;
+    why = std::move(r.error);
+    return false;
 }
 
 }  // namespace gs::policy

@@ -11,6 +11,8 @@
 #include "policy/parser.h"
 #include "policy/text.h"
 
+#include "core/mces/conn/chain.h"   // the MCES chain rules (standard library only)
+
 #include <ini.h>
 #include <sys/socket.h>
 
@@ -527,11 +529,12 @@ void Parser::set_list(const std::string& key, std::string_view value, int line) 
             if (item.find('/') != std::string_view::npos) {
                 key_diag(line, key, item,
                          "a path, write the program name (the basename of argv[0]), e.g. curl");
-            } else if (item[0] == ';') {
-                // Written back as "a, ;b" it would read as a comment.
+            } else if (item[0] == ';' || item[0] == '#') {
+                // Written back as "a, ;b", or with '#' first on a continuation
+                // line, it would read as a comment.
                 key_diag(line, key, item,
-                         "a program name cannot start with ';' (after a space it starts a "
-                         "comment): write the name without it");
+                         "a program name cannot start with ';' or '#' (they start comments): "
+                         "write the name without it");
             } else if (item.size() > kMaxProcessLen) {
                 key_diag(line, key, item, "name too long, at most 128 characters");
             } else if (std::find(r.process.begin(), r.process.end(), item) == r.process.end()) {
@@ -554,17 +557,21 @@ void Parser::set_list(const std::string& key, std::string_view value, int line) 
             else
                 key_diag(line, key, item, why);
         } else if (key == "elements") {
-            bool known = false;
-            for (std::string_view e : mces_elements) known = known || e == item;
-            if (known) {
+            // The name only (congestion:NAME's parameter is make_chain's to
+            // check in finish_section, with the whole chain).
+            std::string_view base = item.substr(0, item.find(':'));
+            if (mces::element_from_name(base)) {
                 r.decision.qos.elements.emplace_back(item);
             } else {
-                std::string_view near = nearest(item, mces_elements);
-                std::string fix = near.empty() ? std::string("the elements are: framing, checksum, "
-                                                             "auth, handshake, sequencing, sack, "
-                                                             "ordering, flowcontrol, congestion, "
-                                                             "pacing, fec, deadline, keepalive, close")
-                                               : "did you mean " + std::string(near) + "?";
+                std::string_view near = nearest(base, mces::kElementNames);
+                std::string fix;
+                if (!near.empty()) {
+                    fix = "did you mean " + std::string(near) + "?";
+                } else {
+                    fix = "the elements are: ";
+                    for (std::string_view e : mces::kElementNames)
+                        fix += std::string(e) + (e == mces::kElementNames.back() ? "" : ", ");
+                }
                 key_diag(line, key, item, "unknown element, " + fix);
             }
         }
@@ -878,13 +885,28 @@ void Parser::finish_section() {
         for (std::string_view k : {"congestion", "window", "notsent_lowat"})
             if (has(k) && r.proto == Proto::udp)
                 at(k, "TCP only, impossible with " + ref("proto") + ": remove it or use proto = tcp");
+        // The chain is checked by the connection's own rules (make_chain), so
+        // what is accepted here is what connect() builds. A rule with neither
+        // class nor proto gives its TCP flows class reliable, and only TCP
+        // flows go over MCES: its chain must be a class reliable chain.
         if (has("elements") && !q.elements.empty() && !failed("elements")) {
             std::string why;
             if (t == Transport::native || t == Transport::overlay)
                 at("elements", tname + ", the chain is for MCES flows: write transport = mces or auto");
             else if (!check_elements(q.elements, c, known, why))
                 at("elements", why);
+            else if (!known && !check_elements(q.elements, ServiceClass::reliable, true, why))
+                at("elements", "the rule sets no class or proto, so its TCP flows are class reliable: " + why +
+                                   "; or set class (or proto = udp for a datagram chain)");
         }
+        // Without elements the class's default chain is used: written
+        // transport = mces with a class that has none (realtime until deadline
+        // exists) could only fail at connect(). auto falls back by design.
+        std::string no_default;
+        if (r.class_set && t == Transport::mces && c != ServiceClass::group && !has("elements") &&
+            !check_elements({}, c, true, no_default))
+            at("class", "impossible with " + ref("transport") + ", " + no_default +
+                            ": use class reliable, or transport = auto or native (the kernel carries the flow)");
         if (!s.bad) {
             r.decision.service = c;
             r.decision.transport = t;

@@ -224,12 +224,21 @@ bool parse_port_range(std::string_view s, PortRange& out, std::string& why);
 // the flow are normalised first). Policy::match_index_linear() is this in a loop.
 bool rule_matches(const Rule& rule, const FlowKey& flow) noexcept;
 
-// The MCES element catalogue, in the order a chain usually lists them.
+// The MCES element catalogue, in the order a chain usually lists them (the
+// same as core/mces/conn/chain.h kElementNames: elements.cpp checks it at
+// compile time). `congestion` may be written `congestion:cubic` or
+// `congestion:newreno`.
 inline constexpr std::array<std::string_view, 14> mces_elements = {
     "framing", "checksum", "auth", "handshake", "sequencing", "sack", "ordering",
     "flowcontrol", "congestion", "pacing", "fec", "deadline", "keepalive", "close"};
-// Whether `chain` (names from mces_elements) is a possible chain for the class;
-// `class_known` false skips the class-specific rules. docs/policy.md lists the rules.
+// Whether `chain` is a chain an MCES connection of the class builds: this is
+// the connection's own check (core/mces/conn/chain.h make_chain), so the
+// policy and the connection never disagree. `class_known` false applies only
+// the class-independent rules. An empty chain means the class's default chain
+// (refused without a class, and for classes that have none: realtime, group).
+// Elements that are not available in this version (auth, fec, deadline) are
+// refused. On false, `why` is make_chain's one-line reason. May throw
+// std::bad_alloc. docs/policy.md lists the rules.
 bool check_elements(const std::vector<std::string>& chain, ServiceClass service,
                     bool class_known, std::string& why);
 

@@ -41,6 +41,14 @@ expect 0 "check -q" -- "$gsctl" policy check -q "$dir/good/design_example.ini"
 [ -s "$tmp/out" ] && { echo "FAIL: check -q printed something"; fails=$((fails + 1)); }
 expect 1 "check bad" -- "$gsctl" policy check "$dir/bad/port_range_empty.ini"
 has err "port_range_empty.ini:2: dport = 9000-8000: empty range" "diagnostic on stderr"
+expect 1 "check chain not available" -- "$gsctl" policy check "$dir/bad/elements_not_available.ini"
+has err "elements_not_available.ini:12: elements = framing checksum handshake sequencing fec: fec is not available in this version" "chain diagnostic"
+expect 1 "check realtime over mces" -- "$gsctl" policy check "$dir/bad/elements_realtime.ini"
+has err "elements_realtime.ini:8: class = realtime: impossible with transport = mces (line 10)" "realtime default chain"
+expect 0 "check chains" -- "$gsctl" policy check "$dir/good/elements.ini"
+has out "elements.ini: ok, 7 rules" "chains the connection builds"
+expect 0 "explain newreno" -- "$gsctl" policy explain "$dir/good/elements.ini" tcp://10.0.0.1:80
+has out "congestion:newreno" "the parameter survives"
 expect 1 "check missing" -- "$gsctl" policy check "$tmp/none.ini"
 has err "cannot read" "unreadable file"
 

@@ -1,8 +1,12 @@
 // The unit parsers: every unit, the edges, and that nothing wraps.
 #include "policy/policy.h"
 
+#include "core/mces/conn/chain.h"
+
 #include <doctest/doctest.h>
 #include <sys/socket.h>
+
+#include <algorithm>
 
 using namespace gs::policy;
 
@@ -279,22 +283,123 @@ TEST_CASE("formatters read back to the same value") {
     }
 }
 
-TEST_CASE("mces element chains") {
+TEST_CASE("mces element chains: check_elements is the connection's make_chain") {
     std::string why;
     using V = std::vector<std::string>;
-    CHECK(check_elements(V{"framing", "handshake", "sequencing", "sack", "ordering"},
-                         ServiceClass::reliable, true, why));
-    CHECK_FALSE(check_elements(V{"framing", "handshake", "sequencing", "sack"},
+    const V reliable = {"framing", "checksum", "handshake", "sequencing", "sack", "ordering", "flowcontrol"};
+    CHECK(check_elements(reliable, ServiceClass::reliable, true, why));
+    V newreno = reliable;
+    newreno.push_back("congestion:newreno");
+    CHECK(check_elements(newreno, ServiceClass::reliable, true, why));
+    V bogus = reliable;
+    bogus.push_back("congestion:bogus");
+    CHECK_FALSE(check_elements(bogus, ServiceClass::reliable, true, why));
+    CHECK(why == "congestion:bogus: unknown congestion controller 'bogus' (known: cubic, newreno)");
+    // What the old policy check let through and the connection refused.
+    CHECK_FALSE(check_elements(V{"framing", "handshake", "sequencing", "sack", "ordering", "flowcontrol"},
                                ServiceClass::reliable, true, why));
-    CHECK(check_elements(V{"framing", "handshake", "sequencing", "deadline"},
-                         ServiceClass::realtime, true, why));
-    CHECK_FALSE(check_elements(V{"framing", "handshake", "sequencing", "ordering", "deadline"},
-                               ServiceClass::realtime, true, why));
-    CHECK(check_elements(V{"framing", "handshake"}, ServiceClass::datagram, true, why));
-    CHECK(check_elements(V{"framing", "handshake", "sequencing", "sack"}, ServiceClass::datagram,
-                         false, why));   // class unknown: only the order rules
+    CHECK(why.find("checksum is required") == 0);
+    CHECK_FALSE(check_elements(V{"framing", "checksum", "handshake", "sequencing", "sack", "ordering"},
+                               ServiceClass::reliable, true, why));
+    CHECK(why.find("class reliable needs flowcontrol") == 0);
+    CHECK_FALSE(check_elements(V{"framing", "checksum", "handshake", "sequencing", "ordering"},
+                               ServiceClass::reliable, false, why));
+    CHECK(why.find("ordering needs sack before it") == 0);
+    for (const char* e : {"auth", "fec", "deadline"}) {
+        CAPTURE(e);
+        V c = {"framing", "checksum", "handshake", "sequencing", e};
+        CHECK_FALSE(check_elements(c, ServiceClass::datagram, false, why));
+        CHECK(why.find(std::string(e) + " is not available in this version") == 0);
+        CHECK(why.find("remove " + std::string(e)) != std::string::npos);
+    }
+    // Class realtime has no chain in this version, written or default.
+    CHECK_FALSE(check_elements(V{"framing", "checksum", "handshake", "sequencing"}, ServiceClass::realtime,
+                               true, why));
+    CHECK(why.find("class realtime is not available over MCES in this version") == 0);
+    CHECK_FALSE(check_elements(V{}, ServiceClass::realtime, true, why));
+    CHECK(why.find("deadline") != std::string::npos);
+    // Empty: the class's default chain; without a class there is none.
+    CHECK(check_elements(V{}, ServiceClass::reliable, true, why));
+    CHECK(check_elements(V{}, ServiceClass::datagram, true, why));
     CHECK_FALSE(check_elements(V{}, ServiceClass::datagram, false, why));
-    CHECK_FALSE(check_elements(V{"framing", "auth", "handshake"}, ServiceClass::datagram, false, why));
-    CHECK_FALSE(check_elements(V{"framing", "handshake", "close", "keepalive"}, ServiceClass::datagram,
-                               false, why));
+    CHECK(check_elements(V{"framing", "checksum", "handshake"}, ServiceClass::datagram, true, why));
+    CHECK(check_elements(V{"framing", "checksum", "handshake", "sequencing", "sack"}, ServiceClass::datagram,
+                         false, why));   // class unknown: only the order rules
+    CHECK_FALSE(check_elements(V{"framing", "checksum", "handshake", "close", "keepalive"},
+                               ServiceClass::datagram, false, why));
+    CHECK(why == "close must be the last element");
+}
+
+// The property the policy relies on: for every chain of up to five catalogue
+// names (each with or without a congestion parameter) and every class, a rule
+// the parser keeps carries a chain make_chain builds for that class, and a
+// chain make_chain refuses gives exactly one elements diagnostic.
+TEST_CASE("the parser accepts exactly the chains a connection builds") {
+    const std::vector<std::string> names = {"framing",  "checksum", "handshake",          "sequencing",
+                                            "sack",     "ordering", "flowcontrol",        "congestion",
+                                            "pacing",   "close",    "congestion:newreno", "deadline"};
+    struct Cls {
+        const char* text;   // the rule's class/proto lines
+        ServiceClass c;
+    };
+    const Cls classes[] = {{"proto = tcp\nclass = reliable\n", ServiceClass::reliable},
+                           {"proto = udp\nclass = datagram\n", ServiceClass::datagram},
+                           {"proto = tcp\nclass = guaranteed\nrate = 1mbit\n", ServiceClass::guaranteed},
+                           {"", ServiceClass::reliable}};   // no class, no proto: TCP flows are reliable
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    auto next = [&seed] {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        return seed;
+    };
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < 3000; ++i) {
+        // A default chain of a class (reliable or datagram, so that many are
+        // valid), then 0-2 edits: drop one, insert a random name, swap two.
+        std::vector<std::string> chain =
+            i % 2 ? std::vector<std::string>{"framing", "checksum", "handshake", "sequencing", "keepalive",
+                                             "close"}
+                  : std::vector<std::string>{"framing", "checksum", "handshake", "sequencing", "sack",
+                                             "ordering", "flowcontrol", "congestion", "pacing", "close"};
+        const size_t edits = next() % 3;
+        for (size_t k = 0; k < edits && !chain.empty(); ++k) {
+            const size_t at = next() % chain.size();
+            switch (next() % 3) {
+            case 0: chain.erase(chain.begin() + static_cast<long>(at)); break;
+            case 1: chain.insert(chain.begin() + static_cast<long>(at), names[next() % names.size()]); break;
+            default: std::swap(chain[at], chain[next() % chain.size()]); break;
+            }
+        }
+        if (chain.empty()) continue;
+        const Cls& cls = classes[next() % 4];
+        std::string line;
+        for (const std::string& n : chain) line += (line.empty() ? "" : " ") + n;
+        const std::string text = std::string("[general]\ncapacity = 1gbit\n[flow a]\n") + cls.text +
+                                 "transport = mces\nelements = " + line + "\n";
+        Policy p = Policy::parse(text, "p.ini");
+        // The connection's own call (endpoint.cpp connect()).
+        const gs::mces::ChainResult built = gs::mces::make_chain(chain, static_cast<uint8_t>(cls.c));
+        const bool builds = built.ok();
+        const std::string& why = built.error;
+        CAPTURE(text);
+        CAPTURE(why);
+        if (builds) {
+            ++accepted;
+            CHECK(p.ok());
+            REQUIRE(p.rules().size() == 1);
+            CHECK(p.rules()[0].decision.qos.elements == chain);
+        } else {
+            ++refused;
+            REQUIRE(p.diagnostics().size() == 1);
+            const auto lineno = std::count(text.begin(), text.end(), '\n');   // elements is the last line
+            CHECK(p.diagnostics()[0].text.find("p.ini:" + std::to_string(lineno) + ": elements = " + line +
+                                               ": ") == 0);
+            CHECK(p.diagnostics()[0].text.find(why) != std::string::npos);
+            CHECK(p.rules().empty());
+        }
+    }
+    MESSAGE("chains accepted " << accepted << ", refused " << refused);
+    CHECK(accepted > 200);
+    CHECK(refused > 200);
 }

@@ -8,17 +8,11 @@
 namespace gs::mces {
 namespace {
 
-constexpr std::array<std::string_view, kElementCount> kNames = {
-    "framing",     "checksum",   "auth",   "handshake", "sequencing", "sack",      "ordering",
-    "flowcontrol", "congestion", "pacing", "fec",       "deadline",   "keepalive", "close"};
-
-constexpr std::string_view kKnownCc[] = {"cubic", "newreno"};
-
 std::string catalogue() {
     std::string s;
-    for (std::size_t i = 0; i < kNames.size(); ++i) {
+    for (std::size_t i = 0; i < kElementNames.size(); ++i) {
         if (i) s += ", ";
-        s += kNames[i];
+        s += kElementNames[i];
     }
     return s;
 }
@@ -47,12 +41,12 @@ ChainResult fail(std::string why) {
 
 std::string_view name(Element e) noexcept {
     const auto i = static_cast<std::size_t>(e);
-    return i < kNames.size() ? kNames[i] : std::string_view("?");
+    return i < kElementNames.size() ? kElementNames[i] : std::string_view("?");
 }
 
 std::optional<Element> element_from_name(std::string_view n) noexcept {
-    for (std::size_t i = 0; i < kNames.size(); ++i)
-        if (kNames[i] == n) return static_cast<Element>(i);
+    for (std::size_t i = 0; i < kElementNames.size(); ++i)
+        if (kElementNames[i] == n) return static_cast<Element>(i);
     return std::nullopt;
 }
 
@@ -99,7 +93,7 @@ ChainResult make_chain(std::span<const std::string> names, std::optional<std::ui
             if (*e != Element::congestion)
                 return fail(full + ": only congestion takes a parameter (congestion:cubic, congestion:newreno)");
             bool known = false;
-            for (std::string_view k : kKnownCc) known = known || k == param;
+            for (std::string_view k : kCongestionControllers) known = known || k == param;
             if (!known)
                 return fail(full + ": unknown congestion controller '" + std::string(param) +
                             "' (known: cubic, newreno)");
@@ -110,10 +104,17 @@ ChainResult make_chain(std::span<const std::string> names, std::optional<std::ui
         c.elements.push_back(*e);
     }
     const auto& ch = c.elements;
+    // Known names that have no code behind them: refused, never dropped from
+    // the chain, so a flow never runs without what its chain asked for.
     if (c.has(Element::auth))
-        return fail("auth is not available yet (MCES version 1 has no AEAD; checksum is the integrity element)");
-    if (c.has(Element::fec)) return fail("fec is not available yet (no forward error correction element exists)");
-    if (c.has(Element::deadline)) return fail("deadline is not available yet (no deadline element exists)");
+        return fail("auth is not available in this version (MCES version 1 has no AEAD; checksum guards "
+                    "each packet): remove auth");
+    if (c.has(Element::fec))
+        return fail("fec is not available in this version (there is no forward error correction element "
+                    "yet): remove fec");
+    if (c.has(Element::deadline))
+        return fail("deadline is not available in this version (no element drops late data yet): remove "
+                    "deadline, and for a flow that can wait for retransmissions use class reliable");
     if (ch.front() != Element::framing)
         return fail("the chain must start with framing (it carries the header every element reads)");
     if (!c.has(Element::checksum))
@@ -149,7 +150,9 @@ ChainResult make_chain(std::span<const std::string> names, std::optional<std::ui
             return fail("class guaranteed needs pacing (it holds the flow to its reserved rate)");
         break;
     case kClassRealtime:
-        return fail("class realtime is not available yet (it needs deadline, which does not exist yet)");
+        return fail("class realtime is not available over MCES in this version (its chain needs deadline, "
+                    "which does not exist yet): use class reliable, or remove the chain to keep the kernel's "
+                    "transport");
     case kClassGroup:
         return fail("class group is carried by an overlay, elements apply to MCES flows");
     default:
@@ -173,7 +176,8 @@ ChainResult default_chain(std::uint8_t cls) {
                       E::pacing,      E::keepalive,  E::close};
         break;
     case kClassRealtime:
-        return fail("class realtime has no default chain yet (it needs deadline, which does not exist yet)");
+        return fail("class realtime has no MCES chain in this version (it needs deadline, which does not "
+                    "exist yet)");
     case kClassGroup:
         return fail("class group is carried by an overlay, it has no MCES chain");
     default:

@@ -4,17 +4,19 @@
 // A chain is written as element names, e.g. the class 1 default
 //     framing checksum handshake sequencing sack ordering flowcontrol
 //     congestion pacing keepalive close
-// The catalogue is the policy's (policy/policy.h mces_elements), so a chain
-// the policy file names is a chain this code can build, plus one extension:
-// `congestion:NAME` picks the algorithm (cubic, newreno); plain
-// `congestion` means cubic.
+// The catalogue is kElementNames below (policy/policy.h mces_elements is
+// checked against it at compile time), with one extension: `congestion:NAME`
+// picks the algorithm (cubic, newreno); plain `congestion` means cubic.
 //
 // make_chain() is the one check: it takes the names and the service class and
 // returns the chain or a one-line message naming the bad element and the rule
-// it breaks. It depends on the standard library only, so the policy parser
-// can compile it in and call it too. Nothing here throws.
+// it breaks. It depends on the standard library only: the policy library
+// compiles this file in and validates `elements =` with it (policy/elements.cpp),
+// so a chain a policy accepts is a chain a connection builds. Nothing here
+// throws except std::bad_alloc.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -42,6 +44,13 @@ enum class Element : std::uint8_t {
     count_
 };
 constexpr std::size_t kElementCount = static_cast<std::size_t>(Element::count_);
+
+// The names, indexed by Element (the policy's `elements =` catalogue).
+inline constexpr std::array<std::string_view, kElementCount> kElementNames = {
+    "framing",     "checksum",   "auth",   "handshake", "sequencing", "sack",      "ordering",
+    "flowcontrol", "congestion", "pacing", "fec",       "deadline",   "keepalive", "close"};
+// The algorithms `congestion:NAME` takes.
+inline constexpr std::array<std::string_view, 2> kCongestionControllers = {"cubic", "newreno"};
 
 // "framing", "sack", ... (the names the policy uses).
 std::string_view name(Element e) noexcept;
@@ -81,15 +90,16 @@ struct ChainResult {
 // default chain (an error without a class).
 //
 // The rules, checked in this order (the first broken one is reported):
-//   unknown name; a name twice; auth, fec, deadline not available yet;
+//   unknown name; a bad parameter; a name twice; auth, fec, deadline not
+//   available in this version (the message says to remove them);
 //   framing first; checksum required (version 1 packets always carry it);
 //   handshake required; sack, ordering need sequencing before them;
 //   ordering needs sack before it (in-order delivery waits for retransmits);
 //   congestion, flowcontrol need sack before them; close last;
 //   class datagram: no sack, ordering, flowcontrol, congestion;
 //   class reliable/guaranteed: sack, ordering and flowcontrol;
-//   class guaranteed: pacing; class realtime: not available yet (needs
-//   deadline); class group: carried by an overlay, no chain.
+//   class guaranteed: pacing; class realtime: not available in this
+//   version (needs deadline); class group: carried by an overlay, no chain.
 ChainResult make_chain(std::span<const std::string> names,
                        std::optional<std::uint8_t> service_class);
 
