@@ -16,11 +16,13 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gs::sansio {
@@ -74,9 +76,35 @@ struct AddrHash {
 // goes out of (an endpoint may own several); the owner may ignore it when it
 // has one socket.
 struct Datagram {
+    Datagram() = default;
+    Datagram(const Addr& f, const Addr& t, std::vector<std::uint8_t> b)
+        : from(f), to(t), bytes(std::move(b)) {}
+
     Addr from;
     Addr to;
     std::vector<std::uint8_t> bytes;
+
+    // Zero-copy sending. A caller that sets may_hold before poll_transmit
+    // lets the endpoint leave the payload in its own buffers: the datagram
+    // on the wire is then bytes[0, split) + held[0] + held[1] +
+    // bytes[split, end). Held bytes stay valid through further poll_transmit
+    // calls and no longer: the caller sends them, or flatten()s the
+    // datagram, before it calls the endpoint in any other way. Endpoints
+    // that never hold leave these three alone (the caller resets them).
+    bool may_hold = false;
+    std::size_t split = 0;
+    std::span<const std::uint8_t> held[2];
+
+    std::size_t size() const noexcept { return bytes.size() + held[0].size() + held[1].size(); }
+    bool holds() const noexcept { return !held[0].empty() || !held[1].empty(); }
+    // Copies the held bytes into `bytes`: the datagram stands alone after.
+    void flatten() {
+        if (!holds()) return;
+        bytes.insert(bytes.begin() + static_cast<std::ptrdiff_t>(split), held[1].begin(), held[1].end());
+        bytes.insert(bytes.begin() + static_cast<std::ptrdiff_t>(split), held[0].begin(), held[0].end());
+        held[0] = held[1] = {};
+        split = 0;
+    }
 };
 
 // The shape every protocol endpoint has. The simulator drives any of them

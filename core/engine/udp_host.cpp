@@ -49,11 +49,25 @@ RxBatch& rx_batch() noexcept {
 // Send scratch: a run of segments is one mmsghdr with one iovec per segment.
 struct TxBatch {
     mmsghdr msg[kBatch];
-    iovec iov[kBatch * kMaxSegments];
+    iovec iov[kBatch * kMaxSegments * 4];   // a held datagram is up to four pieces
     sockaddr_storage to[kBatch];
     alignas(cmsghdr) char ctl[kBatch][CMSG_SPACE(sizeof(uint16_t))];
     unsigned count[kBatch];   // datagrams in each message
 };
+// A datagram as iovecs: its bytes, with any held payload in between. Returns how many (1 to 4).
+unsigned pieces(sansio::Datagram& d, iovec* v) noexcept {
+    if (!d.holds()) {
+        v[0] = {d.bytes.data(), d.bytes.size()};
+        return 1;
+    }
+    unsigned n = 0;
+    if (d.split > 0) v[n++] = {d.bytes.data(), d.split};
+    for (auto h : d.held)
+        if (!h.empty()) v[n++] = {const_cast<uint8_t*>(h.data()), h.size()};
+    if (d.split < d.bytes.size()) v[n++] = {d.bytes.data() + d.split, d.bytes.size() - d.split};
+    return n;
+}
+
 TxBatch& tx_batch() noexcept {
     static thread_local TxBatch b;
     return b;
@@ -253,21 +267,36 @@ void UdpHost::flush(Engine& e) noexcept {
         // not fit beyond max_backlog is dropped, the protocol's loss).
         // Each datagram is built into a buffer sent earlier (spare_): no
         // allocation, and no page faults, per packet.
+        // Payload may stay in the endpoint's buffers (may_hold) while this
+        // flush runs: nothing else calls the endpoint meanwhile.
         size_t took = 0;
         sansio::Datagram d;
         d.bytes = take_spare();
+        d.may_hold = true;
         while (took < kBatch * kMaxSegments && ep_.poll_transmit(d)) {
             ++took;
             if (backlog_.size() >= opt_.max_backlog) {
                 ++stats_.tx_queue_full;
+                d.held[0] = d.held[1] = {};
                 continue;
             }
+            held_ += d.holds();
             backlog_.push_back(std::move(d));
             d = sansio::Datagram{};
             d.bytes = take_spare();
+            d.may_hold = true;
         }
         give_spare(std::move(d.bytes));
         if (took == 0 || full) break;
+    }
+    // What waits for POLLOUT must not point into the endpoint any more.
+    if (held_ > 0) {
+        for (sansio::Datagram& b : backlog_)
+            if (b.holds()) {
+                b.flatten();
+                ++stats_.tx_held_copied;
+            }
+        held_ = 0;
     }
     in_flush_ = false;
     rearm_timer(e);
@@ -282,17 +311,17 @@ bool UdpHost::send_backlog() noexcept {
         auto it = backlog_.begin();
         while (msgs < kBatch && it != backlog_.end()) {
             const sansio::Addr& to = it->to;
-            const size_t seg = it->bytes.size();
+            const size_t seg = it->size();
             unsigned count = 0;
             size_t total = 0;
-            iovec* first = &t.iov[iovs];
+            const unsigned first = iovs;
             // A run: same peer, same size; a shorter one may end it.
             while (it != backlog_.end() && count < kMaxSegments && it->to == to &&
-                   (count == 0 || (opt_.gso && it->bytes.size() <= seg && total + it->bytes.size() <= 65000))) {
-                t.iov[iovs++] = {it->bytes.data(), it->bytes.size()};
-                total += it->bytes.size();
+                   (count == 0 || (opt_.gso && it->size() <= seg && total + it->size() <= 65000))) {
+                iovs += pieces(*it, &t.iov[iovs]);
+                total += it->size();
                 ++count;
-                bool shorter = it->bytes.size() < seg;
+                bool shorter = it->size() < seg;
                 ++it;
                 if (shorter || seg == 0) break;
             }
@@ -301,8 +330,8 @@ bool UdpHost::send_backlog() noexcept {
             socklen_t nl = from_addr(to, t.to[msgs], family_);
             m.msg_name = nl ? &t.to[msgs] : nullptr;
             m.msg_namelen = nl;
-            m.msg_iov = first;
-            m.msg_iovlen = count;
+            m.msg_iov = &t.iov[first];
+            m.msg_iovlen = iovs - first;
             if (count > 1) {
                 m.msg_control = t.ctl[msgs];
                 m.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
@@ -336,7 +365,7 @@ bool UdpHost::send_backlog() noexcept {
             stats_.tx_datagrams += t.count[i];
             if (t.count[i] > 1) ++stats_.tx_gso_batches;
             for (unsigned k = 0; k < t.count[i]; ++k) {
-                stats_.tx_bytes += backlog_.front().bytes.size();
+                stats_.tx_bytes += backlog_.front().size();
                 pop_sent();
             }
         }
@@ -361,6 +390,7 @@ void UdpHost::give_spare(std::vector<uint8_t>&& v) noexcept {
 }
 
 void UdpHost::pop_sent() noexcept {
+    held_ -= backlog_.front().holds();
     give_spare(std::move(backlog_.front().bytes));
     backlog_.pop_front();
 }

@@ -12,7 +12,10 @@
 //     super-datagram (UDP_SEGMENT), several per sendmmsg; the buffers of
 //     sent datagrams are handed back to the endpoint's poll_transmit (in
 //     Datagram::bytes, with their old size and contents: the endpoint
-//     assigns or resizes them), so steady sending allocates nothing.
+//     assigns or resizes them), so steady sending allocates nothing;
+//     an endpoint may leave a datagram's payload in its own buffers
+//     (Datagram::may_hold): it goes out from there, uncopied, unless the
+//     socket is full and the datagram has to wait (then it is copied).
 //
 // Engine thread only: the endpoint is called from the engine thread, and
 // its owner calls poke() after changing it from there (a write on a
@@ -37,6 +40,7 @@ struct UdpHostStats {
     uint64_t tx_datagrams = 0, tx_bytes = 0, tx_calls = 0, tx_gso_batches = 0;
     uint64_t tx_errors = 0;        // refused by the kernel (EMSGSIZE, ENETUNREACH, ECONNREFUSED...)
     uint64_t tx_queue_full = 0;    // datagrams dropped because the send backlog was full
+    uint64_t tx_held_copied = 0;   // held payloads copied because the socket was full (see may_hold)
     uint64_t timeouts = 0;
 };
 
@@ -110,6 +114,7 @@ private:
     void* owner_;
     sansio::Addr local_;
     std::deque<sansio::Datagram> backlog_;   // to send, in order
+    size_t held_ = 0;                         // of them, with payload held by the endpoint
     // Buffers of datagrams already sent, reused for the next ones: at most
     // kMaxSpare (one sendmmsg's worth of GSO runs) and kMaxSpareBytes.
     static constexpr size_t kMaxSpare = 1024;

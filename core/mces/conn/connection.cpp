@@ -752,7 +752,8 @@ bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
     return true;
 }
 
-bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
+bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* held) {
+    if (held) *held = Held{};
     now_ = std::max(now_, now);
     if (state_ == State::connecting) {
         if (!hs_ || !hs_->poll_transmit(out)) return false;
@@ -804,7 +805,11 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
     // smallest datagram (the default mss): sizing the buffer to that, not to
     // a loopback mss of 64 KiB, keeps a recycled buffer from being zeroed
     // again for every ACK.
-    out.resize(may_data ? mss() : std::min(mss(), wire::kMinInitialSize));
+    // With `held`, stream payload stays in the send buffer: out holds the
+    // header and frames only, sized like a control packet (resizing a
+    // recycled 30-byte buffer to a 64 KiB mss would zero it every time).
+    const bool hold_stream = held && sb_;
+    out.resize(may_data && !hold_stream ? mss() : std::min(mss(), wire::kMinInitialSize));
     wire::PacketWriter pw(out);
     const std::uint64_t pn = next_pn_++;
     const std::int64_t largest_acked =
@@ -813,6 +818,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
     wire::Writer& w = pw.body();
     Rec rec;
     bool eliciting = false, wrote = false;
+    std::span<const std::uint8_t> hold[2];
 
     if (sack && ap_.pending() && !rs_.empty()) {
         wire::AckFrame a;
@@ -858,7 +864,10 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
     }
     if (may_data) {
         if (sb_) {
-            const std::size_t room = pw.room();
+            // What the packet may still take: with held payload, the mss
+            // bounds it, not out's size.
+            const std::size_t used = w.size() + wire::kChecksumLen;
+            const std::size_t room = !hold_stream ? pw.room() : mss() > used ? mss() - used : 0;
             const std::size_t over = 1 + 8 + wire::varint_size(room);
             StreamSegment seg{};
             bool have = room > over && sb_->next_segment(room - over, fs_->limit(), seg);
@@ -883,10 +892,16 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
             }
             if (have && sb_->holds(seg.offset, seg.length)) {
                 // The payload goes from the send buffer straight into the
-                // packet: one copy (the frame was sized to fit above).
+                // packet (one copy; the frame was sized to fit above), or
+                // stays there for the caller to send from (none). STREAM is
+                // the last frame, so the payload ends the packet.
                 wire::write_stream_header(w, seg.offset, seg.length, seg.fin);
-                const std::span<std::uint8_t> dst = w.take(seg.length);
-                if (w.ok() && sb_->copy(seg.offset, dst) == 0) {
+                bool ok;
+                if (held)
+                    ok = w.ok() && sb_->view(seg.offset, seg.length, hold[0], hold[1]) == 0;
+                else
+                    ok = w.ok() && sb_->copy(seg.offset, w.take(seg.length)) == 0;
+                if (ok) {
                     rec.stream = true;
                     rec.offset = seg.offset;
                     rec.len = seg.length;
@@ -923,9 +938,20 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now) {
         return false;
     }
     if (!eliciting && w.size() == 0) wire::write_padding(w, 1);
-    const int n = pw.finish();
-    if (n <= 0) return false;   // cannot happen: every frame was sized to fit
-    out.resize(static_cast<std::size_t>(n));
+    int n;
+    if (rec.stream && held) {
+        held->split = w.size();   // the header is written; the checksum follows the payload
+        const int here = pw.finish(hold[0], hold[1]);
+        if (here <= 0) return false;
+        out.resize(static_cast<std::size_t>(here));
+        held->part[0] = hold[0];
+        held->part[1] = hold[1];
+        n = here + static_cast<int>(rec.len);
+    } else {
+        n = pw.finish();
+        if (n <= 0) return false;   // cannot happen: every frame was sized to fit
+        out.resize(static_cast<std::size_t>(n));
+    }
 
     if (sack && eliciting) {
         const std::uint64_t token = recs_base_ + recs_.size();

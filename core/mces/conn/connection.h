@@ -240,8 +240,16 @@ public:
     // The earliest time on_timeout wants calling; kNever when none.
     sansio::Time next_timeout() const noexcept;
     // Builds the next packet to send at `now` into out (resized to its
-    // length); false when nothing may go now.
-    bool poll_transmit(std::vector<std::uint8_t>& out, sansio::Time now);
+    // length); false when nothing may go now. With `held`, stream data is
+    // not copied into out but left in the send buffer: the packet is
+    // out[0, held->split) + held->part[0] + held->part[1] + out[split, end)
+    // (see sansio::Datagram::held; valid until the next call other than
+    // poll_transmit).
+    struct Held {
+        std::size_t split = 0;
+        std::span<const std::uint8_t> part[2];
+    };
+    bool poll_transmit(std::vector<std::uint8_t>& out, sansio::Time now, Held* held = nullptr);
     // Closed and past the drain period: the owner may forget it.
     bool drained() const noexcept { return state_ == State::closed && now_ >= drain_until_; }
 

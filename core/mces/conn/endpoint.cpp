@@ -311,11 +311,15 @@ bool Endpoint::poll_transmit(sansio::Datagram& out) {
             continue;
         }
         Entry& e = it->second;
-        if (e.conn->poll_transmit(out.bytes, now_)) {
+        Connection::Held held;
+        if (e.conn->poll_transmit(out.bytes, now_, out.may_hold ? &held : nullptr)) {
             out.from = cfg_.local;
             out.to = e.conn->peer();
+            out.split = held.split;
+            out.held[0] = held.part[0];
+            out.held[1] = held.part[1];
             ++counters_.datagrams_out;
-            counters_.bytes_out += out.bytes.size();
+            counters_.bytes_out += out.size();
             // Round robin: one packet per connection per turn.
             if (ready_.size() > 1) {
                 ready_.pop_front();

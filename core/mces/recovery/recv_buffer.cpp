@@ -37,7 +37,7 @@ int RecvBuffer::on_segment(std::uint64_t offset, std::span<const std::uint8_t> d
     std::uint64_t pos = s;
     auto copy_in = [&](std::uint64_t a, std::uint64_t b) {
         while (a < b) {
-            const std::size_t at = static_cast<std::size_t>(a % cap);
+            const std::size_t at = static_cast<std::size_t>((a - base_) % cap);
             const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(b - a, cap - at));
             std::memcpy(ring_.get() + at, data.data() + (a - offset), chunk);
             a += chunk;
@@ -77,7 +77,7 @@ std::size_t RecvBuffer::read(std::span<std::uint8_t> dst) {
 }
 
 std::span<const std::uint8_t> RecvBuffer::peek() const noexcept {
-    const std::size_t at = static_cast<std::size_t>(read_offset_ % cap_);
+    const std::size_t at = static_cast<std::size_t>((read_offset_ - base_) % cap_);
     return {ring_.get() + at, std::min(readable(), cap_ - at)};
 }
 
@@ -86,6 +86,9 @@ void RecvBuffer::consume(std::size_t n) {
     if (n == 0) return;
     have_.remove(read_offset_, read_offset_ + n);
     read_offset_ += n;
+    // Empty: the next byte goes to the ring's start, so a reader that keeps
+    // up keeps touching the same few cache-warm bytes of a large ring.
+    if (have_.empty()) base_ = read_offset_;
 }
 
 }  // namespace gs::mces

@@ -65,6 +65,7 @@ private:
     std::size_t max_gaps_;
     IntervalSet have_;                   // received, not yet read
     std::uint64_t read_offset_ = 0;
+    std::uint64_t base_ = 0;             // the offset at ring position 0 (modulo the capacity)
     std::uint64_t highest_ = 0;
     bool has_final_ = false;
     std::uint64_t final_size_ = 0;

@@ -20,7 +20,7 @@ std::size_t SendBuffer::write(std::span<const std::uint8_t> data) {
     const std::size_t cap = cap_;
     std::size_t done = 0;
     while (done < n) {
-        const std::size_t pos = static_cast<std::size_t>((write_offset_ + done) % cap);
+        const std::size_t pos = static_cast<std::size_t>((write_offset_ + done - base_) % cap);
         const std::size_t chunk = std::min(n - done, cap - pos);
         std::memcpy(ring_.get() + pos, data.data() + done, chunk);
         done += chunk;
@@ -31,13 +31,13 @@ std::size_t SendBuffer::write(std::span<const std::uint8_t> data) {
 
 std::span<std::uint8_t> SendBuffer::write_space() noexcept {
     if (finished_) return {};
-    const std::size_t at = static_cast<std::size_t>(write_offset_ % cap_);
+    const std::size_t at = static_cast<std::size_t>((write_offset_ - base_) % cap_);
     return {ring_.get() + at, std::min(free_space(), cap_ - at)};
 }
 
 void SendBuffer::commit(std::size_t n) noexcept {
     if (finished_) return;
-    const std::size_t at = static_cast<std::size_t>(write_offset_ % cap_);
+    const std::size_t at = static_cast<std::size_t>((write_offset_ - base_) % cap_);
     write_offset_ += std::min({n, free_space(), cap_ - at});
 }
 
@@ -53,11 +53,21 @@ int SendBuffer::copy(std::uint64_t offset, std::span<std::uint8_t> dst) const {
     const std::size_t cap = cap_;
     std::size_t done = 0;
     while (done < dst.size()) {
-        const std::size_t pos = static_cast<std::size_t>((offset + done) % cap);
+        const std::size_t pos = static_cast<std::size_t>((offset + done - base_) % cap);
         const std::size_t chunk = std::min(dst.size() - done, cap - pos);
         std::memcpy(dst.data() + done, ring_.get() + pos, chunk);
         done += chunk;
     }
+    return 0;
+}
+
+int SendBuffer::view(std::uint64_t offset, std::size_t length, std::span<const std::uint8_t>& a,
+                     std::span<const std::uint8_t>& b) const noexcept {
+    if (!holds(offset, length)) return -ERANGE;
+    const std::size_t pos = static_cast<std::size_t>((offset - base_) % cap_);
+    const std::size_t first = std::min(length, cap_ - pos);
+    a = {ring_.get() + pos, first};
+    b = {ring_.get(), length - first};
     return 0;
 }
 
@@ -122,13 +132,15 @@ void SendBuffer::on_acked(std::uint64_t offset, std::uint32_t length, bool fin) 
     retx_.remove(s, e);
     if (s == acked_offset_ && (acked_.empty() || acked_.front().first > e)) {
         acked_offset_ = e;   // in order, the common case: no interval bookkeeping
-        return;
+    } else {
+        acked_.add(s, e);
+        while (!acked_.empty() && acked_.front().first <= acked_offset_) {
+            acked_offset_ = std::max(acked_offset_, acked_.front().second);
+            acked_.remove(acked_.front().first, acked_.front().second);
+        }
     }
-    acked_.add(s, e);
-    while (!acked_.empty() && acked_.front().first <= acked_offset_) {
-        acked_offset_ = std::max(acked_offset_, acked_.front().second);
-        acked_.remove(acked_.front().first, acked_.front().second);
-    }
+    // Empty: the next byte goes to the ring's start (see RecvBuffer::consume).
+    if (acked_offset_ == write_offset_) base_ = write_offset_;
 }
 
 void SendBuffer::on_lost(std::uint64_t offset, std::uint32_t length, bool fin) {

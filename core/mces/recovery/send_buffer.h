@@ -50,6 +50,11 @@ public:
     // they are not held (already acked and freed, or never written).
     int copy(std::uint64_t offset, std::span<std::uint8_t> dst) const;
 
+    // The same bytes where they are held, without copying: a and b (b is
+    // empty unless the range wraps the ring). Valid until on_acked() frees
+    // them. 0, or -ERANGE as copy().
+    int view(std::uint64_t offset, std::size_t length, std::span<const std::uint8_t>& a,
+             std::span<const std::uint8_t>& b) const noexcept;
     // True when copy(offset, a span of length bytes) would succeed.
     bool holds(std::uint64_t offset, std::uint64_t length) const noexcept {
         return offset >= acked_offset_ && offset <= write_offset_ && length <= write_offset_ - offset;
@@ -83,6 +88,7 @@ private:
     std::unique_ptr<std::uint8_t[]> ring_;
     std::size_t cap_;
     std::uint64_t acked_offset_ = 0;
+    std::uint64_t base_ = 0;     // the offset at ring position 0 (modulo the capacity)
     std::uint64_t sent_offset_ = 0;
     std::uint64_t write_offset_ = 0;
     IntervalSet acked_;          // acknowledged above acked_offset_

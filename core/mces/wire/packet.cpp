@@ -219,4 +219,11 @@ int PacketWriter::finish() noexcept {
     return w_.ok() ? static_cast<int>(w_.size()) : w_.error();
 }
 
+int PacketWriter::finish(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept {
+    if (!w_.ok()) return w_.error();
+    const std::uint32_t crc = crc32c(b, crc32c(a, crc32c(w_.written())));
+    w_.u32(crc);
+    return w_.ok() ? static_cast<int>(w_.size()) : w_.error();
+}
+
 }  // namespace gs::mces::wire

@@ -163,6 +163,11 @@ public:
     void pad_to(std::size_t total) noexcept;
     // Appends the checksum. Returns the packet length, or the writer's error.
     int finish() noexcept;
+    // The same for a packet whose last bytes (a, then b) are sent from
+    // elsewhere (zero-copy): the checksum covers what was written, a and b,
+    // and is appended here; on the wire it follows b. Returns the length
+    // written here (the checksum included), or the writer's error.
+    int finish(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept;
 
 private:
     Writer w_;

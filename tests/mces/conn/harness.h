@@ -36,9 +36,23 @@ public:
         if (app) app(now);
     }
     Time next_timeout() const override { return ep.next_timeout(); }
-    bool poll_transmit(sansio::Datagram& d) override { return ep.poll_transmit(d); }
+    // With hold, the endpoint may leave payload in its send buffers, as
+    // under the engine's UdpHost; the simulator keeps datagrams past the
+    // next call, so they are flattened at once (the checksum then covers
+    // bytes that were never in one buffer at the sender).
+    bool poll_transmit(sansio::Datagram& d) override {
+        d.may_hold = hold;
+        d.split = 0;
+        d.held[0] = d.held[1] = {};
+        if (!ep.poll_transmit(d)) return false;
+        held_bytes += d.size() - d.bytes.size();
+        d.flatten();
+        return true;
+    }
 
     mces::Endpoint ep;
+    bool hold = false;
+    std::uint64_t held_bytes = 0;   // payload sent from the send buffer
     std::function<void(Time)> app;   // the application, run after every event
 };
 

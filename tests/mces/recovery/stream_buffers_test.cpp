@@ -155,20 +155,27 @@ TEST_CASE("stream buffers in place: write_space/commit and peek/consume wrap lik
     CHECK(sb.write_space().size() == 3);
     StreamSegment seg;
     REQUIRE(sb.next_segment(100, 1000, seg));
-    sb.on_acked(seg.offset, seg.length, false);     // frees 0..6
-    // The tail runs to the ring's end (3 bytes), then wraps (7 more).
+    sb.on_acked(0, 6, false);                       // frees 0..5; byte 6 still held
+    // The tail runs to the ring's end (3 bytes), then wraps (6 more).
     sp = sb.write_space();
     REQUIRE(sp.size() == 3);
     for (std::size_t i = 0; i < 3; ++i) sp[i] = static_cast<std::uint8_t>(7 + i);
     sb.commit(100);                                 // clamped to what was offered
     CHECK(sb.write_offset() == 10);
     sp = sb.write_space();
-    REQUIRE(sp.size() == 7);
-    for (std::size_t i = 0; i < 7; ++i) sp[i] = static_cast<std::uint8_t>(10 + i);
-    sb.commit(7);
+    REQUIRE(sp.size() == 6);
+    for (std::size_t i = 0; i < 6; ++i) sp[i] = static_cast<std::uint8_t>(10 + i);
+    sb.commit(6);
     std::vector<std::uint8_t> got(10);
-    REQUIRE(sb.copy(7, got) == 0);
-    CHECK(got == bytes(10, 7));
+    REQUIRE(sb.copy(6, got) == 0);
+    CHECK(got == bytes(10, 6));
+    std::span<const std::uint8_t> a, b;
+    REQUIRE(sb.view(6, 10, a, b) == 0);             // the same bytes, in two pieces
+    CHECK(a.size() == 4);
+    CHECK(b.size() == 6);
+    CHECK(std::vector<std::uint8_t>(a.begin(), a.end()) == bytes(4, 6));
+    CHECK(std::vector<std::uint8_t>(b.begin(), b.end()) == bytes(6, 10));
+    CHECK(sb.view(5, 2, a, b) == -ERANGE);          // byte 5 is acked and freed
     REQUIRE(sb.finish() == 0);
     CHECK(sb.write_space().empty());                // finished: nothing more
 
@@ -191,4 +198,40 @@ TEST_CASE("stream buffers in place: write_space/commit and peek/consume wrap lik
     rb.consume(99);                                 // clamped
     CHECK(rb.read_offset() == 15);
     CHECK(rb.peek().empty());
+}
+
+TEST_CASE("stream buffers: once empty, the next byte goes to the ring's start") {
+    // A sender and reader that keep up touch the same few bytes of a large
+    // ring (cache-warm), not all of it in turn.
+    SendBuffer sb(64);
+    std::vector<std::uint8_t> in = bytes(40);
+    REQUIRE(sb.write(in) == 40);
+    const std::uint8_t* start = sb.write_space().data() - 40;
+    StreamSegment seg;
+    REQUIRE(sb.next_segment(100, 1000, seg));
+    sb.on_acked(0, 20, false);
+    CHECK(sb.write_space().data() == start + 40);   // not empty: no move
+    sb.on_acked(20, 20, false);
+    REQUIRE(sb.write_space().size() == 64);         // empty: the whole ring, from its start
+    CHECK(sb.write_space().data() == start);
+    REQUIRE(sb.write(std::span(in).first(30)) == 30);
+    std::vector<std::uint8_t> got(30);
+    REQUIRE(sb.copy(40, got) == 0);
+    CHECK(got == bytes(30));
+
+    RecvBuffer rb(64);
+    REQUIRE(rb.on_segment(0, std::span(in).first(30), false, 1000) == 0);
+    const std::uint8_t* rstart = rb.peek().data();
+    REQUIRE(rb.on_segment(40, std::span(in).subspan(30, 5), false, 1000) == 0);   // a gap: 30..39
+    rb.consume(30);
+    CHECK(rb.peek().empty());
+    REQUIRE(rb.on_segment(30, std::span(in).first(10), false, 1000) == 0);
+    CHECK(rb.peek().data() == rstart + 30);         // data was held beyond the gap: no move
+    CHECK(rb.readable() == 15);
+    rb.consume(15);
+    REQUIRE(rb.on_segment(45, std::span(in).first(20), false, 1000) == 0);
+    CHECK(rb.peek().data() == rstart);              // empty: from the start again
+    std::vector<std::uint8_t> out(20);
+    CHECK(rb.read(out) == 20);
+    CHECK(out == bytes(20));
 }
