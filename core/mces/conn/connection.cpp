@@ -809,7 +809,16 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     // header and frames only, sized like a control packet (resizing a
     // recycled 30-byte buffer to a 64 KiB mss would zero it every time).
     const bool hold_stream = held && sb_;
-    out.resize(may_data && !hold_stream ? mss() : std::min(mss(), wire::kMinInitialSize));
+    std::size_t cap = std::min(mss(), wire::kMinInitialSize);
+    if (may_data && !hold_stream) {
+        cap = mss();
+    } else if (hold_stream) {
+        // Header, control frames and a STREAM header: far less than a
+        // control packet's 1200 bytes unless an ACK carries many ranges
+        // (zeroing 1200 bytes of a recycled 40-byte buffer per packet showed).
+        cap = std::min(cap, 256 + 24 * std::min(rs_.ranges().size(), wire::kMaxAckRanges));
+    }
+    out.resize(cap);
     wire::PacketWriter pw(out);
     const std::uint64_t pn = next_pn_++;
     const std::int64_t largest_acked =

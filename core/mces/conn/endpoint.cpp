@@ -219,6 +219,7 @@ void Endpoint::remove(std::uint64_t k) {
         if (b != by_client_.end() && b->second == k) by_client_.erase(b);
     }
     e.conn->ep_ = nullptr;
+    if (last_ == &e) last_ = nullptr;
     conns_.erase(it);
     ++counters_.connections_removed;
 }
@@ -265,16 +266,21 @@ void Endpoint::on_datagram(const sansio::Addr& from, const sansio::Addr& to,
         dcid = wire::ConnectionId::from(bytes.subspan(1, kCidLen));
     }
     const std::uint64_t k = key(dcid);
-    auto it = conns_.find(k);
-    if (it == conns_.end()) {
-        if ((bytes[0] & 0x80) != 0)
-            ++counters_.dropped_long_unknown;
-        else
-            ++counters_.dropped_unknown_cid;
-        return;
+    if (!last_ || last_key_ != k) {
+        auto it = conns_.find(k);
+        if (it == conns_.end()) {
+            if ((bytes[0] & 0x80) != 0)
+                ++counters_.dropped_long_unknown;
+            else
+                ++counters_.dropped_unknown_cid;
+            return;
+        }
+        last_key_ = k;
+        last_ = &it->second;
     }
-    it->second.conn->on_packet(from, bytes, now);
-    enqueue(k, it->second);
+    Entry& e = *last_;
+    e.conn->on_packet(from, bytes, now);
+    enqueue(k, e);
 }
 
 void Endpoint::on_timeout(Time now) {

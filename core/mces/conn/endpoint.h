@@ -141,6 +141,11 @@ private:
     std::unique_ptr<wire::ServerHandshake> server_;
     wire::AdmitFn user_admit_;
     std::unordered_map<std::uint64_t, Entry> conns_;
+    // The entry the last packet went to: a GRO batch is many packets of one
+    // connection. Elements of an unordered_map keep their address; remove()
+    // forgets it.
+    std::uint64_t last_key_ = 0;
+    Entry* last_ = nullptr;
     std::unordered_map<std::string, std::uint64_t> by_client_;   // server side: (addr, client ID)
     std::set<std::pair<sansio::Time, std::uint64_t>> timers_;
     std::deque<std::uint64_t> ready_;
