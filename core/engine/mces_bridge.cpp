@@ -195,6 +195,11 @@ private:
     McesFlow* flow_ = nullptr;
     int fd_ = -1;
     bool relaying_ = false;           // fd polls armed, bytes move
+    // The program's socket may have bytes: set by its POLLIN (multishot: one
+    // event per arrival), cleared when recv() finds it empty. pump() runs on
+    // every MCES event; without this each ran a recv() that failed with EAGAIN
+    // (nine in ten of the sender's system calls across a veth).
+    bool up_ready_ = true;
     bool up_over_ = false, down_over_ = false, discard_ = false;
     bool app_ending_ = false, app_closed_ = false, handed_over_ = false;
     int inflight_ = 0;
@@ -274,6 +279,7 @@ void Link::In::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
         --l->inflight_;
     }
     if (l->app_ending_) return l->after(e);
+    l->up_ready_ = true;
     if (!armed && cqe.res >= 0) l->arm_in(e);   // the kernel ended the multishot: again
     if (l->pump(e)) l->site_.poke(e);
     l->after(e);
@@ -522,7 +528,7 @@ bool Link::abortive_close() const noexcept {
 // (backpressure: the program's socket fills).
 bool Link::pump_up(Engine&) noexcept {
     bool sent = false;
-    while (!up_over_) {
+    while (!up_over_ && up_ready_) {
         std::span<uint8_t> room;
         std::ptrdiff_t avail = conn_->write_reserve(room);
         if (avail == -EAGAIN) return sent;   // full: the peer's ACKs make room (pump runs again)
@@ -531,7 +537,11 @@ bool Link::pump_up(Engine&) noexcept {
             return sent;
         }
         ssize_t r = sys::recv(fd_, room.data(), room.size(), MSG_DONTWAIT);
-        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return sent;
+        if (r < 0 && errno == EINTR) return sent;
+        if (r < 0 && errno == EAGAIN) {
+            up_ready_ = false;   // the next POLLIN says when
+            return sent;
+        }
         if (r <= 0) {
             up_over_ = true;
             // EOF: FIN after the bytes, unless the program closed with
