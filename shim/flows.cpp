@@ -305,7 +305,7 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
     {
         std::string out;
         out.reserve(4096);
-        char b[256];
+        char b[512];   // the longest piece: the mces block, 8 numbers of up to 20 digits
         snprintf(b, sizeof b, "{\"gsocket\":1,\"pid\":%d,\"process\":\"", static_cast<int>(getpid()));
         out += b;
         json_escape(out, process);
@@ -387,6 +387,21 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                 // with the program's end full (docs/engine.md).
                 snprintf(b, sizeof b, ",\"drops\":%llu",
                          static_cast<unsigned long long>(r.dgram.drops.load(std::memory_order_relaxed)));
+                out += b;
+            }
+            if (r.mces.kind == engine::McesFlow::client &&
+                r.mces.carried.load(std::memory_order_relaxed) == engine::McesFlow::mces) {
+                // The MCES connection under the flow (docs/mces.md, "Counters").
+                const engine::McesFlow::Live& l = r.mces.live;
+                auto v = [](const std::atomic<uint64_t>& a) {
+                    return static_cast<unsigned long long>(a.load(std::memory_order_relaxed));
+                };
+                snprintf(b, sizeof b,
+                         ",\"mces\":{\"srtt_us\":%llu,\"cwnd\":%llu,\"packets_sent\":%llu,"
+                         "\"packets_received\":%llu,\"lost\":%llu,\"retransmitted_bytes\":%llu,\"ptos\":%llu,"
+                         "\"dropped\":%llu}",
+                         v(l.srtt_us), v(l.cwnd), v(l.packets_sent), v(l.packets_received), v(l.lost),
+                         v(l.retransmitted_bytes), v(l.ptos), v(l.dropped));
                 out += b;
             }
             snprintf(b, sizeof b,

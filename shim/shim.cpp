@@ -1015,6 +1015,7 @@ int mces_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     engine::McesFlow& m = r.mces;
     m.params = p;
     m.udp_fd = h;
+    m.reset_live();
     memcpy(&m.peer, addr, len);
     m.peer_len = len;
     m.local_len = sizeof m.local;

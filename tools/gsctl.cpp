@@ -722,7 +722,9 @@ constexpr const char* kFlowsUsage =
     "Ask every gsocket process of this user (each answers on DIR/PID.sock, DIR being\n"
     "$XDG_RUNTIME_DIR/gsocket, else /tmp/gsocket-UID), or only the PIDs given, for its\n"
     "flows, and print one table: process[pid], direction, protocol, local and peer\n"
-    "addresses, rule, class, transport, admission and reserved rates, bytes each way.\n"
+    "addresses, rule, class, transport, admission and reserved rates, bytes each way;\n"
+    "under a flow carried over MCES, its connection: smoothed RTT, congestion window,\n"
+    "packets sent and lost, bytes resent, probe timeouts, packets dropped.\n"
     "A process answers once it holds a reservation (docs/observability.md).\n"
     "\n"
     "--json   a JSON array of the processes' objects, as they sent them\n"
@@ -1086,6 +1088,19 @@ std::string human(double v, const char* unit) {
 
 uint64_t as_u64(double d) { return d > 0 ? static_cast<uint64_t>(d) : 0; }
 
+// "srtt 0.42 ms, cwnd 1.20MB, 1.52k packets sent (3 lost, 0.20%), 4.4kB resent, 0 PTOs, 0 dropped":
+// the MCES connection under a flow, as flows_json gives it.
+std::string mces_text(const Json& m) {
+    const double sent = m.num("packets_sent"), lost = m.num("lost");
+    char b[256];
+    snprintf(b, sizeof b, "srtt %.2f ms, cwnd %s, %s packets sent (%llu lost, %.2f%%), %s resent, %llu PTOs, %llu dropped",
+             m.num("srtt_us") / 1000.0, human(m.num("cwnd"), "B").c_str(), human(sent, "").c_str(),
+             static_cast<unsigned long long>(as_u64(lost)), sent > 0 ? 100.0 * lost / sent : 0.0,
+             human(m.num("retransmitted_bytes"), "B").c_str(), static_cast<unsigned long long>(as_u64(m.num("ptos"))),
+             static_cast<unsigned long long>(as_u64(m.num("dropped"))));
+    return b;
+}
+
 // "granted up 60mbit down -", or "-" for a flow without a reservation.
 std::string reservation_text(const Json& f) {
     if (!f.has("admission")) return "-";
@@ -1157,6 +1172,8 @@ int cmd_flows(const std::vector<std::string>& args) {
                        f.str("rule").c_str(), f.str("class").c_str(), f.str("transport").c_str(),
                        reservation_text(f).c_str(), human(f.num("bytes_out"), "B").c_str(),
                        human(f.num("bytes_in"), "B").c_str());
+                if (const Json* m = f.get("mces"); m && m->type == Json::Type::object)
+                    printf("%-22s   mces: %s\n", "", mces_text(*m).c_str());
             }
         }
     }

@@ -143,6 +143,21 @@ public:
     bool finished() const noexcept {
         return app_closed_ && inflight_ == 0 && (conn_->state() == mces::Connection::State::closed && conn_->drained());
     }
+    // The connection's figures into the flow record (gsctl flows, --stats).
+    void publish() noexcept {
+        if (!flow_) return;
+        const mces::ConnCounters c = conn_->counters();
+        McesFlow::Live& l = flow_->live;
+        auto put = [](std::atomic<uint64_t>& a, uint64_t v) { a.store(v, std::memory_order_relaxed); };
+        put(l.srtt_us, static_cast<uint64_t>(c.srtt / 1000));
+        put(l.cwnd, c.cwnd);
+        put(l.packets_sent, c.packets_sent);
+        put(l.packets_received, c.packets_received);
+        put(l.lost, c.lost);
+        put(l.retransmitted_bytes, c.retransmitted_bytes);
+        put(l.ptos, c.ptos);
+        put(l.dropped, c.drops.total());
+    }
     void add_counters() noexcept {
         mces::ConnCounters c = conn_->counters();
         add(g_totals.retransmits, c.retransmits);
@@ -615,6 +630,7 @@ bool Link::pump(Engine& e) noexcept {
     if (!relaying_) return false;
     bool any = pump_up(e);
     any |= pump_down(e);
+    publish();
     using St = mces::Connection::State;
     if (app_ending_) return any;
     if (conn_->state() == St::closed && conn_->error() != 0) {

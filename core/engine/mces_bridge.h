@@ -76,6 +76,24 @@ struct McesFlow {
     socklen_t local_len = 0, peer_len = 0;
     McesParams params;
     int udp_fd = -1;                    // client: handed to the engine at start
+    // The connection as it goes, for gsctl flows and the --stats record
+    // (client flows): the engine stores after each relay step, relaxed, so
+    // a reader sees a recent snapshot, not one instant. reset_live() when
+    // a record is set up for another flow.
+    struct Live {
+        std::atomic<uint64_t> srtt_us{0};          // smoothed RTT, 0 before a sample
+        std::atomic<uint64_t> cwnd{0};             // congestion window, bytes
+        std::atomic<uint64_t> packets_sent{0}, packets_received{0};
+        std::atomic<uint64_t> lost{0};             // packets declared lost
+        std::atomic<uint64_t> retransmitted_bytes{0};
+        std::atomic<uint64_t> ptos{0};             // probe timeouts
+        std::atomic<uint64_t> dropped{0};          // packets dropped as malformed, duplicate, late...
+    } live;
+    void reset_live() noexcept {
+        for (std::atomic<uint64_t>* a : {&live.srtt_us, &live.cwnd, &live.packets_sent, &live.packets_received,
+                                         &live.lost, &live.retransmitted_bytes, &live.ptos, &live.dropped})
+            a->store(0, std::memory_order_relaxed);
+    }
     struct Start final : Command {
         BridgeState* b = nullptr;
         McesFlow* f = nullptr;

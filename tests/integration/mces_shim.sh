@@ -48,7 +48,31 @@ timeout 30 "$GSRUN" --policy "$T/mces.ini" --stats "$T/socat.jsonl" -- \
 cmp "$T/in.bin" "$T/out.bin" || fail "socat echo over MCES differs"
 n=$(stats_query "$T/socat.jsonl" 'sum(1 for f in flows if f["transport"]=="mces" and f["bytes_out"]==3000000 and f["bytes_in"]==3000000)')
 [[ $n -eq 1 ]] || fail "the socat client's flow was not carried over MCES"
-note "loopback: socat echo of 3 MB over MCES intact"
+# The connection under the flow, as gsctl flows shows it (here: the --stats record).
+c=$(stats_query "$T/socat.jsonl" '[(f["mces"]["packets_sent"], f["mces"]["packets_received"], f["mces"]["srtt_us"], f["mces"]["cwnd"]) for f in flows if f["transport"]=="mces"][0]')
+read -r sent recvd srtt cwnd < <(tr -d '(),' <<<"$c")
+[[ $sent -ge 60 && $recvd -ge 60 && $srtt -gt 0 && $srtt -lt 1000000 && $cwnd -gt 0 ]] ||
+    fail "the flow's MCES counters are wrong: packets sent $sent, received $recvd, srtt $srtt us, cwnd $cwnd"
+note "loopback: socat echo of 3 MB over MCES intact ($sent packets out, $recvd in, srtt $srtt us)"
+
+# gsctl flows shows a live MCES flow's connection under its line.
+sp=$(free_port)
+bg "$GSRUN" --policy "$T/mces.ini" -- socat -u "TCP-LISTEN:$sp,bind=127.0.0.1,reuseaddr" OPEN:/dev/null
+wait_port "$sp"
+wait_port "$sp" udp
+"$PY" -c 'import sys, time
+for _ in range(60):
+    sys.stdout.buffer.write(b"x" * 100000); sys.stdout.flush(); time.sleep(0.05)' |
+    "$GSRUN" --policy "$T/mces.ini" -- socat -u - "TCP:127.0.0.1:$sp" &
+PIDS+=($!)
+live=""
+for _ in $(seq 50); do
+    live=$("$GSCTL" flows 2>/dev/null | grep -A1 " connect .*:$sp " | grep "mces: srtt" || true)
+    [[ -n $live ]] && break
+    sleep 0.1
+done
+[[ -n $live ]] || fail "gsctl flows shows no MCES line under the live flow: $("$GSCTL" flows 2>&1)"
+note "gsctl flows, live:$live"
 
 hp=$(free_port)
 ( cd "$T/www" && exec "$GSRUN" --policy "$T/mces.ini" -- "$PY" -m http.server "$hp" --bind 127.0.0.1 ) >"$T/http.log" 2>&1 &
