@@ -8,7 +8,8 @@
 //
 //     ep.on_datagram(from, bytes, now);      // a packet arrived
 //     ep.on_timeout(now);                    // now >= ep.next_timeout()
-//     while (ep.poll_transmit(d)) send(d);   // after either of the above
+//     ep.advance(now);                       // after the application acted
+//     while (ep.poll_transmit(d)) send(d);   // after any of the above
 //
 // Time is nanoseconds on a monotonic clock: CLOCK_MONOTONIC in the engine, a
 // virtual clock in the simulator. Same inputs, same outputs: an endpoint that
@@ -120,6 +121,13 @@ public:
     virtual void on_timeout(Time now) = 0;
     // The earliest time on_timeout wants calling; kNever when nothing is armed.
     virtual Time next_timeout() const = 0;
+    // The time is `now` (never earlier than before). An owner calls it before
+    // draining poll_transmit() when nothing else gave the endpoint the time
+    // since it last ran: after the application wrote, say. Without it a
+    // packet sent after a quiet spell would be stamped with the time of the
+    // last event (a stale send time: RTT samples too long, probe timeouts
+    // that fire at once). Endpoints that keep no clock ignore it.
+    virtual void advance(Time now) { (void)now; }
     // Takes the next datagram to send; false when there is none. out.bytes
     // may hold the buffer of an earlier datagram (the engine's UdpHost hands
     // sent buffers back, to save an allocation per packet): assign or resize

@@ -273,6 +273,7 @@ void UdpHost::flush(Engine& e) noexcept {
         sansio::Datagram d;
         d.bytes = take_spare();
         d.may_hold = true;
+        ep_.advance(now_ns());   // a poke after a quiet spell: packets carry the time they leave
         while (took < kBatch * kMaxSegments && ep_.poll_transmit(d)) {
             ++took;
             if (backlog_.size() >= opt_.max_backlog) {

@@ -190,6 +190,7 @@ struct Simulator::Impl {
     // After any call into node `id`: send what it queued, re-arm its timer.
     void after(std::uint32_t id, Time now, SimStats& st) {
         Endpoint* ep = nodes[id].ep;
+        ep->advance(now);
         while (true) {
             tx.bytes.clear();
             if (!ep->poll_transmit(tx)) break;

@@ -26,6 +26,8 @@
 // time; the owner then drains poll_transmit() (the simulator: sim.kick(ep)).
 #pragma once
 
+#include <algorithm>
+
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -106,6 +108,7 @@ public:
     void on_timeout(sansio::Time now) override;
     sansio::Time next_timeout() const override;
     bool poll_transmit(sansio::Datagram& out) override;
+    void advance(sansio::Time now) override { now_ = std::max(now_, now); }
 
     const sansio::Addr& local() const noexcept { return cfg_.local; }
     std::size_t connection_count() const noexcept { return conns_.size(); }

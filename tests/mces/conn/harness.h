@@ -36,6 +36,7 @@ public:
         if (app) app(now);
     }
     Time next_timeout() const override { return ep.next_timeout(); }
+    void advance(Time now) override { ep.advance(now); }
     // With hold, the endpoint may leave payload in its send buffers, as
     // under the engine's UdpHost; the simulator keeps datagrams past the
     // next call, so they are flattened at once (the checksum then covers

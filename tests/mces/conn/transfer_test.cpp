@@ -287,3 +287,38 @@ TEST_CASE("throughput on a clean 1 Gbit/s, 1 ms link (information, not asserted)
                                           << " events");
     }
 }
+
+TEST_CASE("an application-limited sender: delayed ACKs of a burst's odd last packet cause no probe timeouts") {
+    // A program writes 100 kB every 50 ms in 8 kB writes (socat's blocks).
+    // The first packets of each burst are built right after the write, with
+    // no packet or timer between: unless the owner gives the endpoint the
+    // time (advance), they carry the time of the last event, 50 ms old, and
+    // the PTO computed from it fires at once (found through the shim:
+    // 6-16 PTOs and up to 250 kB resent per 4 MB, srtt 10-13 ms on loopback).
+    LinkParams lp;
+    lp.delay = 50 * gs::sansio::kMicrosecond;   // 0.1 ms RTT, loopback-like
+    Pair p(7, lp);
+    REQUIRE(p.connect(kClassReliable));
+    std::uint64_t written = 0, got = 0, bad = 0;
+    p.server.app = [&](Time) {
+        if (!p.sconn) p.sconn = p.server.ep.accept();
+        if (p.sconn) read_pattern(*p.sconn, got, bad);
+    };
+    const std::uint64_t total = 40 * 100'000;
+    for (int burst = 0; burst < 40; ++burst) {
+        p.sim.schedule(p.sim.now() + burst * 50 * kMillisecond, [&] {
+            const std::uint64_t end = written + 100'000;
+            while (written < end) write_pattern(*p.cconn, written, std::min(end, written + 8192));
+            p.sim.kick(p.client);
+        });
+    }
+    p.sim.run_while([&] { return got < total; }, p.sim.now() + 10 * kSecond);
+    CHECK(got == total);
+    CHECK(bad == 0);
+    const ConnCounters c = p.cconn->counters();
+    MESSAGE("app-limited: ", c.packets_sent, " packets, ", c.ptos, " PTOs, ", c.retransmitted_bytes,
+            " bytes resent, srtt ", double(c.srtt) / 1e3, " us");
+    CHECK(c.ptos == 0);
+    CHECK(c.retransmitted_bytes == 0);
+    CHECK(c.srtt < 2 * kMillisecond);
+}
