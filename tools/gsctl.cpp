@@ -885,13 +885,13 @@ private:
         if (lit("false")) return v.type = Json::Type::boolean, v.b = false, true;
         if (lit("null")) return v.type = Json::Type::null, true;
         std::string num;
-        while (p_ < end_ && (isdigit(static_cast<unsigned char>(*p_)) || strchr("+-.eE", *p_))) num += *p_++;
+        while (p_ < end_ && *p_ != '\0' && (isdigit(static_cast<unsigned char>(*p_)) || strchr("+-.eE", *p_))) num += *p_++;
         if (num.empty()) return false;
         char* e = nullptr;
         v.n = strtod(num.c_str(), &e);
         v.type = Json::Type::number;
         // Whole numbers beyond 2^53 (a DT member's logical address) keep every digit.
-        if (num.find_first_not_of("0123456789") == std::string::npos && num.size() <= 20) {
+        if (num.find_first_not_of("0123456789") == std::string::npos) {
             errno = 0;
             unsigned long long u = strtoull(num.c_str(), nullptr, 10);
             v.whole = errno == 0;

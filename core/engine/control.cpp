@@ -40,6 +40,28 @@
 
 namespace gs::engine {
 
+Request parse_request(const char* buf, size_t len, std::string_view* line) noexcept {
+    const char* nl = static_cast<const char*>(memchr(buf, '\n', len));
+    size_t n = nl ? static_cast<size_t>(nl - buf) : len;
+    if (n > 0 && buf[n - 1] == '\r') --n;   // netcat -C, telnet
+    *line = std::string_view(buf, n);
+    if (*line == "ping") return Request::ping;
+    if (*line == "flows") return Request::flows;
+    if (*line == "overlays" || line->starts_with("overlays ")) return Request::overlays;
+    return Request::unknown;
+}
+
+void unknown_request_text(std::string_view line, char (&out)[128]) noexcept {
+    // Echo a printable prefix only: the reply goes to somebody's terminal.
+    char shown[33];   // the longest: 32 shown, "...", the text: 99 bytes
+    size_t k = 0;
+    for (size_t i = 0; i < line.size() && k < sizeof shown - 1; ++i)
+        shown[k++] = (line[i] >= 0x20 && line[i] < 0x7f) ? line[i] : '?';
+    shown[k] = '\0';
+    snprintf(out, sizeof out, "error: unknown request '%s%s': send flows, overlays [ROOT] or ping\n", shown,
+             line.size() > k ? "..." : "");
+}
+
 std::string control_dir() {
     std::string dir, why;
     qos::runtime_dir(dir, why, qos::DirMode::name_only);
@@ -217,16 +239,13 @@ void Conn::send_text(Engine& e, const char* text) noexcept {
 }
 
 void Conn::answer(Engine& e) noexcept {
-    char* nl = static_cast<char*>(memchr(buf, '\n', len));
-    size_t n = nl ? static_cast<size_t>(nl - buf) : len;
-    if (n > 0 && buf[n - 1] == '\r') --n;   // netcat -C, telnet
-    std::string_view line(buf, n);
-    if (line == "ping") return send_text(e, "pong\n");
-    const bool overlays = line == "overlays" || line.starts_with("overlays ");
-    if (line == "flows" || overlays) {
+    std::string_view line;
+    const Request r = parse_request(buf, len, &line);
+    if (r == Request::ping) return send_text(e, "pong\n");
+    if (r == Request::flows || r == Request::overlays) {
         SnapshotFn f = srv->fn.load(std::memory_order_acquire);
         try {
-            if (overlays) reply = overlays_json(line.substr(8));
+            if (r == Request::overlays) reply = overlays_json(line.substr(8));
             else reply = f ? f() : std::string("error: no snapshot\n");
             if (reply.empty() || reply.back() != '\n') reply += '\n';
         } catch (...) {
@@ -238,13 +257,8 @@ void Conn::answer(Engine& e) noexcept {
         e.arm(*this, e.now() + kIdleNs);
         return post_send(e);
     }
-    // Echo a printable prefix only: the reply goes to somebody's terminal.
-    char msg[128], shown[33];   // the longest: 32 shown, "...", the text: 99 bytes
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < sizeof shown - 1; ++i)
-        shown[k++] = (buf[i] >= 0x20 && buf[i] < 0x7f) ? buf[i] : '?';
-    shown[k] = '\0';
-    snprintf(msg, sizeof msg, "error: unknown request '%s%s': send flows, overlays [ROOT] or ping\n", shown, n > k ? "..." : "");
+    char msg[128];
+    unknown_request_text(line, msg);
     send_text(e, msg);
 }
 
