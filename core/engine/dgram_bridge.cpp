@@ -47,9 +47,18 @@ struct Batch {
     }
     char* slot(unsigned i) noexcept { return buf.get() + size_t{i} * kSlot; }
 };
-Batch& batch() noexcept {
-    static thread_local Batch b;
-    return b;
+// On the heap: a thread_local object of this library is static TLS, set up
+// in every thread of the host program; only the pointer is.
+std::unique_ptr<Batch>& batch_slot() noexcept {
+    static thread_local std::unique_ptr<Batch> p;
+    return p;
+}
+// Made by the thread's first datagram bridge (batch_ready()); used after.
+Batch& batch() noexcept { return *batch_slot(); }
+bool batch_ready() noexcept {
+    std::unique_ptr<Batch>& p = batch_slot();
+    if (!p) p.reset(new (std::nothrow) Batch);
+    return p && p->ready();
 }
 
 // The engine saw this error on the transport; the program's next call
@@ -727,7 +736,7 @@ private:
 
 void DgramState::Start::run(Engine& e) noexcept {
     BridgeState& b = *state->base;
-    DgramBridge* d = batch().ready() ? new (std::nothrow) DgramBridge(b, *state) : nullptr;
+    DgramBridge* d = batch_ready() ? new (std::nothrow) DgramBridge(b, *state) : nullptr;
     if (d == nullptr) {
         // Fail open: the program's calls see the bridge failed and use the
         // transport themselves (dgram_send/dgram_recv).

@@ -29,24 +29,19 @@ constexpr unsigned kMaxSegments = 64;      // UDP_MAX_SEGMENTS in the kernel
 constexpr unsigned kTurn = 256;            // receive calls per wake-up before the engine's other work
 constexpr size_t kCmsg = CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint16_t));
 
-// Receive buffers: one set per engine thread, made on first use.
+// Scratch per engine thread, on the heap, made by the thread's first
+// UdpHost (start): only a pointer is thread_local, because thread_local
+// objects of this library are static TLS, set up in every thread of the
+// host program (the send scratch alone is 65 KiB: a program with 100
+// threads would carry 6.5 MB of it).
 struct RxBatch {
-    std::unique_ptr<char[]> buf;
+    std::unique_ptr<char[]> buf{new (std::nothrow) char[kBatch * kSlot]};
     mmsghdr msg[kBatch];
     iovec iov[kBatch];
     sockaddr_storage from[kBatch];
     alignas(cmsghdr) char ctl[kBatch][kCmsg];
-    bool ready() noexcept {
-        if (!buf) buf.reset(new (std::nothrow) char[kBatch * kSlot]);
-        return buf != nullptr;
-    }
 };
-RxBatch& rx_batch() noexcept {
-    static thread_local RxBatch b;
-    return b;
-}
-
-// Send scratch: a run of segments is one mmsghdr with one iovec per segment.
+// Send scratch: a run of segments is one mmsghdr with one iovec per piece.
 struct TxBatch {
     mmsghdr msg[kBatch];
     iovec iov[kBatch * kMaxSegments * 4];   // a held datagram is up to four pieces
@@ -54,6 +49,25 @@ struct TxBatch {
     alignas(cmsghdr) char ctl[kBatch][CMSG_SPACE(sizeof(uint16_t))];
     unsigned count[kBatch];   // datagrams in each message
 };
+struct Scratch {
+    std::unique_ptr<RxBatch> rx;
+    std::unique_ptr<TxBatch> tx;
+};
+Scratch& scratch() noexcept {
+    static thread_local Scratch s;
+    return s;
+}
+bool scratch_ready() noexcept {
+    Scratch& s = scratch();
+    if (!s.rx) s.rx.reset(new (std::nothrow) RxBatch);
+    if (s.rx && !s.rx->buf) s.rx.reset();
+    if (!s.tx) s.tx.reset(new (std::nothrow) TxBatch);
+    return s.rx && s.tx;
+}
+// Engine thread, after a successful start() on it.
+RxBatch& rx_batch() noexcept { return *scratch().rx; }
+TxBatch& tx_batch() noexcept { return *scratch().tx; }
+
 // A datagram as iovecs: its bytes, with any held payload in between. Returns how many (1 to 4).
 unsigned pieces(sansio::Datagram& d, iovec* v) noexcept {
     if (!d.holds()) {
@@ -66,11 +80,6 @@ unsigned pieces(sansio::Datagram& d, iovec* v) noexcept {
         if (!h.empty()) v[n++] = {const_cast<uint8_t*>(h.data()), h.size()};
     if (d.split < d.bytes.size()) v[n++] = {d.bytes.data() + d.split, d.bytes.size() - d.split};
     return n;
-}
-
-TxBatch& tx_batch() noexcept {
-    static thread_local TxBatch b;
-    return b;
 }
 
 }  // namespace
@@ -111,7 +120,7 @@ UdpHost* UdpHost::start(Engine& e, int fd, sansio::Endpoint& ep, const UdpHostOp
         if (err) *err = -code;
         return nullptr;
     };
-    if (!rx_batch().ready()) return fail(ENOMEM);
+    if (!scratch_ready()) return fail(ENOMEM);
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return fail(errno);
