@@ -40,28 +40,6 @@
 
 namespace gs::engine {
 
-Request parse_request(const char* buf, size_t len, std::string_view* line) noexcept {
-    const char* nl = static_cast<const char*>(memchr(buf, '\n', len));
-    size_t n = nl ? static_cast<size_t>(nl - buf) : len;
-    if (n > 0 && buf[n - 1] == '\r') --n;   // netcat -C, telnet
-    *line = std::string_view(buf, n);
-    if (*line == "ping") return Request::ping;
-    if (*line == "flows") return Request::flows;
-    if (*line == "overlays" || line->starts_with("overlays ")) return Request::overlays;
-    return Request::unknown;
-}
-
-void unknown_request_text(std::string_view line, char (&out)[128]) noexcept {
-    // Echo a printable prefix only: the reply goes to somebody's terminal.
-    char shown[33];   // the longest: 32 shown, "...", the text: 99 bytes
-    size_t k = 0;
-    for (size_t i = 0; i < line.size() && k < sizeof shown - 1; ++i)
-        shown[k++] = (line[i] >= 0x20 && line[i] < 0x7f) ? line[i] : '?';
-    shown[k] = '\0';
-    snprintf(out, sizeof out, "error: unknown request '%s%s': send flows, overlays [ROOT] or ping\n", shown,
-             line.size() > k ? "..." : "");
-}
-
 std::string control_dir() {
     std::string dir, why;
     qos::runtime_dir(dir, why, qos::DirMode::name_only);

@@ -18,24 +18,15 @@
 #include <string>
 #include <string_view>
 
+#include "core/engine/control_request.h"
+
 namespace gs::engine {
 
-inline constexpr size_t kMaxRequest = 256;       // bytes of a request line, not counting its newline
 inline constexpr int kMaxConnections = 16;       // answered at once; more wait in the listen backlog
 inline constexpr int kListenBacklog = 64;
 inline constexpr int64_t kIdleMs = 2000;         // silence before a client is dropped (request or reply)
 
-// A request line as the server reads it (pure: the server's parser, exposed
-// for tests/fuzz_more/control_request_fuzz). `buf` holds the `len` bytes
-// received; the line ends at the first '\n' or at `len`, and one trailing
-// '\r' is dropped. *line is set to it (pointing into buf); for `overlays`,
-// line->substr(8) is the ROOT argument for overlays_json().
-enum class Request : uint8_t { ping, flows, overlays, unknown };
-Request parse_request(const char* buf, size_t len, std::string_view* line) noexcept;
-
-// The answer to an unknown request, NUL-terminated in `out`: at most 32 bytes
-// of the line echoed, each non-printable one as '?', "..." when cut.
-void unknown_request_text(std::string_view line, char (&out)[128]) noexcept;
+// The request line parser: core/engine/control_request.h.
 
 // Produces the snapshot (called on the engine thread; may allocate, may
 // throw std::bad_alloc: the client then gets an error line).

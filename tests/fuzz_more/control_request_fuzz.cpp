@@ -1,5 +1,5 @@
 // libFuzzer target: the control socket's request parser, parse_request() and
-// unknown_request_text() (core/engine/control.h). Any local process may send
+// unknown_request_text() (core/engine/control_request.h). Any local process may send
 // the request line; the server hands the parser what recv() put in its
 // buffer (at most kMaxRequest + 1 bytes). Besides not crashing, checked
 // against the protocol (docs/observability.md) written out independently:
@@ -15,7 +15,7 @@
 #include <string_view>
 #include <memory>
 
-#include "core/engine/control.h"
+#include "core/engine/control_request.h"
 
 using gs::engine::Request;
 

@@ -1,8 +1,6 @@
-// libFuzzer target: gsctl's JSON reader (tools/gsctl.cpp, Json / JsonReader),
-// which reads what other processes answer on their control sockets. gsctl.cpp
-// is compiled into this target whole, its main() renamed by -Dmain=gsctl_main
-// (meson.build): Json and JsonReader sit in its anonymous namespace, which this
-// translation unit then shares. Besides not crashing, for every input:
+// libFuzzer target: gsctl's JSON reader (tools/json.h, Json / JsonReader),
+// which reads what other processes answer on their control sockets. Besides
+// not crashing, for every input:
 //  - what is accepted re-reads as the same tree after being written out again
 //    (strings byte for byte, integers through `whole`/`u`, others through `n`
 //    bit for bit), so an integer keeps every digit;
@@ -14,7 +12,7 @@
 //    the input, written in decimal inside an object, comes back exact;
 //  - nesting is bounded: a million '[' is refused without recursing that deep
 //    (ASan's stack check would stop a reader that did), and a shallow one read.
-#include "tools/gsctl.cpp"
+#include "tools/json.h"
 
 #include <cmath>
 #include <cstdint>
@@ -22,6 +20,9 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+
+using gs::tools::Json;
+using gs::tools::JsonReader;
 
 namespace {
 
