@@ -143,9 +143,17 @@ public:
     bool finished() const noexcept {
         return app_closed_ && inflight_ == 0 && (conn_->state() == mces::Connection::State::closed && conn_->drained());
     }
-    // The connection's figures into the flow record (gsctl flows, --stats).
-    void publish() noexcept {
+    // The connection's figures into the flow record (gsctl flows, --stats):
+    // every kPublishNs while data flows (pump runs per UDP batch; gsctl top
+    // refreshes at most every 50 ms), and at every step once either side
+    // ends, so the record keeps the last figures.
+    static constexpr int64_t kPublishNs = 10'000'000;
+    void publish(Engine& e) noexcept {
         if (!flow_) return;
+        const bool ending = app_ending_ || up_over_ || down_over_ ||
+                            conn_->state() != mces::Connection::State::established;
+        if (!ending && e.now() < next_publish_) return;
+        next_publish_ = e.now() + kPublishNs;
         const mces::ConnCounters c = conn_->counters();
         McesFlow::Live& l = flow_->live;
         auto put = [](std::atomic<uint64_t>& a, uint64_t v) { a.store(v, std::memory_order_relaxed); };
@@ -215,6 +223,7 @@ private:
     // every MCES event; without this each ran a recv() that failed with EAGAIN
     // (nine in ten of the sender's system calls across a veth).
     bool up_ready_ = true;
+    int64_t next_publish_ = 0;        // publish(): engine time of the next snapshot
     bool up_over_ = false, down_over_ = false, discard_ = false;
     bool app_ending_ = false, app_closed_ = false, handed_over_ = false;
     int inflight_ = 0;
@@ -630,7 +639,7 @@ bool Link::pump(Engine& e) noexcept {
     if (!relaying_) return false;
     bool any = pump_up(e);
     any |= pump_down(e);
-    publish();
+    publish(e);
     using St = mces::Connection::State;
     if (app_ending_) return any;
     if (conn_->state() == St::closed && conn_->error() != 0) {

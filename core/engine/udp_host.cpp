@@ -261,6 +261,7 @@ void UdpHost::poke(Engine& e) noexcept {
 void UdpHost::flush(Engine& e) noexcept {
     if (in_flush_) return;
     in_flush_ = true;
+    ep_.advance(now_ns());   // a poke after a quiet spell: packets carry the time they leave
     for (;;) {
         bool full = !send_backlog();
         if (full) {
@@ -282,7 +283,6 @@ void UdpHost::flush(Engine& e) noexcept {
         sansio::Datagram d;
         d.bytes = take_spare();
         d.may_hold = true;
-        ep_.advance(now_ns());   // a poke after a quiet spell: packets carry the time they leave
         while (took < kBatch * kMaxSegments && ep_.poll_transmit(d)) {
             ++took;
             if (backlog_.size() >= opt_.max_backlog) {
