@@ -165,7 +165,9 @@ enum gs_overlay_to {
 gs_overlay* gs_overlay_open(const char* config_file);
 
 /* Joins through the Bootstrap members (none: this member starts the
- * overlay) and waits until it is a member, or `timeout_ms` (< 0: forever).
+ * overlay) and waits until it is a member whose messages to all reach a
+ * neighbour (at most 2 s after the protocol admits it), or `timeout_ms`
+ * (< 0: forever).
  * 0, or -1 with ETIMEDOUT (it goes on trying), EINTR. */
 int gs_overlay_join(gs_overlay* o, int timeout_ms);
 

@@ -43,7 +43,15 @@ struct GroupMember {
 };
 
 void release(GroupMember* gm) noexcept {
-    if (gm->holds.fetch_sub(1, std::memory_order_acq_rel) == 1) delete gm;
+    if (gm->holds.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (log::on(policy::LogLevel::debug)) {
+        auto n = [](const std::atomic<uint64_t>& a) { return static_cast<unsigned long long>(a.load(std::memory_order_relaxed)); };
+        GS_LOG(debug, "group: overlay member %llu at %s left: %llu datagrams to the overlay (%llu sent by the node, "
+                      "%llu refused), %llu given to the program, %llu dropped",
+               static_cast<unsigned long long>(gm->m.overlay_id), gm->m.self.str().c_str(), n(gm->g.sent),
+               n(gm->m.shared.sent), n(gm->m.shared.refused), n(gm->g.delivered), n(gm->g.dropped));
+    }
+    delete gm;
 }
 void on_detached(engine::DgramGroup* g) noexcept { release(static_cast<GroupMember*>(g->owner)); }
 void on_closed(engine::OverlayShared* s) noexcept { release(static_cast<GroupMember*>(s->owner)); }

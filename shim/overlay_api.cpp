@@ -7,6 +7,7 @@
 // with the shim's legacy multicast groups (shim/group.cpp).
 #include "api/gsocket.h"
 
+#include <algorithm>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -324,6 +325,10 @@ int gs::shim::open_overlay_member(std::string_view text, const char* path, Overl
             companion.farewell = &LeaseKeeper::farewell;
         }
     }
+    // Through others: `joined` once a neighbour has taken this member in
+    // (core/engine/overlay_host.h), so the first sends reach someone.
+    m.shared.await_neighbour = !members.empty() || std::any_of(cfg.bootstrap.begin(), cfg.bootstrap.end(),
+                                                               [&](const gs::sansio::Addr& b) { return b != self; });
     int err = 0;
     const char* proto = cfg.protocol == ov::Protocol::dt ? "DT" : "HC";
     run_on_engine(*e, [&](engine::Engine& en) {

@@ -192,6 +192,19 @@ void OverlayHost::deliver() noexcept {
 void OverlayHost::publish() noexcept {
     shared_.address.store(node_->joined() ? node_->address() : overlay::kNoAddress, std::memory_order_relaxed);
     uint32_t j = node_->joined() ? 1 : 0;
+    if (j == 0) {
+        member_since_ = 0;
+    } else if (shared_.await_neighbour && shared_.joined.load(std::memory_order_relaxed) == 0) {
+        // Wired in: a message this node sends to all would reach someone,
+        // i.e. some neighbour's view (its last Hello) makes it a child in
+        // this node's tree. A confirmed neighbour is not enough: right after
+        // the join its known neighbour list can predate this node (measured:
+        // a one-shot sender in mcast_netns sent its datagram to nobody). The
+        // node's activity, Hellos included, brings us back here.
+        const int64_t now = now_ns();
+        if (member_since_ == 0) member_since_ = now;
+        if (node_->children(overlay::kNoAddress).empty() && now - member_since_ < kWireWait) j = 0;
+    }
     if (shared_.joined.exchange(j, std::memory_order_release) != j)
         syscall(SYS_futex, reinterpret_cast<uint32_t*>(&shared_.joined), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
 }

@@ -44,6 +44,13 @@ static_assert(sizeof(OverlayDelivery) == 8);
 struct OverlayShared {
     std::atomic<uint64_t> address{overlay::kNoAddress};   // this member's logical address
     std::atomic<uint32_t> joined{0};                      // futex word: 1 while a member
+    // Set before start() when the member joins through others (bootstrap or
+    // server members): `joined` then waits until a message sent to all
+    // would reach someone (the node has a child in its own tree), at most
+    // kWireWait after the protocol says joined. Before that the node sends
+    // to nobody, and a program that sends right after joining would lose
+    // its first messages.
+    bool await_neighbour = false;
     std::atomic<uint64_t> sent{0}, delivered{0};
     std::atomic<uint64_t> dropped_unread{0};   // deliveries the program's end had no room for
     std::atomic<uint64_t> refused{0};          // requests the node refused (bad destination, too large, not joined)
@@ -95,6 +102,9 @@ private:
     void requests(Engine& e) noexcept;   // what the program wrote
     void deliver() noexcept;             // what arrived, to the program
     void publish() noexcept;
+    // publish(): how long `joined` waits for a first neighbour (await_neighbour).
+    static constexpr int64_t kWireWait = 2'000'000'000;
+    int64_t member_since_ = 0;   // when the node said joined, for kWireWait; 0: not a member
     void maybe_free() noexcept;
 
     struct In final : Completion {       // the program wrote (multishot poll on end_)

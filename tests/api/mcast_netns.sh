@@ -155,19 +155,19 @@ if command -v socat >/dev/null; then
     wait_for "$T/sr.log" "is a member of overlay 7004" 10 $rpid || { dump "$T/sr.log" "$T/socat.err"; fail "socat's ip-add-membership did not make it a member"; }
     sleep 1
     # Each sender joins when socat connects its socket to the group and sends
-    # its line half a second later: a datagram sent while the overlay is still
-    # wiring a new member in (its first neighbour exchange) may be lost, as
-    # over IP multicast during a join (docs/overlay.md, "Legacy multicast").
-    # One CI run in several lost sender 3's line when it was sent at once.
+    # its line at once, then exits: the join returns only once a neighbour
+    # has taken the new member in (docs/overlay.md, "Legacy multicast"), so
+    # the one datagram reaches the others. (Before that, one CI run in
+    # several lost a sender's only line.)
     for i in 1 2 3; do
-        { sleep 0.5; echo "hello $i from socat"; } | ip netns exec "$tag-m1" "$GSRUN" --policy "$T/socat.ini" \
+        echo "hello $i from socat" | ip netns exec "$tag-m1" "$GSRUN" --policy "$T/socat.ini" \
             --log info --log-file "$T/ss.log" -- socat -u - UDP4-DATAGRAM:239.1.2.3:6000 2>>"$T/socat.err" || true
         sleep 0.3
     done
     for _ in $(seq 40); do [[ $(grep -c 'from socat' "$T/socat.out") -ge 3 ]] && break; sleep 0.1; done
     kill $rpid 2>/dev/null || true
     [[ $(grep -c 'from socat' "$T/socat.out") == 3 ]] || { dump "$T/socat.out" "$T/socat.err" "$T/sr.log" "$T/ss.log" "$T/d.log"; fail "socat did not hear the 3 senders over the overlay"; }
-    note "socat: UDP4-RECV with ip-add-membership heard 3 one-shot UDP4-DATAGRAM senders (each joining, sending once 0.5 s later, leaving at exit)"
+    note "socat: UDP4-RECV with ip-add-membership heard 3 one-shot UDP4-DATAGRAM senders (each joining, sending its one line at once, leaving at exit)"
 fi
 echo "ok mcast_netns: a plain multicast program in $N namespaces without a multicast route talks over the overlay" \
      "(each datagram once, from the sender's address; own datagrams looped; IP_DROP_MEMBERSHIP stops delivery);" \
