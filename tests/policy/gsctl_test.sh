@@ -46,7 +46,7 @@ has err "elements_not_available.ini:12: elements = framing checksum handshake se
 expect 1 "check realtime over mces" -- "$gsctl" policy check "$dir/bad/elements_realtime.ini"
 has err "elements_realtime.ini:8: class = realtime: impossible with transport = mces (line 10)" "realtime default chain"
 expect 0 "check chains" -- "$gsctl" policy check "$dir/good/elements.ini"
-has out "elements.ini: ok, 7 rules" "chains the connection builds"
+has out "elements.ini: ok, 9 rules" "chains the connection builds"
 expect 0 "explain newreno" -- "$gsctl" policy explain "$dir/good/elements.ini" tcp://10.0.0.1:80
 has out "congestion:newreno" "the parameter survives"
 expect 1 "check missing" -- "$gsctl" policy check "$tmp/none.ini"

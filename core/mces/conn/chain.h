@@ -14,6 +14,15 @@
 // compiles this file in and validates `elements =` with it (policy/elements.cpp),
 // so a chain a policy accepts is a chain a connection builds. Nothing here
 // throws except std::bad_alloc.
+//
+// Integrity: `checksum` is optional. The handshake's packets always carry
+// the CRC32C; a chain without `checksum` makes the connection offer, in the
+// handshake, to send its short packets without it, and if the peer agrees
+// (its chain lacks it too, or both ends are on loopback: endpoint.h) only
+// UDP's own checksum (16-bit ones' complement, mandatory over IPv6, on by
+// default over IPv4 on Linux) guards them: weaker than CRC32C, but what
+// kernel UDP and TCP programs rely on. If the peer does not agree, the
+// packets carry the CRC32C as always.
 #pragma once
 
 #include <array>
@@ -28,7 +37,7 @@ namespace gs::mces {
 
 enum class Element : std::uint8_t {
     framing,      // the versioned header and connection IDs
-    checksum,     // CRC32C over every packet (always on the wire in version 1)
+    checksum,     // CRC32C over every packet (optional: see "Integrity" below)
     auth,         // AEAD instead of the checksum: not available yet
     handshake,    // stateless cookie, QoS offer and answer
     sequencing,   // packet numbers used for duplicate detection (class 0: drops copies)
@@ -92,8 +101,7 @@ struct ChainResult {
 // The rules, checked in this order (the first broken one is reported):
 //   unknown name; a bad parameter; a name twice; auth, fec, deadline not
 //   available in this version (the message says to remove them);
-//   framing first; checksum required (version 1 packets always carry it);
-//   handshake required; sack, ordering need sequencing before them;
+//   framing first; handshake required; sack, ordering need sequencing before them;
 //   ordering needs sack before it (in-order delivery waits for retransmits);
 //   congestion, flowcontrol need sack before them; close last;
 //   class datagram: no sack, ordering, flowcontrol, congestion;

@@ -45,7 +45,7 @@ PacerConfig pacer_config(const ConnConfig& cfg) {
 
 Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::string> names,
                        const sansio::Addr& peer, const wire::ConnectionId& cid, const wire::Qos& qos,
-                       Time now)
+                       Time now, bool offer_no_checksum)
     : cfg_(sanitize(cfg)),
       chain_(std::move(chain)),
       names_(std::move(names)),
@@ -63,6 +63,7 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::stri
     hc.initial_rto = cfg_.handshake_rto;
     hc.max_rto = cfg_.handshake_max_rto;
     hc.give_up_after = cfg_.handshake_timeout;
+    hc.offer_no_checksum = offer_no_checksum;
     hs_ = std::make_unique<wire::ClientHandshake>(std::move(hc));
     hs_->start(now);
     cache_elements();
@@ -78,6 +79,7 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& p
       local_cid_(info.server_cid),
       peer_cid_(info.client_cid),
       granted_(info.granted),
+      sum_(info.no_checksum ? wire::Checksum::none : wire::Checksum::crc32c),
       pacer_(pacer_config(cfg_)),
       ap_(cfg_.ack),
       idle_(idle_config(cfg_, chain_), now) {
@@ -101,8 +103,10 @@ void Connection::wake() noexcept {
 Time Connection::pto() const noexcept { return ld_.rtt().pto(0); }
 
 std::size_t Connection::max_datagram_payload() const noexcept {
-    // header: flags, the peer's ID (at most 20), a 4-byte packet number; CRC;
-    // the DATAGRAM frame's type and length varint.
+    // header: flags, the peer's ID (at most 20), a 4-byte packet number; CRC
+    // (counted even when the connection has none: the answer must not
+    // change when the handshake ends); the DATAGRAM frame's type and length
+    // varint.
     const std::size_t fixed = 1 + wire::kMaxCidLen + 4 + wire::kChecksumLen + 1;
     const std::size_t room = cfg_.max_datagram_size - fixed;
     return room - wire::varint_size(room);
@@ -126,6 +130,9 @@ void Connection::establish(Time now) {
     if (role_ == Role::client) {
         peer_cid_ = hs_->server_cid();
         granted_ = hs_->granted();
+        // The server's ACCEPT agreed (it only does when we offered): from
+        // now on both sides build and parse short packets without the CRC.
+        sum_ = hs_->no_checksum() ? wire::Checksum::none : wire::Checksum::crc32c;
         const std::uint8_t g = hs_->granted_class();
         if (g != chain_.service_class) {
             ChainResult r = names_.empty() ? default_chain(g) : make_chain(names_, g);
@@ -361,7 +368,9 @@ void Connection::on_packet(const sansio::Addr& from, std::span<const std::uint8_
         return;
     }
     wire::PacketView v;
-    const wire::ParseError e = wire::parse_packet(bytes, local_cid_.len, v);
+    // The handshake settled whether our short packets carry the CRC32C; the
+    // parser is told, so a packet without it is read to its last byte.
+    const wire::ParseError e = wire::parse_packet(bytes, local_cid_.len, v, sum_);
     if (e != wire::ParseError::ok) {
         counters_.drops.parse.count(e);
         return;
@@ -424,6 +433,7 @@ void Connection::process(const wire::PacketView& v, Time now) {
     largest_rx_ = std::max<std::int64_t>(largest_rx_, static_cast<std::int64_t>(pn));
     if (has(Element::sack)) ap_.on_packet(pn, eliciting, now);
     ++counters_.packets_received;
+    if (sum_ == wire::Checksum::none) ++counters_.no_checksum_received;
     counters_.bytes_received += v.payload.size();
     if (state_ == State::closed) return;
     idle_.on_received(now);
@@ -736,7 +746,7 @@ bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
     out.resize(mss());
     wire::PacketWriter pw(out);
     const std::uint64_t pn = next_pn_++;
-    pw.begin_short(peer_cid_, pn, 4);
+    pw.begin_short(peer_cid_, pn, 4, sum_);
     if (reset_pending_) {
         wire::write_reset(pw.body(), reset_code_, sb_ ? sb_->write_offset() : 0);
         reset_pending_ = false;
@@ -748,6 +758,7 @@ bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
     if (n <= 0) return false;
     out.resize(static_cast<std::size_t>(n));
     ++counters_.packets_sent;
+    if (sum_ == wire::Checksum::none) ++counters_.no_checksum_sent;
     counters_.bytes_sent += static_cast<std::size_t>(n);
     return true;
 }
@@ -823,7 +834,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     const std::uint64_t pn = next_pn_++;
     const std::int64_t largest_acked =
         sack && ld_.has_largest_acked() ? static_cast<std::int64_t>(ld_.largest_acked()) : -1;
-    pw.begin_short(peer_cid_, pn, wire::packet_number_length(pn, largest_acked));
+    pw.begin_short(peer_cid_, pn, wire::packet_number_length(pn, largest_acked), sum_);
     wire::Writer& w = pw.body();
     Rec rec;
     bool eliciting = false, wrote = false;
@@ -875,7 +886,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
         if (sb_) {
             // What the packet may still take: with held payload, the mss
             // bounds it, not out's size.
-            const std::size_t used = w.size() + wire::kChecksumLen;
+            const std::size_t used = w.size() + pw.trailer();
             const std::size_t room = !hold_stream ? pw.room() : mss() > used ? mss() - used : 0;
             const std::size_t over = 1 + 8 + wire::varint_size(room);
             StreamSegment seg{};
@@ -949,7 +960,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     if (!eliciting && w.size() == 0) wire::write_padding(w, 1);
     int n;
     if (rec.stream && held) {
-        held->split = w.size();   // the header is written; the checksum follows the payload
+        held->split = w.size();   // the header is written; the checksum (if any) follows the payload
         const int here = pw.finish(hold[0], hold[1]);
         if (here <= 0) return false;
         out.resize(static_cast<std::size_t>(here));
@@ -982,6 +993,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
         app_limited_ = false;
     }
     ++counters_.packets_sent;
+    if (sum_ == wire::Checksum::none) ++counters_.no_checksum_sent;
     counters_.bytes_sent += static_cast<std::size_t>(n);
     return true;
 }

@@ -92,6 +92,11 @@ struct ConnConfig {
     sansio::Time handshake_rto = 250 * sansio::kMillisecond;
     sansio::Time handshake_max_rto = 2 * sansio::kSecond;
     sansio::Time handshake_timeout = 5 * sansio::kSecond;
+    // With the class's default chain, leave the CRC32C off short packets
+    // when both addresses are loopback (the device cannot corrupt a packet;
+    // kernel TCP does not checksum there either). false: only a chain
+    // without `checksum` does. The rule is skip_checksum() (endpoint.h).
+    bool loopback_no_checksum = true;
 };
 
 struct ConnDrops {
@@ -126,6 +131,9 @@ struct ConnCounters {
     std::uint64_t ack_only_packets = 0;                      // packets with nothing but an ACK
     std::uint64_t datagrams_sent = 0, datagrams_received = 0;
     std::uint64_t pings_sent = 0;
+    // Short packets sent / accepted without the CRC32C (checksum() == none;
+    // the rest of the packets, the handshake's, carry it).
+    std::uint64_t no_checksum_sent = 0, no_checksum_received = 0;
     sansio::Time srtt = 0;                                   // smoothed RTT (0 before a sample)
     std::uint64_t cwnd = 0;                                  // 0 without congestion control
     ConnDrops drops;
@@ -145,11 +153,15 @@ public:
     // with qos). cid: this side's connection ID (the endpoint's, unique).
     // `names`: the explicit element list the chain came from (empty: the
     // default), kept to rebuild the chain if the server grants another class.
+    // offer_no_checksum: ask for short packets without the CRC32C (the
+    // Endpoint decides, skip_checksum()); they go without it only if the
+    // server agrees.
     Connection(const ConnConfig& cfg, Chain chain, std::vector<std::string> names,
                const sansio::Addr& peer, const wire::ConnectionId& cid, const wire::Qos& qos,
-               sansio::Time now);
+               sansio::Time now, bool offer_no_checksum = false);
     // Server side: the handshake accepted `info` (the chain is for the granted
-    // class); established at once.
+    // class; info.no_checksum: short packets without the CRC32C, as agreed);
+    // established at once.
     Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& peer,
                const wire::AcceptInfo& info, sansio::Time now);
     ~Connection();
@@ -226,6 +238,12 @@ public:
     const wire::ConnectionId& peer_cid() const noexcept { return peer_cid_; }
     std::uint8_t service_class() const noexcept { return chain_.service_class; }
     const wire::Qos& granted() const noexcept { return granted_; }
+    // Whether this connection's short packets, both ways, end in the CRC32C:
+    // Checksum::none once a handshake agreed to leave it off; crc32c before
+    // and otherwise. Its packets are parsed and built accordingly: a packet
+    // in the other form is dropped (parse.bad_checksum, or whatever its
+    // last four bytes read as).
+    wire::Checksum checksum() const noexcept { return sum_; }
     // The largest message send_datagram takes.
     std::size_t max_datagram_payload() const noexcept;
     ConnCounters counters() const;
@@ -294,6 +312,7 @@ private:
     wire::ConnectionId local_cid_;
     wire::ConnectionId peer_cid_;
     wire::Qos granted_;
+    wire::Checksum sum_ = wire::Checksum::crc32c;   // short packets, both ways
     std::unique_ptr<wire::ClientHandshake> hs_;
 
     // send side

@@ -23,6 +23,19 @@ std::uint64_t splitmix64(std::uint64_t& s) noexcept {
 
 }  // namespace
 
+bool is_loopback(const sansio::Addr& a) noexcept {
+    if (a.is_v4()) return a.ip[12] == 127;
+    static constexpr std::array<std::uint8_t, 16> v6{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    return a.ip == v6;
+}
+
+// The one place that decides (endpoint.h has the rule and why it is safe).
+bool skip_checksum(const Chain& chain, bool explicit_chain, const ConnConfig& cfg,
+                   const sansio::Addr& peer) noexcept {
+    if (!chain.has(Element::checksum)) return true;
+    return !explicit_chain && cfg.loopback_no_checksum && is_loopback(peer);
+}
+
 Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg), rng_(cfg.seed ^ 0x6d63657365656431ull) {}
 
 Endpoint::~Endpoint() {
@@ -88,6 +101,7 @@ wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
         if (auto c = conns_.find(it->second); c != conns_.end()) {
             a.service_class = c->second.conn->service_class();
             a.granted = c->second.conn->granted();
+            a.no_checksum = c->second.conn->checksum() == wire::Checksum::none;
             return a;
         }
     }
@@ -105,7 +119,8 @@ wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
         a.granted = req.qos;
     }
     const std::uint8_t g = a.service_class.value_or(req.service_class);
-    if (ChainResult r = default_chain(g); !r.ok()) {
+    const ChainResult r = accept_chain(g);
+    if (!r.ok()) {
         ++counters_.refused_no_chain;
         wire::Admission no;
         no.admitted = false;
@@ -113,7 +128,13 @@ wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
         no.reason = r.error.substr(0, wire::kMaxReasonLen);
         return no;
     }
+    // The handshake honours this only if the client offered it.
+    a.no_checksum = skip_checksum(*r.chain, !cfg_.accept_elements.empty(), cfg_.conn, req.from);
     return a;
+}
+
+ChainResult Endpoint::accept_chain(std::uint8_t cls) const {
+    return cfg_.accept_elements.empty() ? default_chain(cls) : make_chain(cfg_.accept_elements, cls);
 }
 
 void Endpoint::queue_reply(const sansio::Addr& to, std::span<const std::uint8_t> bytes) {
@@ -143,7 +164,7 @@ void Endpoint::handle_initial(const sansio::Addr& from, std::span<const std::uin
         }
         return;
     }
-    ChainResult chain = default_chain(r.info.granted_class);
+    ChainResult chain = accept_chain(r.info.granted_class);
     if (!chain.ok()) return;   // admit() refused these already
     auto conn = std::make_shared<Connection>(cfg_.conn, std::move(*chain.chain), from, r.info, now);
     conn->ep_ = this;
@@ -170,9 +191,10 @@ int Endpoint::connect(const sansio::Addr& peer, std::uint8_t service_class, cons
         return -EMFILE;
     }
     const wire::ConnectionId cid = fresh_cid();
+    const bool offer = skip_checksum(*r.chain, !elements.empty(), cfg_.conn, peer);
     auto conn = std::make_shared<Connection>(cfg_.conn, std::move(*r.chain),
                                              std::vector<std::string>(elements.begin(), elements.end()),
-                                             peer, cid, qos, now_);
+                                             peer, cid, qos, now_, offer);
     conn->ep_ = this;
     const std::uint64_t k = key(cid);
     Entry& e = conns_[k];
@@ -224,9 +246,8 @@ void Endpoint::remove(std::uint64_t k) {
     ++counters_.connections_removed;
 }
 
-void Endpoint::on_datagram(const sansio::Addr& from, const sansio::Addr& to,
+void Endpoint::on_datagram(const sansio::Addr& from, const sansio::Addr&,
                            std::span<const std::uint8_t> bytes, Time now) {
-    (void)to;
     now_ = std::max(now_, now);
     ++counters_.datagrams_in;
     counters_.bytes_in += bytes.size();

@@ -17,6 +17,11 @@
 // (otherwise the client is refused: "server busy"). Closed connections are
 // forgotten after their drain period.
 //
+// Short packets without the CRC32C: skip_checksum() below decides, for the
+// client's offer and the server's agreement alike; the connection then
+// builds and parses its short packets accordingly (Connection::checksum()).
+// Demultiplexing does not depend on it: the destination ID comes first.
+//
 // Ownership: connections are shared between the endpoint and the
 // application (std::shared_ptr). A handle stays valid after the endpoint
 // forgets the connection; it is then closed and inert. The endpoint must not
@@ -53,10 +58,35 @@ constexpr std::uint64_t kRefuseBusy = 0x100;
 // REFUSE code when no chain exists for the class asked (realtime, group).
 constexpr std::uint64_t kRefuseNoChain = 0x101;
 
+// A loopback address: 127.0.0.0/8 (IPv4, or IPv4-mapped) or ::1.
+bool is_loopback(const sansio::Addr& a) noexcept;
+
+// Whether a connection with `chain` to `peer` goes without the CRC32C on its
+// short packets (a client offers it, a server agrees; the packets go without
+// it only when both sides said yes):
+//   - the chain has no `checksum`: its owner chose to rely on UDP's checksum;
+//   - or the chain is the class's default (explicit_chain false: no element
+//     list was given), cfg.loopback_no_checksum is on, and the peer is at a
+//     loopback address: then every packet of the connection crosses the
+//     loopback device (the kernel routes 127/8 and ::1 only there, and drops
+//     such sources arriving on any other interface), which hands the
+//     sender's buffer to the receiver with no wire or NIC in between, so
+//     nothing can corrupt the bytes a checksum would catch (the kernel marks
+//     such packets CHECKSUM_UNNECESSARY; TCP over loopback computes none).
+//     The peer's address alone decides, so a server bound to a wildcard
+//     address agrees too.
+// An explicit chain that lists `checksum` always keeps it.
+bool skip_checksum(const Chain& chain, bool explicit_chain, const ConnConfig& cfg,
+                   const sansio::Addr& peer) noexcept;
+
 struct EndpointConfig {
     sansio::Addr local;                  // the one UDP address it owns
     std::uint64_t seed = 1;              // connection IDs and the cookie key
     ConnConfig conn{};                   // for every connection it makes
+    // The chain accepted connections run, as element names (empty: the
+    // granted class's default chain). A class it does not fit is refused
+    // (kRefuseNoChain, with the chain's message).
+    std::vector<std::string> accept_elements;
     std::size_t max_connections = 4096;  // live connections (any state), both roles
     std::size_t accept_backlog = 128;    // admitted, not yet accept()ed
     std::size_t max_pending_replies = 1024;   // stateless replies (RETRY, VN, REFUSE) waiting
@@ -134,6 +164,8 @@ private:
     void rearm(std::uint64_t k, Entry& e);
     void remove(std::uint64_t k);
     void handle_initial(const sansio::Addr& from, std::span<const std::uint8_t> bytes, sansio::Time now);
+    // The chain an accepted connection of class `cls` runs.
+    ChainResult accept_chain(std::uint8_t cls) const;
     wire::Admission admit(const wire::AdmissionRequest& req);
     void queue_reply(const sansio::Addr& to, std::span<const std::uint8_t> bytes);
     wire::ConnectionId fresh_cid();

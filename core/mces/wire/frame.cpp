@@ -150,6 +150,7 @@ const char* name(FrameType t) noexcept {
     case FrameType::retry_token: return "RETRY_TOKEN";
     case FrameType::accept: return "ACCEPT";
     case FrameType::refuse: return "REFUSE";
+    case FrameType::params: return "PARAMS";
     }
     return "?";
 }
@@ -159,7 +160,7 @@ bool frame_allowed(PacketType p, FrameType f) noexcept {
     switch (p) {
     case PacketType::initial: return f == FrameType::hello || f == FrameType::ping;
     case PacketType::retry: return f == FrameType::retry_token;
-    case PacketType::accept: return f == FrameType::accept;
+    case PacketType::accept: return f == FrameType::accept || f == FrameType::params;
     case PacketType::refuse: return f == FrameType::refuse;
     case PacketType::version_negotiation: return false;
     case PacketType::data:
@@ -203,7 +204,7 @@ ParseError FrameReader::next(Frame& f) noexcept {
     r_.u8(t);
     switch (t) {
     case 0x00: case 0x01: case 0x02: case 0x03: case 0x04: case 0x05: case 0x06: case 0x07:
-    case 0x08: case 0x10: case 0x11: case 0x12: case 0x13: break;
+    case 0x08: case 0x10: case 0x11: case 0x12: case 0x13: case 0x14: break;
     default: return fail(ParseError::unknown_frame);
     }
     const auto type = static_cast<FrameType>(t);
@@ -284,6 +285,10 @@ ParseError FrameReader::next(Frame& f) noexcept {
         if (e == ParseError::ok) e = read_blob(r_, kMaxReasonLen, rf.reason);
         break;
     }
+    case FrameType::params:
+        if (!r_.varint(f.value)) e = ParseError::truncated;
+        else if (f.value & ~kParamsKnown) e = ParseError::reserved_bits;
+        break;
     }
     if (e != ParseError::ok) return fail(e);
     return ParseError::ok;
@@ -392,6 +397,12 @@ void write_refuse(Writer& w, const RefuseFrame& r) noexcept {
     write_blob(w, r.reason, kMaxReasonLen);
 }
 
+void write_params(Writer& w, std::uint64_t flags) noexcept {
+    if (flags & ~kParamsKnown) return w.fail(-EINVAL);
+    w.u8(static_cast<std::uint8_t>(FrameType::params));
+    w.varint(flags);
+}
+
 void write_frame(Writer& w, const Frame& f) noexcept {
     switch (f.type) {
     case FrameType::padding: write_padding(w, f.padding_len); break;
@@ -409,6 +420,7 @@ void write_frame(Writer& w, const Frame& f) noexcept {
     case FrameType::retry_token: write_retry_token(w, f.token); break;
     case FrameType::accept: write_accept(w, f.service_class, f.qos); break;
     case FrameType::refuse: write_refuse(w, f.refuse); break;
+    case FrameType::params: write_params(w, f.value); break;
     }
 }
 

@@ -14,6 +14,7 @@
 //   0x11 RETRY_TOKEN  token_len, token
 //   0x12 ACCEPT       class(1), qos                           (what was granted)
 //   0x13 REFUSE       code, class(1), asked qos, available qos, reason_len, reason
+//   0x14 PARAMS       flags                                   (in ACCEPT: offers agreed)
 //
 // FrameReader walks a payload and yields one Frame at a time; the frame's byte
 // fields (data, reason, token) view the payload, so the payload must outlive
@@ -40,6 +41,12 @@ constexpr std::size_t kMaxTokenLen = 64;      // HELLO and RETRY_TOKEN token
 constexpr std::size_t kMaxHelloVersions = 8;  // versions a HELLO may list
 constexpr std::uint8_t kMaxServiceClass = 4;  // 0 datagram .. 4 group
 
+// PARAMS flags: which of the client's offers (packet.h, kOffer*) the server
+// agreed to. A server sets only bits for offers the client made, so a client
+// never sees a PARAMS frame it cannot read; any other bit is reserved_bits.
+constexpr std::uint64_t kParamNoChecksum = 1u << 0;   // kOfferNoChecksum
+constexpr std::uint64_t kParamsKnown = kParamNoChecksum;
+
 enum class FrameType : std::uint8_t {
     padding = 0x00,
     ping = 0x01,
@@ -54,6 +61,7 @@ enum class FrameType : std::uint8_t {
     retry_token = 0x11,
     accept = 0x12,
     refuse = 0x13,
+    params = 0x14,
 };
 const char* name(FrameType t) noexcept;
 
@@ -111,7 +119,7 @@ struct Frame {
     std::uint64_t offset = 0;                    // STREAM
     bool fin = false;                            // STREAM
     std::span<const std::uint8_t> data;          // STREAM, DATAGRAM
-    std::uint64_t value = 0;                     // MAX_DATA maximum; CLOSE, RESET code
+    std::uint64_t value = 0;                     // MAX_DATA maximum; CLOSE, RESET code; PARAMS flags
     std::uint64_t final_size = 0;                // RESET
     std::span<const std::uint8_t> reason;        // CLOSE
     HelloFrame hello;                            // HELLO
@@ -168,6 +176,8 @@ void write_hello(Writer& w, const HelloFrame& h) noexcept;
 void write_retry_token(Writer& w, std::span<const std::uint8_t> token) noexcept;
 void write_accept(Writer& w, std::uint8_t service_class, const Qos& granted) noexcept;
 void write_refuse(Writer& w, const RefuseFrame& r) noexcept;
+// flags: kParam* bits only (else -EINVAL).
+void write_params(Writer& w, std::uint64_t flags) noexcept;
 // Any frame, by its type (the inverse of FrameReader::next).
 void write_frame(Writer& w, const Frame& f) noexcept;
 

@@ -8,17 +8,24 @@ namespace gs::mces::wire {
 namespace {
 
 // The single handshake frame of type `want` in a handshake packet's payload;
-// anything else there but PADDING (and PING in an INITIAL) is bad_handshake.
+// anything else there but PADDING (and PING in an INITIAL, one PARAMS in an
+// ACCEPT: its flags go to *params, 0 without one) is bad_handshake.
 ParseError find_one(PacketType in, std::span<const std::uint8_t> payload, FrameType want,
-                    Frame& out) noexcept {
+                    Frame& out, std::uint64_t* params = nullptr) noexcept {
     FrameReader fr(in, payload);
     Frame f;
-    bool found = false;
+    bool found = false, have_params = false;
+    if (params != nullptr) *params = 0;
     for (;;) {
         const ParseError e = fr.next(f);
         if (e != ParseError::ok) return e;
         if (fr.done()) break;
         if (f.type == FrameType::padding || f.type == FrameType::ping) continue;
+        if (f.type == FrameType::params && params != nullptr && !have_params) {
+            have_params = true;
+            *params = f.value;
+            continue;
+        }
         if (f.type != want || found) return ParseError::bad_handshake;
         out = f;
         found = true;
@@ -38,6 +45,9 @@ std::string hex_version(std::uint32_t v) {
 
 ServerHandshake::ServerHandshake(ServerConfig cfg, const CookieJar::Key& key, AdmitFn admit)
     : cfg_(std::move(cfg)), jar_(key, cfg_.cookie_lifetime), admit_(std::move(admit)) {
+    // An offer is never a version: speaking one would let it win the
+    // downgrade check.
+    std::erase_if(cfg_.versions, [](std::uint32_t v) { return is_offer(v); });
     if (cfg_.versions.empty()) cfg_.versions.push_back(kVersion1);
     if (cfg_.versions.size() > kMaxVnVersions) cfg_.versions.resize(kMaxVnVersions);
     if (cfg_.server_cid_len > kMaxCidLen) cfg_.server_cid_len = kMaxCidLen;
@@ -159,10 +169,12 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
     info.version = v.hdr.version;
     info.asked_class = h.service_class;
     info.asked = h.qos;
+    const bool offered =
+        std::find(h.versions.begin(), end, kOfferNoChecksum) != end;
     Admission a;
     a.granted = h.qos;
     if (admit_) {
-        AdmissionRequest req{from, v.hdr.scid, v.hdr.version, h.service_class, h.qos};
+        AdmissionRequest req{from, v.hdr.scid, v.hdr.version, h.service_class, h.qos, offered};
         a = admit_(req);
     }
     PacketWriter pw(out.buf);
@@ -170,10 +182,16 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
         const std::uint8_t cls = a.service_class.value_or(h.service_class);
         info.granted_class = cls > kMaxServiceClass ? h.service_class : cls;
         info.granted = a.granted;
+        // Agreed only to what was offered: a client that did not offer (or
+        // predates the offer) must never see PARAMS, and keeps its CRCs.
+        info.no_checksum = offered && a.no_checksum;
         pw.begin_long(PacketType::accept, v.hdr.version, info.client_cid, info.server_cid, 0, 1);
         write_accept(pw.body(), info.granted_class, info.granted);
+        if (info.no_checksum) write_params(pw.body(), kParamNoChecksum);
         out.kind = ServerReply::Kind::accept;
         ++counters_.admitted;
+        if (offered) ++counters_.no_checksum_offered;
+        if (info.no_checksum) ++counters_.no_checksum_agreed;
     } else {
         RefuseFrame rf;
         rf.code = a.code;
@@ -214,6 +232,7 @@ const char* name(HandshakeError e) noexcept {
 }
 
 ClientHandshake::ClientHandshake(ClientConfig cfg) : cfg_(std::move(cfg)) {
+    std::erase_if(cfg_.versions, [](std::uint32_t v) { return is_offer(v); });
     if (cfg_.versions.empty()) cfg_.versions.push_back(kVersion1);
     if (cfg_.versions.size() > kMaxHelloVersions) cfg_.versions.resize(kMaxHelloVersions);
     cfg_.initial_size = std::clamp(cfg_.initial_size, kMinInitialSize, kMaxPacketSize);
@@ -272,6 +291,7 @@ bool ClientHandshake::poll_transmit(std::vector<std::uint8_t>& out) {
     HelloFrame h;
     h.version_count = cfg_.versions.size();
     std::copy(cfg_.versions.begin(), cfg_.versions.end(), h.versions.begin());
+    if (offering()) h.versions[h.version_count++] = kOfferNoChecksum;   // after every version
     h.service_class = cfg_.service_class;
     h.qos = cfg_.qos;
     h.token = {token_.data(), token_len_};
@@ -359,9 +379,16 @@ bool ClientHandshake::on_datagram(std::span<const std::uint8_t> bytes, sansio::T
     }
     case PacketType::accept: {
         Frame f;
-        const ParseError fe = find_one(PacketType::accept, v.payload, FrameType::accept, f);
+        std::uint64_t params = 0;
+        const ParseError fe = find_one(PacketType::accept, v.payload, FrameType::accept, f, &params);
         if (fe != ParseError::ok) {
             counters_.parse.count(fe);
+            return false;
+        }
+        // Agreement to something we did not offer: the server would send
+        // what we cannot read. Not an answer to our INITIAL.
+        if ((params & kParamNoChecksum) && !offering()) {
+            counters_.parse.count(ParseError::bad_handshake);
             return false;
         }
         if (v.hdr.version != version_ || v.hdr.scid.len == 0) {
@@ -373,6 +400,7 @@ bool ClientHandshake::on_datagram(std::span<const std::uint8_t> bytes, sansio::T
         server_cid_ = v.hdr.scid;
         granted_class_ = f.service_class;
         granted_ = f.qos;
+        no_checksum_ = (params & kParamNoChecksum) != 0;
         return true;
     }
     case PacketType::refuse: {

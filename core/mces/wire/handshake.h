@@ -13,6 +13,14 @@
 // valid cookie (proved it receives at its address), and until then each reply
 // is at most amplification_factor (3) times the datagram that caused it, so
 // at most 3x what that address sent in total. docs/mces.md has the details.
+//
+// No checksum: a client may offer (kOfferNoChecksum after its versions in
+// HELLO) that the connection's short packets go without the CRC32C; the
+// server's owner agrees or not (Admission::no_checksum), and an ACCEPT that
+// agrees carries PARAMS(kParamNoChecksum). Both sides then know, and only
+// then: a client that did not offer, or a server that did not agree (or
+// predates the offer), keeps the CRC. The handshake packets themselves
+// always carry it.
 #pragma once
 
 #include <array>
@@ -41,6 +49,7 @@ struct AdmissionRequest {
     std::uint32_t version = 0;
     std::uint8_t service_class = 0;
     Qos qos;
+    bool no_checksum_offered = false;   // HELLO lists kOfferNoChecksum
 };
 
 // The owner's answer. Admitted: what is granted (may be less than asked; the
@@ -52,6 +61,10 @@ struct Admission {
     std::uint64_t code = 0;           // refused: owner-defined reason code
     Qos available;                    // refused: what could have been granted
     std::string reason;               // refused: one line, cut to kMaxReasonLen
+    // admitted: short packets without the CRC32C, if the client offered it
+    // (ignored otherwise). Same INITIAL, same answer: a repeated ACCEPT
+    // must agree with the first.
+    bool no_checksum = false;
 };
 
 // Called only after a valid cookie, so at most once per INITIAL that proved
@@ -86,6 +99,8 @@ struct ServerCounters {
     std::uint64_t amplification_limited = 0;   // reply suppressed: over factor * received
     std::uint64_t admitted = 0;
     std::uint64_t refused = 0;
+    std::uint64_t no_checksum_offered = 0;     // admitted INITIALs that offered no checksum
+    std::uint64_t no_checksum_agreed = 0;      // ... and whose ACCEPT agreed
 };
 
 // The handshake's result once a client proved its address.
@@ -97,6 +112,7 @@ struct AcceptInfo {
     std::uint8_t granted_class = 0;
     Qos asked;
     Qos granted;
+    bool no_checksum = false;       // agreed: short packets carry no CRC32C, both ways
 };
 
 constexpr std::size_t kMaxReplyLen = 512;
@@ -165,6 +181,9 @@ struct ClientConfig {
     sansio::Time max_rto = 2 * sansio::kSecond;       // back-off doubles up to this
     sansio::Time give_up_after = 5 * sansio::kSecond; // from start(): then timeout
     std::size_t max_retries = 3;                       // RETRYs followed
+    // Offer short packets without the CRC32C (kOfferNoChecksum; needs a free
+    // slot in HELLO's list: fewer than 8 versions, else nothing is offered).
+    bool offer_no_checksum = false;
 };
 
 struct ClientCounters {
@@ -203,6 +222,8 @@ public:
     const ConnectionId& server_cid() const noexcept { return server_cid_; }
     std::uint8_t granted_class() const noexcept { return granted_class_; }
     const Qos& granted() const noexcept { return granted_; }
+    // The server agreed to our offer: short packets carry no CRC32C.
+    bool no_checksum() const noexcept { return no_checksum_; }
     // Once refused:
     const Qos& available() const noexcept { return available_; }
     std::uint64_t refuse_code() const noexcept { return refuse_code_; }
@@ -213,6 +234,10 @@ public:
 private:
     void fail(HandshakeError e, std::string msg);
     void send_now(sansio::Time now) noexcept;
+    // Whether our HELLO carries kOfferNoChecksum (asked for, and a slot free).
+    bool offering() const noexcept {
+        return cfg_.offer_no_checksum && cfg_.versions.size() < kMaxHelloVersions;
+    }
 
     ClientConfig cfg_;
     State state_ = State::idle;
@@ -231,6 +256,7 @@ private:
     ConnectionId server_cid_;
     std::uint8_t granted_class_ = 0;
     Qos granted_;
+    bool no_checksum_ = false;
     Qos available_;
     std::uint64_t refuse_code_ = 0;
     ClientCounters counters_;

@@ -99,10 +99,15 @@ std::uint32_t PacketView::vn_version(std::size_t i) const noexcept {
 }
 
 ParseError parse_packet(std::span<const std::uint8_t> bytes, std::size_t short_dcid_len,
-                        PacketView& out) noexcept {
+                        PacketView& out, Checksum short_checksum) noexcept {
     if (short_dcid_len > kMaxCidLen) return ParseError::bad_cid_length;
-    if (bytes.size() < 1 + kChecksumLen) return ParseError::truncated;
+    if (bytes.empty()) return ParseError::truncated;
     const std::uint8_t flags = bytes[0];
+    // The handshake (long header) is always checked: it is what agrees to
+    // leave the checksum off, so it cannot itself depend on that agreement.
+    const bool checked = (flags & kLongBit) || short_checksum == Checksum::crc32c;
+    const std::size_t trailer = checked ? kChecksumLen : 0;
+    if (bytes.size() < 1 + trailer) return ParseError::truncated;
     if (!(flags & kFixedBit)) return ParseError::bad_fixed_bit;
     // An authenticated packet ends in an AEAD tag, not a CRC: nothing past
     // this point applies to it, and version 1 does not define it.
@@ -110,11 +115,13 @@ ParseError parse_packet(std::span<const std::uint8_t> bytes, std::size_t short_d
 
     // The checksum first: a corrupted packet is reported as corrupted, not as
     // whichever field the corruption happened to land in.
-    const std::size_t body_len = bytes.size() - kChecksumLen;
-    Reader tail(bytes.subspan(body_len));
-    std::uint32_t sent_crc = 0;
-    tail.u32(sent_crc);
-    if (crc32c(bytes.first(body_len)) != sent_crc) return ParseError::bad_checksum;
+    const std::size_t body_len = bytes.size() - trailer;
+    if (checked) {
+        Reader tail(bytes.subspan(body_len));
+        std::uint32_t sent_crc = 0;
+        tail.u32(sent_crc);
+        if (crc32c(bytes.first(body_len)) != sent_crc) return ParseError::bad_checksum;
+    }
 
     Reader r(bytes.first(body_len).subspan(1));
     PacketHeader& h = out.hdr;
@@ -180,6 +187,7 @@ std::uint64_t decode_packet_number(std::int64_t largest_received, std::uint32_t 
 void PacketWriter::begin_long(PacketType type, std::uint32_t version, const ConnectionId& dcid,
                               const ConnectionId& scid, std::uint64_t pn,
                               std::uint8_t pn_len) noexcept {
+    trailer_ = kChecksumLen;   // the handshake is always checked
     const auto t = static_cast<std::uint8_t>(type);
     if (t > 3 || pn_len < 1 || pn_len > 4 || !is_mces_version(version)) return w_.fail(-EINVAL);
     w_.u8(static_cast<std::uint8_t>(kLongBit | kFixedBit | (t << kTypeShift) | pn_bits(pn_len)));
@@ -189,8 +197,9 @@ void PacketWriter::begin_long(PacketType type, std::uint32_t version, const Conn
     w_.uint(pn_len, pn);
 }
 
-void PacketWriter::begin_short(const ConnectionId& dcid, std::uint64_t pn,
-                               std::uint8_t pn_len) noexcept {
+void PacketWriter::begin_short(const ConnectionId& dcid, std::uint64_t pn, std::uint8_t pn_len,
+                               Checksum checksum) noexcept {
+    trailer_ = checksum == Checksum::none ? 0 : kChecksumLen;
     if (pn_len < 1 || pn_len > 4) return w_.fail(-EINVAL);
     w_.u8(static_cast<std::uint8_t>(kFixedBit | pn_bits(pn_len)));
     w_.bytes(dcid.view());
@@ -199,6 +208,7 @@ void PacketWriter::begin_short(const ConnectionId& dcid, std::uint64_t pn,
 
 void PacketWriter::begin_version_negotiation(const ConnectionId& dcid, const ConnectionId& scid,
                                              std::span<const std::uint32_t> versions) noexcept {
+    trailer_ = kChecksumLen;
     if (versions.empty() || versions.size() > kMaxVnVersions) return w_.fail(-EINVAL);
     w_.u8(kLongBit | kFixedBit);
     w_.u32(0);
@@ -208,12 +218,13 @@ void PacketWriter::begin_version_negotiation(const ConnectionId& dcid, const Con
 }
 
 void PacketWriter::pad_to(std::size_t total) noexcept {
-    const std::size_t have = w_.size() + kChecksumLen;
+    const std::size_t have = w_.size() + trailer_;
     if (have < total) w_.zeros(total - have);
 }
 
 int PacketWriter::finish() noexcept {
     if (!w_.ok()) return w_.error();
+    if (trailer_ == 0) return static_cast<int>(w_.size());
     const std::uint32_t crc = crc32c(w_.written());
     w_.u32(crc);
     return w_.ok() ? static_cast<int>(w_.size()) : w_.error();
@@ -221,6 +232,8 @@ int PacketWriter::finish() noexcept {
 
 int PacketWriter::finish(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept {
     if (!w_.ok()) return w_.error();
+    // No checksum: a and b are never read here, only sent.
+    if (trailer_ == 0) return static_cast<int>(w_.size());
     const std::uint32_t crc = crc32c(b, crc32c(a, crc32c(w_.written())));
     w_.u32(crc);
     return w_.ok() ? static_cast<int>(w_.size()) : w_.error();

@@ -6,7 +6,12 @@
 //   version negotiation (a long header with version 0)
 //     flags(1) 0x00000000 dcid_len(1) dcid scid_len(1) scid version(4)*n crc32c(4)
 //   short header (after the handshake)
-//     flags(1) dcid(the length the receiver chose) pn(1-4) frames.. crc32c(4)
+//     flags(1) dcid(the length the receiver chose) pn(1-4) frames.. [crc32c(4)]
+//
+// Long-header packets always end in the CRC32C. A short packet ends in it
+// unless the connection agreed in its handshake to drop it (handshake.h,
+// "no checksum"); nothing in the packet says which: the receiver knows from
+// the connection its destination ID names, and tells parse_packet.
 //
 // flags: bit 7 long form, bit 6 fixed 1, bit 5 authenticated (AEAD, reserved:
 // version 1 rejects it), bits 4-3 long packet type, bit 2 reserved 0,
@@ -37,9 +42,28 @@ constexpr std::size_t kMinInitialSize = 1200;          // a client INITIAL datag
 constexpr std::size_t kMaxPacketSize = 65527;          // the largest UDP payload over IPv4
 constexpr std::size_t kMaxVnVersions = 16;             // versions a VERSION_NEGOTIATION may list
 
+// Whether a short-header packet ends in the 4-byte CRC32C. Long-header
+// packets always do, whatever is asked.
+enum class Checksum : std::uint8_t {
+    crc32c,   // the default, and every connection that did not agree otherwise
+    none,     // agreed in the handshake: UDP's own checksum guards the datagram
+};
+
 constexpr bool is_mces_version(std::uint32_t v) noexcept {
     return (v & kVersionMagicMask) == kVersionMagic;
 }
+
+// Offers a client makes in its HELLO's version list, after its versions
+// (TLS's signalling cipher suite values). A server that does not know one
+// finds no version it speaks in it and skips it (the downgrade check takes
+// the first version it speaks), so an offer costs nothing against a version
+// 1 server that predates it. 0x4D43FExx is reserved for offers: never a
+// version, never used in a header.
+constexpr std::uint32_t kOfferMask = 0xFFFFFF00;
+constexpr std::uint32_t kOfferPrefix = 0x4D43FE00;
+// "Short packets of this connection may go without the CRC32C."
+constexpr std::uint32_t kOfferNoChecksum = 0x4D43FE01;
+constexpr bool is_offer(std::uint32_t v) noexcept { return (v & kOfferMask) == kOfferPrefix; }
 
 // Why a packet (or a frame in it) was dropped. Dense from 0, so counters can
 // be an array indexed by it; kParseErrorCount is the number of values.
@@ -123,11 +147,14 @@ struct PacketView {
 };
 
 // Parses one datagram. short_dcid_len is the length of the connection IDs the
-// receiver hands out (a short header does not carry it). Checks, in order:
-// size, flags (fixed bit, auth flag), checksum, then the header fields. On
-// error `out` is unspecified.
+// receiver hands out (a short header does not carry it); short_checksum says
+// whether a short packet ends in the CRC32C (Checksum::none: the whole rest
+// is frames, nothing is verified; long packets are always verified). Checks,
+// in order: size, flags (fixed bit, auth flag), checksum, then the header
+// fields. On error `out` is unspecified. Never reads outside `bytes`,
+// whatever they hold and whichever mode is asked.
 ParseError parse_packet(std::span<const std::uint8_t> bytes, std::size_t short_dcid_len,
-                        PacketView& out) noexcept;
+                        PacketView& out, Checksum short_checksum = Checksum::crc32c) noexcept;
 
 // The smallest packet number length (1-4 bytes) that lets a receiver that has
 // seen up to largest_acked (-1 = nothing yet) recover pn (RFC 9000 A.2).
@@ -149,28 +176,36 @@ public:
     // type: initial, retry, accept or refuse. pn_len 1-4 (the low bytes of pn go out).
     void begin_long(PacketType type, std::uint32_t version, const ConnectionId& dcid,
                     const ConnectionId& scid, std::uint64_t pn, std::uint8_t pn_len) noexcept;
-    void begin_short(const ConnectionId& dcid, std::uint64_t pn, std::uint8_t pn_len) noexcept;
+    // checksum: Checksum::none leaves the CRC32C off (a connection that
+    // agreed to it); finish() then appends nothing.
+    void begin_short(const ConnectionId& dcid, std::uint64_t pn, std::uint8_t pn_len,
+                     Checksum checksum = Checksum::crc32c) noexcept;
     // A whole VERSION_NEGOTIATION body; call finish() next.
     void begin_version_negotiation(const ConnectionId& dcid, const ConnectionId& scid,
                                    std::span<const std::uint32_t> versions) noexcept;
 
     Writer& body() noexcept { return w_; }
-    // Bytes still free for frames, the checksum already set aside.
+    // The trailer this packet ends in: kChecksumLen, or 0 for a short packet
+    // begun with Checksum::none.
+    std::size_t trailer() const noexcept { return trailer_; }
+    // Bytes still free for frames, the trailer already set aside.
     std::size_t room() const noexcept {
-        return w_.room() > kChecksumLen ? w_.room() - kChecksumLen : 0;
+        return w_.room() > trailer_ ? w_.room() - trailer_ : 0;
     }
     // PADDING frames so that the finished packet is at least total bytes.
     void pad_to(std::size_t total) noexcept;
-    // Appends the checksum. Returns the packet length, or the writer's error.
+    // Appends the checksum (if the packet has one). Returns the packet
+    // length, or the writer's error.
     int finish() noexcept;
     // The same for a packet whose last bytes (a, then b) are sent from
     // elsewhere (zero-copy): the checksum covers what was written, a and b,
     // and is appended here; on the wire it follows b. Returns the length
-    // written here (the checksum included), or the writer's error.
+    // written here (the checksum included, if any), or the writer's error.
     int finish(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept;
 
 private:
     Writer w_;
+    std::size_t trailer_ = kChecksumLen;
 };
 
 }  // namespace gs::mces::wire

@@ -233,3 +233,223 @@ TEST_CASE("valid checksum, garbage frames: dropped and counted, the connection l
     CHECK(got == total);
     CHECK(bad == 0);
 }
+
+// ---- short packets without the CRC32C -------------------------------------
+
+namespace {
+
+Addr v6_loopback(std::uint16_t port) {
+    Addr a;
+    a.ip[15] = 1;
+    a.port = port;
+    return a;
+}
+
+struct Negotiated {
+    wire::Checksum client = wire::Checksum::crc32c, server = wire::Checksum::crc32c;
+    std::uint64_t offered = 0, agreed = 0;   // the server's handshake counters
+    std::uint64_t got = 0, bad = 0;          // 20 kB client -> server, checked
+};
+
+// Connects `ca` to `sa` (class 1), then sends 20 kB over the connection so
+// that each side has parsed the other's short packets.
+Negotiated negotiate(const Addr& ca, const Addr& sa, const ConnConfig& cconf, const ConnConfig& sconf,
+                     std::vector<std::string> client_elements = {},
+                     std::vector<std::string> server_elements = {}) {
+    gs::sim::Simulator sim(31);
+    LinkParams lp;
+    lp.delay = 1 * kMillisecond;
+    REQUIRE(sim.set_default_link(lp) == 0);
+    EndpointConfig scfg = endpoint_config(sa, 61), ccfg = endpoint_config(ca, 62);
+    scfg.conn = sconf;
+    ccfg.conn = cconf;
+    scfg.accept_elements = std::move(server_elements);
+    Host server(scfg), client(ccfg);
+    REQUIRE(server.ep.listen({}) == 0);
+    std::shared_ptr<Connection> cc, sc;
+    Negotiated n;
+    std::uint64_t written = 0;
+    const std::uint64_t total = 20'000;
+    client.app = [&](Time) {
+        if (cc && cc->state() == Connection::State::established) write_pattern(*cc, written, total);
+    };
+    server.app = [&](Time) {
+        if (!sc) sc = server.ep.accept();
+        if (sc) read_pattern(*sc, n.got, n.bad);
+    };
+    REQUIRE(sim.add_node(sa, server) == 0);
+    REQUIRE(sim.add_node(ca, client) == 0);
+    REQUIRE(client.ep.connect(sa, kClassReliable, {}, sim.now(), cc, client_elements) == 0);
+    sim.kick(client);
+    sim.run_while([&] { return n.got < total; }, 5 * kSecond);
+    REQUIRE(sc);
+    n.client = cc->checksum();
+    n.server = sc->checksum();
+    n.offered = server.ep.server_counters()->no_checksum_offered;
+    n.agreed = server.ep.server_counters()->no_checksum_agreed;
+    CHECK(cc->counters().drops.total() == 0);
+    CHECK(sc->counters().drops.total() == 0);
+    return n;
+}
+
+const std::vector<std::string> kNoChecksum = {"framing",     "handshake",  "sequencing", "sack",
+                                              "ordering",    "flowcontrol", "congestion", "pacing",
+                                              "keepalive",   "close"};
+const std::vector<std::string> kWithChecksum = {"framing",  "checksum",    "handshake",  "sequencing",
+                                                "sack",     "ordering",    "flowcontrol", "congestion",
+                                                "pacing",   "keepalive",   "close"};
+
+}  // namespace
+
+TEST_CASE("is_loopback and skip_checksum: the one rule") {
+    CHECK(is_loopback(Addr::v4(0x7f000001, 1)));
+    CHECK(is_loopback(Addr::v4(0x7fff0102, 1)));      // all of 127.0.0.0/8
+    CHECK_FALSE(is_loopback(Addr::v4(0x80000001, 1)));
+    CHECK_FALSE(is_loopback(Addr::v4(0x0a000001, 1)));
+    CHECK_FALSE(is_loopback(Addr::v4(0, 1)));         // the wildcard is not loopback
+    CHECK(is_loopback(v6_loopback(1)));
+    Addr two = v6_loopback(1);
+    two.ip[15] = 2;
+    CHECK_FALSE(is_loopback(two));
+    CHECK_FALSE(is_loopback(Addr{}));                 // ::
+
+    const Chain def = *default_chain(kClassReliable).chain;
+    const Chain bare = *make_chain(kNoChecksum, kClassReliable).chain;
+    const Addr lo2 = Addr::v4(0x7f000002, 2), net = Addr::v4(0x0a000001, 3);
+    ConnConfig on, off;
+    off.loopback_no_checksum = false;
+    CHECK(skip_checksum(def, false, on, lo2));
+    CHECK(skip_checksum(def, false, on, v6_loopback(2)));
+    CHECK_FALSE(skip_checksum(def, false, off, lo2));   // the owner turned it off
+    CHECK_FALSE(skip_checksum(def, true, on, lo2));     // an explicit chain with checksum keeps it
+    CHECK_FALSE(skip_checksum(def, false, on, net));    // a peer off loopback keeps it
+    CHECK(skip_checksum(bare, true, off, net));         // no checksum in the chain: anywhere
+}
+
+TEST_CASE("no checksum only when both sides want it; otherwise CRCs, and data flows either way") {
+    const Addr cnet = Addr::v4(0x0a000001, 5000), snet = Addr::v4(0x0a000002, 4433);
+    const Addr clo = Addr::v4(0x7f000001, 5000), slo = Addr::v4(0x7f000002, 4433);
+    ConnConfig on, off;
+    off.loopback_no_checksum = false;
+    using C = wire::Checksum;
+    struct Case {
+        const char* what;
+        Addr ca, sa;
+        ConnConfig cconf, sconf;
+        std::vector<std::string> celems, selems;
+        C want;
+        std::uint64_t offered, agreed;
+    };
+    const Case cases[] = {
+        {"defaults, not loopback", cnet, snet, on, on, {}, {}, C::crc32c, 0, 0},
+        {"client without checksum, server default", cnet, snet, on, on, kNoChecksum, {}, C::crc32c, 1, 0},
+        {"server without checksum, client default", cnet, snet, on, on, {}, kNoChecksum, C::crc32c, 0, 0},
+        {"both without checksum", cnet, snet, on, on, kNoChecksum, kNoChecksum, C::none, 1, 1},
+        {"loopback, defaults", clo, slo, on, on, {}, {}, C::none, 1, 1},
+        {"loopback ::1, defaults", v6_loopback(5000), v6_loopback(4433), on, on, {}, {}, C::none, 1, 1},
+        {"loopback, client turned it off", clo, slo, off, on, {}, {}, C::crc32c, 0, 0},
+        {"loopback, server turned it off", clo, slo, on, off, {}, {}, C::crc32c, 1, 0},
+        {"loopback, client lists checksum", clo, slo, on, on, kWithChecksum, {}, C::crc32c, 0, 0},
+        {"loopback, server lists checksum", clo, slo, on, on, {}, kWithChecksum, C::crc32c, 1, 0},
+        {"loopback client, server elsewhere", clo, snet, on, on, {}, {}, C::crc32c, 0, 0},
+    };
+    for (const Case& c : cases) {
+        CAPTURE(c.what);
+        const Negotiated n = negotiate(c.ca, c.sa, c.cconf, c.sconf, c.celems, c.selems);
+        CHECK(n.client == c.want);
+        CHECK(n.server == c.want);   // never one side without the other
+        CHECK(n.offered == c.offered);
+        CHECK(n.agreed == c.agreed);
+        CHECK(n.got == 20'000);
+        CHECK(n.bad == 0);
+    }
+}
+
+TEST_CASE("a short packet in the other form is dropped and counted; garbage on a no-checksum connection does not crash") {
+    const std::uint8_t ping[] = {0x01};
+    auto bare_packet = [](const wire::ConnectionId& dcid, std::uint64_t pn, std::span<const std::uint8_t> frames) {
+        std::vector<std::uint8_t> buf(2048);
+        wire::PacketWriter pw(buf);
+        pw.begin_short(dcid, pn, 4, wire::Checksum::none);
+        pw.body().bytes(frames);
+        const int n = pw.finish();
+        REQUIRE(n > 0);
+        buf.resize(static_cast<std::size_t>(n));
+        return buf;
+    };
+
+    SUBCASE("no CRC to a CRC connection: bad_checksum") {
+        Pair p(41);
+        REQUIRE(p.connect(kClassReliable));
+        REQUIRE(p.sconn->checksum() == wire::Checksum::crc32c);
+        const wire::ConnectionId scid = p.cconn->peer_cid();
+        for (std::uint64_t pn = 1000; pn < 1010; ++pn)
+            p.sim.send({Pair::kClient, Pair::kServer, bare_packet(scid, pn, ping)});
+        p.sim.run_until(p.sim.now() + 100 * kMillisecond);
+        CHECK(p.sconn->counters().drops.parse[wire::ParseError::bad_checksum] == 10);
+        CHECK(p.sconn->counters().no_checksum_received == 0);
+        CHECK(p.sconn->state() == State::established);
+    }
+
+    SUBCASE("CRC packets and garbage to a no-CRC connection: no crash, the connection lives on") {
+        // Loopback addresses: the default chains agree to no checksum.
+        gs::sim::Simulator sim(43);
+        LinkParams lp;
+        lp.delay = 1 * kMillisecond;
+        REQUIRE(sim.set_default_link(lp) == 0);
+        const Addr ca = Addr::v4(0x7f000001, 5000), sa = Addr::v4(0x7f000001, 4433);
+        Host server(endpoint_config(sa, 71)), client(endpoint_config(ca, 72));
+        REQUIRE(server.ep.listen({}) == 0);
+        std::shared_ptr<Connection> cc, sc;
+        server.app = [&](Time) {
+            if (!sc) sc = server.ep.accept();
+        };
+        REQUIRE(sim.add_node(sa, server) == 0);
+        REQUIRE(sim.add_node(ca, client) == 0);
+        REQUIRE(client.ep.connect(sa, kClassReliable, {}, sim.now(), cc) == 0);
+        sim.kick(client);
+        REQUIRE(sim.run_while([&] { return !(sc && cc->state() == State::established); }, 5 * kSecond));
+        REQUIRE(sc->checksum() == wire::Checksum::none);
+        REQUIRE(cc->checksum() == wire::Checksum::none);
+        const wire::ConnectionId scid = cc->peer_cid();
+        sim.run_until(sim.now() + kSecond);   // quiet: the client sends nothing more for a while
+
+        const ConnCounters before = sc->counters();
+        const EndpointCounters eb = server.ep.counters();
+        std::uint64_t pn = 1000, sent = 0;
+        // The CRC form: its trailer is read as frames (whatever those bytes are).
+        for (int i = 0; i < 50; ++i, ++sent) sim.send({ca, sa, short_packet(scid, pn++, ping)});
+        // Every length from the bare flags byte up, the right ID, random bytes after it.
+        std::uint64_t z = 0x12345;
+        for (std::size_t len = 1; len < 64; ++len) {
+            std::vector<std::uint8_t> b(len);
+            for (auto& x : b) x = static_cast<std::uint8_t>((z = z * 6364136223846793005ull + 1) >> 56);
+            b[0] = 0x40 | (b[0] & 0x03);   // short header, fixed bit, any pn length
+            for (std::size_t i = 0; i < scid.len && 1 + i < len; ++i) b[1 + i] = scid.bytes[i];
+            sim.send({ca, sa, b});
+            ++sent;
+        }
+        // A stray packet: no connection has this ID.
+        std::vector<std::uint8_t> stray = bare_packet(wire::ConnectionId::from(std::array<std::uint8_t, 8>{9, 9, 9, 9, 9, 9, 9, 9}), 1, ping);
+        sim.send({ca, sa, stray});
+        sim.run_until(sim.now() + 100 * kMillisecond);
+        const ConnCounters s = sc->counters();
+        const EndpointCounters& e = server.ep.counters();
+        CHECK(e.dropped_unknown_cid - eb.dropped_unknown_cid == 1);
+        const std::uint64_t runts = e.dropped_runt - eb.dropped_runt;
+        CHECK(runts == 8);   // lengths 1-8: shorter than flags + ID
+        // Every datagram that reached the connection was either taken or
+        // dropped and counted; none is checked against a CRC.
+        const std::uint64_t taken = s.packets_received - before.packets_received;
+        const std::uint64_t dropped = s.drops.total() - before.drops.total();
+        MESSAGE("no-CRC connection fed ", sent - runts, " CRC-form and random packets: ", taken, " taken, ",
+                dropped, " dropped");
+        CHECK(taken + dropped == sent - runts);
+        CHECK(dropped > 0);
+        CHECK(s.drops.parse[wire::ParseError::bad_checksum] == 0);
+        // Forged packets that parse are taken, as with a CRC anyone can
+        // compute: the connection must not fail because of them.
+        CHECK(sc->state() == State::established);
+        CHECK(cc->state() == State::established);
+    }
+}

@@ -79,7 +79,8 @@ bool read_pattern_in_place(Connection& c, std::uint64_t& got, std::uint64_t& bad
 }
 
 Result transfer(std::uint64_t total, const LinkParams& lp, std::uint64_t seed, Time horizon,
-                const ConnConfig& conn = {}, const std::string& cc = "cubic", bool zero_copy = false) {
+                const ConnConfig& conn = {}, const std::string& cc = "cubic", bool zero_copy = false,
+                bool no_checksum = false) {
     Simulator sim(seed);
     REQUIRE(sim.set_default_link(lp) == 0);
     const Addr ca = Addr::v4(0x0a000001, 5000);
@@ -87,6 +88,9 @@ Result transfer(std::uint64_t total, const LinkParams& lp, std::uint64_t seed, T
     EndpointConfig scfg = endpoint_config(sa, seed * 2 + 1);
     EndpointConfig ccfg = endpoint_config(ca, seed * 2 + 2);
     scfg.conn = ccfg.conn = conn;
+    if (no_checksum)   // both chains leave it out: both sides want it, so it is agreed
+        scfg.accept_elements = {"framing", "handshake", "sequencing", "sack", "ordering",
+                                "flowcontrol", "congestion", "pacing", "keepalive", "close"};
     Host server(scfg), client(ccfg);
     client.hold = server.hold = zero_copy;   // the zero-copy calls and sending, as in the engine
     REQUIRE(server.ep.listen({}) == 0);
@@ -124,6 +128,7 @@ Result transfer(std::uint64_t total, const LinkParams& lp, std::uint64_t seed, T
         elements = {"framing", "checksum", "handshake", "sequencing", "sack", "ordering",
                     "flowcontrol", "congestion:" + cc, "pacing", "keepalive", "close"};
     }
+    if (no_checksum) elements = scfg.accept_elements;
     REQUIRE(client.ep.connect(sa, kClassReliable, {}, sim.now(), cconn, elements) == 0);
     sim.kick(client);
     auto closed = [&] {
@@ -184,6 +189,9 @@ TEST_CASE("class 1: 1 MB exactly once and in order at 0-30% loss, with reorderin
             CHECK(r.server_error == 0);
             CHECK(r.closed_at <= c.bound);
             CHECK(r.livelocks == 0);
+            // Default chains between non-loopback addresses keep the CRC.
+            CHECK(r.client.no_checksum_sent == 0);
+            CHECK(r.server.no_checksum_received == 0);
             // ACK coalescing: fewer ACKs than data packets even though jitter
             // reorders most packets (out-of-order arrivals are ACKed at once).
             CHECK(r.server.acks_sent < r.client.packets_sent);
@@ -211,6 +219,44 @@ TEST_CASE("class 1, zero-copy API and sending: 1 MB exactly once and in order at
         CHECK(r.closed_at <= c.second);
         // Every stream byte, retransmissions included, went out uncopied.
         CHECK(r.held_bytes == r.client.stream_bytes_sent);
+    }
+}
+
+TEST_CASE("no checksum: 1 MB exactly once and in order at 0 and 5% loss, copying and zero-copy") {
+    // Both chains leave checksum out, so the handshake agrees to short
+    // packets without the CRC32C; the parser then reads each to its last
+    // byte. Reordering, duplication and loss as in the tests above.
+    const std::pair<double, Time> cases[] = {{0.0, 8 * kSecond}, {0.05, 25 * kSecond}};
+    const std::uint64_t total = 1024 * 1024 + 333;
+    ConnConfig conn;
+    conn.handshake_timeout = 60 * kSecond;
+    conn.send_buffer = 100'000;   // the rings wrap mid-part (zero-copy: held payload in two pieces)
+    conn.recv_window = conn.recv_window_max = 150'001;
+    for (const bool zero_copy : {false, true}) {
+        for (const auto& c : cases) {
+            const double loss = c.first;
+            CAPTURE(loss);
+            CAPTURE(zero_copy);
+            const Result r = transfer(total, impaired(loss), 11, 4 * c.second, conn, "cubic", zero_copy, true);
+            report(zero_copy ? "1 MB no checksum, zero-copy" : "1 MB no checksum", loss, r);
+            CHECK(r.complete);
+            CHECK(r.got == total);
+            CHECK(r.bad == 0);
+            CHECK(r.client_error == 0);
+            CHECK(r.server_error == 0);
+            CHECK(r.closed_at <= c.second);
+            // Every short packet went without the CRC, both ways; the
+            // handshake's INITIALs (client) are the only packets with one.
+            CHECK(r.client.no_checksum_sent > 0);
+            CHECK(r.client.packets_sent - r.client.no_checksum_sent < 10);   // the INITIALs
+            CHECK(r.server.no_checksum_sent == r.server.packets_sent);
+            CHECK(r.server.no_checksum_received == r.server.packets_received);
+            CHECK(r.client.no_checksum_received == r.client.packets_received);
+            CHECK(r.server.drops.parse.total() == 0);
+            CHECK(r.client.drops.parse.total() == 0);
+            if (zero_copy) CHECK(r.held_bytes == r.client.stream_bytes_sent);
+            if (loss > 0) CHECK(r.client.retransmits > 0);
+        }
     }
 }
 

@@ -349,3 +349,21 @@ TEST_CASE("STREAM written as a header plus a payload filled in place equals writ
     CHECK(w.take(100).empty());
     CHECK(w.error() == -EMSGSIZE);
 }
+
+TEST_CASE("PARAMS: round trip, only known flags, only in ACCEPT") {
+    std::vector<std::uint8_t> buf;
+    Frame f;
+    f.type = FrameType::params;
+    f.value = kParamNoChecksum;
+    CHECK(round_trip(f, PacketType::accept, buf).value == kParamNoChecksum);
+    f.value = 0;
+    CHECK(round_trip(f, PacketType::accept, buf).value == 0);
+    CHECK(parse_raw(PacketType::accept, {0x14, 0x02}) == ParseError::reserved_bits);
+    CHECK(parse_raw(PacketType::accept, {0x14}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::initial, {0x14, 0x01}) == ParseError::frame_not_allowed);
+    CHECK(parse_raw(PacketType::data, {0x14, 0x01}) == ParseError::frame_not_allowed);
+    std::vector<std::uint8_t> b(8);
+    Writer w(b);
+    write_params(w, 2);
+    CHECK_FALSE(w.ok());
+}

@@ -491,3 +491,116 @@ TEST_CASE("client: a server that keeps sending RETRY is given up on") {
     CHECK(cl.error() == HandshakeError::too_many_retries);
     CHECK(cl.counters().retries == 2);
 }
+
+namespace {
+
+// Whether the HELLO in an INITIAL lists the no-checksum offer (last).
+bool hello_offers(std::span<const std::uint8_t> initial) {
+    PacketView v;
+    REQUIRE(parse_packet(initial, 0, v) == ParseError::ok);
+    FrameReader fr(PacketType::initial, v.payload);
+    Frame f;
+    while (fr.next(f) == ParseError::ok && !fr.done()) {
+        if (f.type != FrameType::hello) continue;
+        const auto& h = f.hello;
+        return h.version_count > 0 && h.versions[h.version_count - 1] == kOfferNoChecksum;
+    }
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("no checksum: offered in HELLO, agreed in ACCEPT only when both want it") {
+    const Addr from = t::client_addr();
+    const Time now = 100 * kSecond;
+    for (const bool offer : {false, true}) {
+        for (const bool agree : {false, true}) {
+            CAPTURE(offer);
+            CAPTURE(agree);
+            bool seen_offer = false;
+            ServerHandshake sv(ServerConfig{}, t::test_key(1), [&](const AdmissionRequest& r) {
+                seen_offer = r.no_checksum_offered;
+                Admission a;
+                a.granted = r.qos;
+                a.no_checksum = agree;
+                return a;
+            });
+            ClientConfig cc = client_config();
+            cc.offer_no_checksum = offer;
+            ClientHandshake cl(cc);
+            cl.start(now);
+            std::vector<std::uint8_t> d;
+            REQUIRE(cl.poll_transmit(d));
+            CHECK(hello_offers(d) == offer);
+            cl.on_datagram(sv.on_initial(from, d, now).bytes(), now);   // RETRY
+            AcceptInfo info;
+            REQUIRE(exchange(cl, sv, from, now, &info) == Kind::accept);
+            REQUIRE(cl.state() == ClientHandshake::State::established);
+            CHECK(seen_offer == offer);
+            CHECK(info.no_checksum == (offer && agree));
+            CHECK(cl.no_checksum() == (offer && agree));
+            CHECK(sv.counters().no_checksum_offered == (offer ? 1u : 0u));
+            CHECK(sv.counters().no_checksum_agreed == (offer && agree ? 1u : 0u));
+        }
+    }
+}
+
+TEST_CASE("no checksum: the offer is never a version, and an unsolicited agreement is refused") {
+    const Addr from = t::client_addr();
+    const Time now = 100 * kSecond;
+    // A server that predates the offer (no callback: it agrees to nothing)
+    // admits a client that offers: the offer is skipped like an unknown version.
+    {
+        ServerHandshake sv(ServerConfig{}, t::test_key(1));
+        ClientConfig cc = client_config();
+        cc.offer_no_checksum = true;
+        ClientHandshake cl(cc);
+        cl.start(now);
+        AcceptInfo info;
+        CHECK(exchange(cl, sv, from, now, &info) == Kind::accept);
+        CHECK(cl.state() == ClientHandshake::State::established);
+        CHECK_FALSE(cl.no_checksum());
+        CHECK_FALSE(info.no_checksum);
+        CHECK(sv.counters().version_downgrades == 0);
+    }
+    // Listed as a "version" by a misconfigured side: stripped, never spoken.
+    {
+        ServerConfig sc;
+        sc.versions = {kOfferNoChecksum, kVersion1};
+        ServerHandshake sv(sc, t::test_key(1));
+        CHECK(sv.config().versions == std::vector<std::uint32_t>{kVersion1});
+        ClientConfig cc = client_config();
+        cc.versions = {kOfferNoChecksum};
+        ClientHandshake cl(cc);
+        CHECK(cl.config().versions == std::vector<std::uint32_t>{kVersion1});
+    }
+    // Eight versions leave no slot: nothing is offered.
+    {
+        ClientConfig cc = client_config();
+        cc.offer_no_checksum = true;
+        cc.versions.clear();
+        for (std::uint32_t i = 1; i <= 8; ++i) cc.versions.push_back(kVersionMagic | i);
+        ClientHandshake cl(cc);
+        cl.start(now);
+        std::vector<std::uint8_t> d;
+        REQUIRE(cl.poll_transmit(d));
+        CHECK_FALSE(hello_offers(d));
+    }
+    // An ACCEPT that agrees to what the client did not offer is not an
+    // answer: counted, the client keeps waiting.
+    {
+        ClientHandshake cl(client_config());   // no offer
+        cl.start(now);
+        std::vector<std::uint8_t> buf(256);
+        PacketWriter pw(buf);
+        pw.begin_long(PacketType::accept, kVersion1, t::client_cid(), t::server_cid(), 0, 1);
+        write_accept(pw.body(), 2, Qos{});
+        write_params(pw.body(), kParamNoChecksum);
+        const int n = pw.finish();
+        REQUIRE(n > 0);
+        buf.resize(static_cast<std::size_t>(n));
+        CHECK_FALSE(cl.on_datagram(buf, now));
+        CHECK(cl.counters().parse[ParseError::bad_handshake] == 1);
+        CHECK(cl.state() == ClientHandshake::State::connecting);
+    }
+}

@@ -48,13 +48,18 @@ CookieJar::Key corpus_key() {
 
 void packet(std::span<const std::uint8_t> in) {
     for (std::size_t cid_len : {std::size_t{0}, std::size_t{8}}) {
-        PacketView v;
-        if (parse_packet(in, cid_len, v) != ParseError::ok) continue;
-        check(v.payload.size() <= in.size());
-        if (v.hdr.type != PacketType::version_negotiation) frames(v.hdr.type, v.payload);
+        // Both short-packet forms: with the CRC32C, and without (a
+        // connection that agreed to drop it reads every byte as frames).
+        for (Checksum sum : {Checksum::crc32c, Checksum::none}) {
+            PacketView v;
+            if (parse_packet(in, cid_len, v, sum) != ParseError::ok) continue;
+            check(v.payload.size() <= in.size());
+            if (v.hdr.type != PacketType::version_negotiation) frames(v.hdr.type, v.payload);
+        }
     }
     static ServerHandshake server(ServerConfig{}, corpus_key(), [](const AdmissionRequest& r) {
         Admission a;
+        a.no_checksum = r.no_checksum_offered && (r.client_cid.bytes[0] & 1);
         a.admitted = r.qos.rate.value_or(0) < 1'000'000;
         a.service_class = r.service_class;
         a.granted = r.qos;
@@ -70,6 +75,7 @@ void packet(std::span<const std::uint8_t> in) {
     const std::uint8_t id[8] = {0xc1, 0x1e, 0x47, 0x00, 0x01, 0x02, 0x03, 0x04};
     cc.cid = ConnectionId::from(id);
     cc.versions = {kVersion1, 0x4D430002};
+    cc.offer_no_checksum = !in.empty() && (in[in.size() - 1] & 1);   // both ways, and the corpus's ACCEPTs
     ClientHandshake client(cc);
     client.start(0);
     static std::vector<std::uint8_t> out;

@@ -2,6 +2,8 @@
 // corrupted byte rejected, the header checks, packet number encoding.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <iterator>
 #include <random>
 #include <set>
 #include <vector>
@@ -216,4 +218,84 @@ TEST_CASE("parse error names are distinct counter names") {
         names.insert(n);
     }
     CHECK(names.size() == kParseErrorCount);
+}
+
+TEST_CASE("no checksum: a short packet 4 bytes shorter, read to its last byte; long packets always checked") {
+    const std::vector<std::uint8_t> id(8, 0x5e);
+    const ConnectionId cid = ConnectionId::from(id);
+    auto build = [&](Checksum c) {
+        std::vector<std::uint8_t> buf(100);
+        PacketWriter pw(buf);
+        pw.begin_short(cid, 0xBEEF, 2, c);
+        CHECK(pw.trailer() == (c == Checksum::none ? 0u : kChecksumLen));
+        write_ping(pw.body());
+        write_max_data(pw.body(), 77);
+        const int n = pw.finish();
+        REQUIRE(n > 0);
+        buf.resize(static_cast<std::size_t>(n));
+        return buf;
+    };
+    const auto with = build(Checksum::crc32c), without = build(Checksum::none);
+    REQUIRE(without.size() + kChecksumLen == with.size());
+    CHECK(std::equal(without.begin(), without.end(), with.begin()));   // the same bytes, no trailer
+
+    PacketView v;
+    REQUIRE(parse_packet(without, 8, v, Checksum::none) == ParseError::ok);
+    CHECK(v.hdr.pn_truncated == 0xBEEFu);
+    CHECK(v.payload.size() == without.size() - 1 - 8 - 2);
+    CHECK(validate_payload(PacketType::data, v.payload) == ParseError::ok);
+    // The same bytes where a CRC is expected: its last four bytes are not one.
+    CHECK(parse_packet(without, 8, v) == ParseError::bad_checksum);
+    // A CRC packet where none is expected: the trailer is read as frames
+    // (four more payload bytes), never past the end.
+    REQUIRE(parse_packet(with, 8, v, Checksum::none) == ParseError::ok);
+    CHECK(v.payload.size() == with.size() - 1 - 8 - 2);
+    // A corrupted byte goes unnoticed without the CRC (UDP's checksum is
+    // what guards such packets), and is caught with it.
+    auto flipped = without;
+    flipped.back() ^= 0x01;
+    CHECK(parse_packet(flipped, 8, v, Checksum::none) == ParseError::ok);
+
+    // Every truncation of a no-checksum packet: an error or a shorter
+    // payload, never a read past the end (ASan builds check).
+    for (std::size_t n = 0; n < without.size(); ++n) {
+        const ParseError e = parse_packet(std::span<const std::uint8_t>(without).first(n), 8, v, Checksum::none);
+        if (n < 1 + 8 + 2) CHECK(e == ParseError::truncated);
+        else CHECK((e == ParseError::ok && v.payload.size() == n - 11));
+    }
+
+    // Long headers keep the CRC whatever the caller asks: every sample still
+    // fails on a corrupted byte, and still parses.
+    for (const auto& s : samples()) {
+        if (s.type == PacketType::data) continue;
+        CAPTURE(s.name);
+        REQUIRE(parse_packet(s.bytes, 8, v, Checksum::none) == ParseError::ok);
+        auto b = s.bytes;
+        b[b.size() / 2] ^= 0x10;
+        CHECK(parse_packet(b, 8, v, Checksum::none) == ParseError::bad_checksum);
+    }
+    // begin_long after a no-checksum begin_short: the handshake keeps its CRC.
+    std::vector<std::uint8_t> buf(200);
+    PacketWriter pw(buf);
+    pw.begin_short(cid, 1, 1, Checksum::none);
+    pw.begin_long(PacketType::retry, kVersion1, cid, ConnectionId{}, 0, 1);
+    CHECK(pw.trailer() == kChecksumLen);
+
+    // Zero-copy: the header is all that finish() writes; the payload ends the packet.
+    std::vector<std::uint8_t> hb(64);
+    PacketWriter zw(hb);
+    zw.begin_short(cid, 5, 1, Checksum::none);
+    write_stream_header(zw.body(), 0, 6, false);
+    const std::uint8_t a[] = {'a', 'b', 'c'}, b2[] = {'d', 'e', 'f'};
+    const int here = zw.finish(a, b2);
+    REQUIRE(here == static_cast<int>(zw.body().size()));
+    hb.resize(static_cast<std::size_t>(here));
+    hb.insert(hb.end(), std::begin(a), std::end(a));
+    hb.insert(hb.end(), std::begin(b2), std::end(b2));
+    REQUIRE(parse_packet(hb, 8, v, Checksum::none) == ParseError::ok);
+    FrameReader fr(PacketType::data, v.payload);
+    Frame f;
+    REQUIRE(fr.next(f) == ParseError::ok);
+    CHECK(f.data.size() == 6);
+    CHECK(f.data[5] == 'f');
 }

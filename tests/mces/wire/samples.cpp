@@ -92,6 +92,13 @@ std::vector<Sample> samples() {
                                  write_hello(w, hc);
                              }));
 
+    // A HELLO that offers short packets without the CRC32C (after its versions).
+    HelloFrame ho = hc;
+    ho.versions[1] = kOfferNoChecksum;
+    ho.version_count = 2;
+    out.push_back(build_long("initial_no_checksum_offer", PacketType::initial, kVersion1, none, c, 2,
+                             kMinInitialSize, [&](Writer& w) { write_hello(w, ho); }));
+
     HelloFrame hv;
     hv.versions = {0x4D43FFFF, kVersion1};
     hv.version_count = 2;
@@ -107,6 +114,12 @@ std::vector<Sample> samples() {
     granted.dscp = 34;
     out.push_back(build_long("accept", PacketType::accept, kVersion1, c, s, 0, 0,
                              [&](Writer& w) { write_accept(w, 2, granted); }));
+    // An ACCEPT that agrees to the client's no-checksum offer (PARAMS).
+    out.push_back(build_long("accept_no_checksum", PacketType::accept, kVersion1, c, s, 0, 0,
+                             [&](Writer& w) {
+                                 write_accept(w, 1, Qos{});
+                                 write_params(w, kParamNoChecksum);
+                             }));
 
     RefuseFrame rf;
     rf.code = 1;
