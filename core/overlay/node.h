@@ -88,6 +88,31 @@ public:
     virtual std::vector<LogicalAddress> children(LogicalAddress root) const = 0;
 
     virtual const NodeStats& stats() const = 0;
+
+    // Partitions and their merge (issue 6). Two groups of members that do not
+    // know each other (disjoint bootstrap lists, a network partition that
+    // healed) each build a consistent overlay of their own, and neither
+    // protocol can find the other alone. The overlay server knows every
+    // member, so the owner acts as the rendezvous: it asks leader() and, on
+    // the leader only, calls hint() every few seconds with a few members the
+    // server listed.
+    //
+    // True when this node leads its partition: exactly one member of a
+    // converged partition does. DT: joined and no neighbour has greater
+    // coordinates ((x, y) lexicographically; in a triangulation only the
+    // global maximum has no greater neighbour). HC: the head (the highest
+    // label of the cube).
+    virtual bool leader() const = 0;
+    // The owner was told that a member lives at `member`. When that member may
+    // belong to another partition the node makes contact so that the two
+    // merge; a hint for itself or for a neighbour sends nothing, and neither
+    // does a hint while the node is not a member. Cheap and bounded whatever
+    // the owner passes: hints are rate-limited per node (a burst of a few,
+    // then about one a second), keep no per-hint state, and one costs at most
+    // a few small datagrams (more only when it finds another partition). The
+    // protocols' pages (docs/overlay-dt.md, docs/overlay-hc.md) say how the
+    // partitions merge.
+    virtual void hint(Addr member, Time now) = 0;
 };
 
 }  // namespace gs::overlay

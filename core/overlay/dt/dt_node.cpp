@@ -458,6 +458,7 @@ void DtNode::on_datagram(const Addr& from, const Addr&, std::span<const std::uin
     switch (static_cast<MsgType>(m[12])) {
     case MsgType::hello: handle_hello(from, m, now); break;
     case MsgType::join_request: handle_join_request(m, now); break;
+    case MsgType::merge_probe: handle_merge_probe(m, now); break;
     case MsgType::join_reject: handle_join_reject(from, m); break;
     case MsgType::goodbye: handle_goodbye(from, m, now); break;
     case MsgType::data: handle_data(m, now); break;
@@ -583,17 +584,7 @@ void DtNode::handle_join_request(std::span<const std::uint8_t> m, Time now) {
     // to the star whenever no confirmed neighbour is closer also converges,
     // but loses more requests to crashed star members: churn recovery in
     // dt_sim took 1.5 s longer.)
-    const Point t = unpack(joiner);
-    auto closest = [&](const std::vector<LogicalAddress>& among) {
-        std::optional<LogicalAddress> b;
-        for (LogicalAddress a : among)
-            if (a != joiner && known_.contains(a) && (!b || closer(t, unpack(a), unpack(*b)))) b = a;
-        if (b && !closer(t, unpack(*b), point_)) b.reset();
-        return b;
-    };
-    std::optional<LogicalAddress> best = closest(nbrs_);
-    if (!best && nbrs_.empty()) best = closest(desired_);
-    if (best) {
+    if (auto best = closer_member(joiner)) {
         if (ttl <= 1) {
             ++dt_.dropped_ttl;
             return;
@@ -605,16 +596,127 @@ void DtNode::handle_join_request(std::span<const std::uint8_t> m, Time now) {
         return;
     }
     // We are the closest member: the joiner is our Delaunay neighbour.
-    dead_.erase(joiner);
-    Peer* p = upsert(joiner, now);
+    ++dt_.joins_answered;
+    greet(joiner, jaddr, now);
+}
+
+std::optional<LogicalAddress> DtNode::closer_member(LogicalAddress target) const {
+    const Point t = unpack(target);
+    auto closest = [&](const std::vector<LogicalAddress>& among) {
+        std::optional<LogicalAddress> b;
+        for (LogicalAddress a : among)
+            if (a != target && known_.contains(a) && (!b || closer(t, unpack(a), unpack(*b)))) b = a;
+        if (b && !closer(t, unpack(*b), point_)) b.reset();
+        return b;
+    };
+    std::optional<LogicalAddress> best = closest(nbrs_);
+    if (!best && nbrs_.empty()) best = closest(desired_);
+    return best;
+}
+
+// `who` at `at` is (we were told) nearer to us than to any other member we
+// know: take it into our knowledge and greet it, so that it learns our list.
+void DtNode::greet(LogicalAddress who, const Addr& at, Time now) {
+    dead_.erase(who);
+    Peer* p = upsert(who, now);
     if (p == nullptr) return;
     p->mentioned = now;
-    if (!live(*p, now)) p->addr = jaddr;
+    if (!live(*p, now)) p->addr = at;
     p->probe_since = kUnset;
     dirty_ = true;
-    ++dt_.joins_answered;
     refresh(now);   // probes it (sends the Hello) if it is in the star
-    if (!contains(desired_, joiner)) send_hello(joiner, now);
+    if (!contains(desired_, who)) send_hello(who, now);
+}
+
+// ---------------------------------------------------------------- merging
+
+bool DtNode::leader() const {
+    if (state_ != State::member) return false;
+    for (LogicalAddress a : nbrs_)
+        if (point_ < unpack(a)) return false;
+    return true;
+}
+
+void DtNode::hint(Addr member, Time now) {
+    if (state_ != State::member || member == self_ || member.port == 0) {
+        ++dt_.hints_ignored;
+        return;
+    }
+    // A peer we hear is in our partition already (the only peers we hear
+    // are the ones we probe or that probe us): nothing to merge through it.
+    for (const auto& [a, p] : known_)
+        if (p.addr == member && live(p, now)) {
+            ++dt_.hints_ignored;
+            return;
+        }
+    // Token bucket: a flood of hints costs kHintBurst probes, then one per
+    // kHintEvery; no state per hint.
+    if (hint_refill_ == kUnset) hint_refill_ = now;
+    if (now - hint_refill_ >= kHintEvery) {
+        const Time gained = (now - hint_refill_) / kHintEvery;
+        hint_tokens_ = static_cast<int>(std::min<Time>(kHintBurst, hint_tokens_ + gained));
+        hint_refill_ += gained * kHintEvery;
+    }
+    if (hint_tokens_ == 0) {
+        ++dt_.hints_limited;
+        return;
+    }
+    --hint_tokens_;
+    std::vector<std::uint8_t> b;
+    put_prefix(b, MsgType::merge_probe);
+    put_u64(b, coords_);
+    put_addr(b, self_);
+    b.push_back(kDataTtl);
+    ++dt_.merge_probes_sent;
+    transmit(member, std::move(b), false);
+}
+
+// A MergeProbe is a JoinRequest from a node that is already a member
+// elsewhere: it is routed greedily toward the prober's position, and the
+// member where routing stops (the nearest to the prober in this partition,
+// always a Delaunay neighbour of the prober among this partition plus the
+// prober) greets it. Its Hello carries its neighbour list, the prober answers
+// with its own, and the ordinary star computation stitches the two
+// triangulations together from that first edge. Routing that reaches a node
+// which hears the prober, or the prober itself, shows there is one partition:
+// the probe stops there.
+void DtNode::handle_merge_probe(std::span<const std::uint8_t> m, Time now) {
+    if (m.size() != kJoinRequestSize) {
+        ++stats_.dropped_malformed;
+        return;
+    }
+    const LogicalAddress prober = get_u64(m, kPrefixSize);
+    const Addr paddr = get_addr(m, kPrefixSize + 8);
+    const std::uint8_t ttl = m[kPrefixSize + 26];
+    if (prober == kNoAddress || paddr.port == 0) {
+        ++stats_.dropped_malformed;
+        return;
+    }
+    if (state_ != State::member) {
+        ++dt_.dropped_not_member;
+        return;
+    }
+    auto same = known_.find(prober);
+    if (paddr == self_ || prober == coords_ || (same != known_.end() && live(same->second, now))) {
+        // Our own probe came back, or the prober is one of ours: one
+        // partition. (A live entry at another address, or another node at our
+        // own position, is a position clash between partitions: not merged.)
+        ++dt_.merge_probes_dropped;
+        return;
+    }
+    if (auto best = closer_member(prober)) {
+        if (ttl <= 1) {
+            ++dt_.dropped_ttl;
+            return;
+        }
+        std::vector<std::uint8_t> b(m.begin(), m.end());
+        b[kPrefixSize + 26] = static_cast<std::uint8_t>(ttl - 1);
+        ++dt_.merge_probes_forwarded;
+        transmit(known_.at(*best).addr, std::move(b), false);
+        return;
+    }
+    ++dt_.merge_probes_answered;
+    greet(prober, paddr, now);
 }
 
 void DtNode::handle_join_reject(const Addr&, std::span<const std::uint8_t> m) {

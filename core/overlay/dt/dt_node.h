@@ -46,6 +46,7 @@ enum class MsgType : std::uint8_t {
     join_request = 0x02,
     join_reject = 0x03,
     goodbye = 0x04,
+    merge_probe = 0x05,   // a member of another partition looks for its nearest member here
     data = 0x80,
 };
 
@@ -76,13 +77,20 @@ struct DtStats {
     std::uint64_t dropped_unroutable = 0;        // data for a node no neighbour is closer to
     std::uint64_t dropped_ttl = 0;
     std::uint64_t dropped_queue_full = 0;        // delivery or transmit queue at its bound
+    // Partition merge (hint(), MergeProbe).
+    std::uint64_t hints_ignored = 0;             // for itself, a live peer, or while not a member
+    std::uint64_t hints_limited = 0;             // over the rate limit
+    std::uint64_t merge_probes_sent = 0;         // by this node, on a hint
+    std::uint64_t merge_probes_forwarded = 0;
+    std::uint64_t merge_probes_answered = 0;     // this node was the nearest: it greeted the prober
+    std::uint64_t merge_probes_dropped = 0;      // same partition (prober known), looped back, or a clash
 };
 
 // Wire sizes and bounds (docs/overlay-dt.md).
 constexpr std::size_t kHelloHeader = kPrefixSize + 10;          // sender u64, flags u8, count u8
 constexpr std::size_t kEntrySize = 8 + 16 + 2;                   // coords, ip, port
 constexpr std::size_t kMaxListed = 48;                           // entries in one Hello
-constexpr std::size_t kJoinRequestSize = kPrefixSize + 8 + 18 + 1;
+constexpr std::size_t kJoinRequestSize = kPrefixSize + 8 + 18 + 1;   // MergeProbe too
 constexpr std::size_t kShortSize = kPrefixSize + 8;               // JoinReject, Goodbye
 constexpr std::size_t kDataHeader = kPrefixSize + 36;
 constexpr std::uint8_t kFlagNeighbor = 0x01;                       // "you are in my star"
@@ -93,6 +101,9 @@ constexpr std::size_t kMaxDead = 512;
 constexpr std::size_t kMaxSources = 4096;
 constexpr std::size_t kMaxDeliveries = 4096;
 constexpr std::size_t kMaxTransmits = 65536;
+// hint(): a bucket of kHintBurst probes, refilled one per kHintEvery.
+constexpr int kHintBurst = 4;
+constexpr sansio::Time kHintEvery = 1 * sansio::kSecond;
 
 class DtNode final : public Node {
 public:
@@ -128,6 +139,12 @@ public:
     std::optional<LogicalAddress> parent(LogicalAddress root) const override;
     std::vector<LogicalAddress> children(LogicalAddress root) const override;
     const NodeStats& stats() const override { return stats_; }
+    // Joined and no neighbour with greater (x, y).
+    bool leader() const override;
+    // Sends a MergeProbe to `member` (rate-limited), unless it is this node or
+    // a peer heard within neighbor_timeout. See docs/overlay-dt.md, "Merging
+    // partitions".
+    void hint(Addr member, Time now) override;
 
     const DtStats& dt_stats() const noexcept { return dt_; }
     // No change of the star or the neighbours for stable_ticks ticks.
@@ -173,6 +190,9 @@ private:
 
     void handle_hello(const Addr& from, std::span<const std::uint8_t> m, Time now);
     void handle_join_request(std::span<const std::uint8_t> m, Time now);
+    void handle_merge_probe(std::span<const std::uint8_t> m, Time now);
+    std::optional<LogicalAddress> closer_member(LogicalAddress target) const;
+    void greet(LogicalAddress who, const Addr& at, Time now);
     void handle_join_reject(const Addr& from, std::span<const std::uint8_t> m);
     void handle_goodbye(const Addr& from, std::span<const std::uint8_t> m, Time now);
     void handle_data(std::span<const std::uint8_t> m, Time now);
@@ -207,6 +227,8 @@ private:
     Time next_tick_ = kNever;
     Time join_deadline_ = kNever;
     std::size_t bootstrap_next_ = 0;
+    int hint_tokens_ = kHintBurst;
+    Time hint_refill_ = kUnset;   // when the bucket last gained a token
 
     std::uint32_t epoch_ = 0;
     std::uint32_t next_seq_ = 0;

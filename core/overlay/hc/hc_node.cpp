@@ -41,11 +41,20 @@ HcNode::HcNode(const Addr& self, std::uint64_t overlay, std::uint64_t seed, cons
       cfg_(sane(cfg)),
       bootstrap_(std::move(bootstrap)),
       rng_(seed ^ 0x4843'4e4f'4445ull),
-      incarnation_(static_cast<std::uint32_t>(splitmix(rng_))) {
+      incarnation_(static_cast<std::uint32_t>(splitmix(rng_))),
+      cube_rng_(seed ^ 0x6375'6265'6964ull) {
     if (bootstrap_.size() > 64) bootstrap_.resize(64);
 }
 
 std::uint64_t HcNode::rand() { return splitmix(rng_); }
+
+// From a generator of its own, so that drawing ids leaves every other random
+// choice (timer jitter, nonces) as it was without them.
+std::uint64_t HcNode::new_cube_id() {
+    std::uint64_t c = splitmix(cube_rng_);
+    while (c == 0) c = splitmix(cube_rng_);   // 0 means "none" (dissolved_)
+    return c;
+}
 
 bool HcNode::is_head() const {
     return joined_ && view_.head == self_ && view_.n >= 1 && label_ == gray(view_.n - 1);
@@ -111,15 +120,22 @@ bool HcNode::poll_deliver(Delivery& out) {
 
 // ---------------------------------------------------------------- lifecycle
 
+// A cube of one, this node its head, under a fresh id: the first member,
+// or a merge that left nobody to rejoin through.
+void HcNode::found_cube(Time now) {
+    View v;
+    v.n = 1;
+    v.cube = new_cube_id();
+    v.head = self_;
+    become_member(0, v, now);
+}
+
 void HcNode::join(Time now) {
     now_ = std::max(now_, now);
     if (joined_ || joining_) return;
     left_ = false;
     if (bootstrap_.empty()) {
-        View v;
-        v.n = 1;
-        v.head = self_;
-        become_member(0, v, now);
+        found_cube(now);
         return;
     }
     joining_ = true;
@@ -131,6 +147,7 @@ void HcNode::join(Time now) {
 void HcNode::become_member(Label l, const View& v, Time now) {
     joined_ = true;
     joining_ = false;
+    dissolve_initiator_ = false;
     label_ = l;
     view_ = v;
     for (auto& s : slots_) s = Slot{};
@@ -204,6 +221,17 @@ Time HcNode::next_timeout() const {
 void HcNode::on_timeout(Time now) {
     now_ = std::max(now_, now);
     if (left_) return;
+    if (joining_ && dissolve_initiator_ && dissolved_ > dissolved_for_ &&
+        now - dissolved_at_ > 5 * cfg_.join_retry) {
+        // We dissolved our cube into another while (its size having changed
+        // as the MERGEs crossed) it dissolved into ours: nobody is left to
+        // admit anyone. The initiator of the cube with the larger id founds a
+        // new cube; the other cube's members are rejoining through us, and
+        // ours through the other initiator, who joins us.
+        ++hc_.refounds;
+        found_cube(now);
+        return;
+    }
     if (joining_ && now >= next_join_) {
         const std::size_t total = hints_.size() + bootstrap_.size();
         if (total > 0) {
@@ -283,6 +311,7 @@ void HcNode::adopt_view(const View& v, Time now) {
         const View old = view_;
         view_ = View{};
         view_.epoch = v.epoch;
+        view_.cube = v.cube;   // the same takeover: one id for it
         view_.claim = rank_of(label_);
         view_.n = view_.claim + 1;
         view_.head = self_;
@@ -350,6 +379,9 @@ void HcNode::claim_head(Time now) {
     v.epoch = view_.epoch + 1;
     v.claim = rank_of(label_);
     v.n = v.claim + 1;
+    // A new id: if the old head lives on in a partition we cannot reach, the
+    // two cubes must look different when the partition heals.
+    v.cube = new_cube_id();
     v.head = self_;
     view_ = v;
     last_view_advance_ = now;
@@ -493,6 +525,8 @@ void HcNode::on_datagram(const Addr& from, const Addr&, std::span<const std::uin
             else if constexpr (std::is_same_v<T, Conflict>) on_conflict(from, v, now);
             else if constexpr (std::is_same_v<T, Decline>) on_decline(from, v, now);
             else if constexpr (std::is_same_v<T, Data>) on_data(from, v, now);
+            else if constexpr (std::is_same_v<T, Merge>) on_merge(from, v, now);
+            else if constexpr (std::is_same_v<T, Dissolve>) on_dissolve(from, v, now);
         },
         m);
 }
@@ -550,6 +584,10 @@ void HcNode::on_join_req(const Addr&, const JoinReq& m, Time now) {
 }
 
 void HcNode::on_join_ack(const Addr& from, const JoinAck& m, Time now) {
+    if (dissolved_ != 0 && m.view.cube == dissolved_) {
+        ++hc_.merges_dropped;   // a late answer from the cube we dissolved
+        return;
+    }
     if (joined_) {
         // A second label for us (a retransmitted request admitted twice): give it back.
         if (m.label != label_) out(from, Decline{m.label, m.nonce});
@@ -585,6 +623,24 @@ void HcNode::on_ping(const Addr& from, const Ping& m, Time now) {
     if (!joined_) {
         ++hc_.dropped_unexpected;
         return;
+    }
+    if (m.view.cube != view_.cube) {
+        // Another cube's view. A takeover (a new epoch draws a new id) comes
+        // this way, from the claimant and then from neighbour to neighbour,
+        // so it is adopted from a live neighbour at the address we hear it
+        // at. Anything else is another partition's member at an address we
+        // used to know (a partition healed) or a member of the cube we
+        // dissolved that has not heard yet: adopting its view would give us
+        // its size and head with our label, a second cube under one id that
+        // no MERGE could tell apart. Such pings are ignored, unanswered; the
+        // merge goes through the heads (hint()).
+        const int b = bit_of(m.sender);
+        const bool neighbour = b >= 0 && slot_live(static_cast<unsigned>(b), now) &&
+                               slots_[static_cast<unsigned>(b)].addr == from;
+        if (!neighbour || (dissolved_ != 0 && m.view.cube == dissolved_)) {
+            ++hc_.pings_other_cube;
+            return;
+        }
     }
     const int cmp = compare_views(m.view, view_);
     if (cmp > 0) adopt_view(m.view, now);
@@ -680,6 +736,125 @@ void HcNode::on_conflict(const Addr& from, const Conflict& m, Time now) {
     for (const auto& s : slots_)
         if (s.has_addr) out(s.addr, Conflict{label_, m.other});
     lose_label(now);
+}
+
+// ---------------------------------------------------------------- merging
+
+void HcNode::hint(Addr member, Time now) {
+    now_ = std::max(now_, now);
+    if (!is_head() || member == self_ || member.port == 0) {
+        ++hc_.hints_ignored;
+        return;
+    }
+    for (const auto& s : slots_)
+        if (s.has_addr && s.addr == member) {
+            ++hc_.hints_ignored;
+            return;
+        }
+    // Token bucket: a flood of hints costs kHintBurst MERGEs, then one per
+    // kHintEvery; no state per hint.
+    if (hint_refill_ == kLongAgo) hint_refill_ = now;
+    if (now - hint_refill_ >= kHintEvery) {
+        const Time gained = (now - hint_refill_) / kHintEvery;
+        hint_tokens_ = static_cast<int>(std::min<Time>(kHintBurst, hint_tokens_ + gained));
+        hint_refill_ += gained * kHintEvery;
+    }
+    if (hint_tokens_ == 0) {
+        ++hc_.hints_limited;
+        return;
+    }
+    --hint_tokens_;
+    ++hc_.merges_sent;
+    out(member, Merge{view_.cube, view_.n, self_, 0, kForwardTtl});
+}
+
+// A MERGE travels to the head of the receiver's cube. Of two heads, the one
+// with the larger cube id decides, so that the two never decide differently:
+// the smaller cube (ties: the smaller id) dissolves into the larger. The
+// decider orders the other to dissolve, or dissolves itself; the smaller id
+// dissolves only when ordered. (Sizes can change while MERGEs cross, so both
+// may dissolve: see the refound in on_timeout.)
+void HcNode::on_merge(const Addr&, const Merge& m, Time now) {
+    if (!joined_) {
+        ++hc_.dropped_unexpected;
+        return;
+    }
+    if (m.cube == view_.cube || m.head == self_ || (dissolved_ != 0 && m.cube == dissolved_)) {
+        ++hc_.merges_dropped;   // one cube, our own MERGE back, or a cube being dissolved
+        return;
+    }
+    if (m.ttl == 0) {
+        ++hc_.dropped_ttl;
+        return;
+    }
+    Merge f = m;
+    f.ttl = static_cast<std::uint8_t>(m.ttl - 1);
+    if (!is_head()) {
+        if (view_.head == self_) {
+            ++hc_.dropped_ttl;
+            return;
+        }
+        ++hc_.merges_forwarded;
+        out(view_.head, f);
+        return;
+    }
+    if (m.flags & Merge::kOrder) {
+        if (m.cube > view_.cube)
+            dissolve_into(m.head, m.cube, true, now);
+        else
+            ++hc_.merges_dropped;   // only the larger id orders
+        return;
+    }
+    if (view_.cube < m.cube) {
+        // The other head decides: tell it about us.
+        ++hc_.merges_sent;
+        out(m.head, Merge{view_.cube, view_.n, self_, 0, f.ttl});
+        return;
+    }
+    if (view_.n >= m.n) {
+        ++hc_.merges_sent;
+        out(m.head, Merge{view_.cube, view_.n, self_, Merge::kOrder, f.ttl});
+    } else {
+        dissolve_into(m.head, m.cube, true, now);
+    }
+}
+
+void HcNode::on_dissolve(const Addr& from, const Dissolve& m, Time now) {
+    if (!joined_ || m.cube == 0 || m.cube != view_.cube || m.target == self_) {
+        ++hc_.dropped_unexpected;
+        return;
+    }
+    // Only a neighbour or the head passes it on: a sender that is neither
+    // (spoofing, or a stale address) is not trusted with our label.
+    bool known = from == view_.head;
+    for (const auto& s : slots_)
+        if (s.has_addr && s.addr == from) known = true;
+    if (!known) {
+        ++hc_.dropped_unexpected;
+        return;
+    }
+    dissolve_into(m.target, 0, false, now);
+}
+
+// Leaves the cube for the one whose member is at `target`: the DISSOLVE goes
+// on to every neighbour (a flood over the cube's edges, each member passing
+// it once since it is no longer a member after), then this node rejoins
+// through `target`. Joins are staggered by rank, since the other cube's head
+// admits one joiner at a time and a burst would mostly be retried.
+void HcNode::dissolve_into(const Addr& target, std::uint64_t target_cube, bool initiator, Time now) {
+    const std::uint64_t cube = view_.cube;
+    const std::uint32_t rank = rank_of(label_);
+    for (const auto& s : slots_)
+        if (s.has_addr) out(s.addr, Dissolve{cube, target});
+    ++hc_.dissolves;
+    lose_label(now);
+    dissolved_ = cube;
+    dissolved_for_ = target_cube;
+    dissolved_at_ = now;
+    dissolve_initiator_ = initiator;
+    hints_.assign(1, target);
+    bootstrap_next_ = 0;
+    next_join_ = now + static_cast<Time>(std::min<std::uint32_t>(rank, 256)) * (cfg_.join_retry / 32);
 }
 
 // ---------------------------------------------------------------- data

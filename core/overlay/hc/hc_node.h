@@ -54,7 +54,20 @@ struct HcStats {
     std::uint64_t dropped_ttl = 0;
     std::uint64_t dropped_queue = 0;    // transmit or deliver queue full
     std::uint64_t dropped_unexpected = 0; // well-formed but not for this state
+    // Partition merge (hint(), MERGE, DISSOLVE).
+    std::uint64_t hints_ignored = 0;     // not head, itself, a neighbour
+    std::uint64_t hints_limited = 0;     // over the rate limit
+    std::uint64_t merges_sent = 0;       // MERGE introductions and orders this head sent
+    std::uint64_t merges_forwarded = 0;  // toward our head
+    std::uint64_t merges_dropped = 0;    // same cube, a dissolved cube, looped, an order from a lower id
+    std::uint64_t dissolves = 0;         // labels dropped because the cube dissolved into another
+    std::uint64_t pings_other_cube = 0;  // pings with another cube's view, not from a live neighbour
+    std::uint64_t refounds = 0;          // see HcNode::on_timeout: both cubes dissolved into each other
 };
+
+// hint(): a bucket of kHintBurst introductions, refilled one per kHintEvery.
+constexpr int kHintBurst = 4;
+constexpr Time kHintEvery = 1 * sansio::kSecond;
 
 class HcNode final : public Node {
 public:
@@ -87,6 +100,11 @@ public:
     std::optional<LogicalAddress> parent(LogicalAddress root) const override;
     std::vector<LogicalAddress> children(LogicalAddress root) const override;
     const NodeStats& stats() const override { return stats_; }
+    // The head (unique in a consistent cube).
+    bool leader() const override { return is_head(); }
+    // Head only: sends MERGE to `member` (rate-limited) unless it is this node
+    // or a neighbour. See docs/overlay-hc.md, "Merging partitions".
+    void hint(Addr member, Time now) override;
 
     // Introspection for tests and gsctl.
     const HcStats& hc_stats() const { return hc_; }
@@ -120,11 +138,16 @@ private:
     void on_conflict(const Addr& from, const Conflict& m, Time now);
     void on_decline(const Addr& from, const Decline& m, Time now);
     void on_data(const Addr& from, const Data& m, Time now);
+    void on_merge(const Addr& from, const Merge& m, Time now);
+    void on_dissolve(const Addr& from, const Dissolve& m, Time now);
+    void dissolve_into(const Addr& target, std::uint64_t target_cube, bool initiator, Time now);
+    std::uint64_t new_cube_id();
 
     // view and membership
     void adopt_view(const View& v, Time now);
     void view_changed(const View& old, Time now);
     void become_member(Label l, const View& v, Time now);
+    void found_cube(Time now);
     void lose_label(Time now);   // out of the cube or lost a conflict: rejoin
     void head_fill(Label hole, const Addr& hint, bool have_hint, Time now);
     void move_to(Label l, Time now);
@@ -156,6 +179,7 @@ private:
     std::vector<Addr> bootstrap_;
     std::uint64_t rng_;
     const std::uint32_t incarnation_;
+    std::uint64_t cube_rng_;   // cube ids only (new_cube_id)
 
     bool joined_ = false;
     bool joining_ = false;
@@ -174,6 +198,14 @@ private:
     std::uint64_t join_nonce_ = 0;
     std::size_t bootstrap_next_ = 0;
     std::vector<Addr> hints_;   // addresses to start a seek from after a move (<= 8)
+
+    // Partition merge.
+    int hint_tokens_ = kHintBurst;
+    Time hint_refill_ = kLongAgo;      // when the bucket last gained a token
+    std::uint64_t dissolved_ = 0;      // the cube we left by DISSOLVE (0: none): its views are stale
+    std::uint64_t dissolved_for_ = 0;  // the cube we dissolved into
+    Time dissolved_at_ = kLongAgo;
+    bool dissolve_initiator_ = false;  // we were the head that dissolved the cube
 
     std::uint32_t data_seq_ = 0;
     std::unordered_map<std::uint64_t, DedupWindow> dedup_;

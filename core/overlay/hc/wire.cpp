@@ -34,6 +34,7 @@ public:
     void bytes(std::span<const std::uint8_t> b) { out_.insert(out_.end(), b.begin(), b.end()); }
     void view(const View& v) {
         u32(v.epoch); u32(v.claim); u32(v.seq); u32(v.n);
+        u64(v.cube);
         addr(v.head);
         u32(v.moves_floor);
         u8(v.nmoves);
@@ -82,6 +83,7 @@ public:
     View view() {
         View v;
         v.epoch = u32(); v.claim = u32(); v.seq = u32(); v.n = u32();
+        v.cube = u64();
         v.head = addr();
         v.moves_floor = u32();
         v.nmoves = u8();
@@ -175,6 +177,21 @@ ParseResult parse(std::span<const std::uint8_t> bytes, std::uint64_t overlay, Me
         out = m;
         break;
     }
+    case Type::merge: {
+        Merge m;
+        m.cube = r.u64(); m.n = r.u32(); m.head = r.addr(); m.flags = r.u8();
+        if (m.n == 0 || m.n > kMaxMembers || m.head.port == 0 || (m.flags & ~Merge::kOrder)) r.fail();
+        m.ttl = ttl_ok(r);
+        out = m;
+        break;
+    }
+    case Type::dissolve: {
+        Dissolve m;
+        m.cube = r.u64(); m.target = r.addr();
+        if (m.target.port == 0) r.fail();
+        out = m;
+        break;
+    }
     case Type::data: {
         Data m;
         m.src = r.label(); m.incarnation = r.u32(); m.root = r.label();
@@ -228,6 +245,12 @@ void encode(const Message& m, std::uint64_t overlay, std::vector<std::uint8_t>& 
             } else if constexpr (std::is_same_v<T, Decline>) {
                 w.u8(static_cast<std::uint8_t>(Type::decline));
                 w.u32(v.label); w.u64(v.nonce);
+            } else if constexpr (std::is_same_v<T, Merge>) {
+                w.u8(static_cast<std::uint8_t>(Type::merge));
+                w.u64(v.cube); w.u32(v.n); w.addr(v.head); w.u8(v.flags); w.u8(v.ttl);
+            } else if constexpr (std::is_same_v<T, Dissolve>) {
+                w.u8(static_cast<std::uint8_t>(Type::dissolve));
+                w.u64(v.cube); w.addr(v.target);
             } else if constexpr (std::is_same_v<T, Data>) {
                 w.u8(static_cast<std::uint8_t>(Type::data));
                 w.u32(v.src); w.u32(v.incarnation); w.u32(v.root);

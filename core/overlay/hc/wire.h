@@ -28,6 +28,8 @@ enum class Type : std::uint8_t {
     leave = 0x06,      // graceful leave, to the neighbours
     conflict = 0x07,   // two holders of one label were seen
     decline = 0x08,    // a member got a label it did not ask for
+    merge = 0x09,      // partition merge: a head of another cube introduces itself (or orders)
+    dissolve = 0x0a,   // partition merge: the cube is dissolving, rejoin through a target
     data = 0x80,       // application data
 };
 
@@ -41,7 +43,9 @@ struct Move {
 };
 
 // What the head disseminates: the cube's size and who the head is, ordered by
-// (epoch, claim, seq). `moves` lists the labels that got a new holder (join or
+// (epoch, claim, seq). `cube` names the cube: a random id drawn by the first
+// member and again by every head claim (a new epoch), so that two cubes (two
+// partitions) can tell each other apart; it takes no part in the order. `moves` lists the labels that got a new holder (join or
 // repair) at a given seq of this epoch; every move with seq > moves_floor is in
 // the list (older ones fell out of it).
 struct View {
@@ -49,6 +53,7 @@ struct View {
     std::uint32_t claim = 0;   // rank of the member that opened this epoch
     std::uint32_t seq = 0;
     std::uint32_t n = 0;       // members, 1 .. kMaxMembers
+    std::uint64_t cube = 0;    // the cube's id; 0 only in views no member drew
     Addr head;
     std::uint32_t moves_floor = 0;
     std::uint8_t nmoves = 0;
@@ -83,6 +88,20 @@ struct Report {
 struct Leave { Label sender = 0; };
 struct Conflict { Label label = 0; Addr other; };
 struct Decline { Label label = 0; std::uint64_t nonce = 0; };
+// "The head of cube `cube`, of n members, is at `head`." Sent by a head on a
+// hint, forwarded by members to their head. With kOrder: "dissolve your cube
+// into mine" (only the cube with the larger id may order).
+struct Merge {
+    static constexpr std::uint8_t kOrder = 0x01;
+    std::uint64_t cube = 0;
+    std::uint32_t n = 0;   // 1 .. kMaxMembers
+    Addr head;
+    std::uint8_t flags = 0;
+    std::uint8_t ttl = 0;
+};
+// "Cube `cube` dissolves: drop your label and join through `target`."
+// Flooded from the yielding head over the cube's edges.
+struct Dissolve { std::uint64_t cube = 0; Addr target; };
 
 enum class Kind : std::uint8_t { all = 0, hop = 1, node = 2 };
 struct Data {
@@ -96,7 +115,8 @@ struct Data {
     std::span<const std::uint8_t> payload;   // points into the parsed datagram
 };
 
-using Message = std::variant<JoinReq, JoinAck, Ping, Seek, Report, Leave, Conflict, Decline, Data>;
+using Message =
+    std::variant<JoinReq, JoinAck, Ping, Seek, Report, Leave, Conflict, Decline, Data, Merge, Dissolve>;
 
 enum class ParseResult { ok, foreign, malformed };
 

@@ -2,7 +2,8 @@
 // neighbour) and to a joining one. Input: records of
 //   u8 control (bit0: to the joiner, bit1: advance time 300 ms and fire the
 //   timers, bit2: then send data, bit3: from the neighbour's address, bit4:
-//   feed the datagram even when empty), u16 length (BE), that many bytes.
+//   feed the datagram even when empty, bit5: then hint a at the sender's
+//   address), u16 length (BE), that many bytes.
 // Besides "no crash, no sanitizer report" it checks properties that hold for
 // any input: bounded tables and queues, neighbour lists sorted without
 // duplicates or self, trees that never name the node as its own parent.
@@ -91,6 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         at += n;
         DtNode& to = (ctl & 1) ? j : a;
         if (n > 0 || (ctl & 0x10)) to.on_datagram((ctl & 8) ? b_addr : x_addr, to.underlay(), bytes, now);
+        if (ctl & 0x20) a.hint((ctl & 8) ? b_addr : x_addr, now);
         if (ctl & 2) {
             now += 300 * kMillisecond;
             a.on_timeout(now);

@@ -58,6 +58,14 @@ seeds = {
     "data_node": record(FROM_B, data(4, B, B, A, 7, 5, b"to a")) +
                  record(FROM_B, data(4, B, B, pack(-5, -5), 7, 6, b"onward")),
     "timers_and_sends": record(TICK | SEND, b"") * 20,
+    # partition merge: a probe from a far member of another partition, one
+    # naming the node's own position, and one with TTL 1
+    "merge_probe": record(0, prefix(0x05) + struct.pack(">Q", pack(500, 500)) + addr(9, 9000) + b"\xff") +
+                   record(TICK, b""),
+    "merge_probe_clash": record(FROM_B, prefix(0x05) + struct.pack(">Q", A) + addr(9, 9000) + b"\x40"),
+    "hint_then_probe": record(0x20 | FROM_B, b"") + record(0x20, prefix(0x05) + struct.pack(">Q", pack(-400, 9)) +
+                                                    addr(9, 9000) + b"\x10"),
+    "merge_probe_ttl1": record(0, prefix(0x05) + struct.pack(">Q", pack(150, 0)) + addr(9, 9000) + b"\x01"),
 }
 
 out = sys.argv[1]

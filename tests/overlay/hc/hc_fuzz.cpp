@@ -1,7 +1,8 @@
 // libFuzzer target: arbitrary bytes as datagrams to HC nodes in three states —
 // a joined member of a small cube (head and non-head) and a node still joining.
 // The input is split into datagrams at each 0xFF 0xFE pair; time moves 100 ms
-// per datagram so timers (reports, takeovers, rejoins) run too.
+// per datagram so timers (reports, takeovers, rejoins) run too. After each
+// datagram the head is hinted the attacker's address (a MERGE goes there).
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -87,6 +88,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             n->on_datagram(attacker, n->self(), dgram, net.now);
             net.drain(*n);
         }
+        // The owner hints the head (partition merge): a MERGE to the attacker.
+        for (auto& n : net.nodes)
+            if (n->leader()) {
+                n->hint(attacker, net.now);
+                net.drain(*n);
+            }
         joiner->on_datagram(attacker, joiner->self(), dgram, net.now);
         gs::sansio::Datagram d;
         while (joiner->poll_transmit(d)) {}

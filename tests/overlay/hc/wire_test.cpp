@@ -21,6 +21,7 @@ View sample_view() {
     v.claim = 7;
     v.seq = 99;
     v.n = 12;
+    v.cube = 0x0102030405060708ull;
     v.head = Addr::v4(0x0a000001, 9000);
     v.add_move(gray(11), 98);
     v.add_move(gray(3), 99);
@@ -49,6 +50,9 @@ std::vector<std::pair<const char*, Message>> samples() {
         {"decline", Decline{gray(11), 77}},
         {"data_all", d},
         {"data_node", dn},
+        {"merge", Merge{0x1111222233334444ull, 12, a, 0, 32}},
+        {"merge_order", Merge{0x5555666677778888ull, 40, a, Merge::kOrder, 31}},
+        {"dissolve", Dissolve{0x1111222233334444ull, a}},
     };
 }
 
@@ -106,7 +110,7 @@ TEST_CASE("fields out of range are malformed") {
     for (int i = 0; i < 4; ++i) zero_n[n_at + i] = 0;   // n = 0
     CHECK(parse(zero_n, kOverlay, x) == ParseResult::malformed);
     auto many_moves = buf;
-    many_moves[n_at + 4 + 18 + 4] = kMaxMoves + 1;
+    many_moves[n_at + 4 + 8 + 18 + 4] = kMaxMoves + 1;   // n, cube, head, moves_floor
     CHECK(parse(many_moves, kOverlay, x) == ParseResult::malformed);
 
     Data d;
@@ -122,6 +126,58 @@ TEST_CASE("fields out of range are malformed") {
     auto len = buf;
     len[buf.size() - sizeof kPayload - 1] = sizeof kPayload + 1;   // claims one more byte
     CHECK(parse(len, kOverlay, x) == ParseResult::malformed);
+}
+
+TEST_CASE("merge and dissolve: byte layout and strict fields") {
+    std::vector<std::uint8_t> buf;
+    Message x;
+    const Addr a = Addr::v4(0x0a000002, 9001);
+    encode(Merge{0x1111222233334444ull, 12, a, Merge::kOrder, 32}, kOverlay, buf);
+    // prefix 13 · cube u64 · n u32 · head 18 · flags u8 · ttl u8
+    REQUIRE(buf.size() == gs::overlay::kPrefixSize + 32);
+    CHECK(buf[12] == 0x09);
+    CHECK(buf[13] == 0x11);
+    CHECK(buf[24] == 12);
+    CHECK(buf[25 + 15] == 2);          // 10.0.0.2
+    CHECK(buf[25 + 17] == 0x29);       // port 9001 = 0x2329
+    CHECK(buf[43] == Merge::kOrder);
+    CHECK(buf[44] == 32);
+    REQUIRE(parse(buf, kOverlay, x) == ParseResult::ok);
+    CHECK(std::get<Merge>(x).cube == 0x1111222233334444ull);
+    auto bad = buf;
+    bad[43] = 0x02;   // unknown flag
+    CHECK(parse(bad, kOverlay, x) == ParseResult::malformed);
+    bad = buf;
+    bad[21] = bad[22] = bad[23] = bad[24] = 0;   // n = 0
+    CHECK(parse(bad, kOverlay, x) == ParseResult::malformed);
+    bad = buf;
+    bad[41] = bad[42] = 0;   // head port 0
+    CHECK(parse(bad, kOverlay, x) == ParseResult::malformed);
+    bad = buf;
+    bad[44] = kMaxTtl + 1;
+    CHECK(parse(bad, kOverlay, x) == ParseResult::malformed);
+
+    encode(Dissolve{7, a}, kOverlay, buf);
+    // prefix 13 · cube u64 · target 18
+    REQUIRE(buf.size() == gs::overlay::kPrefixSize + 26);
+    CHECK(buf[12] == 0x0a);
+    CHECK(buf[20] == 7);
+    REQUIRE(parse(buf, kOverlay, x) == ParseResult::ok);
+    bad = buf;
+    bad[37] = bad[38] = 0;   // target port 0
+    CHECK(parse(bad, kOverlay, x) == ParseResult::malformed);
+
+    // The view carries the cube id right after n.
+    View v;
+    v.n = 3;
+    v.cube = 0xabcdef;
+    v.head = a;
+    encode(Ping{1, 0, v}, kOverlay, buf);
+    const std::size_t cube_at = gs::overlay::kPrefixSize + 5 + 16;   // sender, flags, epoch..n
+    CHECK(buf[cube_at + 7] == 0xef);
+    CHECK(buf.size() == gs::overlay::kPrefixSize + 5 + 47);
+    REQUIRE(parse(buf, kOverlay, x) == ParseResult::ok);
+    CHECK(std::get<Ping>(x).view.cube == 0xabcdef);
 }
 
 TEST_CASE("the moves list keeps the newest and raises the floor") {
