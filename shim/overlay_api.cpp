@@ -131,22 +131,36 @@ int ask_server(const gs::sansio::Addr& server, srv::Request q, srv::Response& a)
 
 // Keeps the member's lease at gsoverlayd (docs/overlay.md, "How a member
 // joins"): RENEW every lease / 3, LEAVE at the end. Run by the engine
-// beside the node (OverlayCompanion); sans-IO.
+// beside the node (OverlayCompanion); sans-IO, engine thread, as the node.
+//
+// Partitions: while the node leads its partition (Node::leader(): one
+// member per partition), the renewal is a JOIN instead, which also
+// renews, and whose answer names up to kHintMembers members; each is
+// hinted to the node (Node::hint), which makes contact if that member is
+// in another partition, so that two halves of an overlay split by the
+// network merge again once it heals (overlay-dt.md, overlay-hc.md).
 class LeaseKeeper final : public gs::sansio::Endpoint {
 public:
-    LeaseKeeper(const gs::sansio::Addr& server, uint64_t overlay, const gs::sansio::Addr& member, Time lease)
-        : server_(server), overlay_(overlay), member_(member), lease_(lease) {}
-    void on_datagram(const gs::sansio::Addr& from, const gs::sansio::Addr&, std::span<const uint8_t> b, Time) override {
+    static constexpr uint8_t kHintMembers = 4;
+    LeaseKeeper(const gs::sansio::Addr& server, uint64_t overlay, const gs::sansio::Addr& member, Time lease,
+                ov::Node* node)
+        : server_(server), overlay_(overlay), member_(member), lease_(lease), node_(node) {}
+    void on_datagram(const gs::sansio::Addr& from, const gs::sansio::Addr&, std::span<const uint8_t> b, Time now) override {
         srv::Response a;
-        if (from != server_ || srv::decode_response(b, a) != 0 || a.op != srv::Op::renew) return;
-        if (a.status == srv::Status::ok && a.lease_ms > 0) lease_ = Time{a.lease_ms} * gs::sansio::kMillisecond;
+        if (from != server_ || srv::decode_response(b, a) != 0 || a.txid != txid_ ||
+            (a.op != srv::Op::renew && a.op != srv::Op::join))
+            return;
+        if (a.status != srv::Status::ok) return;
+        if (a.lease_ms > 0) lease_ = Time{a.lease_ms} * gs::sansio::kMillisecond;
+        if (a.op == srv::Op::join && node_ != nullptr)
+            for (const srv::MemberEntry& m : a.members) node_->hint(m.addr, now);
     }
     void on_timeout(Time now) override {
         if (next_ == 0) {   // the first call: JOIN was just answered
             next_ = now + lease_ / 3;
             return;
         }
-        queue(srv::Op::renew);
+        queue(node_ != nullptr && node_->joined() && node_->leader() ? srv::Op::join : srv::Op::renew);
         next_ = now + lease_ / 3;
     }
     Time next_timeout() const override { return left_ ? gs::sansio::kNever : next_ == 0 ? 0 : next_; }
@@ -171,12 +185,14 @@ private:
         q.overlay = overlay_;
         q.member = member_;
         q.lease_ms = static_cast<uint32_t>(lease_ / gs::sansio::kMillisecond);
+        if (op == srv::Op::join) q.want = kHintMembers;
         out_ = srv::encode_request(q);
     }
     gs::sansio::Addr server_;
     uint64_t overlay_;
     gs::sansio::Addr member_;
     Time lease_;
+    ov::Node* node_;   // the member's node (the host owns it and outlives us)
     Time next_ = 0;
     bool left_ = false;
     uint32_t txid_ = 0;
@@ -321,7 +337,7 @@ int gs::shim::open_overlay_member(std::string_view text, const char* path, Overl
                          lease.server.is_v4() ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
             companion.fd = adopt_internal_fd(lfd);
             companion.ep = std::make_unique<LeaseKeeper>(lease.server, cfg.overlay_id, self,
-                                                          Time{lease.ms} * gs::sansio::kMillisecond);
+                                                          Time{lease.ms} * gs::sansio::kMillisecond, node.get());
             companion.farewell = &LeaseKeeper::farewell;
         }
     }

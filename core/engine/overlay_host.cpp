@@ -71,7 +71,8 @@ OverlayHost* OverlayHost::start(Engine& e, std::unique_ptr<overlay::Node> node, 
     if (companion.ep && companion.fd >= 0) {
         h->companion_ = std::move(companion);
         int cerr = 0;
-        h->companion_udp_ = UdpHost::start(e, h->companion_.fd, *h->companion_.ep, UdpHostOptions{}, nullptr, nullptr, &cerr);
+        h->companion_udp_ = UdpHost::start(e, h->companion_.fd, *h->companion_.ep, UdpHostOptions{},
+                                            &OverlayHost::companion_activity, h, &cerr);
         if (h->companion_udp_ == nullptr) close_internal_fd(h->companion_.fd);   // the member goes on without it
     } else if (companion.fd >= 0) {
         close_internal_fd(companion.fd);
@@ -165,6 +166,14 @@ void OverlayHost::requests(Engine& e) noexcept {
     udp_->poke(e);
     deliver();
     publish();
+}
+
+// The companion may have driven the node (the lease keeper hints members
+// to a partition's leader): what the node wants sent goes now.
+void OverlayHost::companion_activity(Engine& e, void* self) noexcept {
+    auto* h = static_cast<OverlayHost*>(self);
+    if (h->closing_ || h->udp_ == nullptr) return;
+    h->udp_->poke(e);
 }
 
 void OverlayHost::activity(Engine&, void* self) noexcept {

@@ -66,6 +66,8 @@ struct OverlayShared {
 // An endpoint run beside the node on a UDP socket of its own, for as long
 // as the member lives (the member's lease at the overlay server): `farewell`
 // is called just before it stops (a LEAVE), then what it sends goes out.
+// It may drive the node (engine thread, both); after each of its batches
+// the node's output is sent.
 struct OverlayCompanion {
     std::unique_ptr<sansio::Endpoint> ep;
     int fd = -1;
@@ -99,6 +101,7 @@ private:
     ~OverlayHost() = default;
 
     static void activity(Engine& e, void* self) noexcept;
+    static void companion_activity(Engine& e, void* self) noexcept;
     void requests(Engine& e) noexcept;   // what the program wrote
     void deliver() noexcept;             // what arrived, to the program
     void publish() noexcept;
