@@ -234,6 +234,12 @@ void flow_refresh(FlowRecord& r, int fd) noexcept {
 }
 
 void flow_release(FlowRecord& r, int fd) noexcept {
+    // An accepted MCES flow's record is also the engine's until its side
+    // ends (mces_attach_accepted), which usually comes after the program's
+    // close: take the kernel's figures while the fd is still open (before
+    // our reference goes: after it the record may be reused).
+    if (fd >= 0 && r.mces.kind == engine::McesFlow::accepted && r.refs.load(std::memory_order_relaxed) > 1)
+        flow_refresh(r, fd);
     if (r.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     // A bridge's last reference is the engine's (fd -1): its transport
     // still answers for the flow's addresses.
@@ -305,7 +311,7 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
     {
         std::string out;
         out.reserve(4096);
-        char b[512];   // the longest piece: the mces block, 8 numbers of up to 20 digits
+        char b[512];   // the longest piece: the mces block, 8 numbers of up to 20 digits and a bool
         snprintf(b, sizeof b, "{\"gsocket\":1,\"pid\":%d,\"process\":\"", static_cast<int>(getpid()));
         out += b;
         json_escape(out, process);
@@ -389,9 +395,10 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                          static_cast<unsigned long long>(r.dgram.drops.load(std::memory_order_relaxed)));
                 out += b;
             }
-            if (r.mces.kind == engine::McesFlow::client &&
+            if ((r.mces.kind == engine::McesFlow::client || r.mces.kind == engine::McesFlow::accepted) &&
                 r.mces.carried.load(std::memory_order_relaxed) == engine::McesFlow::mces) {
-                // The MCES connection under the flow (docs/mces.md, "Counters").
+                // The MCES connection under the flow (docs/mces.md, "Counters";
+                // an accepted flow's are zero until the engine has attached it).
                 const engine::McesFlow::Live& l = r.mces.live;
                 auto v = [](const std::atomic<uint64_t>& a) {
                     return static_cast<unsigned long long>(a.load(std::memory_order_relaxed));
@@ -399,9 +406,9 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                 snprintf(b, sizeof b,
                          ",\"mces\":{\"srtt_us\":%llu,\"cwnd\":%llu,\"packets_sent\":%llu,"
                          "\"packets_received\":%llu,\"lost\":%llu,\"retransmitted_bytes\":%llu,\"ptos\":%llu,"
-                         "\"dropped\":%llu}",
+                         "\"dropped\":%llu,\"checksum\":%s}",
                          v(l.srtt_us), v(l.cwnd), v(l.packets_sent), v(l.packets_received), v(l.lost),
-                         v(l.retransmitted_bytes), v(l.ptos), v(l.dropped));
+                         v(l.retransmitted_bytes), v(l.ptos), v(l.dropped), v(l.checksum) ? "true" : "false");
                 out += b;
             }
             snprintf(b, sizeof b,

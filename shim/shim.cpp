@@ -1122,6 +1122,12 @@ bool mces_accepted(const sockaddr_storage& peer, socklen_t plen, sockaddr_storag
     return engine::mces_claim_accepted(reinterpret_cast<const sockaddr*>(&peer), plen, peer.ss_family, out, outlen);
 }
 
+namespace {
+// The engine is done publishing into an accepted flow's record: drop the
+// reference mces_mark_accepted took for it (engine thread).
+void mces_accepted_done(engine::McesFlow& f) noexcept { flow_release(*static_cast<FlowRecord*>(f.owner), -1); }
+}  // namespace
+
 void mces_mark_accepted(int fd, const sockaddr_storage& peer, socklen_t plen) noexcept {
     if (!trackable(fd) || plen > sizeof peer) return;
     uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
@@ -1130,8 +1136,27 @@ void mces_mark_accepted(int fd, const sockaddr_storage& peer, socklen_t plen) no
     memcpy(&r.mces.peer, &peer, plen);
     r.mces.peer_len = plen;
     r.mces.local_len = 0;
+    r.mces.reset_live();
     r.mces.carried.store(engine::McesFlow::mces, std::memory_order_relaxed);
     r.mces.kind = engine::McesFlow::accepted;
+    // Tie the record to the engine's connection so that its counters reach
+    // gsctl flows and --stats. The connection is found again by the
+    // kernel's peer address of `fd` (the engine's loopback socket, what the
+    // claim matched). The engine gets a reference to the record, so the
+    // record is not reused while the engine may still write into it; it
+    // gives it back (mces_accepted_done) when its side of the loopback
+    // connection closes. Lock-free, no allocation.
+    sockaddr_storage from{};
+    socklen_t fl = sizeof from;
+    if (real::getpeername()(fd, reinterpret_cast<sockaddr*>(&from), &fl) != 0) return;
+    r.mces.release = &mces_accepted_done;
+    r.mces.owner = &r;
+    r.refs.fetch_add(1, std::memory_order_relaxed);
+    // Not attached (the connection already ended): our fd still holds the
+    // record (accept() has not returned it yet), so this is not the last
+    // reference.
+    if (!engine::mces_attach_accepted(reinterpret_cast<sockaddr*>(&from), fl, r.mces))
+        r.refs.fetch_sub(1, std::memory_order_relaxed);
 }
 
 int mces_name(uint32_t s, bool peer, sockaddr* addr, socklen_t* len) noexcept {

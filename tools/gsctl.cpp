@@ -933,16 +933,22 @@ std::string human(double v, const char* unit) {
 
 uint64_t as_u64(double d) { return d > 0 ? static_cast<uint64_t>(d) : 0; }
 
-// "srtt 0.42 ms, cwnd 1.20MB, 1.52k packets sent (3 lost, 0.20%), 4.4kB resent, 0 PTOs, 0 dropped":
-// the MCES connection under a flow, as flows_json gives it.
+// "srtt 0.42 ms, cwnd 1.20MB, 1.52k packets sent, 1.50k received (3 lost, 0.20%), 4.4kB resent, 0 PTOs,
+// 0 dropped, crc off": the MCES connection under a flow, as flows_json gives it. "crc" only when the
+// snapshot says (older processes do not).
 std::string mces_text(const Json& m) {
     const double sent = m.num("packets_sent"), lost = m.num("lost");
-    char b[256];
-    snprintf(b, sizeof b, "srtt %.2f ms, cwnd %s, %s packets sent (%llu lost, %.2f%%), %s resent, %llu PTOs, %llu dropped",
+    const Json* crc = m.get("checksum");
+    char b[320];
+    snprintf(b, sizeof b,
+             "srtt %.2f ms, cwnd %s, %s packets sent, %s received (%llu lost, %.2f%%), %s resent, %llu PTOs, "
+             "%llu dropped%s",
              m.num("srtt_us") / 1000.0, human(m.num("cwnd"), "B").c_str(), human(sent, "").c_str(),
-             static_cast<unsigned long long>(as_u64(lost)), sent > 0 ? 100.0 * lost / sent : 0.0,
-             human(m.num("retransmitted_bytes"), "B").c_str(), static_cast<unsigned long long>(as_u64(m.num("ptos"))),
-             static_cast<unsigned long long>(as_u64(m.num("dropped"))));
+             human(m.num("packets_received"), "").c_str(), static_cast<unsigned long long>(as_u64(lost)),
+             sent > 0 ? 100.0 * lost / sent : 0.0, human(m.num("retransmitted_bytes"), "B").c_str(),
+             static_cast<unsigned long long>(as_u64(m.num("ptos"))),
+             static_cast<unsigned long long>(as_u64(m.num("dropped"))),
+             crc == nullptr || crc->type != Json::Type::boolean ? "" : crc->b ? ", crc on" : ", crc off");
     return b;
 }
 

@@ -82,16 +82,33 @@ uint64_t seed() noexcept {
 
 // ---- accepted connections the shim's accept hook claims ---------------------
 
-// One per loopback connection the engine opened and the program has not
-// accepted yet. `word` = generation << 2 | state (0 free, 1 being written,
-// 2 ready); fields are written in state 1 and read in state 2 only.
+// One per loopback connection the engine opened, from before the program
+// can accept it until the program's flow record is tied to it (or the
+// connection ends). `word` = generation << 3 | state; every step is one
+// compare-exchange on it, so the engine and the accept hook (any thread, a
+// signal handler too) never wait for each other:
+//
+//   free --engine--> writing --engine--> ready --hook: claim--> claimed
+//   claimed --hook--> attaching --hook--> attached --engine: adopt--> free
+//   ready, claimed --engine: the link ends--> free
+//   attaching --engine: the link ends--> abandoned --hook--> free
+//
+// `from` and `peer` are written in `writing` and read from `ready` on;
+// `flow` is written by the hook in `attaching` (the only state in which it
+// owns the entry) and read by the engine in `attached`. Leaving an entry
+// always bumps the generation, so a stale handle (a link's, a hook's) never
+// matches a reused entry.
+enum : uint64_t { kFree = 0, kWriting = 1, kReady = 2, kClaimed = 3, kAttaching = 4, kAttached = 5, kAbandoned = 6 };
 struct AcceptEntry {
     std::atomic<uint64_t> word{0};
     sansio::Addr from;   // the engine socket's local address: what accept() sees as the peer
     sansio::Addr peer;   // the MCES peer
+    std::atomic<McesFlow*> flow{nullptr};   // attached: the program's flow record
 };
 constexpr unsigned kAccepts = 1024;
 AcceptEntry g_accepts[kAccepts];
+
+constexpr uint64_t entry_word(uint64_t gen, uint64_t state) noexcept { return gen << 3 | state; }
 
 // Returns the entry index and its generation, or -1 when the table is full.
 int accept_put(const sansio::Addr& from, const sansio::Addr& peer, uint64_t& gen) noexcept {
@@ -99,20 +116,49 @@ int accept_put(const sansio::Addr& from, const sansio::Addr& peer, uint64_t& gen
     for (unsigned i = 0; i < kAccepts; ++i) {
         AcceptEntry& a = g_accepts[(start + i) % kAccepts];
         uint64_t w = a.word.load(std::memory_order_acquire);
-        if ((w & 3) != 0 || !a.word.compare_exchange_strong(w, w | 1, std::memory_order_acq_rel)) continue;
+        if ((w & 7) != kFree || !a.word.compare_exchange_strong(w, w | kWriting, std::memory_order_acq_rel)) continue;
         a.from = from;
         a.peer = peer;
-        gen = w >> 2;
-        a.word.store(gen << 2 | 2, std::memory_order_release);
+        gen = w >> 3;
+        a.word.store(entry_word(gen, kReady), std::memory_order_release);
         return static_cast<int>((start + i) % kAccepts);
     }
     return -1;
 }
 
-void accept_drop(int idx, uint64_t gen) noexcept {
-    if (idx < 0) return;
-    uint64_t w = gen << 2 | 2;
-    g_accepts[idx].word.compare_exchange_strong(w, (gen + 1) << 2, std::memory_order_acq_rel);
+// The link that owns entry (idx, gen) lets go of it. Returns the flow the
+// accept hook attached, if it had: the caller then holds it (releases it
+// with f->release). Engine thread.
+McesFlow* accept_drop(int idx, uint64_t gen) noexcept {
+    if (idx < 0) return nullptr;
+    AcceptEntry& a = g_accepts[idx];
+    for (;;) {
+        uint64_t w = a.word.load(std::memory_order_acquire);
+        if ((w >> 3) != gen) return nullptr;
+        switch (w & 7) {
+        case kReady:
+        case kClaimed:
+            if (a.word.compare_exchange_strong(w, entry_word(gen + 1, kFree), std::memory_order_acq_rel)) return nullptr;
+            break;
+        case kAttaching:   // the hook finishes, sees this and frees the entry
+            if (a.word.compare_exchange_strong(w, entry_word(gen, kAbandoned), std::memory_order_acq_rel)) return nullptr;
+            break;
+        case kAttached: {   // only the engine leaves this state
+            McesFlow* f = a.flow.load(std::memory_order_relaxed);
+            a.word.store(entry_word(gen + 1, kFree), std::memory_order_release);
+            return f;
+        }
+        default:
+            return nullptr;
+        }
+    }
+}
+
+// The engine's part of attaching: the flow, once the hook has attached it
+// (the entry is freed then: nothing else needs it). Engine thread.
+McesFlow* accept_adopt(int idx, uint64_t gen) noexcept {
+    if (idx < 0 || g_accepts[idx].word.load(std::memory_order_acquire) != entry_word(gen, kAttached)) return nullptr;
+    return accept_drop(idx, gen);
 }
 
 class Site;
@@ -125,7 +171,7 @@ public:
     Link(Site& s, std::shared_ptr<mces::Connection> c) noexcept : site_(s), conn_(std::move(c)) {
         in_.l = out_.l = cancel_.l = connect_.l = this;
     }
-    ~Link() { accept_drop(accept_idx_, accept_gen_); }
+    ~Link() { let_go(); }
 
     // Client: the bridge this link serves (its app_end is `fd`).
     void attach_bridge(BridgeState& b, McesFlow& f) noexcept {
@@ -146,25 +192,17 @@ public:
     // The connection's figures into the flow record (gsctl flows, --stats):
     // every kPublishNs while data flows (pump runs per UDP batch; gsctl top
     // refreshes at most every 50 ms), and at every step once either side
-    // ends, so the record keeps the last figures.
+    // ends, so the record keeps the last figures. A server's link first
+    // looks whether the accept hook has attached the program's record.
     static constexpr int64_t kPublishNs = 10'000'000;
     void publish(Engine& e) noexcept {
+        if (flow_ == nullptr && accept_idx_ >= 0) take_accepted();
         if (!flow_) return;
         const bool ending = app_ending_ || up_over_ || down_over_ ||
                             conn_->state() != mces::Connection::State::established;
         if (!ending && e.now() < next_publish_) return;
         next_publish_ = e.now() + kPublishNs;
-        const mces::ConnCounters c = conn_->counters();
-        McesFlow::Live& l = flow_->live;
-        auto put = [](std::atomic<uint64_t>& a, uint64_t v) { a.store(v, std::memory_order_relaxed); };
-        put(l.srtt_us, static_cast<uint64_t>(c.srtt / 1000));
-        put(l.cwnd, c.cwnd);
-        put(l.packets_sent, c.packets_sent);
-        put(l.packets_received, c.packets_received);
-        put(l.lost, c.lost);
-        put(l.retransmitted_bytes, c.retransmitted_bytes);
-        put(l.ptos, c.ptos);
-        put(l.dropped, c.drops.total());
+        store_figures();
     }
     void add_counters() noexcept {
         mces::ConnCounters c = conn_->counters();
@@ -197,6 +235,9 @@ private:
         void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
     };
 
+    void store_figures() noexcept;
+    void take_accepted() noexcept;
+    void let_go() noexcept;
     void start_relay(Engine& e) noexcept;
     void arm_in(Engine& e) noexcept;
     void arm_out(Engine& e) noexcept;
@@ -215,7 +256,11 @@ private:
     Site& site_;
     std::shared_ptr<mces::Connection> conn_;
     BridgeState* bridge_ = nullptr;   // client
+    // Client: the bridge's flow (the bridge's reference keeps its record).
+    // Server: the accepted flow once adopted from the accept table; held_
+    // then says the link holds the reference the shim took for it.
     McesFlow* flow_ = nullptr;
+    bool held_ = false;
     int fd_ = -1;
     bool relaying_ = false;           // fd polls armed, bytes move
     // The program's socket may have bytes: set by its POLLIN (multishot: one
@@ -533,8 +578,51 @@ void Link::close_app() noexcept {
         close_internal_fd(fd_);
     }
     fd_ = -1;
-    accept_drop(accept_idx_, accept_gen_);
-    accept_idx_ = -1;
+    let_go();
+}
+
+void Link::store_figures() noexcept {
+    const mces::ConnCounters c = conn_->counters();
+    McesFlow::Live& l = flow_->live;
+    auto put = [](std::atomic<uint64_t>& a, uint64_t v) { a.store(v, std::memory_order_relaxed); };
+    put(l.srtt_us, static_cast<uint64_t>(c.srtt / 1000));
+    put(l.cwnd, c.cwnd);
+    put(l.packets_sent, c.packets_sent);
+    put(l.packets_received, c.packets_received);
+    put(l.lost, c.lost);
+    put(l.retransmitted_bytes, c.retransmitted_bytes);
+    put(l.ptos, c.ptos);
+    put(l.dropped, c.drops.total());
+    put(l.checksum, conn_->checksum() == mces::wire::Checksum::crc32c ? 1 : 0);
+}
+
+// The accept hook attached the program's flow record: publish into it
+// from now on (the entry is free again).
+void Link::take_accepted() noexcept {
+    if (McesFlow* f = accept_adopt(accept_idx_, accept_gen_)) {
+        flow_ = f;
+        held_ = true;
+        accept_idx_ = -1;
+    }
+}
+
+// The program's side is closed (or the link goes): leave the accept table,
+// and give an accepted flow's record back, its last figures first. After
+// this the engine never touches the record.
+void Link::let_go() noexcept {
+    if (accept_idx_ >= 0) {
+        if (McesFlow* f = accept_drop(accept_idx_, accept_gen_)) {
+            flow_ = f;
+            held_ = true;
+        }
+        accept_idx_ = -1;
+    }
+    if (!held_) return;
+    store_figures();
+    McesFlow* f = flow_;
+    flow_ = nullptr;
+    held_ = false;
+    if (f->release != nullptr) f->release(*f);
 }
 
 bool Link::abortive_close() const noexcept {
@@ -657,8 +745,11 @@ bool Link::pump(Engine& e) noexcept {
 // ---- Site -------------------------------------------------------------------
 
 bool Site::start_host(Engine& e, int udp_fd, const mces::EndpointConfig& cfg) noexcept {
-    ep_.reset(new (std::nothrow) mces::Endpoint(cfg));
-    if (!ep_) return false;
+    try {   // copies cfg's accept_elements: bad_alloc stays here (the flow fails open)
+        ep_.reset(new mces::Endpoint(cfg));
+    } catch (...) {
+        return false;
+    }
     int err = 0;
     host_ = UdpHost::start(e, udp_fd, *ep_, UdpHostOptions{},
                            [](Engine& en, void* self) noexcept { static_cast<Site*>(self)->activity(en); }, this, &err);
@@ -748,7 +839,15 @@ Site* Site::listener(Engine& e, int udp_fd, int listen_fd, unsigned long ino, in
     socklen_t ml = sizeof me;
     getsockname(udp_fd, reinterpret_cast<sockaddr*>(&me), &ml);
     const sansio::Addr local = to_addr(reinterpret_cast<sockaddr*>(&me), ml);
-    if (!s->start_host(e, udp_fd, endpoint_config(local, is_loopback(local)))) {
+    mces::EndpointConfig cfg = endpoint_config(local, is_loopback(local));
+    try {   // the policy's chain for every connection accepted here (empty: the class's default)
+        if (p.elements != nullptr) cfg.accept_elements = *p.elements;
+    } catch (...) {
+        close_internal_fd(udp_fd);
+        delete s;
+        return nullptr;
+    }
+    if (!s->start_host(e, udp_fd, cfg)) {
         if (s->host_ == nullptr) close_internal_fd(udp_fd);
         delete s;
         return nullptr;
@@ -961,13 +1060,33 @@ bool mces_claim_accepted(const sockaddr* from, socklen_t len, int family, sockad
     for (unsigned i = 0; i < kAccepts; ++i) {
         AcceptEntry& a = g_accepts[(key.port + i) % kAccepts];
         uint64_t w = a.word.load(std::memory_order_acquire);
-        if ((w & 3) != 2 || !(a.from == key)) continue;
+        if ((w & 7) != kReady || !(a.from == key)) continue;
         const sansio::Addr p = a.peer;
-        if (!a.word.compare_exchange_strong(w, ((w >> 2) + 1) << 2, std::memory_order_acq_rel)) continue;
+        if (!a.word.compare_exchange_strong(w, entry_word(w >> 3, kClaimed), std::memory_order_acq_rel)) continue;
         peer_len = from_addr(p, peer, family);
         if (peer_len == 0) return false;
         add(g_totals.accepted, 1);
         return true;
+    }
+    return false;
+}
+
+bool mces_attach_accepted(const sockaddr* from, socklen_t len, McesFlow& f) noexcept {
+    if (from == nullptr) return false;
+    const sansio::Addr key = to_addr(from, len);
+    if (key.port == 0) return false;
+    for (unsigned i = 0; i < kAccepts; ++i) {
+        AcceptEntry& a = g_accepts[(key.port + i) % kAccepts];
+        uint64_t w = a.word.load(std::memory_order_acquire);
+        if ((w & 7) != kClaimed || !(a.from == key)) continue;
+        const uint64_t gen = w >> 3;
+        if (!a.word.compare_exchange_strong(w, entry_word(gen, kAttaching), std::memory_order_acq_rel)) continue;
+        a.flow.store(&f, std::memory_order_relaxed);
+        uint64_t expect = entry_word(gen, kAttaching);
+        if (a.word.compare_exchange_strong(expect, entry_word(gen, kAttached), std::memory_order_acq_rel)) return true;
+        // The link ended while we wrote (abandoned): the entry is ours to free.
+        a.word.store(entry_word(gen + 1, kFree), std::memory_order_release);
+        return false;
     }
     return false;
 }

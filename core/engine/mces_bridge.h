@@ -21,7 +21,10 @@
 // listening socket, so accept(), accept4 flags, poll and epoll work as they
 // do; the engine relays between its end of that connection and the MCES
 // connection. The shim's accept hook recognises the connection by its source
-// address (mces_claim_accepted) and answers getpeername with the MCES peer.
+// address (mces_claim_accepted) and answers getpeername with the MCES peer;
+// once the accepted fd has its flow record, mces_attach_accepted ties the
+// record's McesFlow to the connection so that the engine publishes its
+// counters there too (the engine then holds a reference to the record).
 //
 // Engine thread for everything inside; the functions here may be called from
 // any thread. No exception leaves this file.
@@ -77,9 +80,10 @@ struct McesFlow {
     McesParams params;
     int udp_fd = -1;                    // client: handed to the engine at start
     // The connection as it goes, for gsctl flows and the --stats record
-    // (client flows): the engine stores after each relay step, relaxed, so
-    // a reader sees a recent snapshot, not one instant. reset_live() when
-    // a record is set up for another flow.
+    // (client flows, and accepted flows once attached): the engine stores
+    // every Link::kPublishNs while data flows and once more when its side
+    // ends, relaxed, so a reader sees a recent snapshot, not one instant.
+    // reset_live() when a record is set up for another flow.
     struct Live {
         std::atomic<uint64_t> srtt_us{0};          // smoothed RTT, 0 before a sample
         std::atomic<uint64_t> cwnd{0};             // congestion window, bytes
@@ -88,12 +92,22 @@ struct McesFlow {
         std::atomic<uint64_t> retransmitted_bytes{0};
         std::atomic<uint64_t> ptos{0};             // probe timeouts
         std::atomic<uint64_t> dropped{0};          // packets dropped as malformed, duplicate, late...
+        // 1 while short packets carry the CRC32C (before and unless the
+        // handshake agreed to leave it off), 0 once agreed off
+        // (mces::Connection::checksum(); docs/mces.md "No checksum").
+        std::atomic<uint64_t> checksum{1};
     } live;
     void reset_live() noexcept {
         for (std::atomic<uint64_t>* a : {&live.srtt_us, &live.cwnd, &live.packets_sent, &live.packets_received,
                                          &live.lost, &live.retransmitted_bytes, &live.ptos, &live.dropped})
             a->store(0, std::memory_order_relaxed);
+        live.checksum.store(1, std::memory_order_relaxed);
     }
+    // Accepted flows (mces_attach_accepted): called once, on the engine
+    // thread, when the engine will not touch this McesFlow again; it gives
+    // back the reference the shim took for the engine. `owner` is for it.
+    void (*release)(McesFlow& f) noexcept = nullptr;
+    void* owner = nullptr;
     struct Start final : Command {
         BridgeState* b = nullptr;
         McesFlow* f = nullptr;
@@ -109,7 +123,8 @@ struct McesFlow {
 void start_mces_bridge(Engine& e, BridgeState& b, McesFlow& f) noexcept;
 
 // Server: accept MCES connections on `udp_fd` (bound to the listener's
-// address and port, guarded; owned by the engine from here on) and deliver
+// address and port, guarded; owned by the engine from here on), with the
+// chain p.elements when given (else the class's default), and deliver
 // each over a kernel TCP connection to `target` (the listener's address, or
 // loopback for a wildcard one). The engine stops accepting when `listen_fd`
 // no longer is the listening socket with inode `listen_ino` (looked at
@@ -125,9 +140,22 @@ int mces_listen(Engine& e, int udp_fd, int listen_fd, unsigned long listen_ino, 
 bool mces_listening() noexcept;
 // The accept hook: `from` (the accepted connection's peer address) is one
 // the engine opened for an MCES connection: true, `peer` the MCES peer in
-// `family`'s form. Each connection is claimed once.
+// `family`'s form. Each connection is claimed once. Lock-free, no
+// allocation (signal-safe).
 bool mces_claim_accepted(const sockaddr* from, socklen_t len, int family, sockaddr_storage& peer,
                          socklen_t& peer_len) noexcept;
+// The accept hook, after a successful claim of `from` and once the accepted
+// fd has its flow record: let the engine publish the connection's counters
+// into f.live (checksum state too) from now on. The caller sets f.release (and
+// f.owner) and takes, before the call, the reference release gives back.
+// true: the engine holds `f` until it calls f.release(f) (on the engine
+// thread, once, when the loopback connection closes or the engine stops);
+// it never writes to f after that, so the record may then be reused.
+// false: the connection was not claimed, or has ended meanwhile; the engine
+// never sees f and the caller drops the reference itself.
+// Lock-free, no allocation, no wait on the engine (signal-safe): the
+// claim's table entry decides every race with one compare-exchange.
+bool mces_attach_accepted(const sockaddr* from, socklen_t len, McesFlow& f) noexcept;
 
 // Process-wide counters (any thread reads; gsctl flows and --stats).
 struct McesTotals {

@@ -52,15 +52,14 @@ int tcp_listener(uint16_t& port) {
 // A UDP port nobody listens on (bound, read, closed).
 // A TCP listener on 127.0.0.1 that also takes MCES connections on the same
 // port (what the shim sets up at listen()); its port in `port`.
-int mces_listener(Engine& e, uint16_t& port) {
+int mces_listener(Engine& e, uint16_t& port, const McesParams& p = McesParams{}) {
     int lfd = tcp_listener(port);
     int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     sockaddr_in here = loopback(port);
     REQUIRE(bind(u, reinterpret_cast<sockaddr*>(&here), sizeof here) == 0);
     struct stat st;
     REQUIRE(fstat(lfd, &st) == 0);
-    REQUIRE(mces_listen(e, u, lfd, st.st_ino, AF_INET, reinterpret_cast<sockaddr*>(&here), sizeof here,
-                        McesParams{}) == 0);
+    REQUIRE(mces_listen(e, u, lfd, st.st_ino, AF_INET, reinterpret_cast<sockaddr*>(&here), sizeof here, p) == 0);
     return lfd;
 }
 
@@ -129,6 +128,30 @@ std::vector<uint8_t> read_all(int fd, int* err = nullptr) {
         }
         out.insert(out.end(), buf, buf + r);
     }
+}
+
+// What the shim's mces_mark_accepted gives the engine: an accepted flow's
+// McesFlow, with a release that counts.
+struct AcceptedFlow {
+    McesFlow f;
+    std::atomic<int> released{0};
+    AcceptedFlow() {
+        f.kind = McesFlow::accepted;
+        f.owner = this;
+        f.release = [](McesFlow& m) noexcept { static_cast<AcceptedFlow*>(m.owner)->released.fetch_add(1); };
+    }
+};
+
+// Accepts one connection from `lfd` and claims it, as the accept hook does;
+// the kernel's peer address (the engine's loopback socket) in `from`.
+int accept_claimed(int lfd, sockaddr_storage& from, socklen_t& fl) {
+    fl = sizeof from;
+    int s = accept(lfd, reinterpret_cast<sockaddr*>(&from), &fl);
+    REQUIRE(s >= 0);
+    sockaddr_storage mp{};
+    socklen_t ml = 0;
+    REQUIRE(mces_claim_accepted(reinterpret_cast<sockaddr*>(&from), fl, AF_INET, mp, ml));
+    return s;
 }
 
 std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
@@ -300,5 +323,118 @@ TEST_CASE("a RESET from the MCES side reaches the client program as ECONNRESET")
     close(lfd);
     CHECK(test::eventually([] { return !mces_listening(); }, 3000));
     CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));   // every connection drained and freed
+    Engine::destroy(e);
+}
+
+TEST_CASE("an accepted flow gets its connection's counters until the engine lets go of it") {
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    uint16_t port = 0;
+    int lfd = mces_listener(*e, port);
+    REQUIRE(test::eventually([] { return mces_listening(); }));
+    ClientFlow c;
+    c.prepare(port, false, kMcesWait);
+    start_mces_bridge(*e, c.b, c.f);
+    REQUIRE(c.b.wait_connected() == 0);
+    sockaddr_storage from{};
+    socklen_t fl = 0;
+    int s = accept_claimed(lfd, from, fl);
+
+    AcceptedFlow acc;
+    sockaddr_in stranger = loopback(1);
+    CHECK_FALSE(mces_attach_accepted(reinterpret_cast<sockaddr*>(&stranger), sizeof stranger, acc.f));
+    REQUIRE(mces_attach_accepted(reinterpret_cast<sockaddr*>(&from), fl, acc.f));
+    CHECK_FALSE(mces_attach_accepted(reinterpret_cast<sockaddr*>(&from), fl, acc.f));   // once
+
+    const auto up = pattern(1 << 20, 3), down = pattern(1 << 20, 4);
+    std::vector<uint8_t> got_up, got_down;
+    std::thread server([&] { got_up = read_all(s); });
+    std::thread reader([&] { got_down = read_all(c.program); });
+    REQUIRE(write_all(s, down.data(), down.size()));
+    REQUIRE(write_all(c.program, up.data(), up.size()));
+    shutdown(c.program, SHUT_WR);
+    server.join();
+    CHECK(got_up == up);
+    // While the connection runs: the server side's own figures (1 MiB came
+    // in at <= 9000 bytes a packet, 1 MiB went out).
+    CHECK(test::eventually([&] { return acc.f.live.packets_received.load() >= (1u << 20) / 9000; }));
+    CHECK(acc.f.live.packets_sent.load() >= (1u << 20) / 9000);
+    CHECK(acc.f.live.cwnd.load() > 0);
+    CHECK(acc.released.load() == 0);   // the program's side is still open
+    shutdown(s, SHUT_WR);
+    reader.join();
+    CHECK(got_down == down);
+    close(s);
+    CHECK(test::eventually([&] { return acc.released.load() == 1; }));
+    CHECK(acc.f.live.srtt_us.load() > 0);
+    // Loopback, both sides with the class's default chain: the CRC is off.
+    CHECK(acc.f.live.checksum.load() == 0);
+    CHECK(test::eventually([&] { return c.done.load(); }));
+    CHECK(c.f.live.checksum.load() == 0);
+    // Released: the engine never writes there again (the record may be another flow's now).
+    acc.f.reset_live();
+    usleep(100'000);
+    CHECK(acc.f.live.packets_received.load() == 0);
+    CHECK(acc.f.live.checksum.load() == 1);
+    CHECK(acc.released.load() == 1);
+
+    // A claimed connection that ends before the hook attaches: its entry
+    // goes with it, so a late attach finds nothing (and nothing would
+    // release it).
+    ClientFlow c2;
+    c2.prepare(port, false, kMcesWait);
+    start_mces_bridge(*e, c2.b, c2.f);
+    REQUIRE(c2.b.wait_connected() == 0);
+    int s2 = accept_claimed(lfd, from, fl);
+    shutdown(c2.program, SHUT_WR);
+    CHECK(read_all(s2).empty());
+    close(s2);   // both ways done: the engine's side closes
+    CHECK(test::eventually([&] { return c2.done.load(); }));
+    close(lfd);
+    CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));   // every link is gone
+    AcceptedFlow late;
+    CHECK_FALSE(mces_attach_accepted(reinterpret_cast<sockaddr*>(&from), fl, late.f));
+    Engine::destroy(e);
+}
+
+TEST_CASE("a listener runs the policy's chain: one that lists checksum keeps the CRC a client offered to drop") {
+    // The client's chain leaves out checksum: it offers short packets
+    // without the CRC32C. On loopback a listener with the class's default
+    // chain agrees; one whose chain lists checksum does not.
+    static const std::vector<std::string> no_crc = {"framing", "handshake", "sequencing", "sack", "ordering",
+                                                    "flowcontrol", "congestion", "pacing", "keepalive", "close"};
+    static const std::vector<std::string> crc = {"framing", "checksum", "handshake", "sequencing", "sack", "ordering",
+                                                 "flowcontrol", "congestion", "pacing", "keepalive", "close"};
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    for (const bool listener_crc : {false, true}) {
+        CAPTURE(listener_crc);
+        McesParams lp;
+        if (listener_crc) lp.elements = &crc;
+        uint16_t port = 0;
+        int lfd = mces_listener(*e, port, lp);
+        ClientFlow c;
+        c.prepare(port, false, kMcesWait);
+        c.f.params.elements = &no_crc;
+        start_mces_bridge(*e, c.b, c.f);
+        REQUIRE(c.b.wait_connected() == 0);
+        sockaddr_storage from{};
+        socklen_t fl = 0;
+        int s = accept_claimed(lfd, from, fl);
+        AcceptedFlow acc;
+        REQUIRE(mces_attach_accepted(reinterpret_cast<sockaddr*>(&from), fl, acc.f));
+        const auto up = pattern(100000, 5);
+        REQUIRE(write_all(c.program, up.data(), up.size()));
+        shutdown(c.program, SHUT_WR);
+        CHECK(read_all(s) == up);
+        shutdown(s, SHUT_WR);
+        CHECK(read_all(c.program).empty());
+        close(s);
+        CHECK(test::eventually([&] { return acc.released.load() == 1 && c.done.load(); }));
+        CHECK(acc.f.live.checksum.load() == (listener_crc ? 1u : 0u));
+        CHECK(c.f.live.checksum.load() == (listener_crc ? 1u : 0u));
+        close(lfd);
+        CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));
+    }
     Engine::destroy(e);
 }

@@ -15,6 +15,14 @@ cat >"$T/mces.ini" <<'INI'
 proto = tcp
 transport = mces
 INI
+# A chain without `checksum` on both ends: the CRC32C goes even off loopback
+# (docs/mces.md "No checksum"; the listener runs the rule's chain too).
+cat >"$T/nocrc.ini" <<'INI'
+[flow over-mces]
+proto = tcp
+transport = mces
+elements = framing handshake sequencing sack ordering flowcontrol congestion pacing keepalive close
+INI
 cat >"$T/auto.ini" <<'INI'
 [flow try-mces]
 proto = tcp
@@ -53,11 +61,18 @@ c=$(stats_query "$T/socat.jsonl" '[(f["mces"]["packets_sent"], f["mces"]["packet
 read -r sent recvd srtt cwnd < <(tr -d '(),' <<<"$c")
 [[ $sent -ge 60 && $recvd -ge 60 && $srtt -gt 0 && $srtt -lt 1000000 && $cwnd -gt 0 ]] ||
     fail "the flow's MCES counters are wrong: packets sent $sent, received $recvd, srtt $srtt us, cwnd $cwnd"
-note "loopback: socat echo of 3 MB over MCES intact ($sent packets out, $recvd in, srtt $srtt us)"
+# Loopback with the class's default chain on both ends: no CRC32C (docs/mces.md "No checksum").
+crc=$(stats_query "$T/socat.jsonl" '[f["mces"]["checksum"] for f in flows if f["transport"]=="mces"][0]')
+[[ $crc == False ]] || fail "the client's flow says checksum $crc on loopback with the default chain"
+note "loopback: socat echo of 3 MB over MCES intact ($sent packets out, $recvd in, srtt $srtt us, no CRC)"
 
-# gsctl flows shows a live MCES flow's connection under its line.
+# gsctl flows shows a live MCES flow's connection under its line, on the
+# client and, for the accepted flow, on the server; the server's --stats
+# record keeps the accepted flow's figures.
 sp=$(free_port)
-bg "$GSRUN" --policy "$T/mces.ini" -- socat -u "TCP-LISTEN:$sp,bind=127.0.0.1,reuseaddr" OPEN:/dev/null
+bg "$GSRUN" --policy "$T/mces.ini" --stats "$T/srv.jsonl" -- \
+    socat -u "TCP-LISTEN:$sp,bind=127.0.0.1,reuseaddr" OPEN:/dev/null
+SPID=$!
 wait_port "$sp"
 wait_port "$sp" udp
 "$PY" -c 'import sys, time
@@ -65,14 +80,28 @@ for _ in range(60):
     sys.stdout.buffer.write(b"x" * 100000); sys.stdout.flush(); time.sleep(0.05)' |
     "$GSRUN" --policy "$T/mces.ini" -- socat -u - "TCP:127.0.0.1:$sp" &
 PIDS+=($!)
-live=""
+live="" slive=""
 for _ in $(seq 50); do
-    live=$("$GSCTL" flows 2>/dev/null | grep -A1 " connect .*:$sp " | grep "mces: srtt" || true)
-    [[ -n $live ]] && break
+    table=$("$GSCTL" flows 2>/dev/null || true)
+    [[ -n $live ]] || live=$(grep -A1 " connect .*:$sp " <<<"$table" | grep "mces: srtt" || true)
+    # The accepted flow (local: the listener's address), once packets came in.
+    [[ -n $slive ]] || slive=$(grep -A1 " accept .*127.0.0.1:$sp " <<<"$table" | grep "mces: srtt" |
+                               grep -v ", 0 received" || true)
+    [[ -n $live && -n $slive ]] && break
     sleep 0.1
 done
 [[ -n $live ]] || fail "gsctl flows shows no MCES line under the live flow: $("$GSCTL" flows 2>&1)"
+[[ -n $slive ]] || fail "gsctl flows shows no MCES line with packets received under the accepted flow: $("$GSCTL" flows 2>&1)"
 note "gsctl flows, live:$live"
+note "gsctl flows, live, accepted:$slive"
+for _ in $(seq 100); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$SPID" 2>/dev/null && fail "the socat server did not exit after its connection"
+c=$(stats_query "$T/srv.jsonl" '[(f["mces"]["packets_received"], f["mces"]["packets_sent"], f["mces"]["srtt_us"], f["mces"]["checksum"], f["bytes_in"]) for f in flows if f["direction"]=="accept" and f["transport"]=="mces" and "mces" in f]')
+read -r recvd sent srtt crc bin < <(tr -d '[](),' <<<"$c")
+# 6 MB came in at <= 9000 bytes a packet.
+[[ -n $recvd && $recvd -ge 600 && $sent -gt 0 && $srtt -gt 0 && $crc == False && $bin -eq 6000000 ]] ||
+    fail "the server's --stats record: accepted flow's MCES figures wrong or missing: $c"
+note "server --stats: the accepted flow received $recvd packets, sent $sent, srtt $srtt us, no CRC, $bin bytes"
 
 hp=$(free_port)
 ( cd "$T/www" && exec "$GSRUN" --policy "$T/mces.ini" -- "$PY" -m http.server "$hp" --bind 127.0.0.1 ) >"$T/http.log" 2>&1 &
@@ -116,13 +145,20 @@ udp_out=$(server_mces "$HPID2" 'm["udp_bytes_out"]')
 [[ $udp_out -ge 10000000 ]] || fail "the server sent $udp_out bytes over UDP"
 note "veth: 10 MB http over MCES, sha256 ok; http.server saw 10.78.0.1; $udp_out bytes over UDP, no kernel TCP from the peer"
 
-( exec ip netns exec "$B" "$GSRUN" --policy "$T/mces.ini" -- socat -b 4096 -T 20 "TCP-LISTEN:8002,reuseaddr,fork" PIPE ) >/dev/null 2>&1 &
+# The http download above ran the default chain off loopback: CRC32C on.
+crc=$(stats_query "$T/curl2.jsonl" '[f["mces"]["checksum"] for f in flows if f["transport"]=="mces"][0]')
+[[ $crc == True ]] || fail "default chain across veth: checksum $crc"
+( exec ip netns exec "$B" "$GSRUN" --policy "$T/nocrc.ini" -- socat -b 4096 -T 20 "TCP-LISTEN:8002,reuseaddr,fork" PIPE ) >/dev/null 2>&1 &
 PIDS+=($!)
 for i in $(seq 1 100); do inB ss -Hlun "sport = :8002" | has . && break; sleep 0.1; done
-timeout 30 ip netns exec "$A" "$GSRUN" --policy "$T/mces.ini" -- socat -T 10 -t 10 - "TCP:10.78.0.2:8002" <"$T/in.bin" >"$T/out2.bin" \
+timeout 30 ip netns exec "$A" "$GSRUN" --policy "$T/nocrc.ini" --stats "$T/nocrc.jsonl" -- \
+    socat -T 10 -t 10 - "TCP:10.78.0.2:8002" <"$T/in.bin" >"$T/out2.bin" \
     || fail "socat across namespaces over MCES failed"
 cmp "$T/in.bin" "$T/out2.bin" || fail "socat echo across veth differs"
-note "veth: socat echo of 3 MB over MCES intact"
+# Only if the listener ran the rule's chain did it agree to the client's offer.
+crc=$(stats_query "$T/nocrc.jsonl" '[f["mces"]["checksum"] for f in flows if f["transport"]=="mces"][0]')
+[[ $crc == False ]] || fail "chains without checksum on both ends across veth: checksum $crc"
+note "veth: socat echo of 3 MB over MCES intact, both chains without checksum: no CRC (default chain: CRC)"
 
 # ---- auto -----------------------------------------------------------------------
 # (Downloads, not socat echoes, for auto: what is measured is the fallback.
