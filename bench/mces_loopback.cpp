@@ -59,7 +59,7 @@ const char* kUsage =
     "usage: mces_loopback [--bytes N] [--datagram LIST] [--engines LIST] [--rounds R]\n"
     "                     [--api copy,zc] [--mode both|mces|tcp] [--out PREFIX]\n"
     "                     [--cpus all/0] [--send-buffer B] [--recv-window B] [--recv-window-max B]\n"
-    "                     [--crc auto,on]\n"
+    "                     [--crc auto,on] [--borrow on,off]\n"
     "Moves N bytes (256 MiB) over one MCES class-1 connection on loopback (client and\n"
     "server endpoints each on a UdpHost, GSO out and GRO in) and over one TCP connection\n"
     "(two threads), R rounds (3) interleaved, for every datagram size in LIST (1200;\n"
@@ -72,6 +72,9 @@ const char* kUsage =
     "(not copied out), the calls a bridge between a socket and MCES would use (-zc).\n"
     "--crc: auto (default) lets the endpoints decide (loopback: no CRC32C on short\n"
     "packets); on keeps the CRC (ConnConfig::loopback_no_checksum = false) (-crc).\n"
+    "--borrow: on (default) lets the receiving connection read stream bytes from the\n"
+    "received datagram (ConnConfig::borrow_receive); off copies each payload into the\n"
+    "receive buffer on arrival, as before (-rxcopy).\n"
     "Buffers (ConnConfig): send buffer 8 MiB, receive window 4 MiB growing to 16 MiB.\n"
     "--cpus all/0: every configuration once unpinned and once with every thread on CPU\n"
     "0 (as taskset -c 0), interleaved. --mode mces or tcp runs one side only (for a\n"
@@ -212,7 +215,7 @@ struct Buffers {
 };
 
 void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgram, bool zc, bool crc,
-              const Buffers& bufs, Result& res) {
+              bool borrow, const Buffers& bufs, Result& res) {
     sansio::Addr ca, sa;
     int cfd = udp_socket(ca), sfd = udp_socket(sa);
     if (cfd < 0 || sfd < 0) {
@@ -230,6 +233,7 @@ void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgr
         c->recv_window = bufs.recv_window;
         c->recv_window_max = bufs.recv_window_max;
         c->loopback_no_checksum = !crc;
+        c->borrow_receive = borrow;   // UdpHost keeps the contract (udp_host.h)
     }
     auto cep = std::make_unique<mces::Endpoint>(ccfg);
     auto sep = std::make_unique<mces::Endpoint>(scfg);
@@ -512,7 +516,7 @@ int main(int argc, char** argv) {
     std::vector<size_t> dgrams{1200}, engines{1, 2};
     int rounds = 3;
     std::string mode = "both", out;
-    std::vector<std::string> apis{"copy"}, pins{"all"}, crcs{"auto"};
+    std::vector<std::string> apis{"copy"}, pins{"all"}, crcs{"auto"}, borrows{"on"};
     Buffers bufs;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -552,6 +556,13 @@ int main(int argc, char** argv) {
                 crcs.push_back(l.substr(0, c));
                 l = c == std::string::npos ? "" : l.substr(c + 1);
             }
+        } else if (a == "--borrow" && more) {
+            borrows.clear();
+            for (std::string l = argv[++i]; !l.empty();) {
+                const size_t c = l.find(',');
+                borrows.push_back(l.substr(0, c));
+                l = c == std::string::npos ? "" : l.substr(c + 1);
+            }
         } else if (a == "--send-buffer" && more) {
             bufs.send_buffer = strtoull(argv[++i], nullptr, 10);
         } else if (a == "--recv-window" && more) {
@@ -572,6 +583,8 @@ int main(int argc, char** argv) {
     for (const auto& a : apis) bad |= a != "copy" && a != "zc";
     for (const auto& c : crcs) bad |= c != "auto" && c != "on";
     bad |= crcs.empty();
+    for (const auto& b : borrows) bad |= b != "on" && b != "off";
+    bad |= borrows.empty();
     for (const auto& p : pins) bad |= p.empty() || (p != "all" && parse_list(p.c_str()).empty());
     bad |= apis.empty();
     if (bad) {
@@ -585,7 +598,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     std::vector<Result> all;
-    const size_t per_pin = (mode != "tcp" ? dgrams.size() * engines.size() * apis.size() * crcs.size() : 0) + (mode != "mces" ? 1 : 0);
+    const size_t per_pin = (mode != "tcp" ? dgrams.size() * engines.size() * apis.size() * crcs.size() * borrows.size() : 0) + (mode != "mces" ? 1 : 0);
     const size_t runs = static_cast<size_t>(rounds) * pins.size() * per_pin;
     printf("%s\n", kRunHeader);
     for (int r = 1; r <= rounds; ++r) {
@@ -605,12 +618,15 @@ int main(int argc, char** argv) {
                     for (size_t n : engines) {
                         for (const std::string& api : apis) {
                             for (const std::string& crc : crcs) {
-                                Result res;
-                                res.what = std::string(n == 1 ? "mces-1" : "mces-2") + (api == "zc" ? "-zc" : "") +
-                                           (crc == "on" ? "-crc" : "");
-                                res.dgram = d;
-                                mces_run(*e1, n == 1 ? *e1 : *e2, bytes, d, api == "zc", crc == "on", bufs, res);
-                                report(res);
+                                for (const std::string& borrow : borrows) {
+                                    Result res;
+                                    res.what = std::string(n == 1 ? "mces-1" : "mces-2") + (api == "zc" ? "-zc" : "") +
+                                               (crc == "on" ? "-crc" : "") + (borrow == "off" ? "-rxcopy" : "");
+                                    res.dgram = d;
+                                    mces_run(*e1, n == 1 ? *e1 : *e2, bytes, d, api == "zc", crc == "on",
+                                             borrow == "on", bufs, res);
+                                    report(res);
+                                }
                             }
                         }
                     }

@@ -128,6 +128,13 @@ public:
     // last event (a stale send time: RTT samples too long, probe timeouts
     // that fire at once). Endpoints that keep no clock ignore it.
     virtual void advance(Time now) { (void)now; }
+    // The bytes given to on_datagram since the last call are about to be
+    // reused: copy what you still need. An owner that keeps a datagram's
+    // bytes valid past on_datagram (the engine's UdpHost, until the owner
+    // of the endpoint has read) calls it before reusing them, and lets an
+    // endpoint keep views of them until then (mces::ConnConfig::
+    // borrow_receive). Endpoints that copy on arrival ignore it.
+    virtual void on_batch_end() {}
     // Takes the next datagram to send; false when there is none. out.bytes
     // may hold the buffer of an earlier datagram (the engine's UdpHost hands
     // sent buffers back, to save an allocation per packet): assign or resize

@@ -769,6 +769,7 @@ mces::EndpointConfig endpoint_config(const sansio::Addr& local, bool loopback) n
     cfg.conn.max_datagram_size = loopback ? kLoopbackDatagram : 1200;
     cfg.conn.send_buffer = 4 << 20;
     cfg.conn.recv_window = 1 << 20;
+    cfg.conn.borrow_receive = true;   // UdpHost settles at on_batch_end, after the activity callback that relays (udp_host.h)
     return cfg;
 }
 

@@ -195,7 +195,13 @@ void UdpHost::cancel(Engine& e, Cancel& c) noexcept {
 }
 
 // Read what is there (bounded per wake-up), feed it to the endpoint, send
-// its answers, tell the owner.
+// its answers, tell the owner. Each recvmmsg's datagrams stay in the
+// scratch until the endpoint's on_batch_end: an endpoint may keep views of
+// them (mces borrow_receive) that the owner reads in its Activity callback,
+// so every batch ends with flush, Activity, on_batch_end before the scratch
+// is read into again. (One Activity per batch also lets the owner take the
+// bytes, and the endpoint send its ACKs and credit, while the sender is
+// still busy: not only after kTurn batches.)
 void UdpHost::receive(Engine& e) noexcept {
     RxBatch& b = rx_batch();
     for (unsigned turn = 0; turn < kTurn && !closing_; ++turn) {
@@ -211,7 +217,15 @@ void UdpHost::receive(Engine& e) noexcept {
             m.msg_controllen = kCmsg;
         }
         int n = sys::recvmmsg(fd_, b.msg, kBatch, MSG_DONTWAIT);
-        if (n <= 0) break;   // EAGAIN (the poll says when there is more), or an ICMP error already reported
+        if (n <= 0) {
+            // EAGAIN (the poll says when there is more), or an ICMP error
+            // already reported. An earlier batch told the owner already.
+            if (turn == 0) {
+                flush(e);
+                if (activity_) activity_(e, owner_);
+            }
+            return;
+        }
         ++stats_.rx_calls;
         const int64_t now = now_ns();
         for (int i = 0; i < n; ++i) {
@@ -232,15 +246,23 @@ void UdpHost::receive(Engine& e) noexcept {
                 size_t l = len - off < seg ? len - off : seg;
                 ++stats_.rx_datagrams;
                 stats_.rx_bytes += l;
+                batch_open_ = true;
                 ep_.on_datagram(from, local_, {p + off, l}, now);
             }
         }
         if (closing_) return;
-        if (static_cast<unsigned>(n) < kBatch) break;
+        flush(e);
+        if (activity_) activity_(e, owner_);
+        if (closing_) return;   // close() ended the batch: the endpoint may be gone
+        end_batch();
+        if (static_cast<unsigned>(n) < kBatch) return;
     }
-    if (closing_) return;
-    flush(e);
-    if (activity_) activity_(e, owner_);
+}
+
+void UdpHost::end_batch() noexcept {
+    if (!batch_open_) return;
+    batch_open_ = false;
+    ep_.on_batch_end();
 }
 
 void UdpHost::fire(Engine& e, int64_t now) noexcept {
@@ -422,6 +444,9 @@ void UdpHost::rearm_timer(Engine& e) noexcept {
 
 void UdpHost::close(Engine& e) noexcept {
     if (closing_) return;
+    // Called from the Activity callback in the middle of receive(): the
+    // endpoint is still there now, maybe not after this returns.
+    end_batch();
     closing_ = true;
     if (timer_at_ != 0) e.cancel(*this);
     timer_at_ = 0;

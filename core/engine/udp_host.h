@@ -15,7 +15,14 @@
 //     assigns or resizes them), so steady sending allocates nothing;
 //     an endpoint may leave a datagram's payload in its own buffers
 //     (Datagram::may_hold): it goes out from there, uncopied, unless the
-//     socket is full and the datagram has to wait (then it is copied).
+//     socket is full and the datagram has to wait (then it is copied);
+//   - the bytes given to on_datagram stay in the receive scratch, unchanged,
+//     until the endpoint's on_batch_end(): after each recvmmsg's datagrams
+//     were fed, the host flushes, calls the Activity callback (where the
+//     owner reads), then on_batch_end(), and only then reads into the
+//     scratch again (close() calls on_batch_end() too, if a batch is open).
+//     An endpoint may therefore keep views of received bytes until then
+//     (mces::ConnConfig::borrow_receive).
 //
 // Engine thread only: the endpoint is called from the engine thread, and
 // its owner calls poke() after changing it from there (a write on a
@@ -81,6 +88,7 @@ private:
 
     void fire(Engine& e, int64_t now) noexcept override;   // the endpoint's timer
     void receive(Engine& e) noexcept;
+    void end_batch() noexcept;   // the endpoint's on_batch_end, once per batch fed
     void flush(Engine& e) noexcept;
     bool send_backlog() noexcept;   // false: the socket is full
     void rearm_timer(Engine& e) noexcept;
@@ -122,6 +130,7 @@ private:
     std::vector<std::vector<uint8_t>> spare_;
     size_t spare_bytes_ = 0;
     bool in_flush_ = false, closing_ = false;
+    bool batch_open_ = false;                 // datagrams fed since the last on_batch_end
     int64_t timer_at_ = 0;                    // armed deadline, 0: none
     int inflight_ = 0;
     int family_ = AF_INET;

@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -402,4 +404,116 @@ TEST_CASE("Datagram::flatten puts held bytes where they go on the wire") {
     CHECK(std::string(d.bytes.begin(), d.bytes.end()) == "abcdef");
     d.flatten();   // nothing held: no change
     CHECK(std::string(d.bytes.begin(), d.bytes.end()) == "abcdef");
+}
+
+namespace {
+
+// Datagram `seq`: its number, then bytes that depend on it and the position.
+std::vector<uint8_t> numbered(uint32_t seq) {
+    std::vector<uint8_t> v(100 + seq % 700);
+    memcpy(v.data(), &seq, sizeof seq);
+    for (size_t i = sizeof seq; i < v.size(); ++i) v[i] = static_cast<uint8_t>(seq * 31 + i * 7);
+    return v;
+}
+bool intact(std::span<const uint8_t> b) {
+    uint32_t seq = 0;
+    if (b.size() < sizeof seq) return false;
+    memcpy(&seq, b.data(), sizeof seq);
+    return std::ranges::equal(b, numbered(seq));
+}
+
+// Keeps views of what arrives (as mces borrow_receive does) until
+// on_batch_end, which checks they are still intact and copies the unread ones.
+struct BorrowingEndpoint final : gs::sansio::Endpoint {
+    std::deque<std::span<const uint8_t>> views;
+    std::deque<std::vector<uint8_t>> settled;   // copied at on_batch_end, read before views
+    uint64_t got = 0, batch_ends = 0, settled_count = 0, broken_at_end = 0;
+    void on_datagram(const Addr&, const Addr&, std::span<const uint8_t> b, Time) override {
+        ++got;
+        views.push_back(b);
+    }
+    void on_batch_end() override {
+        ++batch_ends;
+        for (auto v : views) {
+            broken_at_end += !intact(v);
+            settled.emplace_back(v.begin(), v.end());
+            ++settled_count;
+        }
+        views.clear();
+    }
+    void on_timeout(Time) override {}
+    Time next_timeout() const override { return kNever; }
+    bool poll_transmit(Datagram&) override { return false; }
+};
+
+// The owner: reads at most `per_call` datagrams per Activity, checking each.
+struct PartialReader {
+    BorrowingEndpoint* ep = nullptr;
+    size_t per_call = 3;
+    std::atomic<uint64_t> read{0}, bad{0};
+    void take(size_t n) {
+        for (; n > 0; --n) {
+            if (!ep->settled.empty()) {
+                bad += !intact(ep->settled.front());
+                ep->settled.pop_front();
+            } else if (!ep->views.empty()) {
+                bad += !intact(ep->views.front());
+                ep->views.pop_front();
+            } else {
+                return;
+            }
+            ++read;
+        }
+    }
+    static void activity(Engine&, void* self) noexcept {
+        auto* r = static_cast<PartialReader*>(self);
+        r->take(r->per_call);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("received bytes stay intact until on_batch_end; what the owner leaves is right after the scratch is reused") {
+    EngineFixture f;
+    sockaddr_in ha{};
+    int hfd = udp_socket(&ha);
+    int cfd = udp_socket();
+    BorrowingEndpoint ep;
+    PartialReader reader;
+    reader.ep = &ep;
+    UdpHost* h = nullptr;
+    on_engine(*f.e, [&](Engine& en) {
+        int err = 1;
+        h = UdpHost::start(en, hfd, ep, {}, &PartialReader::activity, &reader, &err);
+        CHECK(err == 0);
+    });
+    REQUIRE(h != nullptr);
+    constexpr uint32_t kCount = 3000;
+    for (uint32_t s = 0; s < kCount; ++s) {
+        const auto m = numbered(s);
+        REQUIRE(sendto(cfd, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&ha), sizeof ha) ==
+                static_cast<ssize_t>(m.size()));
+    }
+    // Everything sent has arrived (or was dropped by the kernel): the counts settle.
+    uint64_t last = ~uint64_t{0};
+    for (int quiet = 0; quiet < 5;) {
+        usleep(20'000);
+        uint64_t now = 0;
+        on_engine(*f.e, [&](Engine&) { now = h->stats().rx_datagrams; });
+        quiet = now == last ? quiet + 1 : 0;
+        last = now;
+    }
+    on_engine(*f.e, [&](Engine& en) {
+        CHECK(ep.got == h->stats().rx_datagrams);
+        CHECK(ep.got > kCount / 2);
+        CHECK(ep.views.empty());            // every batch ended
+        CHECK(ep.batch_ends >= 2);          // more than one batch went through the scratch
+        CHECK(ep.broken_at_end == 0);       // nothing overwrote a view before its on_batch_end
+        CHECK(ep.settled_count > 0);        // the owner left some: they were copied
+        reader.take(SIZE_MAX);              // the rest, long after the scratch was reused
+        CHECK(reader.read.load() == ep.got);
+        CHECK(reader.bad.load() == 0);
+        h->close(en);
+    });
+    close(cfd);
 }

@@ -121,6 +121,10 @@ ConnCounters Connection::counters() const {
     c.srtt = ld_.rtt().has_sample() ? ld_.rtt().smoothed() : 0;
     c.cwnd = cc_ ? cc_->cwnd() : 0;
     c.spurious = ld_.spurious_losses();
+    if (rb_) {
+        c.borrowed_packets = rb_->borrowed_segments();
+        c.settled_bytes = rb_->settled_bytes();
+    }
     return c;
 }
 
@@ -161,7 +165,8 @@ void Connection::establish(Time now) {
     }
     if (chain_.stream()) {
         sb_ = std::make_unique<SendBuffer>(cfg_.send_buffer);
-        rb_ = std::make_unique<RecvBuffer>(static_cast<std::size_t>(cfg_.recv_window_max));
+        rb_ = std::make_unique<RecvBuffer>(static_cast<std::size_t>(cfg_.recv_window_max), 1024,
+                                           cfg_.borrow_receive ? kMaxBorrowedSegments : 0);
         fr_ = std::make_unique<FlowReceiver>(FlowConfig{cfg_.recv_window, cfg_.recv_window_max});
         fs_ = std::make_unique<FlowSender>(kInitialCredit);
         // The peer assumes kInitialCredit until it hears our window.
@@ -663,6 +668,10 @@ void Connection::check_close_progress(Time now) {
     close_code_ = kCloseNoError;
     close_timer_ = kNever;   // armed when it goes out
     wake();
+}
+
+void Connection::on_batch_end() {
+    if (rb_) rb_->settle();
 }
 
 // ---- timers -------------------------------------------------------------------

@@ -97,7 +97,21 @@ struct ConnConfig {
     // kernel TCP does not checksum there either). false: only a chain
     // without `checksum` does. The rule is skip_checksum() (endpoint.h).
     bool loopback_no_checksum = true;
+    // Deliver in-order stream bytes from the received packet instead of
+    // copying them into the receive buffer first (RecvBuffer, "Borrowing";
+    // up to kMaxBorrowedSegments packets at a time). Only for an owner that
+    // keeps every packet's bytes valid and unchanged until it calls
+    // on_batch_end() (Connection's or Endpoint's), and calls it before
+    // reusing them: the engine's UdpHost does. Off: every byte is copied
+    // and on_batch_end() is never needed (the simulator, the tests).
+    bool borrow_receive = false;
 };
+
+// Packets whose stream bytes a connection borrows at most between two
+// on_batch_end() calls; beyond that it copies. A receive batch of the
+// engine's UdpHost holds up to 16 GRO batches of up to 64 KiB: 112 packets
+// of 9000 bytes (4 KiB of views per connection).
+constexpr std::size_t kMaxBorrowedSegments = 256;
 
 struct ConnDrops {
     wire::ParseCounters parse;          // malformed packets and garbage frames, by error
@@ -134,6 +148,10 @@ struct ConnCounters {
     // Short packets sent / accepted without the CRC32C (checksum() == none;
     // the rest of the packets, the handshake's, carry it).
     std::uint64_t no_checksum_sent = 0, no_checksum_received = 0;
+    // borrow_receive: packets whose stream bytes were read from the packet
+    // (not copied on arrival), and borrowed bytes copied at on_batch_end
+    // (or on reordering) because they were still unread.
+    std::uint64_t borrowed_packets = 0, settled_bytes = 0;
     sansio::Time srtt = 0;                                   // smoothed RTT (0 before a sample)
     std::uint64_t cwnd = 0;                                  // 0 without congestion control
     ConnDrops drops;
@@ -190,8 +208,9 @@ public:
     // then queues its first n bytes: returns n, or -EINVAL.
     std::ptrdiff_t write_reserve(std::span<std::uint8_t>& out);
     std::ptrdiff_t write_commit(std::size_t n);
-    // read_peek: `out` views the next in-order bytes in the receive buffer
-    // (valid until the next call on this connection); returns their count
+    // read_peek: `out` views the next in-order bytes in the receive buffer,
+    // or with borrow_receive in the received packet (valid until the next
+    // call on this connection or its endpoint); returns their count
     // (> 0), or what read() into a non-empty span would return instead (0
     // at the end of the stream, -EAGAIN, the error). read_consume(n), n <=
     // that count, then releases them as read() would: returns n, or -EINVAL.
@@ -255,6 +274,12 @@ public:
     void on_packet(const sansio::Addr& from, std::span<const std::uint8_t> bytes,
                    sansio::Time now);
     void on_timeout(sansio::Time now);
+    // The bytes given to on_packet since the last call are about to be
+    // reused: stream bytes borrowed from them and not read yet are copied
+    // into the receive buffer. Needed only with borrow_receive; cheap when
+    // nothing is borrowed. (Endpoint::on_batch_end calls it for its
+    // connections.)
+    void on_batch_end();
     // The earliest time on_timeout wants calling; kNever when none.
     sansio::Time next_timeout() const noexcept;
     // Builds the next packet to send at `now` into out (resized to its
@@ -296,6 +321,7 @@ private:
     std::size_t mss() const noexcept { return cfg_.max_datagram_size; }
     void cache_elements() noexcept;
     bool has(Element e) const noexcept { return (elements_ >> static_cast<unsigned>(e)) & 1u; }
+    bool borrows() const noexcept { return rb_ && rb_->borrowed() > 0; }
 
     ConnConfig cfg_;
     Chain chain_;
@@ -307,6 +333,7 @@ private:
     std::string message_;
     sansio::Time now_ = 0;
     Endpoint* ep_ = nullptr;           // set by the Endpoint; null when detached
+    bool borrow_listed_ = false;       // in the Endpoint's list of connections to settle
 
     sansio::Addr peer_;
     wire::ConnectionId local_cid_;

@@ -39,6 +39,8 @@ bool skip_checksum(const Chain& chain, bool explicit_chain, const ConnConfig& cf
 Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg), rng_(cfg.seed ^ 0x6d63657365656431ull) {}
 
 Endpoint::~Endpoint() {
+    // Handles outlive the endpoint: none may keep a view of the owner's buffers.
+    on_batch_end();
     for (auto& [k, e] : conns_) e.conn->ep_ = nullptr;
 }
 
@@ -301,7 +303,19 @@ void Endpoint::on_datagram(const sansio::Addr& from, const sansio::Addr&,
     }
     Entry& e = *last_;
     e.conn->on_packet(from, bytes, now);
+    if (!e.conn->borrow_listed_ && e.conn->borrows()) {
+        e.conn->borrow_listed_ = true;
+        borrowers_.push_back(e.conn);
+    }
     enqueue(k, e);
+}
+
+void Endpoint::on_batch_end() {
+    for (auto& c : borrowers_) {
+        c->borrow_listed_ = false;
+        c->on_batch_end();
+    }
+    borrowers_.clear();
 }
 
 void Endpoint::on_timeout(Time now) {

@@ -27,6 +27,14 @@
 // forgets the connection; it is then closed and inert. The endpoint must not
 // be moved (the handshake's admission callback points at it).
 //
+// Borrowed receive bytes (ConnConfig::borrow_receive, off by default): a
+// connection may read stream bytes from the datagram given to on_datagram
+// instead of copying them. The owner then keeps each datagram's bytes valid
+// and unchanged until it calls on_batch_end(), and calls it before it reuses
+// them (the engine's UdpHost: after its Activity callback, before the next
+// recvmmsg). The endpoint keeps a list of the connections that borrowed
+// (none are scanned), settles them there, and on destruction.
+//
 // Application calls on a connection take effect at the endpoint's last known
 // time; the owner then drains poll_transmit() (the simulator: sim.kick(ep)).
 #pragma once
@@ -139,6 +147,7 @@ public:
     sansio::Time next_timeout() const override;
     bool poll_transmit(sansio::Datagram& out) override;
     void advance(sansio::Time now) override { now_ = std::max(now_, now); }
+    void on_batch_end() override;
 
     const sansio::Addr& local() const noexcept { return cfg_.local; }
     std::size_t connection_count() const noexcept { return conns_.size(); }
@@ -187,6 +196,10 @@ private:
     std::deque<std::shared_ptr<Connection>> accept_q_;
     std::deque<sansio::Datagram> replies_;
     std::vector<std::uint8_t> buf_;
+    // Connections holding views of datagrams given since the last
+    // on_batch_end (each once: Connection::borrow_listed_). Strong
+    // references: one removed meanwhile still gets settled.
+    std::vector<std::shared_ptr<Connection>> borrowers_;
     EndpointCounters counters_;
 };
 

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -30,6 +31,18 @@ public:
                      Time now) override {
         ep.on_datagram(from, to, bytes, now);
         if (app) app(now);
+        // The contract of ConnConfig::borrow_receive, kept as the engine's
+        // UdpHost keeps it: the application read, then the endpoint copies
+        // what it still needs, then the bytes may change. (A no-op when no
+        // connection borrows.)
+        ep.on_batch_end();
+        if (scribble) {
+            // The simulator's delivery buffer, writable: it is reused for the
+            // next packet anyway; overwriting it now makes a view kept past
+            // on_batch_end read garbage at once.
+            auto* p = const_cast<std::uint8_t*>(bytes.data());
+            std::fill(p, p + bytes.size(), std::uint8_t{0xEE});
+        }
     }
     void on_timeout(Time now) override {
         ep.on_timeout(now);
@@ -53,6 +66,7 @@ public:
 
     mces::Endpoint ep;
     bool hold = false;
+    bool scribble = false;           // overwrite each datagram after on_batch_end
     std::uint64_t held_bytes = 0;   // payload sent from the send buffer
     std::function<void(Time)> app;   // the application, run after every event
 };
