@@ -339,6 +339,17 @@ std::vector<size_t> parse_list(const char* s) {
     return v;
 }
 
+// "a,b,c" -> {"a", "b", "c"} (empty items kept, so "a,,b" is refused by the checks).
+std::vector<std::string> split(const std::string& s, char sep) {
+    std::vector<std::string> v;
+    for (size_t at = 0;;) {
+        const size_t c = s.find(sep, at);
+        v.push_back(s.substr(at, c == std::string::npos ? std::string::npos : c - at));
+        if (c == std::string::npos) return v;
+        at = c + 1;
+    }
+}
+
 double median(std::vector<double> v) {
     if (v.empty()) return 0;
     std::sort(v.begin(), v.end());
@@ -536,33 +547,13 @@ int main(int argc, char** argv) {
             mode = argv[++i];
         } else if (a == "--cpus" && more) {
             // "all" or a CPU list ("0", "0,1"), several separated by '/'
-            pins.clear();
-            for (std::string l = argv[++i]; !l.empty();) {
-                const size_t c = l.find('/');
-                pins.push_back(l.substr(0, c));
-                l = c == std::string::npos ? "" : l.substr(c + 1);
-            }
+            pins = split(argv[++i], '/');
         } else if (a == "--api" && more) {
-            apis.clear();
-            for (std::string l = argv[++i]; !l.empty();) {
-                const size_t c = l.find(',');
-                apis.push_back(l.substr(0, c));
-                l = c == std::string::npos ? "" : l.substr(c + 1);
-            }
+            apis = split(argv[++i], ',');
         } else if (a == "--crc" && more) {
-            crcs.clear();
-            for (std::string l = argv[++i]; !l.empty();) {
-                const size_t c = l.find(',');
-                crcs.push_back(l.substr(0, c));
-                l = c == std::string::npos ? "" : l.substr(c + 1);
-            }
+            crcs = split(argv[++i], ',');
         } else if (a == "--borrow" && more) {
-            borrows.clear();
-            for (std::string l = argv[++i]; !l.empty();) {
-                const size_t c = l.find(',');
-                borrows.push_back(l.substr(0, c));
-                l = c == std::string::npos ? "" : l.substr(c + 1);
-            }
+            borrows = split(argv[++i], ',');
         } else if (a == "--send-buffer" && more) {
             bufs.send_buffer = strtoull(argv[++i], nullptr, 10);
         } else if (a == "--recv-window" && more) {
