@@ -83,6 +83,8 @@ void json_escape(std::string& out, const char* s) {
 
 // What carries a flow: "mces" (transport = mces / auto, over MCES), else "native".
 const char* carried_by(const FlowRecord& r) noexcept {
+    if (r.proto == policy::Proto::udp)
+        return r.bridged && r.dgram.mces_running.load(std::memory_order_relaxed) ? "mces" : "native";
     return r.mces.kind != engine::McesFlow::none &&
                    r.mces.carried.load(std::memory_order_relaxed) != engine::McesFlow::fell_back
                ? "mces"
@@ -165,6 +167,8 @@ FlowRecord* flow_alloc() noexcept {
     r->mces.kind = engine::McesFlow::none;
     r->dgram.peer_connected.store(false, std::memory_order_relaxed);
     r->dgram.drops.store(0, std::memory_order_relaxed);
+    r->dgram.mces = nullptr;
+    r->dgram.mces_running.store(false, std::memory_order_relaxed);
     r->denied = r->inherited = false;
     r->opened_ns = now_ns();
     r->closed_ns = 0;
@@ -395,14 +399,25 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                          static_cast<unsigned long long>(r.dgram.drops.load(std::memory_order_relaxed)));
                 out += b;
             }
+            auto v = [](const std::atomic<uint64_t>& a) {
+                return static_cast<unsigned long long>(a.load(std::memory_order_relaxed));
+            };
+            if (r.bridged && r.proto == policy::Proto::udp && r.dgram.mces != nullptr) {
+                // The socket's MCES side (docs/mces.md, "UDP programs").
+                const engine::McesDgramStats& m = r.dgram.mces_stats;
+                snprintf(b, sizeof b,
+                         ",\"mces_udp\":{\"connects\":%llu,\"accepted\":%llu,\"established\":%llu,\"failed\":%llu,"
+                         "\"fallbacks\":%llu,\"sent\":%llu,\"received\":%llu,\"plain_out\":%llu,\"plain_in\":%llu,"
+                         "\"dropped\":%llu}",
+                         v(m.connects), v(m.accepted), v(m.established), v(m.failed), v(m.fallbacks), v(m.sent),
+                         v(m.received), v(m.plain_out), v(m.plain_in), v(m.dropped));
+                out += b;
+            }
             if ((r.mces.kind == engine::McesFlow::client || r.mces.kind == engine::McesFlow::accepted) &&
                 r.mces.carried.load(std::memory_order_relaxed) == engine::McesFlow::mces) {
                 // The MCES connection under the flow (docs/mces.md, "Counters";
                 // an accepted flow's are zero until the engine has attached it).
                 const engine::McesFlow::Live& l = r.mces.live;
-                auto v = [](const std::atomic<uint64_t>& a) {
-                    return static_cast<unsigned long long>(a.load(std::memory_order_relaxed));
-                };
                 snprintf(b, sizeof b,
                          ",\"mces\":{\"srtt_us\":%llu,\"cwnd\":%llu,\"packets_sent\":%llu,"
                          "\"packets_received\":%llu,\"lost\":%llu,\"retransmitted_bytes\":%llu,\"ptos\":%llu,"

@@ -245,7 +245,10 @@ GS_EXPORT int connect(int fd, const sockaddr* addr, socklen_t len) {
 // transport's to answer (EINVAL when bound already, EOPNOTSUPP...).
 GS_EXPORT int bind(int fd, const sockaddr* addr, socklen_t len) {
     uint32_t s = slot_of(fd);
-    return real::bind()(dgram_bridged(s) ? bridge_of(s).transport : fd, addr, len);
+    if (dgram_bridged(s)) return real::bind()(bridge_of(s).transport, addr, len);
+    int rc = real::bind()(fd, addr, len);
+    if (rc == 0 && g_ready.load(std::memory_order_relaxed)) mces_after_bind(fd);   // UDP over MCES, if the policy says
+    return rc;
 }
 
 GS_EXPORT int listen(int fd, int backlog) {

@@ -244,16 +244,50 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
     if (d.qos.rate_down > 0 && proto == policy::Proto::udp && no_bridges && once(rule, kWarnRateDown))
         GS_LOG(warn, "flow rule %s: rate_down needs the engine, and bridge = never: this udp flow gets none",
                d.rule.c_str());
-    const bool tcp_mces = proto == policy::Proto::tcp && d.transport != policy::Transport::overlay &&
-                          (d.service == policy::ServiceClass::reliable || d.service == policy::ServiceClass::guaranteed);
-    if (d.transport != policy::Transport::native && !tcp_mces && once(rule, kWarnTransport)) {
+    // MCES carries TCP flows of a stream class and UDP flows of class datagram.
+    const bool stream = d.service == policy::ServiceClass::reliable || d.service == policy::ServiceClass::guaranteed;
+    const bool carried = d.transport != policy::Transport::overlay &&
+                         (proto == policy::Proto::tcp ? stream
+                                                      : d.service == policy::ServiceClass::datagram && !no_bridges);
+    if (d.transport != policy::Transport::native && !carried && once(rule, kWarnTransport)) {
+        const char* why = proto == policy::Proto::udp && d.service == policy::ServiceClass::datagram
+                              ? "bridge = never keeps the engine, which runs MCES, out"
+                              : "MCES carries TCP flows of class reliable or guaranteed and UDP flows of class "
+                                "datagram so far";
         if (d.transport == policy::Transport::automatic)
-            GS_LOG(info, "flow rule %s: transport = auto stays native for this %s flow: MCES carries TCP flows of "
-                         "class reliable or guaranteed so far", d.rule.c_str(), policy::name(proto));
+            GS_LOG(info, "flow rule %s: transport = auto stays native for this %s flow: %s", d.rule.c_str(),
+                   policy::name(proto), why);
         else
-            GS_LOG(warn, "flow rule %s: transport = %s: MCES carries TCP flows of class reliable or guaranteed so "
-                         "far; this %s flow stays native", d.rule.c_str(), policy::name(d.transport), policy::name(proto));
+            GS_LOG(warn, "flow rule %s: transport = %s: %s; this %s flow stays native", d.rule.c_str(),
+                   policy::name(d.transport), why, policy::name(proto));
     }
+}
+
+// Whether a flow's decision sends it over MCES: transport = mces, or auto
+// written in the rule (the class default auto of guaranteed stays native
+// until MCES is the tested default), for a class MCES has a chain for: a
+// TCP flow of class reliable or guaranteed (a stream), a UDP flow of class
+// datagram (class 0: docs/mces.md, "UDP programs").
+bool mces_wanted(const policy::Decision& d, int rule, policy::Proto proto) noexcept {
+    const bool stream = d.service == policy::ServiceClass::reliable || d.service == policy::ServiceClass::guaranteed;
+    if (proto == policy::Proto::udp ? d.service != policy::ServiceClass::datagram : !stream) return false;
+    if (d.transport == policy::Transport::mces) return true;
+    return d.transport == policy::Transport::automatic && rule >= 0 &&
+           static_cast<size_t>(rule) < g_policy->rules().size() && g_policy->rules()[rule].transport_set;
+}
+
+engine::McesParams mces_params(const policy::Decision& d) noexcept {
+    engine::McesParams p;
+    p.service_class = d.service == policy::ServiceClass::guaranteed ? 2
+                      : d.service == policy::ServiceClass::datagram ? 0
+                                                                     : 1;
+    p.rate = d.qos.rate;
+    p.dscp = d.qos.dscp;
+    p.priority = d.qos.priority;
+    p.elements = d.qos.elements.empty() ? nullptr : &d.qos.elements;
+    p.fallback = d.transport == policy::Transport::automatic;
+    p.handshake_timeout_ns = p.fallback ? engine::kAutoWait : engine::kMcesWait;
+    return p;
 }
 
 }  // namespace
@@ -644,6 +678,8 @@ bool wants_bridge(uint32_t s) noexcept {
     case policy::Bridge::needed:
         want = g_policy->ok() && (g.rate_up > 0 || g.rate_down > 0 ||
                                   (r.decision && (r.decision->qos.rate_down > 0 || (udp && r.decision->qos.rate > 0))));
+        // UDP over MCES: the engine runs MCES on the program's socket.
+        want = want || (udp && r.decision && mces_wanted(*r.decision, r.rule, policy::Proto::udp));
         break;
     }
     if (want && (s & slot::kExposed)) {
@@ -865,6 +901,18 @@ int bridge_datagram(int fd, bool autobind) noexcept {
     b.on_done = &bridge_done;
     b.owner = &r;
     d.family = r.family;
+    // transport = mces / auto (docs/mces.md, "UDP programs"): every send
+    // goes through the engine, which runs MCES class 0 on the socket; it must
+    // have its port now (a bind-only receiver has; a sender is autobound).
+    d.mces = nullptr;
+    d.mces_running.store(false, std::memory_order_relaxed);
+    if (r.decision != nullptr && mces_wanted(*r.decision, r.rule, policy::Proto::udp)) {
+        r.mces.params = mces_params(*r.decision);
+        d.mces = &r.mces.params;
+        d.mces_stats.reset();
+        b.up.direct = false;
+        autobind = true;
+    }
     if (autobind) {
         // The kernel gives an unbound socket its ephemeral port at the first
         // send; a send through the engine happens later, and the program may
@@ -890,6 +938,18 @@ int bridge_datagram(int fd, bool autobind) noexcept {
     fd_slot(fd).fetch_or(slot::kBridged, std::memory_order_relaxed);
     engine::start_dgram_bridge(*e, b, d);
     answer_gsctl();
+    if (d.mces != nullptr && log::on(policy::LogLevel::info)) {
+        sockaddr_storage me{};
+        socklen_t ml = sizeof me;
+        Endpoint local;
+        if (real::getsockname()(transport, reinterpret_cast<sockaddr*>(&me), &ml) == 0)
+            endpoint_from(reinterpret_cast<sockaddr*>(&me), ml, local);
+        GS_LOG(info, "flow: udp on fd %d (rule %s): carried over MCES class 0 on its port %u (transport %s): "
+                     "peers under gsocket get MCES, %s", fd, r.decision->rule.c_str(), local.port,
+               policy::name(r.decision->transport),
+               d.mces->fallback ? "others plain UDP after 1 s without an answer"
+                                : "others nothing (transport = auto falls back to plain UDP)");
+    }
     if (log::on(policy::LogLevel::debug)) {
         char p[64];
         GS_LOG(debug, "flow: udp on fd %d to %s bridged: send limit %llu B/s (process %llu), receive %llu (process %llu)",
@@ -945,28 +1005,6 @@ int adopt_internal_fd(int fd) noexcept {
 
 namespace {
 
-// Whether a TCP flow's decision sends it over MCES: transport = mces, or
-// auto written in the rule (the class default auto of guaranteed stays
-// native until MCES is the tested default), for a class with a stream chain.
-bool mces_wanted(const policy::Decision& d, int rule) noexcept {
-    if (d.service != policy::ServiceClass::reliable && d.service != policy::ServiceClass::guaranteed) return false;
-    if (d.transport == policy::Transport::mces) return true;
-    return d.transport == policy::Transport::automatic && rule >= 0 &&
-           static_cast<size_t>(rule) < g_policy->rules().size() && g_policy->rules()[rule].transport_set;
-}
-
-engine::McesParams mces_params(const policy::Decision& d) noexcept {
-    engine::McesParams p;
-    p.service_class = d.service == policy::ServiceClass::guaranteed ? 2 : 1;
-    p.rate = d.qos.rate;
-    p.dscp = d.qos.dscp;
-    p.priority = d.qos.priority;
-    p.elements = d.qos.elements.empty() ? nullptr : &d.qos.elements;
-    p.fallback = d.transport == policy::Transport::automatic;
-    p.handshake_timeout_ns = p.fallback ? engine::kAutoWait : engine::kMcesWait;
-    return p;
-}
-
 void mces_log_once(const char* what, int fd, int err) noexcept {
     static std::atomic<bool> logged{false};
     if (!logged.exchange(true, std::memory_order_relaxed))
@@ -982,7 +1020,7 @@ int mces_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     if (!slot::is_flow(s) || slot::is_bridged(s)) return 1;
     FlowRecord& r = flow_at(slot::index(s));
     if (r.proto != policy::Proto::tcp || r.denied || r.inherited || r.direction != policy::Direction::connect ||
-        r.decision == nullptr || !mces_wanted(*r.decision, r.rule))
+        r.decision == nullptr || !mces_wanted(*r.decision, r.rule, policy::Proto::tcp))
         return 1;
     if (addr == nullptr || len > sizeof(sockaddr_storage) ||
         (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
@@ -1037,6 +1075,29 @@ int mces_connect(int fd, const sockaddr* addr, socklen_t len) noexcept {
     return rc;
 }
 
+namespace {
+
+// The decision for flows to a bound socket's own address, when it sends
+// them over MCES (else nullptr): a TCP listener's accepted connections, a
+// UDP receiver's datagrams. Matched as its peers' flows are: the local
+// address and port as the destination. `me`, `ml`, `local`: its address.
+const policy::Decision* local_mces(int fd, policy::Proto proto, sockaddr_storage& me, socklen_t& ml,
+                                   Endpoint& local) noexcept {
+    if (real::getsockname()(fd, reinterpret_cast<sockaddr*>(&me), &ml) != 0 ||
+        !endpoint_from(reinterpret_cast<sockaddr*>(&me), ml, local))
+        return nullptr;
+    policy::FlowKey key;
+    key.process = g_process;
+    key.proto = proto;
+    key.direction = proto == policy::Proto::tcp ? policy::Direction::accept : policy::Direction::datagram;
+    key.dst = local.addr;
+    key.dport = local.port;
+    const policy::Decision& d = g_policy->match(key);
+    return mces_wanted(d, g_policy->rule_index(d), proto) ? &d : nullptr;
+}
+
+}  // namespace
+
 void mces_after_listen(int fd) noexcept {
     if (!g_ready.load(std::memory_order_acquire) || !g_policy->ok() || !trackable(fd)) return;
     uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
@@ -1047,22 +1108,12 @@ void mces_after_listen(int fd) noexcept {
     sockaddr_storage me{};
     socklen_t ml = sizeof me;
     Endpoint local;
-    if (real::getsockname()(fd, reinterpret_cast<sockaddr*>(&me), &ml) != 0 ||
-        !endpoint_from(reinterpret_cast<sockaddr*>(&me), ml, local)) {
+    const policy::Decision* dp = local_mces(fd, policy::Proto::tcp, me, ml, local);
+    if (dp == nullptr) {
         errno = saved;
         return;
     }
-    policy::FlowKey key;
-    key.process = g_process;
-    key.proto = policy::Proto::tcp;
-    key.direction = policy::Direction::accept;
-    key.dst = local.addr;
-    key.dport = local.port;
-    const policy::Decision& d = g_policy->match(key);
-    if (!mces_wanted(d, g_policy->rule_index(d))) {
-        errno = saved;
-        return;
-    }
+    const policy::Decision& d = *dp;
     char where[64];
     format_endpoint(local, where, sizeof where);
     static std::atomic<bool> logged{false};
@@ -1114,6 +1165,27 @@ void mces_after_listen(int fd) noexcept {
         GS_LOG(info, "tcp listener on %s (rule %s) also accepts MCES on udp port %u", where, d.rule.c_str(),
                local.port);
     }
+    errno = saved;
+}
+
+void mces_after_bind(int fd) noexcept {
+    if (!g_ready.load(std::memory_order_acquire) || !g_policy->ok() || !trackable(fd)) return;
+    uint32_t s = fd_slot(fd).load(std::memory_order_relaxed);
+    if (s == 0) s = probe_slot(fd);
+    if (!(socket_bits(s) & slot::kUdp) || !slot::unclassified(s) || (s & slot::kExposed)) return;
+    const int saved = errno;
+    sockaddr_storage me{};
+    socklen_t ml = sizeof me;
+    Endpoint local;
+    if (local_mces(fd, policy::Proto::udp, me, ml, local) == nullptr) {
+        errno = saved;
+        return;
+    }
+    // Classified now, named by its own address until it sends; bridged
+    // before the program can put it in an epoll set.
+    if (classify(fd, s, policy::Direction::datagram, reinterpret_cast<sockaddr*>(&me), ml) == 0 &&
+        wants_bridge(s = fd_slot(fd).load(std::memory_order_relaxed)))
+        bridge_datagram(fd, false);
     errno = saved;
 }
 

@@ -53,6 +53,11 @@ int mces_connect(int fd, const sockaddr* addr, socklen_t len) noexcept;
 // listen() succeeded on `fd`: if the policy accepts MCES on its address and
 // port, the engine also listens there over UDP (fail open: logged once).
 void mces_after_listen(int fd) noexcept;
+// After a successful bind() of a UDP socket: when the policy sends
+// datagrams to its port over MCES (transport = mces / auto, class
+// datagram), classify it and start its bridge now, so that a socket that
+// only receives is an MCES endpoint too (docs/mces.md, "UDP programs").
+void mces_after_bind(int fd) noexcept;
 // accept(): `peer` is the accepted connection's kernel peer address. If the
 // engine opened it for an MCES connection, true and `out` the MCES peer.
 bool mces_accepted(const sockaddr_storage& peer, socklen_t plen, sockaddr_storage& out, socklen_t& outlen) noexcept;

@@ -129,8 +129,9 @@ public:
             SendQueue* q = SendQueue::get(e, agg);
             if (q != nullptr && q->attach(*this, b_.service, up_bucket_, false) == 0) queue_ = q;
         }
+        if (d_.mces != nullptr) start_mces(e);
         arm(e, app_in_, b_.app_end, POLLIN | POLLRDHUP, true);
-        arm(e, tr_in_, b_.transport, POLLIN, true);
+        if (mces_ == nullptr) arm(e, tr_in_, b_.transport, POLLIN, true);   // else MCES's host receives
         up_work(e);
         down_work(e);
     }
@@ -365,6 +366,7 @@ private:
     // it would have been, and its error goes to the program's next call; on
     // a full send buffer the rest is held until there is room. False: held.
     bool send_up(Engine& e, mmsghdr* v, unsigned k) noexcept {
+        if (mces_ != nullptr) return send_mces(e, v, k);
         for (unsigned i = 0; i < k;) {
             int m = sys::sendmmsg(b_.transport, v + i, k - i, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (m > 0) {
@@ -451,6 +453,10 @@ private:
     // can still receive.
     void eof(Engine& e) noexcept {
         up_over_ = true;
+        // Everything is relayed: now the transport refuses more, as the
+        // program's shutdown(SHUT_WR) asked (dgram_shutdown). Over MCES its
+        // connections go on carrying what comes in.
+        if (mces_ == nullptr) syscall(SYS_shutdown, b_.transport, SHUT_WR);
         if (exiting_) detach_group();
         if (program_gone()) end(e);
     }
@@ -458,6 +464,7 @@ private:
     // ---- down: the transport -> the program's end ----
 
     void down_work(Engine& e) noexcept {
+        if (mces_ != nullptr) return;   // MCES's host receives: mces_deliver
         if (down_over_ || ending_ || app_out_.armed || down_wait_.armed) return;
         Batch& bt = batch();
         for (unsigned budget = kTurn; budget > 0;) {
@@ -677,6 +684,85 @@ private:
         }
     }
 
+    // ---- MCES class 0 on the transport (mces_dgram.h) ----
+
+    // The engine runs MCES on a guarded duplicate of the transport (the
+    // transport itself stays the program's: getsockname, bind, connect and
+    // its options go there). Fails open: the bridge relays plain UDP.
+    void start_mces(Engine& e) noexcept {
+        int fd = static_cast<int>(syscall(SYS_fcntl, b_.transport, F_DUPFD_CLOEXEC, kInternalFdBase));
+        if (fd < 0) return;
+        guard_fd(fd);
+        int err = 0;
+        mces_ = mces_dgram_start(e, fd, *d_.mces, d_.mces_stats, &DgramBridge::mces_deliver, &DgramBridge::mces_error, this, &err);
+        d_.mces_impl = mces_;
+        d_.mces_running.store(mces_ != nullptr, std::memory_order_release);
+    }
+
+    // Up: each prepared datagram to its peer's connection (or as plain UDP,
+    // mces_dgram decides). A datagram MCES cannot take is lost, as one the
+    // kernel refuses: EMSGSIZE goes to the program's next call, the others
+    // are counted as drops. Never holds.
+    bool send_mces(Engine& e, mmsghdr* v, unsigned k) noexcept {
+        for (unsigned i = 0; i < k; ++i) {
+            const msghdr& m = v[i].msg_hdr;
+            sansio::Addr to;
+            if (m.msg_namelen != 0) to = to_addr(static_cast<const sockaddr*>(m.msg_name), m.msg_namelen);
+            else if (!connected_peer(to)) {
+                report_error(b_, EDESTADDRREQ);
+                continue;
+            }
+            const size_t len = m.msg_iov[0].iov_len;
+            int rc = mces_dgram_send(e, *mces_, to, static_cast<const uint8_t*>(m.msg_iov[0].iov_base), len);
+            if (rc == -EMSGSIZE) report_error(b_, EMSGSIZE);
+            else if (rc < 0) d_.drops.fetch_add(1, std::memory_order_relaxed);
+            else add(b_.bytes_out, len);
+        }
+        mces_dgram_flush(e, *mces_);
+        return true;
+    }
+
+    // The transport's peer, asked again after each connect(2).
+    bool connected_peer(sansio::Addr& out) noexcept {
+        const uint32_t gen = d_.connect_gen.load(std::memory_order_acquire);
+        if (!peer_asked_ || gen != peer_gen_) {
+            sockaddr_storage ss{};
+            socklen_t l = sizeof ss;
+            peer_known_ = syscall(SYS_getpeername, b_.transport, &ss, &l) == 0;
+            if (peer_known_) peer_ = to_addr(reinterpret_cast<sockaddr*>(&ss), l);
+            peer_gen_ = gen;
+            peer_asked_ = true;
+        }
+        out = peer_;
+        return peer_known_;
+    }
+
+    // Down: a message from a connection, or a plain datagram, for the
+    // program; policed as the transport's datagrams are.
+    static bool mces_deliver(void* self, const sansio::Addr& from, const uint8_t* p, size_t n) noexcept {
+        auto* d = static_cast<DgramBridge*>(self);
+        if (d->down_over_ || d->ending_) return false;
+        if (d->down_bucket_ != nullptr) {
+            const int64_t now = now_ns();
+            if (qos::chain_time_until(d->down_bucket_, n, now) > 0) {
+                d->d_.drops.fetch_add(1, std::memory_order_relaxed);
+                return false;
+            }
+            qos::chain_consume(d->down_bucket_, n, now);
+        }
+        if (d->give(from, p, n)) return true;
+        d->d_.drops.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+    // No MCES with a peer (transport = mces): a connected socket hears of
+    // it as of an ICMP error; an unconnected one does not (as the kernel's).
+    static void mces_error(void* self, const sansio::Addr& peer, int err) noexcept {
+        auto* d = static_cast<DgramBridge*>(self);
+        sansio::Addr p;
+        if (d->d_.peer_connected.load(std::memory_order_relaxed) && d->connected_peer(p) && p == peer)
+            report_error(d->b_, err);
+    }
+
     // ---- the end ----
 
     void end(Engine& e) noexcept {
@@ -692,6 +778,11 @@ private:
                 w->armed = false;
             }
         detach_group();
+        if (mces_ != nullptr) {
+            mces_dgram_close(e, *mces_);
+            mces_ = nullptr;
+            d_.mces_impl = nullptr;   // mces_running stays: the flow was carried over MCES
+        }
         Event* evs[] = {&app_in_, &tr_in_, &app_out_, &tr_out_};
         for (int i = 0; i < 4; ++i)
             if (evs[i]->armed) cancel(e, *evs[i], cancel_[i]);
@@ -730,6 +821,10 @@ private:
     size_t held_off_ = 0, held_len_ = 0;
     int inflight_ = 0;
     bool up_over_ = false, down_over_ = false, ending_ = false;
+    McesDgram* mces_ = nullptr;    // MCES runs the transport (d_.mces), if it could start
+    sansio::Addr peer_;            // the transport's peer (connected_peer)
+    uint32_t peer_gen_ = 0;
+    bool peer_asked_ = false, peer_known_ = false;
 
     friend struct DgramState;
 };
@@ -1030,14 +1125,29 @@ int dgram_recvmmsg(BridgeState& b, DgramState&, int pfd, mmsghdr* v, unsigned n,
     return static_cast<int>(i);
 }
 
-int dgram_shutdown(BridgeState& b, DgramState&, int pfd, int how) noexcept {
-    int rc = static_cast<int>(syscall(SYS_shutdown, b.transport, how));
-    int err = errno;
-    // The kernel shuts an unconnected UDP socket down all the same (and
-    // says ENOTCONN): so do we. SHUT_RD changes nothing a UDP receive sees.
-    if ((rc == 0 || err == ENOTCONN) && (how == SHUT_WR || how == SHUT_RDWR)) syscall(SYS_shutdown, pfd, SHUT_WR);
-    errno = err;
-    return rc;
+int dgram_shutdown(BridgeState& b, DgramState& d, int pfd, int how) noexcept {
+    if ((how != SHUT_WR && how != SHUT_RDWR) || (b.up.direct && d.mces == nullptr)) {
+        // The program's thread sends on the transport itself: shut it now.
+        int rc = static_cast<int>(syscall(SYS_shutdown, b.transport, how));
+        int err = errno;
+        // The kernel shuts an unconnected UDP socket down all the same (and
+        // says ENOTCONN): so do we. SHUT_RD changes nothing a UDP receive sees.
+        if ((rc == 0 || err == ENOTCONN) && (how == SHUT_WR || how == SHUT_RDWR)) syscall(SYS_shutdown, pfd, SHUT_WR);
+        errno = err;
+        return rc;
+    }
+    // Sends go through the engine: the write side is the engine's to shut,
+    // once it has relayed what the program sent before (eof()); shut now,
+    // the transport would refuse (EPIPE) datagrams still on their way. Over
+    // MCES it stays open: its connections still carry what comes in. The
+    // program's end refuses more sends (EPIPE) at once. The answer is the
+    // kernel's: ENOTCONN on an unconnected socket, shut down all the same.
+    const bool connected = d.peer_connected.load(std::memory_order_relaxed);
+    if (how == SHUT_RDWR && d.mces == nullptr) syscall(SYS_shutdown, b.transport, SHUT_RD);
+    syscall(SYS_shutdown, pfd, SHUT_WR);
+    if (connected) return 0;
+    errno = ENOTCONN;
+    return -1;
 }
 
 int dgram_connect(BridgeState& b, DgramState& d, const sockaddr* addr, socklen_t len) noexcept {
@@ -1055,6 +1165,7 @@ int dgram_connect(BridgeState& b, DgramState& d, const sockaddr* addr, socklen_t
         g->connected.store(false, std::memory_order_relaxed);   // elsewhere, or AF_UNSPEC: the kernel's
     }
     int rc = static_cast<int>(syscall(SYS_connect, b.transport, addr, len));
+    d.connect_gen.fetch_add(1, std::memory_order_release);
     if (rc == 0) {
         int saved = errno;
         sockaddr_storage ss;

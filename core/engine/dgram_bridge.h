@@ -36,6 +36,7 @@
 #include "core/common/sansio.h"
 #include "core/engine/bridge.h"
 #include "core/engine/engine.h"
+#include "core/engine/mces_dgram.h"
 
 namespace gs::engine {
 
@@ -112,6 +113,18 @@ struct DgramState {
     // attach_dgram_group, cleared by detach); the program's threads read it
     // to route a send to the group through the engine.
     std::atomic<DgramGroup*> group{nullptr};
+    // transport = mces / auto (core/engine/mces_dgram.h): set before
+    // start_dgram_bridge (with up.direct false): the engine runs MCES class 0
+    // on the transport, with these parameters (the flow record's). The
+    // engine sets mces_running once it does; if it cannot, the flow stays
+    // plain UDP through the bridge.
+    const McesParams* mces = nullptr;
+    std::atomic<bool> mces_running{false};
+    McesDgram* mces_impl = nullptr;              // engine thread only
+    McesDgramStats mces_stats;                   // reset() by the caller before the start
+    // dgram_connect bumps it: the bridge asks the transport for its peer
+    // again (a send with no address goes to it).
+    std::atomic<uint32_t> connect_gen{0};
 
     struct Start final : Command {
         DgramState* state = nullptr;

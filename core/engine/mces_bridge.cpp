@@ -19,6 +19,7 @@
 
 #include "core/engine/bridge_util.h"
 #include "core/engine/mces_peers.h"
+#include "core/engine/mces_util.h"
 #include "core/engine/udp_host.h"
 #include "core/mces/conn/endpoint.h"
 
@@ -64,20 +65,6 @@ int internal_socket(int family) noexcept {
     }
     guard_fd(fd);
     return fd;
-}
-
-mces::wire::Qos offer(const McesParams& p) noexcept {
-    mces::wire::Qos q;
-    if (p.rate > 0) q.rate = p.rate;
-    if (p.dscp >= 0 && p.dscp < 64) q.dscp = static_cast<uint8_t>(p.dscp);
-    if (p.priority >= 0 && p.priority < 8) q.priority = static_cast<uint8_t>(p.priority);
-    return q;
-}
-
-uint64_t seed() noexcept {
-    uint64_t s = 0;
-    if (getrandom(&s, sizeof s, GRND_NONBLOCK) != sizeof s) s = static_cast<uint64_t>(now_ns()) ^ 0x9e3779b97f4a7c15ull;
-    return s | 1;
 }
 
 // ---- accepted connections the shim's accept hook claims ---------------------
@@ -765,7 +752,7 @@ bool Site::start_host(Engine& e, int udp_fd, const mces::EndpointConfig& cfg) no
 mces::EndpointConfig endpoint_config(const sansio::Addr& local, bool loopback) noexcept {
     mces::EndpointConfig cfg;
     cfg.local = local;
-    cfg.seed = seed();
+    cfg.seed = mces_seed();
     cfg.conn.max_datagram_size = loopback ? kLoopbackDatagram : 1200;
     cfg.conn.send_buffer = 4 << 20;
     cfg.conn.recv_window = 1 << 20;
@@ -804,7 +791,7 @@ Site* Site::client(Engine& e, BridgeState& b, McesFlow& f) noexcept {
     std::vector<std::string> none;
     const std::vector<std::string>& el = f.params.elements ? *f.params.elements : none;
     std::string why;
-    if (s->ep_->connect(peer, f.params.service_class, offer(f.params), now_ns(), c, el, &why) != 0 || !c) {
+    if (s->ep_->connect(peer, f.params.service_class, mces_offer(f.params), now_ns(), c, el, &why) != 0 || !c) {
         s->shut(e);
         return nullptr;
     }

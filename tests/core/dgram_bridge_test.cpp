@@ -12,12 +12,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/engine/dgram_bridge.h"
+#include "core/engine/mces_peers.h"
 
 using namespace gs::engine;
 
@@ -69,7 +71,8 @@ struct Dgram {
     sockaddr_in addr{};   // the transport's
     static void on_done(BridgeState* s) noexcept { static_cast<Dgram*>(s->owner)->done.store(true); }
 
-    explicit Dgram(uint64_t rate_up = 0, uint64_t rate_down = 0, bool direct = false) {
+    explicit Dgram(uint64_t rate_up = 0, uint64_t rate_down = 0, bool direct = false,
+                   const McesParams* mces = nullptr) {
         e = Engine::create(Options{}, nullptr);
         REQUIRE(e != nullptr);
         int sp[2];
@@ -88,7 +91,9 @@ struct Dgram {
         b.owner = this;
         b.up.direct = direct;
         d.family = AF_INET;
+        d.mces = mces;   // transport = mces / auto: MCES class 0 on the transport (mces_dgram.h)
         start_dgram_bridge(*e, b, d);
+        if (mces != nullptr) REQUIRE(eventually([&] { return d.mces_running.load(); }));
     }
     ~Dgram() {
         if (prog >= 0) close(prog);
@@ -318,4 +323,182 @@ TEST_CASE("the bridge relays what the program sent before it closed, then ends")
     while (recv(p, buf, sizeof buf, MSG_DONTWAIT) == 1000) ++n;
     CHECK(n == 30);
     close(p);
+}
+
+// ---- UDP over MCES class 0 (core/engine/mces_dgram.h) -------------------------
+
+namespace {
+
+McesParams mces_params(bool fallback, int64_t wait = 0) {
+    McesParams p;
+    p.service_class = 0;
+    p.fallback = fallback;
+    p.handshake_timeout_ns = wait > 0 ? wait : fallback ? kAutoWait : kMcesWait;
+    return p;
+}
+
+// A plain UDP echo on its own thread, for `n` datagrams or 5 s: what a
+// server without gsocket does. Records the sizes it saw.
+struct PlainEcho {
+    int fd = udp_bound();
+    sockaddr_in addr = name_of(fd);
+    std::vector<size_t> sizes;
+    std::thread t;
+    explicit PlainEcho(int n, bool echo = true) {
+        t = std::thread([this, n, echo] {
+            for (int i = 0; i < n; ++i) {
+                char buf[70000];
+                sockaddr_in from{};
+                socklen_t l = sizeof from;
+                ssize_t r = recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &l);
+                if (r < 0) return;
+                sizes.push_back(static_cast<size_t>(r));
+                if (echo) sendto(fd, buf, static_cast<size_t>(r), 0, reinterpret_cast<sockaddr*>(&from), l);
+            }
+        });
+    }
+    ~PlainEcho() {
+        shutdown(fd, SHUT_RDWR);
+        t.join();
+        close(fd);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("UDP over MCES: messages both ways between two sockets, whole, with their addresses") {
+    PeerTable::process().clear();
+    const McesParams p = mces_params(false);
+    Dgram a(0, 0, false, &p), b(0, 0, false, &p);
+    // a opens a class-0 connection to b at its first send; b answers on the
+    // connection it accepted; sizes up to what one packet carries.
+    const size_t max = 65507 - 34;
+    for (size_t size : {size_t(0), size_t(1), size_t(1200), size_t(9000), max}) {
+        std::string msg = pattern(size, static_cast<unsigned>(size));
+        REQUIRE(a.send(msg, &b.addr) == static_cast<ssize_t>(size));
+        std::string got;
+        sockaddr_in from{};
+        REQUIRE(b.recv(got, 70000, &from) == static_cast<ssize_t>(size));
+        CHECK(got == msg);
+        CHECK(same(from, a.addr));
+        std::string reply = pattern(size, 7);
+        REQUIRE(b.send(reply, &from) == static_cast<ssize_t>(size));
+        REQUIRE(a.recv(got, 70000, &from) == static_cast<ssize_t>(size));
+        CHECK(got == reply);
+        CHECK(same(from, b.addr));
+    }
+    CHECK(a.d.mces_stats.connects.load() == 1);
+    CHECK(a.d.mces_stats.established.load() == 1);
+    CHECK(b.d.mces_stats.accepted.load() == 1);
+    CHECK(b.d.mces_stats.connects.load() == 0);   // it answered on the accepted connection
+    CHECK(a.d.mces_stats.sent.load() == 5);
+    CHECK(b.d.mces_stats.received.load() == 5);
+    CHECK(a.d.mces_stats.plain_out.load() + b.d.mces_stats.plain_out.load() == 0);
+    CHECK(PeerTable::process().lookup(gs::sansio::Addr::v4(0x7f000001, ntohs(b.addr.sin_port)), 0) ==
+          PeerVerdict::mces);
+
+    // One byte beyond what a packet carries: lost, EMSGSIZE at the next call.
+    std::string big(max + 1, 'x');
+    REQUIRE(a.send(big, &b.addr) == static_cast<ssize_t>(big.size()));
+    bool refused = false;   // not eventually(): its predicate runs once more at the end
+    for (int i = 0; i < 5000 && !refused; ++i) {
+        errno = 0;
+        refused = a.send("y", &b.addr) < 0 && errno == EMSGSIZE;
+        if (!refused) usleep(1000);
+    }
+    CHECK(refused);
+
+    // A connected socket sends with no address, to its peer.
+    REQUIRE(dgram_connect(a.b, a.d, reinterpret_cast<const sockaddr*>(&b.addr), sizeof b.addr) == 0);
+    REQUIRE(a.send("connected", nullptr) == 9);
+    std::string got;
+    for (int i = 0; i < 10000 && b.recv(got, 100) == 1 && got == "y"; ++i) {}   // the y's sent before the error
+    CHECK(got == "connected");
+}
+
+TEST_CASE("UDP over MCES: a plain client is served in plain UDP, and MCES peers are not disturbed") {
+    PeerTable::process().clear();
+    const McesParams p = mces_params(false);
+    Dgram srv(0, 0, false, &p);
+    int plain = udp_bound();
+    sockaddr_in pa = name_of(plain);
+    for (int i = 0; i < 3; ++i) {
+        std::string msg = pattern(100 + static_cast<size_t>(i), static_cast<unsigned>(i));
+        REQUIRE(sendto(plain, msg.data(), msg.size(), 0, reinterpret_cast<const sockaddr*>(&srv.addr),
+                       sizeof srv.addr) == static_cast<ssize_t>(msg.size()));
+        std::string got;
+        sockaddr_in from{};
+        REQUIRE(srv.recv(got, 1000, &from) == static_cast<ssize_t>(msg.size()));
+        CHECK(got == msg);
+        CHECK(same(from, pa));
+        REQUIRE(srv.send(got, &from) == static_cast<ssize_t>(got.size()));
+        CHECK(recv_from(plain, &from) == msg);   // the same bytes, no MCES around them
+        CHECK(same(from, srv.addr));
+    }
+    CHECK(srv.d.mces_stats.plain_in.load() == 3);
+    CHECK(srv.d.mces_stats.plain_out.load() == 3);
+    CHECK(srv.d.mces_stats.connects.load() == 0);
+    close(plain);
+}
+
+TEST_CASE("UDP over MCES, auto: a plain peer gets plain UDP after the handshake bound, remembered") {
+    PeerTable::process().clear();
+    const McesParams p = mces_params(true, 300'000'000);
+    Dgram a(0, 0, false, &p);
+    PlainEcho srv(8, /*echo=*/false);   // silent: answers nothing
+    for (int i = 0; i < 3; ++i) REQUIRE(a.send(pattern(50, static_cast<unsigned>(i)), &srv.addr) == 50);
+    CHECK(eventually([&] { return a.d.mces_stats.fallbacks.load() == 1; }));
+    CHECK(eventually([&] { return a.d.mces_stats.plain_out.load() == 3; }));
+    CHECK(a.d.mces_stats.dropped.load() == 0);
+    CHECK(PeerTable::process().lookup(gs::sansio::Addr::v4(0x7f000001, ntohs(srv.addr.sin_port)), 0) ==
+          PeerVerdict::native);
+    // Later sends go plain at once.
+    REQUIRE(a.send("later", &srv.addr) == 5);
+    CHECK(eventually([&] { return a.d.mces_stats.plain_out.load() == 4; }));
+    CHECK(a.d.mces_stats.connects.load() == 1);
+    // What the plain server saw: handshake attempts (>= 1200 bytes), then the
+    // four messages, unwrapped and in order.
+    CHECK(eventually([&] { return srv.sizes.size() >= 5; }));
+    size_t n = srv.sizes.size();
+    REQUIRE(n >= 5);
+    for (size_t i = 0; i + 4 < n; ++i) CHECK(srv.sizes[i] >= 1200);
+    CHECK(srv.sizes[n - 4] == 50);
+    CHECK(srv.sizes[n - 1] == 5);
+}
+
+TEST_CASE("UDP over MCES, auto: a plain echo server neither loops the handshake back nor waits the bound") {
+    PeerTable::process().clear();
+    const McesParams p = mces_params(true, 5'000'000'000);   // longer than the test waits
+    Dgram a(0, 0, false, &p);
+    PlainEcho srv(16);
+    const auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(a.send("ping", &srv.addr) == 4);
+    // The INITIAL comes back as our own: not answered (no connection to
+    // ourselves), and taken as a sign that no MCES is there.
+    std::string got;
+    sockaddr_in from{};
+    REQUIRE(a.recv(got, 100, &from) == 4);
+    CHECK(got == "ping");
+    CHECK(same(from, srv.addr));
+    CHECK(a.d.mces_stats.accepted.load() == 0);   // never connected to itself
+    CHECK(a.d.mces_stats.fallbacks.load() == 1);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));   // not the 5 s bound
+}
+
+TEST_CASE("UDP over MCES, transport = mces: no MCES there drops what was sent and tells a connected socket") {
+    PeerTable::process().clear();
+    const McesParams p = mces_params(false, 300'000'000);
+    Dgram a(0, 0, false, &p);
+    PlainEcho srv(8, /*echo=*/false);
+    REQUIRE(dgram_connect(a.b, a.d, reinterpret_cast<const sockaddr*>(&srv.addr), sizeof srv.addr) == 0);
+    for (int i = 0; i < 3; ++i) REQUIRE(a.send("x", nullptr) == 1);
+    CHECK(eventually([&] { return a.d.mces_stats.failed.load() == 1; }));
+    CHECK(a.d.mces_stats.dropped.load() == 3);
+    CHECK(a.d.mces_stats.plain_out.load() == 0);
+    CHECK(dgram_so_error(a.b, a.d) == ETIMEDOUT);
+    // Within kRetryAfter, more is dropped without a new handshake.
+    REQUIRE(a.send("y", nullptr) == 1);
+    CHECK(eventually([&] { return a.d.mces_stats.dropped.load() == 4; }));
+    CHECK(a.d.mces_stats.connects.load() == 1);
+    for (size_t s : srv.sizes) CHECK(s >= 1200);   // only handshake attempts reached it
 }

@@ -248,6 +248,18 @@ void Endpoint::remove(std::uint64_t k) {
     ++counters_.connections_removed;
 }
 
+bool Endpoint::claims(std::span<const std::uint8_t> bytes) const noexcept {
+    if (bytes.empty() || (bytes[0] & 0x40) == 0) return false;   // the fixed bit: every MCES packet has it
+    if ((bytes[0] & 0x80) != 0) {
+        if (bytes.size() < 6) return false;
+        const std::uint32_t version = (std::uint32_t{bytes[1]} << 24) | (std::uint32_t{bytes[2]} << 16) |
+                                      (std::uint32_t{bytes[3]} << 8) | bytes[4];
+        return version == 0 || wire::is_mces_version(version);
+    }
+    if (bytes.size() < 1 + kCidLen) return false;
+    return conns_.contains(key(wire::ConnectionId::from(bytes.subspan(1, kCidLen))));
+}
+
 void Endpoint::on_datagram(const sansio::Addr& from, const sansio::Addr&,
                            std::span<const std::uint8_t> bytes, Time now) {
     now_ = std::max(now_, now);
@@ -270,6 +282,15 @@ void Endpoint::on_datagram(const sansio::Addr& from, const sansio::Addr&,
         if (version != 0 && type == static_cast<unsigned>(wire::PacketType::initial)) {
             if (!server_) {
                 ++counters_.dropped_not_listening;
+                return;
+            }
+            // Our own INITIAL, sent back by something that echoes datagrams
+            // (a plain UDP echo server a client tried MCES with): answering
+            // it would connect the endpoint to itself.
+            const std::size_t dl = bytes[5];
+            if (bytes.size() >= 7 + dl && bytes[6 + dl] == kCidLen && bytes.size() >= 7 + dl + kCidLen &&
+                conns_.contains(key(wire::ConnectionId::from(bytes.subspan(7 + dl, kCidLen))))) {
+                ++counters_.dropped_reflected;
                 return;
             }
             handle_initial(from, bytes, now);

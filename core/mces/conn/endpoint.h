@@ -109,6 +109,7 @@ struct EndpointCounters {
     std::uint64_t dropped_not_listening = 0; // INITIAL while not listening
     std::uint64_t dropped_replies = 0;       // stateless reply not queued (queue full)
     std::uint64_t dropped_cid_collision = 0; // accepted handshake whose ID is taken
+    std::uint64_t dropped_reflected = 0;     // INITIAL naming one of our own IDs as its source: ours, sent back
     std::uint64_t refused_busy = 0;          // admission refused: full
     std::uint64_t refused_no_chain = 0;      // admission refused: no chain for the class
     std::uint64_t connections_created = 0;
@@ -139,6 +140,15 @@ public:
 
     // The next admitted connection, or nullptr.
     std::shared_ptr<Connection> accept();
+
+    // Whether `bytes` (one received datagram) is MCES for this endpoint: a
+    // long header whose version is 0 (version negotiation) or an MCES
+    // version, or a short header whose destination ID names one of its
+    // connections. For an owner that shares its socket with plain UDP (the
+    // engine's UDP bridge, core/engine/mces_dgram.h): what this says no to
+    // is not MCES, or not for any connection here. Reads nothing but the
+    // first bytes and the connection table; no counter moves.
+    bool claims(std::span<const std::uint8_t> bytes) const noexcept;
 
     // ---- sansio::Endpoint ---------------------------------------------------
     void on_datagram(const sansio::Addr& from, const sansio::Addr& to,

@@ -453,3 +453,52 @@ TEST_CASE("a short packet in the other form is dropped and counted; garbage on a
         CHECK(cc->state() == State::established);
     }
 }
+
+TEST_CASE("claims: what is MCES for an endpoint that shares its socket with plain UDP; its own INITIAL echoed back") {
+    EndpointConfig ca, cb;
+    ca.local = Addr::v4(0x7f000001, 4000);
+    cb.local = Addr::v4(0x7f000001, 5000);
+    ca.seed = 3;
+    cb.seed = 4;
+    Endpoint a(ca), b(cb);
+    REQUIRE(a.listen(wire::ServerConfig{}) == 0);   // a UDP socket answers whoever sends to it
+    REQUIRE(b.listen(wire::ServerConfig{}) == 0);
+    std::shared_ptr<Connection> c;
+    REQUIRE(a.connect(cb.local, kClassDatagram, wire::Qos{}, 0, c) == 0);
+    gs::sansio::Datagram initial;
+    REQUIRE(a.poll_transmit(initial));
+    initial.flatten();
+
+    // A long header with an MCES version (or 0) is MCES; a short one only
+    // when it names a connection of this endpoint.
+    CHECK(b.claims(initial.bytes));
+    CHECK(a.claims(short_packet(c->local_cid(), 1, std::vector<std::uint8_t>{0x01})));
+    CHECK_FALSE(b.claims(short_packet(c->local_cid(), 1, std::vector<std::uint8_t>{0x01})));
+    const std::vector<std::vector<std::uint8_t>> plain = {
+        {},                                            // empty
+        {'h', 'e', 'l', 'l', 'o'},                     // 0x68: the fixed bit, too short for an ID
+        {0x00, 1, 2, 3, 4, 5, 6, 7, 8, 9},            // no fixed bit
+        {0xC0, 0x12, 0x34, 0x56, 0x78, 8, 0, 0, 0},   // long, a version that is not MCES
+        {0xC0, 0x4D, 0x43},                            // long, cut short
+    };
+    for (const auto& p : plain) {
+        CHECK_FALSE(a.claims(p));
+        CHECK_FALSE(b.claims(p));
+    }
+    const auto before = a.counters();
+
+    // Something that echoes datagrams sends a's INITIAL back to a: dropped,
+    // counted, no connection to itself, nothing sent.
+    a.on_datagram(cb.local, ca.local, initial.bytes, 1);
+    CHECK(a.counters().dropped_reflected == before.dropped_reflected + 1);
+    CHECK(a.accept() == nullptr);
+    gs::sansio::Datagram out;
+    while (a.poll_transmit(out)) CHECK(out.bytes.size() >= 1200);   // only a's own INITIAL resent, if due
+    CHECK(a.connection_count() == 1);
+
+    // The same INITIAL at b: answered (a RETRY: b keeps no state yet).
+    b.on_datagram(ca.local, cb.local, initial.bytes, 1);
+    CHECK(b.counters().dropped_reflected == 0);
+    REQUIRE(b.poll_transmit(out));
+    CHECK(a.claims(out.bytes));
+}

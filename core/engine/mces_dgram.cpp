@@ -1,0 +1,412 @@
+#include "core/engine/mces_dgram.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/engine/dgram_bridge.h"
+#include "core/engine/mces_peers.h"
+#include "core/engine/mces_util.h"
+#include "core/engine/udp_host.h"
+#include "core/mces/conn/endpoint.h"
+
+namespace gs::engine {
+namespace {
+
+constexpr size_t kMaxPeers = 1024;             // peers known at once (MCES or plain)
+constexpr size_t kMaxHeld = 64;                // messages held for a peer while its handshake runs
+constexpr size_t kMaxHeldBytes = 256 * 1024;   // ... and their bytes
+constexpr size_t kMaxPlainOut = 4096;          // plain datagrams waiting for the socket
+constexpr size_t kMaxPlainIn = 1024;           // plain datagrams of one receive batch
+// A peer heard in plain UDP (or fallen back to it) is answered in plain UDP
+// until this long after the last sign of it.
+constexpr int64_t kPlainTtl = PeerTable::kNativeTtl;
+
+// A long-header INITIAL (flags: long form, type 0).
+bool is_initial(std::span<const uint8_t> b) noexcept {
+    return !b.empty() && (b[0] & 0x80) != 0 && ((b[0] >> 3) & 3u) == static_cast<unsigned>(mces::wire::PacketType::initial);
+}
+
+// The source connection ID of a long-header packet (flags, version,
+// dcid_len, dcid, scid_len, scid); empty when it is cut short.
+std::span<const uint8_t> long_scid(std::span<const uint8_t> b) noexcept {
+    if (b.size() < 6) return {};
+    const size_t dl = b[5];
+    if (b.size() < 7 + dl) return {};
+    const size_t sl = b[6 + dl];
+    if (b.size() < 7 + dl + sl) return {};
+    return b.subspan(7 + dl, sl);
+}
+
+void inc(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept { c.fetch_add(n, std::memory_order_relaxed); }
+
+}  // namespace
+
+// One program's UDP socket, run as an MCES endpoint that lets plain UDP
+// through (it is the sans-IO endpoint the UdpHost drives: a splitter in
+// front of the mces::Endpoint).
+class McesDgram final : public sansio::Endpoint {
+public:
+    McesDgram(const mces::EndpointConfig& cfg, const McesParams& p, McesDgramStats& st, McesDeliver d, McesError er,
+              void* owner)
+        : ep_(cfg), params_(p), stats_(st), deliver_(d), error_(er), owner_(owner) {}
+
+    bool start(Engine& e, int fd, int* err) noexcept {
+        host_ = UdpHost::start(e, fd, *this, UdpHostOptions{},
+                               [](Engine& en, void* self) noexcept { static_cast<McesDgram*>(self)->activity(en); },
+                               this, err);
+        if (host_ == nullptr) return false;
+        ep_.listen(mces::wire::ServerConfig{});   // a UDP socket answers whoever sends to it
+        return true;
+    }
+
+    // ---- sansio::Endpoint: the splitter ----
+    void on_datagram(const sansio::Addr& from, const sansio::Addr& to, std::span<const uint8_t> bytes,
+                     sansio::Time now) override {
+        auto it = peers_.find(from);
+        // MCES: claimed by the endpoint, or from a peer we speak MCES with
+        // (a stale packet of a forgotten connection is MCES's to drop, not
+        // the program's to read).
+        if (ep_.claims(bytes) || (it != peers_.end() && it->second.mode == Peer::mces)) {
+            // An answer to our handshake; an INITIAL is the peer opening,
+            // or ours sent back by something that echoes datagrams (the
+            // endpoint drops it): then no MCES is there, as if it had
+            // answered in plain UDP.
+            if (it != peers_.end() && it->second.mode == Peer::opening) {
+                Peer& p = it->second;
+                if (!is_initial(bytes)) p.answered = true;
+                else if (std::ranges::equal(long_scid(bytes), p.conn->local_cid().view())) p.plain_heard = true;
+            }
+            return ep_.on_datagram(from, to, bytes, now);
+        }
+        inc(stats_.plain_in);
+        if (it == peers_.end() && peers_.size() < kMaxPeers) it = peers_.try_emplace(from).first;
+        if (it != peers_.end() && it->second.mode == Peer::opening) {
+            it->second.plain_heard = true;   // it speaks plain UDP: auto falls back at once
+        } else if (it != peers_.end()) {
+            it->second.plain_until = now + kPlainTtl;
+            it->second.mode = Peer::plain;
+        }
+        if (plain_in_.size() < kMaxPlainIn) plain_in_.push_back({from, bytes});
+        else inc(stats_.dropped);
+    }
+    void on_timeout(sansio::Time now) override { ep_.on_timeout(now); }
+    sansio::Time next_timeout() const override { return ep_.next_timeout(); }
+    void advance(sansio::Time now) override { ep_.advance(now); }
+    void on_batch_end() override {
+        plain_in_.clear();   // their bytes are the host's again
+        ep_.on_batch_end();
+    }
+    bool poll_transmit(sansio::Datagram& out) override {
+        if (plain_out_.empty()) return ep_.poll_transmit(out);
+        sansio::Datagram& d = plain_out_.front();
+        out.from = ep_.local();
+        out.to = d.to;
+        out.bytes.swap(d.bytes);   // the host's spare buffer comes back to us, and is dropped
+        plain_out_.pop_front();
+        return true;
+    }
+
+    // ---- the bridge's side ----
+    int send(Engine& e, const sansio::Addr& to, const uint8_t* p, size_t n) noexcept {
+        if (n > max_payload()) return -EMSGSIZE;
+        try {
+            return send_to(e, to, std::span<const uint8_t>(p, n));
+        } catch (...) {   // bad_alloc: lost, as on a congested link
+            inc(stats_.dropped);
+            return -ENOBUFS;
+        }
+    }
+    size_t max_payload() const noexcept { return max_payload_; }
+    void flush(Engine& e) noexcept {
+        if (host_ != nullptr) host_->poke(e);
+    }
+
+    void close(Engine& e) noexcept {
+        for (auto& c : conns_)
+            if (c->state() != mces::Connection::State::closed) c->close();
+        try {
+            flush(e);
+        } catch (...) {
+        }
+        if (host_ != nullptr) host_->close(e);
+        host_ = nullptr;
+    }
+
+private:
+    struct Peer {
+        enum Mode : uint8_t { opening, mces, plain, failed };
+        Mode mode = plain;
+        bool answered = false;                    // an MCES datagram came from it
+        bool plain_heard = false;                 // opening: a plain datagram came from it
+        std::shared_ptr<mces::Connection> conn;   // the one we send on (opened or accepted)
+        std::deque<std::vector<uint8_t>> held;    // opening: sent before the handshake ended
+        size_t held_bytes = 0;
+        int64_t plain_until = 0;                  // plain: answered in plain UDP until then
+        int64_t retry_at = 0;                     // failed: dropped until then
+    };
+
+    int send_to(Engine& e, const sansio::Addr& to, std::span<const uint8_t> msg) {
+        const int64_t now = e.now();
+        auto it = peers_.find(to);
+        if (it != peers_.end()) {
+            Peer& p = it->second;
+            switch (p.mode) {
+            case Peer::opening:
+                if (p.held.size() >= kMaxHeld || p.held_bytes + msg.size() > kMaxHeldBytes) return drop();
+                p.held.emplace_back(msg.begin(), msg.end());
+                p.held_bytes += msg.size();
+                return 0;
+            case Peer::mces:
+                if (p.conn->state() == mces::Connection::State::closed) break;   // ended: open again
+                return on_conn(p, msg);
+            case Peer::plain:
+                if (now < p.plain_until) return plain(to, msg);
+                break;
+            case Peer::failed:
+                if (now < p.retry_at) return drop();
+                break;
+            }
+            peers_.erase(it);
+        }
+        if (peers_.size() >= kMaxPeers) return drop();
+        // auto: a peer known not to answer MCES gets plain UDP at once.
+        if (params_.fallback && PeerTable::process().lookup(to, now) == PeerVerdict::native) {
+            Peer& p = peers_[to];
+            p.mode = Peer::plain;
+            p.plain_until = now + kPlainTtl;
+            return plain(to, msg);
+        }
+        std::shared_ptr<mces::Connection> c;
+        static const std::vector<std::string> none;
+        const std::vector<std::string>& el = params_.elements ? *params_.elements : none;
+        if (ep_.connect(to, mces::kClassDatagram, mces_offer(params_), now, c, el) != 0 || !c) return drop();
+        inc(stats_.connects);
+        conns_.push_back(c);
+        Peer& p = peers_[to];
+        p.mode = Peer::opening;
+        p.conn = std::move(c);
+        p.held.emplace_back(msg.begin(), msg.end());
+        p.held_bytes = msg.size();
+        opening_.push_back(to);
+        return 0;
+    }
+
+    int on_conn(Peer& p, std::span<const uint8_t> msg) noexcept {
+        std::ptrdiff_t r = p.conn->send_datagram(msg);
+        if (r < 0) return drop();
+        inc(stats_.sent);
+        return 0;
+    }
+    int plain(const sansio::Addr& to, std::span<const uint8_t> msg) {
+        if (plain_out_.size() >= kMaxPlainOut) return drop();
+        plain_out_.emplace_back(ep_.local(), to, std::vector<uint8_t>(msg.begin(), msg.end()));
+        inc(stats_.plain_out);
+        return 0;
+    }
+    int drop() noexcept {
+        inc(stats_.dropped);
+        return -ENOBUFS;
+    }
+
+    // After every batch the host fed (and every timeout): new connections,
+    // handshakes that ended, messages to the program.
+    void activity(Engine& e) noexcept {
+        try {
+            while (auto c = ep_.accept()) adopt(std::move(c), e.now());
+            // What a handshake that ended releases (held messages, or plain
+            // UDP after a fallback) goes now: the host flushed before this.
+            if (!opening_.empty() && check_opening(e)) host_->poke(e);
+        } catch (...) {   // bad_alloc: what could not be recorded is lost
+        }
+        for (const Plain& d : plain_in_)
+            deliver_(owner_, d.from, d.bytes.data(), d.bytes.size());   // a refusal is the bridge's to count
+        plain_in_.clear();
+        for (size_t i = 0; i < conns_.size();) {
+            mces::Connection& c = *conns_[i];
+            std::ptrdiff_t n;
+            while ((n = c.recv_datagram(std::span<uint8_t>(buf_, sizeof buf_))) >= 0) {
+                inc(stats_.received);
+                deliver_(owner_, c.peer(), buf_, static_cast<size_t>(n));
+            }
+            if (c.state() == mces::Connection::State::closed) {
+                forget(conns_[i]);
+                conns_[i] = std::move(conns_.back());
+                conns_.pop_back();
+                continue;
+            }
+            ++i;
+        }
+    }
+
+    // A connection a peer opened to us: it becomes the one we answer that
+    // peer on, unless we have a live one to it already.
+    void adopt(std::shared_ptr<mces::Connection> c, int64_t now) {
+        inc(stats_.accepted);
+        conns_.push_back(c);
+        auto it = peers_.find(c->peer());
+        if (it == peers_.end()) {
+            if (peers_.size() >= kMaxPeers) return;   // read from, never answered on: sends to it reopen
+            it = peers_.try_emplace(c->peer()).first;
+        }
+        Peer& p = it->second;
+        p.answered = true;
+        if (p.mode == Peer::mces && p.conn && p.conn->state() != mces::Connection::State::closed) return;
+        if (p.mode == Peer::opening) return;   // ours goes on (both ends opened at once: two connections)
+        p.mode = Peer::mces;
+        p.conn = std::move(c);
+        PeerTable::process().record(p.conn->peer(), PeerVerdict::mces, now);
+    }
+
+    // True when a handshake ended (something may be queued to send).
+    bool check_opening(Engine& e) {
+        using St = mces::Connection::State;
+        const int64_t now = e.now();
+        bool ended = false;
+        for (size_t i = 0; i < opening_.size();) {
+            auto it = peers_.find(opening_[i]);
+            if (it == peers_.end() || it->second.mode != Peer::opening) {
+                opening_[i] = opening_.back();
+                opening_.pop_back();
+                continue;
+            }
+            Peer& p = it->second;
+            St st = p.conn->state();
+            if (st == St::connecting && p.plain_heard && !p.answered && params_.fallback) {
+                p.conn->abort();   // no MCES there: it answered in plain UDP
+                st = St::closed;
+            }
+            if (st == St::connecting) {
+                ++i;
+                continue;
+            }
+            if (st == St::established || st == St::closing) {
+                inc(stats_.established);
+                PeerTable::process().record(it->first, PeerVerdict::mces, now);
+                p.mode = Peer::mces;
+                for (auto& m : p.held) on_conn(p, m);
+                p.held.clear();
+                p.held_bytes = 0;
+            } else {
+                failed(it->first, p, now);
+            }
+            opening_[i] = opening_.back();
+            opening_.pop_back();
+            ended = true;
+        }
+        return ended;
+    }
+
+    // The handshake to `addr` did not succeed. auto, and nothing answered:
+    // plain UDP from now on. Otherwise what was held is lost, and the
+    // program hears of it as of an ICMP error.
+    void failed(const sansio::Addr& addr, Peer& p, int64_t now) {
+        inc(stats_.failed);
+        if (!p.answered) PeerTable::process().record(addr, PeerVerdict::native, now);
+        if (params_.fallback && !p.answered) {
+            inc(stats_.fallbacks);
+            p.mode = Peer::plain;
+            p.plain_until = now + kPlainTtl;
+            p.conn.reset();
+            for (auto& m : p.held) plain(addr, m);
+        } else {
+            inc(stats_.dropped, p.held.size());
+            p.mode = Peer::failed;
+            p.retry_at = now + kRetryAfter;
+            p.conn.reset();
+            if (error_) error_(owner_, addr, p.answered ? ECONNREFUSED : ETIMEDOUT);
+        }
+        p.held.clear();
+        p.held_bytes = 0;
+    }
+
+    // A closed connection leaves: its peer is opened again at the next send.
+    void forget(const std::shared_ptr<mces::Connection>& c) noexcept {
+        auto it = peers_.find(c->peer());
+        if (it != peers_.end() && it->second.conn == c && it->second.mode == Peer::mces) peers_.erase(it);
+    }
+
+    struct Plain {
+        sansio::Addr from;
+        std::span<const uint8_t> bytes;   // in the host's receive scratch, until on_batch_end
+    };
+
+    mces::Endpoint ep_;
+    McesParams params_;
+    McesDgramStats& stats_;
+    McesDeliver deliver_;
+    McesError error_;
+    void* owner_;
+    UdpHost* host_ = nullptr;
+    size_t max_payload_ = 0;
+    std::unordered_map<sansio::Addr, Peer, sansio::AddrHash> peers_;
+    std::vector<std::shared_ptr<mces::Connection>> conns_;   // every live connection, to read from
+    std::vector<sansio::Addr> opening_;                      // peers whose handshake runs
+    std::vector<Plain> plain_in_;
+    std::deque<sansio::Datagram> plain_out_;
+    uint8_t buf_[65536];
+
+    friend McesDgram* mces_dgram_start(Engine&, int, const McesParams&, McesDgramStats&, McesDeliver, McesError, void*,
+                                       int*) noexcept;
+};
+
+McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgramStats& stats, McesDeliver d,
+                            McesError er, void* owner, int* err) noexcept {
+    sockaddr_storage me{};
+    socklen_t ml = sizeof me;
+    if (getsockname(udp_fd, reinterpret_cast<sockaddr*>(&me), &ml) != 0) {
+        *err = -errno;
+        close_internal_fd(udp_fd);
+        return nullptr;
+    }
+    mces::EndpointConfig cfg;
+    cfg.local = to_addr(reinterpret_cast<sockaddr*>(&me), ml);
+    cfg.seed = mces_seed();
+    // One message, one packet, as large as UDP's (over IPv4, which a v6
+    // socket may send to): IP fragments what the path cannot carry whole,
+    // as it would the program's own datagram.
+    cfg.conn.max_datagram_size = kMaxUdp4;
+    cfg.conn.handshake_timeout = p.handshake_timeout_ns > 0 ? p.handshake_timeout_ns : kMcesWait;
+    cfg.max_connections = kMaxPeers * 2;
+    McesDgram* m = nullptr;
+    try {
+        if (p.elements != nullptr) cfg.accept_elements = *p.elements;
+        m = new McesDgram(cfg, p, stats, d, er, owner);
+    } catch (...) {
+        *err = -ENOMEM;
+        close_internal_fd(udp_fd);
+        return nullptr;
+    }
+    int big = 4 << 20;
+    setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(udp_fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    if (!m->start(e, udp_fd, err)) {   // UdpHost::start closed nothing: the fd is still ours
+        close_internal_fd(udp_fd);
+        delete m;
+        return nullptr;
+    }
+    // What one packet carries: Connection::max_datagram_payload() for this size.
+    const size_t room = cfg.conn.max_datagram_size - (1 + mces::wire::kMaxCidLen + 4 + mces::wire::kChecksumLen + 1);
+    m->max_payload_ = room - mces::wire::varint_size(room);
+    return m;
+}
+
+int mces_dgram_send(Engine& e, McesDgram& m, const sansio::Addr& to, const uint8_t* p, size_t n) noexcept {
+    return m.send(e, to, p, n);
+}
+void mces_dgram_flush(Engine& e, McesDgram& m) noexcept { m.flush(e); }
+size_t mces_dgram_max_payload(const McesDgram& m) noexcept { return m.max_payload(); }
+void mces_dgram_close(Engine& e, McesDgram& m) noexcept {
+    m.close(e);
+    delete &m;
+}
+
+}  // namespace gs::engine
