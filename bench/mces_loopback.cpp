@@ -58,8 +58,8 @@ namespace {
 const char* kUsage =
     "usage: mces_loopback [--bytes N] [--datagram LIST] [--engines LIST] [--rounds R]\n"
     "                     [--api copy,zc] [--mode both|mces|tcp] [--out PREFIX]\n"
-    "                     [--cpus all/0] [--send-buffer B] [--recv-window B] [--recv-window-max B]\n"
-    "                     [--crc auto,on] [--borrow on,off]\n"
+    "                     [--cpus all/0] [--send-buffer LIST] [--recv-window B] [--recv-window-max B]\n"
+    "                     [--crc auto,on] [--borrow on,off] [--fill once,each] [--max-unsent LIST]\n"
     "Moves N bytes (256 MiB) over one MCES class-1 connection on loopback (client and\n"
     "server endpoints each on a UdpHost, GSO out and GRO in) and over one TCP connection\n"
     "(two threads), R rounds (3) interleaved, for every datagram size in LIST (1200;\n"
@@ -68,14 +68,21 @@ const char* kUsage =
     "(Gbit/s, CPU seconds per GiB, datagrams per system call, the connection's counters)\n"
     "and progress on stderr; --out PREFIX writes PREFIX.md and PREFIX.svg.\n"
     "--api: copy (default) moves bytes with write() and read(), as TCP's send() and\n"
-    "recv() do; zc uses write_reserve/commit (filled by a memset) and read_peek/consume\n"
-    "(not copied out), the calls a bridge between a socket and MCES would use (-zc).\n"
+    "recv() do; zc uses write_reserve/commit and read_peek/consume (not copied out),\n"
+    "the calls a bridge between a socket and MCES would use (-zc).\n"
+    "--fill (zc only): once (default) writes each byte of the send ring the first time\n"
+    "it is reserved and never again, as TCP's sender sends one buffer filled once; each\n"
+    "memsets every reserved span, a stand-in for a producer that writes every byte (the\n"
+    "only zc mode before results -6) (-memset).\n"
     "--crc: auto (default) lets the endpoints decide (loopback: no CRC32C on short\n"
     "packets); on keeps the CRC (ConnConfig::loopback_no_checksum = false) (-crc).\n"
     "--borrow: on (default) lets the receiving connection read stream bytes from the\n"
     "received datagram (ConnConfig::borrow_receive); off copies each payload into the\n"
     "receive buffer on arrival, as before (-rxcopy).\n"
-    "Buffers (ConnConfig): send buffer 8 MiB, receive window 4 MiB growing to 16 MiB.\n"
+    "Buffers (ConnConfig): send buffer 8 MiB, receive window 4 MiB growing to 16 MiB;\n"
+    "--send-buffer takes a list (several: label -sbN, N in KiB).\n"
+    "--max-unsent LIST: ConnConfig::max_unsent, bytes written ahead of what was sent\n"
+    "(at most max(it, bytes in flight)); 0 (default): no limit (several: label -muN, KiB).\n"
     "--cpus all/0: every configuration once unpinned and once with every thread on CPU\n"
     "0 (as taskset -c 0), interleaved. --mode mces or tcp runs one side only (for a\n"
     "profiler). Compare ratios from one run only: the machine's load changes.\n";
@@ -144,6 +151,11 @@ struct Transfer {
     uint64_t total = 0, sent = 0, got = 0;
     bool fin_sent = false;
     bool zc = false;   // write_reserve/write_commit and read_peek/read_consume
+    bool fill_each = false;   // zc: memset every reserved span (else each ring byte once)
+    // zc, fill once: the send ring's bytes [ring_lo, filled_hi) were written.
+    // Reserved spans lie in the ring, which starts at the first span.
+    uint8_t* ring_lo = nullptr;
+    uint8_t* filled_hi = nullptr;
     std::atomic<bool> done{false};
     std::atomic<int> error{0};
     std::shared_ptr<mces::Connection> client, server;
@@ -160,11 +172,25 @@ struct Transfer {
             std::ptrdiff_t w;
             if (zc) {
                 // In place: a bridge would recv() from the program's socket
-                // here; the bench's stand-in producer is a memset.
+                // here. Fill each: a memset stands in for that producer.
+                // Fill once: like TCP's sender, which sends from one buffer
+                // filled once, only ring bytes never written get written.
                 std::span<uint8_t> space;
                 if (client->write_reserve(space) <= 0) break;
                 const size_t n = static_cast<size_t>(std::min<uint64_t>(space.size(), total - sent));
-                memset(space.data(), 'z', n);
+                if (fill_each) {
+                    memset(space.data(), 'z', n);
+                } else {
+                    uint8_t* p = space.data();
+                    if (ring_lo == nullptr) ring_lo = filled_hi = p;
+                    if (p < ring_lo) {   // cannot happen: the ring starts at the first span
+                        memset(p, 'z', n);
+                    } else if (p + n > filled_hi) {
+                        uint8_t* from = std::max(p, filled_hi);
+                        memset(from, 'z', static_cast<size_t>(p + n - from));
+                        filled_hi = p + n;
+                    }
+                }
                 w = client->write_commit(n);
             } else {
                 size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), total - sent));
@@ -211,11 +237,12 @@ struct Transfer {
 
 struct Buffers {
     size_t send_buffer = 8 << 20;
+    size_t max_unsent = 0;
     uint64_t recv_window = 4 << 20, recv_window_max = 16 << 20;
 };
 
-void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgram, bool zc, bool crc,
-              bool borrow, const Buffers& bufs, Result& res) {
+void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgram, bool zc, bool fill_each,
+              bool crc, bool borrow, const Buffers& bufs, Result& res) {
     sansio::Addr ca, sa;
     int cfd = udp_socket(ca), sfd = udp_socket(sa);
     if (cfd < 0 || sfd < 0) {
@@ -230,6 +257,7 @@ void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgr
     for (auto* c : {&ccfg.conn, &scfg.conn}) {
         c->max_datagram_size = dgram;
         c->send_buffer = bufs.send_buffer;
+        c->max_unsent = bufs.max_unsent;
         c->recv_window = bufs.recv_window;
         c->recv_window_max = bufs.recv_window_max;
         c->loopback_no_checksum = !crc;
@@ -241,6 +269,7 @@ void mces_run(engine::Engine& ce, engine::Engine& se, uint64_t bytes, size_t dgr
     Transfer t;
     t.total = bytes;
     t.zc = zc;
+    t.fill_each = fill_each;
     t.sep = sep.get();
     const double cpu0 = cpu_seconds();
     const auto threads0 = engine_threads_cpu();
@@ -361,24 +390,25 @@ double per(uint64_t a, uint64_t b) { return b ? static_cast<double>(a) / static_
 std::string run_line(const Result& r) {
     char b[512];
     if (r.what == "tcp") {
-        snprintf(b, sizeof b, "| %d | %s | tcp | - | %.2f | %.2f | | | | | | | | |", r.round, r.pin.c_str(), r.gbps,
+        snprintf(b, sizeof b, "| %d | %s | tcp | - | %.2f | %.2f | | | | | | | | | |", r.round, r.pin.c_str(), r.gbps,
                  r.cpu_per_gib);
         return b;
     }
     snprintf(b, sizeof b,
-             "| %d | %s | %s | %zu | %.2f | %.2f | %.0f%% / %.0f%% | %.1f / %.1f | %.1f | %llu | %llu | %llu | %llu | %llu |",
+             "| %d | %s | %s | %zu | %.2f | %.2f | %.0f%% / %.0f%% | %.1f / %.1f | %.1f | %llu | %llu | %llu | %llu | %llu | %lld / %lld |",
              r.round, r.pin.c_str(), r.what.c_str(), r.dgram, r.ok ? r.gbps : 0.0, r.cpu_per_gib, r.busy_max * 100,
              r.busy_min * 100, per(r.cs.tx_datagrams, r.cs.tx_calls), per(r.ss.rx_datagrams, r.ss.rx_calls),
              per(r.sc.packets_received, r.sc.acks_sent), static_cast<unsigned long long>(r.cc.lost),
              static_cast<unsigned long long>(r.cc.spurious), static_cast<unsigned long long>(r.cc.cc_undos),
-             static_cast<unsigned long long>(r.cc.ptos), static_cast<unsigned long long>(r.cc.cwnd / 1024));
+             static_cast<unsigned long long>(r.cc.ptos), static_cast<unsigned long long>(r.cc.cwnd / 1024),
+             static_cast<long long>(r.cc.srtt / 1000), static_cast<long long>(r.cc.min_rtt / 1000));
     return b;
 }
 
 const char* kRunHeader =
     "| round | CPUs | what | datagram | Gbit/s | CPU s/GiB | engine threads busy | dgrams per sendmmsg / recvmmsg | "
-    "packets per ACK | lost | spurious | undone | PTOs | final cwnd KiB |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    "packets per ACK | lost | spurious | undone | PTOs | final cwnd KiB | srtt / min RTT us |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 void write_report(const std::string& prefix, const std::vector<Result>& all, const std::vector<std::string>& pins,
                   int argc, char** argv, uint64_t bytes) {
@@ -527,7 +557,8 @@ int main(int argc, char** argv) {
     std::vector<size_t> dgrams{1200}, engines{1, 2};
     int rounds = 3;
     std::string mode = "both", out;
-    std::vector<std::string> apis{"copy"}, pins{"all"}, crcs{"auto"}, borrows{"on"};
+    std::vector<std::string> apis{"copy"}, pins{"all"}, crcs{"auto"}, borrows{"on"}, fills{"once"};
+    std::vector<size_t> send_buffers{Buffers{}.send_buffer}, unsents{Buffers{}.max_unsent};
     Buffers bufs;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -554,8 +585,12 @@ int main(int argc, char** argv) {
             crcs = split(argv[++i], ',');
         } else if (a == "--borrow" && more) {
             borrows = split(argv[++i], ',');
+        } else if (a == "--fill" && more) {
+            fills = split(argv[++i], ',');
+        } else if (a == "--max-unsent" && more) {
+            unsents = parse_list(argv[++i]);
         } else if (a == "--send-buffer" && more) {
-            bufs.send_buffer = strtoull(argv[++i], nullptr, 10);
+            send_buffers = parse_list(argv[++i]);
         } else if (a == "--recv-window" && more) {
             bufs.recv_window = strtoull(argv[++i], nullptr, 10);
         } else if (a == "--recv-window-max" && more) {
@@ -576,6 +611,9 @@ int main(int argc, char** argv) {
     bad |= crcs.empty();
     for (const auto& b : borrows) bad |= b != "on" && b != "off";
     bad |= borrows.empty();
+    for (const auto& f : fills) bad |= f != "once" && f != "each";
+    bad |= fills.empty() || send_buffers.empty() || unsents.empty();
+    for (size_t b : send_buffers) bad |= b == 0;
     for (const auto& p : pins) bad |= p.empty() || (p != "all" && parse_list(p.c_str()).empty());
     bad |= apis.empty();
     if (bad) {
@@ -589,7 +627,13 @@ int main(int argc, char** argv) {
         return 1;
     }
     std::vector<Result> all;
-    const size_t per_pin = (mode != "tcp" ? dgrams.size() * engines.size() * apis.size() * crcs.size() * borrows.size() : 0) + (mode != "mces" ? 1 : 0);
+    // Fill modes apply to the zero-copy calls only.
+    size_t api_runs = 0;
+    for (const auto& a : apis) api_runs += a == "zc" ? fills.size() : 1;
+    const size_t per_pin = (mode != "tcp" ? dgrams.size() * engines.size() * api_runs * crcs.size() * borrows.size() *
+                                                send_buffers.size() * unsents.size()
+                                          : 0) +
+                           (mode != "mces" ? 1 : 0);
     const size_t runs = static_cast<size_t>(rounds) * pins.size() * per_pin;
     printf("%s\n", kRunHeader);
     for (int r = 1; r <= rounds; ++r) {
@@ -608,15 +652,29 @@ int main(int argc, char** argv) {
                 for (size_t d : dgrams) {
                     for (size_t n : engines) {
                         for (const std::string& api : apis) {
-                            for (const std::string& crc : crcs) {
-                                for (const std::string& borrow : borrows) {
-                                    Result res;
-                                    res.what = std::string(n == 1 ? "mces-1" : "mces-2") + (api == "zc" ? "-zc" : "") +
-                                               (crc == "on" ? "-crc" : "") + (borrow == "off" ? "-rxcopy" : "");
-                                    res.dgram = d;
-                                    mces_run(*e1, n == 1 ? *e1 : *e2, bytes, d, api == "zc", crc == "on",
-                                             borrow == "on", bufs, res);
-                                    report(res);
+                            const bool zc = api == "zc";
+                            for (const std::string& fill : zc ? fills : std::vector<std::string>{"-"}) {
+                                for (const std::string& crc : crcs) {
+                                    for (const std::string& borrow : borrows) {
+                                        for (size_t sb : send_buffers) {
+                                          for (size_t mu : unsents) {
+                                            Result res;
+                                            res.what = std::string(n == 1 ? "mces-1" : "mces-2") + (zc ? "-zc" : "") +
+                                                       (fill == "each" ? "-memset" : "") +
+                                                       (crc == "on" ? "-crc" : "") +
+                                                       (borrow == "off" ? "-rxcopy" : "");
+                                            if (send_buffers.size() > 1) res.what += "-sb" + std::to_string(sb >> 10);
+                                            if (unsents.size() > 1) res.what += "-mu" + std::to_string(mu >> 10);
+                                            res.dgram = d;
+                                            Buffers b = bufs;
+                                            b.send_buffer = sb;
+                                            b.max_unsent = mu;
+                                            mces_run(*e1, n == 1 ? *e1 : *e2, bytes, d, zc, fill == "each", crc == "on",
+                                                     borrow == "on", b, res);
+                                            report(res);
+                                          }
+                                        }
+                                    }
                                 }
                             }
                         }

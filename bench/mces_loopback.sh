@@ -4,7 +4,7 @@
 # and one engine thread per end, unpinned and with every thread on CPU 0,
 # rounds interleaved (build/bench/mces_loopback --help for every option).
 # Target (issue 4): MCES at least 0.8 x TCP single stream on loopback.
-# Writes bench/results/DATE-mces-loopback-2-HOST.{md,svg}.
+# Writes bench/results/DATE-mces-loopback[-N]-HOST.{md,svg}, the first N not taken.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 rounds=3 bytes=$((256 << 20))
@@ -22,6 +22,9 @@ done
 [[ $rounds =~ ^[0-9]+$ && $bytes =~ ^[0-9]+$ ]] || { usage >&2; exit 2; }
 B=${BUILD:-$ROOT/build}
 ninja -C "$B" bench/mces_loopback >/dev/null
-out=$ROOT/bench/results/$(date +%F)-mces-loopback-2-$(hostname -s)
+# The first free name: DATE-mces-loopback[-N]-HOST (results are never overwritten).
+stem=$ROOT/bench/results/$(date +%F)-mces-loopback
+out=$stem-$(hostname -s) n=1
+while [[ -e $out.md ]]; do n=$((n + 1)); out=$stem-$n-$(hostname -s); done
 "$B/bench/mces_loopback" --rounds "$rounds" --bytes "$bytes" --datagram 1200,9000,65000 --engines 1,2 \
     --cpus all/0 --out "$out" "${extra[@]}"

@@ -38,6 +38,7 @@ IdleConfig idle_config(const ConnConfig& cfg, const Chain& chain) {
 PacerConfig pacer_config(const ConnConfig& cfg) {
     PacerConfig pc;
     pc.mss = static_cast<std::uint32_t>(cfg.max_datagram_size);
+    pc.burst_time = sansio::kMillisecond;   // bursts of 1 ms at the rate, up to 64 packets
     return pc;
 }
 
@@ -119,6 +120,7 @@ const wire::ClientCounters* Connection::handshake_counters() const noexcept {
 ConnCounters Connection::counters() const {
     ConnCounters c = counters_;
     c.srtt = ld_.rtt().has_sample() ? ld_.rtt().smoothed() : 0;
+    c.min_rtt = ld_.rtt().has_sample() ? ld_.rtt().min_rtt() : 0;
     c.cwnd = cc_ ? cc_->cwnd() : 0;
     c.spurious = ld_.spurious_losses();
     if (rb_) {
@@ -198,12 +200,20 @@ void Connection::enter_closed(int err, Time now, std::string msg) {
 
 // ---- application side -----------------------------------------------------
 
+std::size_t Connection::write_room() const noexcept {
+    const std::size_t room = sb_->free_space();
+    if (cfg_.max_unsent == 0) return room;
+    const std::uint64_t cap = std::max<std::uint64_t>(cfg_.max_unsent, ld_.bytes_in_flight());
+    const std::uint64_t unsent = sb_->unsent();
+    return unsent >= cap ? 0 : static_cast<std::size_t>(std::min<std::uint64_t>(room, cap - unsent));
+}
+
 std::ptrdiff_t Connection::write(std::span<const std::uint8_t> data) {
     if (state_ == State::connecting) return -EAGAIN;
     if (state_ == State::closed) return error_ ? -error_ : -EPIPE;
     if (!sb_) return -EOPNOTSUPP;
     if (write_shut_) return -EPIPE;
-    const std::size_t n = sb_->write(data);
+    const std::size_t n = sb_->write(data.first(std::min(data.size(), write_room())));
     if (n == 0 && !data.empty()) return -EAGAIN;
     if (n > 0) wake();
     return static_cast<std::ptrdiff_t>(n);
@@ -231,6 +241,7 @@ std::ptrdiff_t Connection::write_reserve(std::span<std::uint8_t>& out) {
     if (!sb_) return -EOPNOTSUPP;
     if (write_shut_) return -EPIPE;
     out = sb_->write_space();
+    out = out.first(std::min(out.size(), write_room()));
     return out.empty() ? -EAGAIN : static_cast<std::ptrdiff_t>(out.size());
 }
 
@@ -341,7 +352,7 @@ bool Connection::readable() const noexcept {
 bool Connection::writable() const noexcept {
     if (state_ == State::connecting) return false;
     if (state_ == State::closed || write_shut_) return true;   // the call reports the error
-    if (sb_) return sb_->free_space() > 0;
+    if (sb_) return write_room() > 0;
     return dg_out_.size() < cfg_.datagram_queue && dg_out_bytes_ < cfg_.datagram_queue_bytes;
 }
 

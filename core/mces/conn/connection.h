@@ -71,6 +71,15 @@ struct ConnConfig {
     // controller's and pacer's packet size.
     std::size_t max_datagram_size = 1200;
     std::size_t send_buffer = 1 << 20;             // stream bytes held until acked (backpressure)
+    // Bytes written and not yet sent that the application may queue:
+    // write/write_reserve take at most max(max_unsent, bytes in flight)
+    // minus what is already unsent (and writable() says so). 0: only the
+    // send buffer bounds writes. Why: a producer faster than a CPU-bound
+    // sender (the engine's bridge recv()ing into a large send buffer) would
+    // otherwise run the whole buffer ahead of the packets, and its bytes
+    // leave the cache before the kernel copies them out (docs/mces.md,
+    // "Performance"). One flight ahead keeps a long path's pipe full.
+    std::size_t max_unsent = 0;
     std::uint64_t recv_window = 256 * 1024;        // initial credit given to the peer
     std::uint64_t recv_window_max = 4 << 20;       // auto-tuning ceiling = receive buffer size
     std::size_t datagram_queue = 256;              // class 0 messages held each way
@@ -153,6 +162,7 @@ struct ConnCounters {
     // (or on reordering) because they were still unread.
     std::uint64_t borrowed_packets = 0, settled_bytes = 0;
     sansio::Time srtt = 0;                                   // smoothed RTT (0 before a sample)
+    sansio::Time min_rtt = 0;                                // smallest RTT sample (0 before one)
     std::uint64_t cwnd = 0;                                  // 0 without congestion control
     ConnDrops drops;
 };
@@ -322,6 +332,8 @@ private:
     void cache_elements() noexcept;
     bool has(Element e) const noexcept { return (elements_ >> static_cast<unsigned>(e)) & 1u; }
     bool borrows() const noexcept { return rb_ && rb_->borrowed() > 0; }
+    // What write() may take now: the send buffer's free space, within max_unsent.
+    std::size_t write_room() const noexcept;
 
     ConnConfig cfg_;
     Chain chain_;

@@ -19,6 +19,18 @@ void Pacer::set_rate(std::uint64_t cwnd, Time srtt) {
 
 void Pacer::set_rate_bytes_per_sec(double rate) {
     rate_ = std::isfinite(rate) && rate > 0 ? rate : 0;
+    size_burst();
+}
+
+void Pacer::size_burst() noexcept {
+    const double mss = std::max<std::uint32_t>(cfg_.mss, 1);
+    const double base = double(std::max<std::uint32_t>(cfg_.burst_packets, 1)) * mss;
+    if (cfg_.burst_time <= 0 || rate_ == 0) {
+        burst_ = base;
+        return;
+    }
+    const double top = std::max(base, double(cfg_.max_burst_packets) * mss);
+    burst_ = std::clamp(rate_ * double(cfg_.burst_time) / double(sansio::kSecond), base, top);
 }
 
 double Pacer::tokens_at(Time now) const {

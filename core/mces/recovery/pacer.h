@@ -17,6 +17,14 @@ struct PacerConfig {
     // A short burst is allowed after idle (quicly allows 8 to 10 packets).
     std::uint32_t burst_packets = 10;
     std::uint32_t mss = 1200;
+    // At high rates the bucket holds what the rate sends in burst_time, up
+    // to max_burst_packets (0: the burst stays burst_packets). Why: a burst
+    // of 10 packets that the rate refills in microseconds gains nothing but
+    // one timer wake-up per 10 packets; Linux sizes its TSO bursts to about
+    // 1 ms of the pacing rate the same way (tcp_tso_autosize), capped at
+    // one 64-segment GSO batch.
+    sansio::Time burst_time = 0;
+    std::uint32_t max_burst_packets = 64;
 };
 
 class Pacer {
@@ -41,10 +49,11 @@ public:
     void on_sent(std::uint32_t bytes, sansio::Time now);
 
     double rate() const noexcept { return rate_; }          // bytes per second
-    double burst() const noexcept { return burst_; }         // bytes
+    double burst() const noexcept { return burst_; }         // bytes, at the current rate
 
 private:
     double tokens_at(sansio::Time now) const;
+    void size_burst() noexcept;
 
     PacerConfig cfg_;
     double rate_ = 0;        // 0: unpaced

@@ -68,6 +68,8 @@ public:
     std::uint64_t sent_offset() const noexcept { return sent_offset_; }
     std::uint64_t write_offset() const noexcept { return write_offset_; }
     std::size_t free_space() const noexcept;
+    // Written and never sent (retransmissions not counted).
+    std::uint64_t unsent() const noexcept { return write_offset_ - sent_offset_; }
     bool finished() const noexcept { return finished_; }
     // Something to send now under `limit` (retransmission, new bytes or fin).
     bool has_pending(std::uint64_t limit) const noexcept;

@@ -5,9 +5,11 @@
 // closed with no error, within a stated bound of virtual time.
 #include <doctest/doctest.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "tests/mces/conn/harness.h"
 
@@ -220,6 +222,70 @@ TEST_CASE("class 1, zero-copy API and sending: 1 MB exactly once and in order at
         CHECK(r.closed_at <= c.second);
         // Every stream byte, retransmissions included, went out uncopied.
         CHECK(r.held_bytes == r.client.stream_bytes_sent);
+    }
+}
+
+TEST_CASE("max_unsent: writes stop that far ahead of what was sent, or one flight ahead") {
+    ConnConfig conn;
+    conn.max_unsent = 10'000;
+    conn.send_buffer = 200'000;
+    Pair p(7, {}, conn);
+    REQUIRE(p.connect(kClassReliable));
+    Connection& c = *p.cconn;
+    const std::vector<std::uint8_t> chunk(64 * 1024, 0x5a);
+    // Nothing (but at most a control packet) in flight: max_unsent bounds it.
+    CHECK(c.write(chunk) == 10'000);
+    CHECK_FALSE(c.writable());
+    CHECK(c.write(chunk) == -EAGAIN);
+    std::span<std::uint8_t> space;
+    CHECK(c.write_reserve(space) == -EAGAIN);
+    CHECK(space.empty());
+    // Once those bytes went out, more may be written: they are in flight now
+    // (the initial window takes all 10,000), and the limit is max(max_unsent,
+    // bytes in flight), so at least max_unsent and at most what was sent.
+    p.sim.kick(p.client);
+    p.sim.run_while([&] { return c.counters().stream_bytes_sent < 10'000; }, p.sim.now() + kSecond);
+    REQUIRE(c.counters().stream_bytes_sent == 10'000);
+    CHECK(c.writable());
+    const auto r = c.write_reserve(space);
+    CHECK(r >= 10'000);
+    CHECK(static_cast<std::uint64_t>(r) <= c.counters().bytes_sent);
+    CHECK(c.write_commit(static_cast<std::size_t>(r)) == r);
+    CHECK_FALSE(c.writable());
+    CHECK(c.write(chunk) == -EAGAIN);
+}
+
+TEST_CASE("max_unsent off (0): only the send buffer bounds writes") {
+    ConnConfig conn;
+    conn.send_buffer = 200'000;
+    Pair p(8, {}, conn);
+    REQUIRE(p.connect(kClassReliable));
+    const std::vector<std::uint8_t> chunk(150'000, 0x5a);
+    CHECK(p.cconn->write(chunk) == 150'000);
+    CHECK(p.cconn->write(chunk) == 50'000);
+    CHECK_FALSE(p.cconn->writable());
+}
+
+TEST_CASE("max_unsent: 1 MB exactly once and in order at 0 and 5% loss, copying and zero-copy") {
+    const std::pair<double, Time> cases[] = {{0.0, 8 * kSecond}, {0.05, 25 * kSecond}};
+    const std::uint64_t total = 1024 * 1024 + 333;
+    ConnConfig conn;
+    conn.handshake_timeout = 60 * kSecond;
+    conn.max_unsent = 7'777;   // below the path's window: one flight ahead decides most of the time
+    for (const bool zc : {false, true}) {
+        for (const auto& c : cases) {
+            const double loss = c.first;
+            CAPTURE(loss);
+            CAPTURE(zc);
+            const Result r = transfer(total, impaired(loss), 5, 4 * c.second, conn, "cubic", zc);
+            report(zc ? "1 MB max_unsent zero-copy" : "1 MB max_unsent", loss, r);
+            CHECK(r.complete);
+            CHECK(r.got == total);
+            CHECK(r.bad == 0);
+            CHECK(r.client_error == 0);
+            CHECK(r.server_error == 0);
+            CHECK(r.closed_at <= c.second);
+        }
     }
 }
 

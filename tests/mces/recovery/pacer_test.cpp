@@ -33,6 +33,30 @@ TEST_CASE("rate = gain * cwnd / srtt; a burst, then even spacing") {
     CHECK(p.next_send_time(1200, now) == now + 800 * us);
 }
 
+TEST_CASE("burst_time: the bucket holds 1 ms at the rate, between 10 and 64 packets") {
+    PacerConfig cfg;
+    cfg.burst_time = kMillisecond;
+    Pacer p(cfg);
+    CHECK(p.burst() == doctest::Approx(12000));     // no rate yet: 10 packets
+    p.set_rate_bytes_per_sec(1.5e6);                // 1 ms = 1500 bytes: the floor holds
+    CHECK(p.burst() == doctest::Approx(12000));
+    p.set_rate_bytes_per_sec(40e6);                 // 1 ms = 40,000 bytes
+    CHECK(p.burst() == doctest::Approx(40000));
+    p.set_rate_bytes_per_sec(1e9);                  // 1 ms = 1 MB: 64 packets at most
+    CHECK(p.burst() == doctest::Approx(64 * 1200));
+    // A burst of that size goes at once after idle, then the spacing is the rate's.
+    Time now = 5 * kSecond;
+    for (int i = 0; i < 64; ++i) {
+        CHECK(p.next_send_time(1200, now) == now);
+        p.on_sent(1200, now);
+    }
+    CHECK(p.next_send_time(1200, now) == now + 1200);   // 1200 B at 1 GB/s: 1.2 us
+    // Without burst_time the burst stays 10 packets whatever the rate.
+    Pacer q;
+    q.set_rate_bytes_per_sec(1e9);
+    CHECK(q.burst() == doctest::Approx(12000));
+}
+
 TEST_CASE("unpaced, sends beyond the bucket, odd inputs") {
     Pacer p;
     CHECK(p.next_send_time(1200, 5) == 5);          // no rate yet: unpaced

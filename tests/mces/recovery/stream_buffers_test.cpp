@@ -20,11 +20,14 @@ TEST_CASE("send buffer: capacity is backpressure, segments in order, limit respe
     const auto data = bytes(150);
     CHECK(sb.write(data) == 100);
     CHECK(sb.free_space() == 0);
+    CHECK(sb.unsent() == 100);
     StreamSegment seg;
     REQUIRE(sb.next_segment(30, 1000, seg));
     CHECK((seg.offset == 0 && seg.length == 30 && !seg.fin && !seg.retransmission));
+    CHECK(sb.unsent() == 70);
     REQUIRE(sb.next_segment(30, 50, seg));          // flow-control limit 50
     CHECK((seg.offset == 30 && seg.length == 20));
+    CHECK(sb.unsent() == 50);
     CHECK_FALSE(sb.next_segment(30, 50, seg));
     CHECK(sb.flow_blocked(50));
     std::vector<std::uint8_t> got(20);
@@ -43,6 +46,22 @@ TEST_CASE("send buffer: capacity is backpressure, segments in order, limit respe
     std::vector<std::uint8_t> tail(30);
     REQUIRE(sb.copy(100, tail) == 0);
     CHECK(tail == std::vector<std::uint8_t>(data.begin() + 100, data.begin() + 130));
+}
+
+TEST_CASE("send buffer: unsent() counts bytes never sent, not lost ones waiting again") {
+    SendBuffer sb(1000);
+    CHECK(sb.write(bytes(300)) == 300);
+    StreamSegment seg;
+    REQUIRE(sb.next_segment(200, 1000, seg));
+    CHECK(sb.unsent() == 100);
+    sb.on_lost(0, 200, false);                      // queued again: a retransmission,
+    CHECK(sb.unsent() == 100);                      // not new bytes
+    REQUIRE(sb.next_segment(500, 1000, seg));
+    CHECK((seg.offset == 0 && seg.length == 200 && seg.retransmission));
+    CHECK(sb.unsent() == 100);
+    REQUIRE(sb.next_segment(500, 1000, seg));
+    CHECK((seg.offset == 200 && seg.length == 100 && !seg.retransmission));
+    CHECK(sb.unsent() == 0);
 }
 
 TEST_CASE("send buffer: lost bytes go first, minus what another copy acknowledged") {
