@@ -952,6 +952,19 @@ std::string mces_text(const Json& m) {
     return b;
 }
 
+// "2 peers opened (2 established, 0 failed), 1 accepted, 1.20k sent, 1.19k received, plain 3 out 3 in,
+// 1 fallback, 0 dropped": a UDP socket's MCES side (docs/mces.md, "unmodified UDP programs").
+std::string mces_udp_text(const Json& m) {
+    auto u = [&](const char* k) { return static_cast<unsigned long long>(as_u64(m.num(k))); };
+    char b[320];
+    snprintf(b, sizeof b,
+             "%llu peers opened (%llu established, %llu failed), %llu accepted, %s sent, %s received, plain %llu "
+             "out %llu in, %llu fallbacks, %llu dropped",
+             u("connects"), u("established"), u("failed"), u("accepted"), human(m.num("sent"), "").c_str(),
+             human(m.num("received"), "").c_str(), u("plain_out"), u("plain_in"), u("fallbacks"), u("dropped"));
+    return b;
+}
+
 // "granted up 60mbit down -", or "-" for a flow without a reservation.
 std::string reservation_text(const Json& f) {
     if (!f.has("admission")) return "-";
@@ -1025,6 +1038,8 @@ int cmd_flows(const std::vector<std::string>& args) {
                        human(f.num("bytes_in"), "B").c_str());
                 if (const Json* m = f.get("mces"); m && m->type == Json::Type::object)
                     printf("%-22s   mces: %s\n", "", mces_text(*m).c_str());
+                if (const Json* m = f.get("mces_udp"); m && m->type == Json::Type::object)
+                    printf("%-22s   mces: %s\n", "", mces_udp_text(*m).c_str());
             }
         }
     }
