@@ -755,6 +755,10 @@ mces::EndpointConfig endpoint_config(const sansio::Addr& local, bool loopback) n
     cfg.seed = mces_seed();
     cfg.conn.max_datagram_size = loopback ? kLoopbackDatagram : 1200;
     cfg.conn.send_buffer = 4 << 20;
+    // The relay recv()s into the send ring ahead of the packets: one flight
+    // ahead keeps those bytes in cache until the kernel copies them out
+    // (docs/mces.md, "Performance": 0.80 -> 0.87x on loopback in the bench).
+    cfg.conn.max_unsent = 1 << 20;
     cfg.conn.recv_window = 1 << 20;
     cfg.conn.borrow_receive = true;   // UdpHost settles at on_batch_end, after the activity callback that relays (udp_host.h)
     return cfg;
