@@ -57,7 +57,9 @@ class McesDgram final : public sansio::Endpoint {
 public:
     McesDgram(const mces::EndpointConfig& cfg, const McesParams& p, McesDgramStats& st, McesDeliver d, McesError er,
               void* owner)
-        : ep_(cfg), params_(p), stats_(st), deliver_(d), error_(er), owner_(owner) {}
+        : ep_(cfg), params_(p), stats_(st), deliver_(d), error_(er), owner_(owner) {
+        plain_in_.reserve(kMaxPlainIn);   // on_datagram never grows it
+    }
 
     bool start(Engine& e, int fd, int* err) noexcept {
         host_ = UdpHost::start(e, fd, *this, UdpHostOptions{},
@@ -71,6 +73,13 @@ public:
     // ---- sansio::Endpoint: the splitter ----
     void on_datagram(const sansio::Addr& from, const sansio::Addr& to, std::span<const uint8_t> bytes,
                      sansio::Time now) override {
+        try {   // the host calls this from noexcept code: bad_alloc stops here (the datagram is lost)
+            split(from, to, bytes, now);
+        } catch (...) {
+            inc(stats_.dropped);
+        }
+    }
+    void split(const sansio::Addr& from, const sansio::Addr& to, std::span<const uint8_t> bytes, sansio::Time now) {
         auto it = peers_.find(from);
         // MCES: claimed by the endpoint, or from a peer we speak MCES with
         // (a stale packet of a forgotten connection is MCES's to drop, not
@@ -177,7 +186,7 @@ private:
             }
             peers_.erase(it);
         }
-        if (peers_.size() >= kMaxPeers) return drop();
+        if (peers_.size() >= kMaxPeers && !make_room(now)) return drop();
         // auto: a peer known not to answer MCES gets plain UDP at once.
         if (params_.fallback && PeerTable::process().lookup(to, now) == PeerVerdict::native) {
             Peer& p = peers_[to];
@@ -198,6 +207,21 @@ private:
         p.held_bytes = msg.size();
         opening_.push_back(to);
         return 0;
+    }
+
+    // The table is full: forget the peers whose plain-UDP or failed verdict
+    // has run out, else those answered in plain UDP (a flood of plain
+    // datagrams from many sources must not keep MCES from new peers). False
+    // when every entry has a connection.
+    bool make_room(int64_t now) noexcept {
+        size_t before = peers_.size();
+        std::erase_if(peers_, [now](const auto& kv) {
+            const Peer& p = kv.second;
+            return (p.mode == Peer::plain && now >= p.plain_until) || (p.mode == Peer::failed && now >= p.retry_at);
+        });
+        if (peers_.size() == before)
+            std::erase_if(peers_, [](const auto& kv) { return kv.second.mode == Peer::plain; });
+        return peers_.size() < kMaxPeers;
     }
 
     int on_conn(Peer& p, std::span<const uint8_t> msg) noexcept {

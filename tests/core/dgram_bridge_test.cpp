@@ -502,3 +502,46 @@ TEST_CASE("UDP over MCES, transport = mces: no MCES there drops what was sent an
     CHECK(a.d.mces_stats.connects.load() == 1);
     for (size_t s : srv.sizes) CHECK(s >= 1200);   // only handshake attempts reached it
 }
+
+TEST_CASE("UDP over MCES: plain datagrams from more sources than the peer table holds do not keep MCES from a new peer") {
+    PeerTable::process().clear();
+    const McesParams p = mces_params(false);
+    Dgram srv(0, 0, false, &p), other(0, 0, false, &p);
+    // 1,100 sources (127.1.x.y, one socket, IP_PKTINFO): more than the 1,024
+    // peers a socket remembers.
+    int fl = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in any = loopback();
+    any.sin_addr.s_addr = htonl(INADDR_ANY);
+    REQUIRE(bind(fl, reinterpret_cast<sockaddr*>(&any), sizeof any) == 0);
+    const int n = 1100;
+    for (int i = 0; i < n; ++i) {
+        char payload = 'p';
+        iovec iov{&payload, 1};
+        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))] = {};
+        msghdr m{};
+        m.msg_name = &srv.addr;
+        m.msg_namelen = sizeof srv.addr;
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof ctl;
+        cmsghdr* c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+        in_pktinfo pi{};
+        pi.ipi_spec_dst.s_addr = htonl(0x7f010000u + 1 + static_cast<uint32_t>(i));
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+        REQUIRE(sendmsg(fl, &m, 0) == 1);
+        if (i % 100 == 99) usleep(2000);   // within the receive buffer
+    }
+    CHECK(eventually([&] { return srv.d.mces_stats.plain_in.load() == static_cast<uint64_t>(n); }));
+    close(fl);
+    // A message to a peer never seen goes over MCES all the same.
+    REQUIRE(srv.send("to a new peer", &other.addr) == 13);
+    std::string got;
+    REQUIRE(other.recv(got, 100) == 13);
+    CHECK(got == "to a new peer");
+    CHECK(srv.d.mces_stats.dropped.load() == 0);
+    CHECK(srv.d.mces_stats.established.load() == 1);
+}
