@@ -876,8 +876,8 @@ void Parser::finish_section() {
         if (has("burst") && q.burst != 0 && q.rate == 0 && !failed("rate"))
             at("burst", "needs rate (a burst above which rate?), add rate = 10mbit or remove burst");
         if (has("fec") && q.fec_data != 0) {
-            if (!known || (c != ServiceClass::realtime && c != ServiceClass::datagram))
-                at("fec", std::string("applies to class realtime or datagram (class is ") +
+            if (!known || c != ServiceClass::realtime)   // MCES's fec element needs deadline: class realtime
+                at("fec", std::string("applies to class realtime (class is ") +
                               (known ? name(c) : "unknown: set class") + ")");
             else if (t == Transport::native)
                 at("fec", tname + ", the kernel has no FEC: write transport = mces or auto");
@@ -900,8 +900,8 @@ void Parser::finish_section() {
                                    "; or set class (or proto = udp for a datagram chain)");
         }
         // Without elements the class's default chain is used: written
-        // transport = mces with a class that has none (realtime until deadline
-        // exists) could only fail at connect(). auto falls back by design.
+        // transport = mces with a class that has none could only fail at
+        // connect(). auto falls back by design.
         std::string no_default;
         if (r.class_set && t == Transport::mces && c != ServiceClass::group && !has("elements") &&
             !check_elements({}, c, true, no_default))

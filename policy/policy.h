@@ -235,9 +235,8 @@ inline constexpr std::array<std::string_view, 14> mces_elements = {
 // the connection's own check (core/mces/conn/chain.h make_chain), so the
 // policy and the connection never disagree. `class_known` false applies only
 // the class-independent rules. An empty chain means the class's default chain
-// (refused without a class, and for classes that have none: realtime, group).
-// Elements that are not available in this version (auth, fec, deadline) are
-// refused. On false, `why` is make_chain's one-line reason. May throw
+// (refused without a class, and for classes that have none: group).
+// Elements that are not available in this version (auth) are refused. On false, `why` is make_chain's one-line reason. May throw
 // std::bad_alloc. docs/policy.md lists the rules.
 bool check_elements(const std::vector<std::string>& chain, ServiceClass service,
                     bool class_known, std::string& why);

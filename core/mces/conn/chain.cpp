@@ -109,12 +109,6 @@ ChainResult make_chain(std::span<const std::string> names, std::optional<std::ui
     if (c.has(Element::auth))
         return fail("auth is not available in this version (MCES version 1 has no AEAD; checksum guards "
                     "each packet): remove auth");
-    if (c.has(Element::fec))
-        return fail("fec is not available in this version (there is no forward error correction element "
-                    "yet): remove fec");
-    if (c.has(Element::deadline))
-        return fail("deadline is not available in this version (no element drops late data yet): remove "
-                    "deadline, and for a flow that can wait for retransmissions use class reliable");
     if (ch.front() != Element::framing)
         return fail("the chain must start with framing (it carries the header every element reads)");
     // No rule for checksum: without it the connection offers short packets
@@ -130,6 +124,22 @@ ChainResult make_chain(std::span<const std::string> names, std::optional<std::ui
     for (Element e : {Element::congestion, Element::flowcontrol})
         if (!needs_before(ch, e, Element::sack))
             return fail(std::string(name(e)) + " needs sack before it (it reads the acknowledgements)");
+    // Realtime messages (deadline) ride on sequence numbers and acknowledgements:
+    // the receiver maps the sender's clock through acknowledged packets, and a
+    // lost message is resent while it can still beat its deadline.
+    if (!needs_before(ch, Element::deadline, Element::sack))
+        return fail("deadline needs sack before it (the receiver maps the sender's clock through the "
+                    "acknowledgements, and resends only what can still beat the deadline)");
+    if (!needs_before(ch, Element::fec, Element::sequencing))
+        return fail("fec needs sequencing before it (it protects messages by their sequence numbers)");
+    if (c.has(Element::fec) && !c.has(Element::deadline))
+        return fail("fec protects the messages of class realtime and needs deadline in the chain (add deadline "
+                    "after fec)");
+    if (c.has(Element::deadline) && c.has(Element::ordering))
+        return fail("deadline and ordering exclude each other (ordering waits for every byte; deadline skips "
+                    "what is late): remove ordering");
+    if (c.has(Element::deadline) && c.has(Element::flowcontrol))
+        return fail("deadline carries messages, flowcontrol credits a byte stream: remove flowcontrol");
     const int close = position(ch, Element::close);
     if (close >= 0 && close + 1 != static_cast<int>(ch.size())) return fail("close must be the last element");
     if (!cls) return ChainResult{std::move(c), {}};
@@ -138,6 +148,9 @@ ChainResult make_chain(std::span<const std::string> names, std::optional<std::ui
         if (c.has(Element::sack))
             return fail("class datagram is unreliable and unordered: remove sack (and what needs it: ordering, "
                         "flowcontrol, congestion)");
+        if (c.has(Element::deadline))
+            return fail("deadline belongs to class realtime (class datagram has no deadlines): remove deadline "
+                        "and fec, or use class realtime");
         break;
     case kClassReliable:
     case kClassGuaranteed:
@@ -150,9 +163,10 @@ ChainResult make_chain(std::span<const std::string> names, std::optional<std::ui
             return fail("class guaranteed needs pacing (it holds the flow to its reserved rate)");
         break;
     case kClassRealtime:
-        return fail("class realtime is not available over MCES in this version (its chain needs deadline, "
-                    "which does not exist yet): use class reliable, or remove the chain to keep the kernel's "
-                    "transport");
+        if (!c.has(Element::deadline))
+            return fail("class realtime needs deadline (it delivers each message by its send time plus the "
+                        "latency, or drops it): add sack and deadline after sequencing");
+        break;
     case kClassGroup:
         return fail("class group is carried by an overlay, elements apply to MCES flows");
     default:
@@ -176,8 +190,9 @@ ChainResult default_chain(std::uint8_t cls) {
                       E::pacing,      E::keepalive,  E::close};
         break;
     case kClassRealtime:
-        return fail("class realtime has no MCES chain in this version (it needs deadline, which does not "
-                    "exist yet)");
+        c.elements = {E::framing, E::checksum, E::handshake, E::sequencing, E::sack, E::fec,
+                      E::deadline, E::pacing, E::keepalive, E::close};
+        break;
     case kClassGroup:
         return fail("class group is carried by an overlay, it has no MCES chain");
     default:

@@ -46,8 +46,8 @@ enum class Element : std::uint8_t {
     flowcontrol,  // MAX_DATA credit: the receiver's buffer bounds the sender
     congestion,   // congestion window (cubic or newreno)
     pacing,       // spreads packets over the round trip / holds the granted rate
-    fec,          // forward error correction: not available yet
-    deadline,     // drop what is late (class realtime): not available yet
+    fec,          // forward error correction of realtime messages (REPAIR frames)
+    deadline,     // realtime messages: released at send time + latency, late ones dropped
     keepalive,    // PING when quiet, so the peer's idle timer does not fire
     close,        // graceful close (CLOSE after both sides' data is delivered)
     count_
@@ -81,8 +81,10 @@ struct Chain {
     std::string cc = "cubic";           // the congestion algorithm, when `congestion` is in
     bool has(Element e) const noexcept;
     // Whether the chain delivers a reliable byte stream (class 1 and 2) or
-    // messages (class 0).
-    bool stream() const noexcept { return has(Element::sack); }
+    // messages (class 0, and class 3: realtime()).
+    bool stream() const noexcept { return has(Element::sack) && !has(Element::deadline); }
+    // Whether it carries realtime messages with deadlines (class 3).
+    bool realtime() const noexcept { return has(Element::deadline); }
     // The names, space-separated ("congestion:newreno" when not the default).
     std::string str() const;
 };
@@ -99,22 +101,25 @@ struct ChainResult {
 // default chain (an error without a class).
 //
 // The rules, checked in this order (the first broken one is reported):
-//   unknown name; a bad parameter; a name twice; auth, fec, deadline not
-//   available in this version (the message says to remove them);
+//   unknown name; a bad parameter; a name twice; auth not available in
+//   this version (the message says to remove it);
 //   framing first; handshake required; sack, ordering need sequencing before them;
 //   ordering needs sack before it (in-order delivery waits for retransmits);
-//   congestion, flowcontrol need sack before them; close last;
-//   class datagram: no sack, ordering, flowcontrol, congestion;
-//   class reliable/guaranteed: sack, ordering and flowcontrol;
-//   class guaranteed: pacing; class realtime: not available in this
-//   version (needs deadline); class group: carried by an overlay, no chain.
+//   congestion, flowcontrol need sack before them; deadline needs sack
+//   before it; fec needs sequencing before it and deadline in the chain;
+//   deadline excludes ordering and flowcontrol; close last;
+//   class datagram: no sack, ordering, flowcontrol, congestion, deadline;
+//   class reliable/guaranteed: sack, ordering and flowcontrol (so no deadline);
+//   class guaranteed: pacing; class realtime: deadline;
+//   class group: carried by an overlay, no chain.
 ChainResult make_chain(std::span<const std::string> names,
                        std::optional<std::uint8_t> service_class);
 
 // The default chain of a class: 0 -> framing checksum handshake sequencing
 // keepalive close; 1 -> framing checksum handshake sequencing sack ordering
-// flowcontrol congestion pacing keepalive close; 2 -> the same as 1. Other
-// classes have none (error set).
+// flowcontrol congestion pacing keepalive close; 2 -> the same as 1;
+// 3 -> framing checksum handshake sequencing sack fec deadline pacing
+// keepalive close. Class 4 has none (error set).
 ChainResult default_chain(std::uint8_t service_class);
 
 }  // namespace gs::mces

@@ -56,7 +56,8 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::stri
       local_cid_(cid),
       pacer_(pacer_config(cfg_)),
       ap_(cfg_.ack),
-      idle_(idle_config(cfg_, chain_), now) {
+      idle_(idle_config(cfg_, chain_), now),
+      rt_epoch_(now) {
     wire::ClientConfig hc;
     hc.cid = cid;
     hc.service_class = chain_.service_class;
@@ -83,7 +84,8 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& p
       sum_(info.no_checksum ? wire::Checksum::none : wire::Checksum::crc32c),
       pacer_(pacer_config(cfg_)),
       ap_(cfg_.ack),
-      idle_(idle_config(cfg_, chain_), now) {
+      idle_(idle_config(cfg_, chain_), now),
+      rt_epoch_(now) {
     cache_elements();
     establish(now);
 }
@@ -110,6 +112,16 @@ std::size_t Connection::max_datagram_payload() const noexcept {
     // varint.
     const std::size_t fixed = 1 + wire::kMaxCidLen + 4 + wire::kChecksumLen + 1;
     const std::size_t room = cfg_.max_datagram_size - fixed;
+    if (realtime()) {
+        // A message goes whole in one MESSAGE frame, and with fec its
+        // repair symbol (2 + stamp + message, behind a 15-byte header) in
+        // one REPAIR frame: the larger overhead of the two bounds it.
+        std::size_t over = wire::kMaxMessageOverhead;
+        if (has(Element::fec))
+            over = std::max(over, wire::kMaxRepairCarrier + fec::kRepairHeaderSize + fec::kLengthPrefix +
+                                      wire::kMessageTimestampLen);
+        return room + 1 - over;
+    }
     return room - wire::varint_size(room);
 }
 
@@ -126,6 +138,12 @@ ConnCounters Connection::counters() const {
     if (rb_) {
         c.borrowed_packets = rb_->borrowed_segments();
         c.settled_bytes = rb_->settled_bytes();
+    }
+    if (tb_) {
+        c.late_dropped = tb_->counters().skipped;
+        c.late_arrivals = tb_->counters().late;
+        c.jitter = tb_->jitter();
+        c.clock_low = tb_->has_clock() ? tb_->clock_low() : 0;
     }
     return c;
 }
@@ -176,6 +194,7 @@ void Connection::establish(Time now) {
     }
     if (has(Element::pacing) && !cc_ && granted_.rate && *granted_.rate > 0)
         pacer_.set_rate_bytes_per_sec(static_cast<double>(*granted_.rate));
+    if (realtime()) rt_establish(now);
 }
 
 void Connection::enter_closed(int err, Time now, std::string msg) {
@@ -190,6 +209,13 @@ void Connection::enter_closed(int err, Time now, std::string msg) {
     pacer_at_ = close_timer_ = linger_until_ = kNever;
     dg_out_.clear();
     dg_out_bytes_ = 0;
+    rt_out_.clear();
+    rt_out_base_ = rt_next_new_;
+    rt_out_bytes_ = 0;
+    rt_rtx_.clear();
+    rt_repairs_.clear();
+    rt_last_rx_ = kNever;
+    if (enc_) enc_.reset();
     if (err != 0) {
         // Abortive: what was buffered is gone (TCP discards it on RST too).
         dg_in_.clear();
@@ -281,6 +307,32 @@ std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg) {
     if (sb_) return -EOPNOTSUPP;
     if (write_shut_ || released_) return -EPIPE;
     if (msg.size() > max_datagram_payload()) return -EMSGSIZE;
+    if (realtime()) {
+        // Room: messages sent and not acknowledged yet give way to new ones
+        // (they would only be resent); unsent ones do not.
+        const Time at = ep_ != nullptr ? std::max(now_, ep_->now_) : now_;
+        rt_trim(at);
+        while (!rt_out_.empty() && rt_out_base_ < rt_next_new_ &&
+               (rt_out_.size() >= cfg_.datagram_queue || rt_out_bytes_ + msg.size() > cfg_.datagram_queue_bytes)) {
+            rt_out_bytes_ -= rt_out_.front().body.size();
+            rt_out_.pop_front();
+            ++rt_out_base_;
+        }
+        if (rt_out_.size() >= cfg_.datagram_queue || rt_out_bytes_ + msg.size() > cfg_.datagram_queue_bytes)
+            return -EAGAIN;
+        OutMsg m;
+        m.at = at;
+        const std::uint64_t stamp = static_cast<std::uint64_t>(std::max<Time>(at - rt_epoch_, 0)) /
+                                    static_cast<std::uint64_t>(sansio::kMicrosecond);
+        m.body.resize(wire::kMessageTimestampLen + msg.size());
+        for (std::size_t i = 0; i < wire::kMessageTimestampLen; ++i)
+            m.body[i] = static_cast<std::uint8_t>(stamp >> (8 * (wire::kMessageTimestampLen - 1 - i)));
+        std::copy(msg.begin(), msg.end(), m.body.begin() + wire::kMessageTimestampLen);
+        rt_out_bytes_ += m.body.size();
+        rt_out_.push_back(std::move(m));
+        wake();
+        return static_cast<std::ptrdiff_t>(msg.size());
+    }
     if (dg_out_.size() >= cfg_.datagram_queue || dg_out_bytes_ + msg.size() > cfg_.datagram_queue_bytes)
         return -EAGAIN;
     dg_out_.emplace_back(msg.begin(), msg.end());
@@ -353,6 +405,8 @@ bool Connection::writable() const noexcept {
     if (state_ == State::connecting) return false;
     if (state_ == State::closed || write_shut_) return true;   // the call reports the error
     if (sb_) return write_room() > 0;
+    if (realtime())
+        return rt_out_.size() < cfg_.datagram_queue || rt_out_base_ < rt_next_new_;
     return dg_out_.size() < cfg_.datagram_queue && dg_out_bytes_ < cfg_.datagram_queue_bytes;
 }
 
@@ -439,6 +493,7 @@ void Connection::process(const wire::PacketView& v, Time now) {
         return;
     }
     bool eliciting = false;
+    pkt_has_time_ = pkt_ping_ = false;
     for (;;) {
         const wire::ParseError fe = fr.next(f);
         if (fe != wire::ParseError::ok || fr.done()) break;
@@ -447,13 +502,18 @@ void Connection::process(const wire::PacketView& v, Time now) {
     }
     if (seq) rs_.add(pn);
     largest_rx_ = std::max<std::int64_t>(largest_rx_, static_cast<std::int64_t>(pn));
-    if (has(Element::sack)) ap_.on_packet(pn, eliciting, now);
+    if (has(Element::sack)) {
+        ap_.on_packet(pn, eliciting, now);
+        // A realtime peer's PING measures the round trip and maps the clocks.
+        if (pkt_ping_ && realtime()) ap_.request_immediate();
+    }
     ++counters_.packets_received;
     if (sum_ == wire::Checksum::none) ++counters_.no_checksum_received;
     counters_.bytes_received += v.payload.size();
     if (state_ == State::closed) return;
     idle_.on_received(now);
     drain_released();
+    if (tb_) rt_release(now);
     if (close_received_) {
         if (!close_sent_) {
             close_pending_ = true;   // the reply
@@ -474,6 +534,7 @@ bool Connection::apply_frame(const wire::Frame& f, bool& eliciting, Time now) {
     case FrameType::padding: return true;
     case FrameType::ping:
         eliciting = true;
+        pkt_ping_ = true;
         if (!has(Element::sack)) pong_pending_ = true;   // no ACKs: answer so its idle timer rests
         return true;
     case FrameType::ack:
@@ -482,6 +543,7 @@ bool Connection::apply_frame(const wire::Frame& f, bool& eliciting, Time now) {
             return false;
         }
         ++counters_.acks_received;
+        if (pkt_has_time_ && tb_) rt_clock_sample(f.ack);
         on_ack_frame(f.ack, now);
         return true;
     case FrameType::reset:
@@ -534,6 +596,33 @@ bool Connection::apply_frame(const wire::Frame& f, bool& eliciting, Time now) {
         eliciting = true;
         if (fs_ && fs_->on_limit(f.value)) wake();
         return true;
+    case FrameType::message:
+        eliciting = true;
+        if (!realtime()) {
+            ++counters_.drops.bad_frame;
+            return false;
+        }
+        if (!released_ && tb_) rt_on_message(f, now);
+        return true;
+    case FrameType::repair:
+        eliciting = true;
+        if (!realtime()) {
+            ++counters_.drops.bad_frame;
+            return false;
+        }
+        // Without fec in our chain a peer's repairs are of no use, but the
+        // packet is honest: taken (and acknowledged), the repair ignored.
+        ++counters_.repairs_received;
+        if (!released_) rt_on_repair(f, now);
+        return true;
+    case FrameType::timestamp:
+        if (!realtime()) {
+            ++counters_.drops.bad_frame;
+            return false;
+        }
+        pkt_has_time_ = true;
+        pkt_time_us_ = f.value;
+        return true;
     case FrameType::close:
         eliciting = true;
         close_received_ = true;
@@ -581,6 +670,7 @@ void Connection::settle_rec(std::uint64_t token, bool acked) {
         else
             sb_->on_lost(r.offset, r.len, r.fin);
     }
+    if (r.messages) rt_settle(r, acked);
     if (!acked && r.max_data) max_data_pending_ = true;   // resend the current limit
     while (!recs_.empty() && recs_.front().settled) {
         recs_.pop_front();
@@ -670,7 +760,8 @@ void Connection::check_close_progress(Time now) {
         done = sb_->all_acked() && rb_->fin_received() &&
                rb_->read_offset() + rb_->readable() == rb_->highest();
     } else {
-        done = released_;
+        // Realtime: what was queued goes out first (within its deadline).
+        done = released_ && !(realtime() && rt_want_send());
     }
     if (!done) return;
     state_ = State::closing;
@@ -695,6 +786,8 @@ Time Connection::next_timeout() const noexcept {
         return t;
     }
     Time t = std::min({idle_.next_timeout(), linger_until_, close_timer_, pacer_at_});
+    if (tb_) t = std::min({t, tb_->next_release(), rt_ping_due()});
+    if (enc_) t = std::min(t, enc_->next_timeout());
     if (has(Element::sack)) {
         t = std::min(t, ld_.next_timeout());
         if (ap_.pending()) t = std::min(t, ap_.next_timeout());
@@ -753,6 +846,14 @@ void Connection::on_timeout(Time now) {
         settle(out, now);
     }
     if (now >= pacer_at_) pacer_at_ = kNever;
+    if (enc_ && now >= enc_->next_timeout()) {
+        enc_->on_timeout(now);   // the group's deadline: its repairs go now
+        rt_take_repairs(now);
+    }
+    if (tb_) {
+        if (now >= rt_ping_due()) ping_pending_ = true;
+        rt_release(now);
+    }
 }
 
 // ---- output -------------------------------------------------------------------
@@ -803,6 +904,8 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     if (sb_)
         want_data = sb_->has_pending(fs_->limit()) ||
                     (sb_->flow_blocked(fs_->limit()) && fs_->should_report_blocked(sb_->sent_offset()));
+    else if (realtime())
+        want_data = rt_want_send();
     else
         want_data = !dg_out_.empty();
     const bool probe = probes_ > 0;
@@ -861,6 +964,11 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     std::span<const std::uint8_t> hold[2];
 
     if (sack && ap_.pending() && !rs_.empty()) {
+        // Realtime: the time this ACK leaves, on our clock, so the peer can
+        // bound the offset between the clocks (timing_buffer.h).
+        if (realtime())
+            wire::write_timestamp(w, static_cast<std::uint64_t>(std::max<Time>(now - rt_epoch_, 0)) /
+                                         static_cast<std::uint64_t>(sansio::kMicrosecond));
         wire::AckFrame a;
         const auto rr = rs_.ranges();
         a.count = std::min(rr.size(), wire::kMaxAckRanges);
@@ -954,6 +1062,8 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
                     }
                 }
             }
+        } else if (realtime()) {
+            rt_fill(pw, rec, eliciting, now);
         } else {
             while (!dg_out_.empty()) {
                 const auto& m = dg_out_.front();
@@ -1006,6 +1116,8 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
         }
     }
     if (!eliciting) ++counters_.ack_only_packets;
+    if (!rt_sent_.empty()) rt_sent_[pn % rt_sent_.size()] = {pn, now};
+    if (eliciting) rt_last_eliciting_ = now;
     if (eliciting) {
         if (cc_) cc_->on_sent(static_cast<std::uint64_t>(n), ld_.bytes_in_flight(), now);
         if (has(Element::pacing)) pacer_.on_sent(static_cast<std::uint32_t>(n), now);
@@ -1016,6 +1128,268 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     if (sum_ == wire::Checksum::none) ++counters_.no_checksum_sent;
     counters_.bytes_sent += static_cast<std::size_t>(n);
     return true;
+}
+
+// ---- realtime (class 3: deadline, fec) ------------------------------------------
+// docs/mces.md, "Realtime class (class 3)". Send side: messages kept by seq
+// until acknowledged or past their deadline, each sent once and resent on
+// loss while the copy can still arrive in time; FEC repairs follow their
+// group. Receive side: the timing buffer (timing_buffer.h) releases each
+// message at its send time + the latency on our clock.
+
+namespace {
+// The receiver PINGs this often while messages arrive, so the sender's ACKs
+// (each led by a TIMESTAMP) keep mapping the clocks.
+Time rt_ping_interval(Time latency) { return std::max<Time>(latency / 8, 5 * sansio::kMillisecond); }
+// Repairs waiting longer than this are of no use to a receiver that
+// releases within the latency.
+Time rt_repair_ttl(Time latency) { return std::max<Time>(latency / 2, sansio::kMillisecond); }
+std::uint64_t read_stamp(std::span<const std::uint8_t> body) noexcept {
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < wire::kMessageTimestampLen; ++i) v = (v << 8) | body[i];
+    return v;
+}
+}  // namespace
+
+void Connection::rt_establish(Time now) {
+    rt_latency_ = granted_.latency_us ? static_cast<Time>(*granted_.latency_us) * sansio::kMicrosecond
+                                      : cfg_.latency;
+    rt_latency_ = std::max<Time>(rt_latency_, sansio::kMillisecond);
+    TimingBufferConfig tc;
+    tc.latency = rt_latency_;
+    tc.window = std::max<std::size_t>(cfg_.rt_window, 16);
+    tc.max_bytes = cfg_.datagram_queue_bytes;
+    tb_ = std::make_unique<TimingBuffer>(tc);
+    rt_sent_.assign(1024, {~std::uint64_t{0}, 0});
+    const std::size_t max_source = max_datagram_payload() + wire::kMessageTimestampLen;
+    if (has(Element::fec)) {
+        fec::EncoderConfig ec;
+        ec.layout = cfg_.fec;
+        ec.max_packet = max_source;
+        ec.max_delay = cfg_.fec_max_delay > 0 ? cfg_.fec_max_delay : rt_latency_ / 4;
+        enc_ = std::make_unique<fec::Encoder>(ec);
+        if (!enc_->valid()) enc_.reset();   // a bad layout: no repairs, the rest works
+        fec::DecoderConfig dc;
+        // The peer's messages are at most its max_datagram_size; ours is
+        // the guess (longer repairs are refused, counted too_long).
+        dc.max_packet = std::min(max_source, fec::kMaxPacket);
+        dc.source_window = tc.window;
+        dec_ = std::make_unique<fec::Decoder>(dc);
+        if (!dec_->valid()) dec_.reset();
+    }
+    // The first clock sample as soon as the peer answers.
+    ping_pending_ = true;
+    (void)now;
+}
+
+Connection::OutMsg* Connection::rt_msg(std::uint64_t seq) noexcept {
+    if (seq < rt_out_base_ || seq - rt_out_base_ >= rt_out_.size()) return nullptr;
+    return &rt_out_[static_cast<std::size_t>(seq - rt_out_base_)];
+}
+
+// Whether a copy sent now can still be released in time: the receiver
+// releases up to one reverse one-way delay early (its clock bound), the copy
+// needs a forward one: a round trip in all.
+bool Connection::rt_viable(const OutMsg& m, Time now) const noexcept {
+    const Time rtt = ld_.rtt().has_sample() ? ld_.rtt().smoothed() : 0;
+    return now + rtt <= m.at + rt_latency_;
+}
+
+// Forgets messages nobody needs any more: acknowledged, dropped, or sent and
+// past their deadline.
+void Connection::rt_trim(Time now) {
+    while (!rt_out_.empty() && rt_out_base_ < rt_next_new_) {
+        const OutMsg& m = rt_out_.front();
+        if (!(m.acked || m.dropped || now > m.at + rt_latency_)) break;
+        rt_out_bytes_ -= m.body.size();
+        rt_out_.pop_front();
+        ++rt_out_base_;
+    }
+    while (!rt_repairs_.empty() && now > rt_repairs_.front().at + rt_repair_ttl(rt_latency_))
+        rt_repairs_.pop_front();
+}
+
+bool Connection::rt_want_send() const noexcept {
+    return !rt_rtx_.empty() || rt_next_new_ < rt_out_base_ + rt_out_.size() || !rt_repairs_.empty();
+}
+
+void Connection::rt_take_repairs(Time now) {
+    if (!enc_) return;
+    const std::size_t cap = 4 * std::size_t{cfg_.fec.depth} * cfg_.fec.r + 4;
+    Repair rp;
+    while (enc_->poll_repair(rp.body)) {
+        rp.at = now;
+        if (rt_repairs_.size() >= cap) rt_repairs_.pop_front();
+        rt_repairs_.push_back(std::move(rp));
+        rp = Repair{};
+    }
+}
+
+// One packet's worth: a run of consecutive messages to resend, else new
+// messages, else one repair. A packet carries one run, so its record is
+// (first seq, count).
+void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time now) {
+    rt_trim(now);
+    wire::Writer& w = pw.body();
+    auto fits = [&pw](std::uint64_t seq, std::size_t n) {
+        return wire::message_overhead(seq, n) + n <= pw.room();
+    };
+    while (!rt_rtx_.empty()) {
+        const std::uint64_t seq = rt_rtx_.front();
+        OutMsg* m = rt_msg(seq);
+        if (m == nullptr || m->acked || m->dropped) {
+            rt_rtx_.pop_front();
+            continue;
+        }
+        if (!rt_viable(*m, now)) {
+            ++counters_.expired;
+            m->dropped = true;
+            rt_rtx_.pop_front();
+            continue;
+        }
+        if (rec.messages && seq != rec.offset + rec.len) break;
+        if (!fits(seq, m->body.size())) break;
+        wire::write_message(w, seq, m->body);
+        if (!rec.messages) {
+            rec.messages = true;
+            rec.offset = seq;
+        }
+        ++rec.len;
+        ++counters_.retransmitted;
+        rt_rtx_.pop_front();
+    }
+    if (!rec.messages) {
+        while (rt_next_new_ < rt_out_base_ + rt_out_.size()) {
+            const std::uint64_t seq = rt_next_new_;
+            OutMsg& m = *rt_msg(seq);
+            if (!rt_viable(m, now)) {
+                // Queued too long (a slow path, a full window): it cannot
+                // arrive in time, so it is not sent at all.
+                ++counters_.expired;
+                m.dropped = true;
+                ++rt_next_new_;
+                continue;
+            }
+            if (!fits(seq, m.body.size())) break;
+            wire::write_message(w, seq, m.body);
+            if (!rec.messages) {
+                rec.messages = true;
+                rec.offset = seq;
+            }
+            ++rec.len;
+            m.sent = true;
+            ++rt_next_new_;
+            ++counters_.datagrams_sent;
+            if (enc_) {
+                enc_->add_source(seq, m.body, now);
+                rt_take_repairs(now);
+            }
+        }
+    }
+    if (!rec.messages && !rt_repairs_.empty()) {
+        const Repair& rp = rt_repairs_.front();
+        const std::size_t need = wire::repair_overhead(rp.body.size()) + rp.body.size();
+        if (need <= pw.room()) {
+            wire::write_repair(w, rp.body);
+            ++counters_.repairs_sent;
+            counters_.repair_bytes_sent += rp.body.size();
+            rt_repairs_.pop_front();
+            eliciting = true;
+        } else if (need + 1 + wire::kMaxCidLen + 4 + wire::kChecksumLen > mss()) {
+            rt_repairs_.pop_front();   // larger than any packet could carry: cannot happen, but never stall
+        }
+    }
+    if (rec.messages) eliciting = true;
+    rt_trim(now);
+}
+
+void Connection::rt_settle(const Rec& r, bool acked) {
+    for (std::uint64_t seq = r.offset; seq < r.offset + r.len; ++seq) {
+        OutMsg* m = rt_msg(seq);
+        if (m == nullptr || m->acked || m->dropped) continue;
+        if (acked) {
+            m->acked = true;
+        } else if (cfg_.rt_retransmit && rt_rtx_.size() < rt_out_.size()) {
+            rt_rtx_.push_back(seq);   // rt_fill checks the deadline when it comes to it
+        }
+    }
+}
+
+// c >= t_L - (T - ack_delay): the peer built this packet at T (its clock)
+// after receiving our packet L, the largest it acknowledges, ack_delay
+// before; we sent L at t_L. The +1 us covers the peer's rounding down.
+void Connection::rt_clock_sample(const wire::AckFrame& a) {
+    if (rt_sent_.empty()) return;
+    const auto& e = rt_sent_[a.largest % rt_sent_.size()];
+    if (e.first != a.largest) return;   // too old, or never sent
+    constexpr std::uint64_t kMaxUs = std::uint64_t{1} << 40;
+    const Time t_us = static_cast<Time>(std::min(pkt_time_us_, kMaxUs));
+    const Time delay_us = static_cast<Time>(std::min<std::uint64_t>(a.ack_delay_us, 1u << 30));
+    tb_->clock_sample(e.second - (t_us + 1 - delay_us) * sansio::kMicrosecond);
+}
+
+void Connection::rt_on_message(const wire::Frame& f, Time now) {
+    rt_last_rx_ = now;
+    tb_->observe_arrival(f.seq, f.value, now);
+    tb_->epoch_sample(f.value, rt_epoch_);
+    // The peer is established: ask for the first strict clock sample now
+    // rather than at the next PING timer.
+    if (!tb_->has_ack_clock() && now >= rt_last_eliciting_ + sansio::kMillisecond) ping_pending_ = true;
+    rt_store(f.seq, f.body, now, false);
+    if (dec_) {
+        dec_->on_source(f.seq, f.body);
+        rt_drain_recovered(now);
+    }
+}
+
+void Connection::rt_on_repair(const wire::Frame& f, Time now) {
+    if (!dec_) return;
+    if (dec_->on_repair(f.body) != 0) ++counters_.drops.bad_repair;
+    rt_drain_recovered(now);
+}
+
+void Connection::rt_drain_recovered(Time now) {
+    fec::Recovered r;
+    while (dec_->poll_recovered(r)) {
+        if (r.bytes.size() < wire::kMessageTimestampLen) continue;   // forged: no stamp
+        rt_store(r.seq, r.bytes, now, true);
+    }
+}
+
+void Connection::rt_store(std::uint64_t seq, std::span<const std::uint8_t> body, Time now, bool recovered) {
+    const auto res = tb_->insert(seq, read_stamp(body), body.subspan(wire::kMessageTimestampLen), now);
+    if (res == TimingBuffer::Insert::stored) {
+        if (recovered) ++counters_.fec_repaired;
+        else ++counters_.datagrams_received;
+    } else if (res == TimingBuffer::Insert::full) {
+        ++counters_.drops.datagram_queue_full;
+    }
+}
+
+// Moves what is due into the application's queue (recv_datagram).
+void Connection::rt_release(Time now) {
+    const std::size_t before = dg_in_.size();
+    tb_->release(now, [this](std::uint64_t, std::span<const std::uint8_t> msg) {
+        if (released_) return;
+        if (dg_in_.size() >= cfg_.datagram_queue || dg_in_bytes_ + msg.size() > cfg_.datagram_queue_bytes) {
+            ++counters_.drops.datagram_queue_full;   // the application does not read: lost, as UDP loses it
+            return;
+        }
+        dg_in_.emplace_back(msg.begin(), msg.end());
+        dg_in_bytes_ += msg.size();
+        ++counters_.on_time;
+    });
+    if (dg_in_.size() != before) wake();
+}
+
+Time Connection::rt_ping_due() const noexcept {
+    if (state_ != State::established) return kNever;
+    // Until the first clock sample (the PING sent at establishment may be
+    // lost, or overtake the ACCEPT), then while the peer's messages flow (a
+    // second after the last one).
+    const bool flowing = rt_last_rx_ != kNever && now_ <= rt_last_rx_ + sansio::kSecond;
+    if (tb_->has_ack_clock() && !flowing) return kNever;
+    return rt_last_eliciting_ + rt_ping_interval(rt_latency_);
 }
 
 }  // namespace gs::mces

@@ -38,6 +38,9 @@
 
 #include "core/common/sansio.h"
 #include "core/mces/conn/chain.h"
+#include "core/mces/conn/timing_buffer.h"
+#include "core/mces/fec/decoder.h"
+#include "core/mces/fec/encoder.h"
 #include "core/mces/recovery/ack_policy.h"
 #include "core/mces/recovery/congestion.h"
 #include "core/mces/recovery/flow_control.h"
@@ -48,6 +51,7 @@
 #include "core/mces/recovery/recv_buffer.h"
 #include "core/mces/recovery/send_buffer.h"
 #include "core/mces/wire/handshake.h"
+#include "core/mces/wire/packet.h"
 
 namespace gs::mces {
 
@@ -114,6 +118,27 @@ struct ConnConfig {
     // reusing them: the engine's UdpHost does. Off: every byte is copied
     // and on_batch_end() is never needed (the simulator, the tests).
     bool borrow_receive = false;
+
+    // Class realtime (chains with `deadline`; docs/mces.md, "Realtime class").
+    // The latency both sides use: the QoS latency bound the handshake
+    // granted when there is one (the client asks, the server grants: both
+    // ends read the same value), else this.
+    sansio::Time latency = 120 * sansio::kMillisecond;
+    // Resend a lost message while the copy can still beat its deadline.
+    // false: FEC alone repairs (the ACKs still map the clocks).
+    bool rt_retransmit = true;
+    // The FEC layout this side sends with (`fec` in the chain). The peer
+    // reads k, r and the interleaving from each REPAIR frame, so the two
+    // sides need not agree; a receiver decodes blocks of up to
+    // rt_window / 2 sequence numbers (k x depth).
+    fec::Layout fec{10, 2, 1};
+    // A group's repairs go out at the latest this long after its first
+    // message (0: latency / 4).
+    sansio::Time fec_max_delay = 0;
+    // Sequence numbers the receiver's timing buffer spans (messages in
+    // flight within one latency, with room to spare); its bytes are bounded
+    // by datagram_queue_bytes.
+    std::size_t rt_window = 1024;
 };
 
 // Packets whose stream bytes a connection borrows at most between two
@@ -134,9 +159,11 @@ struct ConnDrops {
     std::uint64_t after_close = 0;      // arrived after the connection closed
     std::uint64_t datagram_queue_full = 0;   // class 0 message arrived, receive queue full
     std::uint64_t invalid_ack = 0;      // ACK of packets never sent, or malformed ranges
+    std::uint64_t bad_repair = 0;       // REPAIR frame the FEC decoder refused (malformed, no room)
     std::uint64_t total() const noexcept {
         return parse.total() + wrong_peer + duplicate + not_established + long_header + bad_frame +
-               flow_violation + too_fragmented + after_close + datagram_queue_full + invalid_ack;
+               flow_violation + too_fragmented + after_close + datagram_queue_full + invalid_ack +
+               bad_repair;
     }
 };
 
@@ -161,6 +188,18 @@ struct ConnCounters {
     // (not copied on arrival), and borrowed bytes copied at on_batch_end
     // (or on reordering) because they were still unread.
     std::uint64_t borrowed_packets = 0, settled_bytes = 0;
+    // Class realtime (docs/mces.md, "Realtime class"). Receive side:
+    std::uint64_t on_time = 0;          // messages delivered at their release time (by the deadline)
+    std::uint64_t late_dropped = 0;     // messages skipped: not there by their deadline, never delivered
+    std::uint64_t late_arrivals = 0;    // copies that arrived after their deadline (dropped)
+    std::uint64_t fec_repaired = 0;     // messages the FEC decoder recovered in time
+    std::uint64_t repairs_received = 0; // REPAIR frames
+    sansio::Time jitter = 0;            // RFC 3550 interarrival jitter of the peer's messages, ns
+    sansio::Time clock_low = 0;         // the peer's clock mapped to ours (lower bound), 0 before a sample
+    // Send side:
+    std::uint64_t retransmitted = 0;    // messages sent again (within their deadline)
+    std::uint64_t expired = 0;          // messages dropped unsent: they could no longer arrive in time
+    std::uint64_t repairs_sent = 0, repair_bytes_sent = 0;   // REPAIR frames and their bodies
     sansio::Time srtt = 0;                                   // smoothed RTT (0 before a sample)
     sansio::Time min_rtt = 0;                                // smallest RTT sample (0 before one)
     std::uint64_t cwnd = 0;                                  // 0 without congestion control
@@ -226,6 +265,9 @@ public:
     // that count, then releases them as read() would: returns n, or -EINVAL.
     std::ptrdiff_t read_peek(std::span<const std::uint8_t>& out);
     std::ptrdiff_t read_consume(std::size_t n);
+    // Class 0 and class 3 (realtime): the message calls below. Class 3 stamps
+    // each message with the time of the call (the owner's last advance() or
+    // event) and delivers it at that time + the latency, or never.
     // Class 0: queues one message (it goes in one packet, whole). Returns its
     // size, -EMSGSIZE above max_datagram_payload(), -EAGAIN when the queue is
     // full or the handshake is not done, -EPIPE after close, -EOPNOTSUPP on a
@@ -310,9 +352,21 @@ private:
     friend class Endpoint;
 
     struct Rec {                       // what one sent packet carried (token = pn)
-        std::uint64_t offset = 0;
-        std::uint32_t len = 0;
+        std::uint64_t offset = 0;      // stream offset; messages: the first seq
+        std::uint32_t len = 0;         // stream bytes; messages: how many (consecutive seqs)
         bool stream = false, fin = false, max_data = false, settled = false;
+        bool messages = false;
+    };
+    // A realtime message this side sent (or will): kept until acknowledged
+    // or past its deadline, to be resent.
+    struct OutMsg {
+        sansio::Time at = 0;               // when the application gave it (its deadline is at + latency)
+        std::vector<std::uint8_t> body;    // stamp (8 bytes) + the message: the MESSAGE body, FEC's source
+        bool sent = false, acked = false, dropped = false;
+    };
+    struct Repair {
+        sansio::Time at = 0;
+        std::vector<std::uint8_t> body;
     };
 
     void establish(sansio::Time now);
@@ -332,6 +386,23 @@ private:
     void cache_elements() noexcept;
     bool has(Element e) const noexcept { return (elements_ >> static_cast<unsigned>(e)) & 1u; }
     bool borrows() const noexcept { return rb_ && rb_->borrowed() > 0; }
+    // Realtime (deadline) helpers: connection.cpp, "realtime".
+    bool realtime() const noexcept { return has(Element::deadline); }
+    void rt_establish(sansio::Time now);
+    bool rt_want_send() const noexcept;
+    bool rt_viable(const OutMsg& m, sansio::Time now) const noexcept;
+    OutMsg* rt_msg(std::uint64_t seq) noexcept;
+    void rt_trim(sansio::Time now);
+    void rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, sansio::Time now);
+    void rt_take_repairs(sansio::Time now);
+    void rt_settle(const Rec& r, bool acked);
+    void rt_on_message(const wire::Frame& f, sansio::Time now);
+    void rt_on_repair(const wire::Frame& f, sansio::Time now);
+    void rt_clock_sample(const wire::AckFrame& a);
+    void rt_store(std::uint64_t seq, std::span<const std::uint8_t> body, sansio::Time now, bool recovered);
+    void rt_drain_recovered(sansio::Time now);
+    void rt_release(sansio::Time now);
+    sansio::Time rt_ping_due() const noexcept;
     // What write() may take now: the send buffer's free space, within max_unsent.
     std::size_t write_room() const noexcept;
 
@@ -388,6 +459,26 @@ private:
     std::size_t dg_out_bytes_ = 0, dg_in_bytes_ = 0;
 
     IdleTimer idle_;
+
+    // realtime (class 3)
+    sansio::Time rt_epoch_ = 0;        // this side's stamps count microseconds from here
+    sansio::Time rt_latency_ = 0;
+    std::deque<OutMsg> rt_out_;        // by seq, from rt_out_base_
+    std::uint64_t rt_out_base_ = 0;
+    std::uint64_t rt_next_new_ = 0;    // the first message not sent yet
+    std::size_t rt_out_bytes_ = 0;
+    std::deque<std::uint64_t> rt_rtx_; // seqs to resend
+    std::deque<Repair> rt_repairs_;    // REPAIR bodies to send
+    std::unique_ptr<fec::Encoder> enc_;
+    std::unique_ptr<fec::Decoder> dec_;
+    std::unique_ptr<TimingBuffer> tb_;
+    std::vector<std::pair<std::uint64_t, sansio::Time>> rt_sent_;   // (pn, send time) by pn % size
+    bool pkt_has_time_ = false;        // the packet being processed carried TIMESTAMP
+    std::uint64_t pkt_time_us_ = 0;
+    bool pkt_ping_ = false;            // ... and PING
+    sansio::Time rt_last_rx_ = sansio::kNever;          // last MESSAGE from the peer
+    sansio::Time rt_last_eliciting_ = 0;                // last ack-eliciting packet we sent
+    std::vector<std::uint8_t> rt_scratch_;
 
     // control frames waiting for a packet
     bool max_data_pending_ = false;

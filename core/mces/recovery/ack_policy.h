@@ -34,6 +34,12 @@ public:
 
     // A new (not duplicate) packet arrived. Duplicates should not be reported.
     void on_packet(std::uint64_t pn, bool ack_eliciting, sansio::Time now);
+    // Asks for the ACK of what is pending to go at once (a realtime peer's
+    // PING: its sender measures the round trip and maps our clock with it,
+    // so a delayed ACK would only blur both). No-op when nothing is pending.
+    void request_immediate() noexcept {
+        if (unacked_eliciting_ > 0) immediate_ = true;
+    }
     // True when an ACK should go now.
     bool ack_now() const noexcept { return immediate_; }
     // When an ACK is due: now-ish when ack_now(), the delayed-ACK deadline when

@@ -146,6 +146,9 @@ const char* name(FrameType t) noexcept {
     case FrameType::datagram: return "DATAGRAM";
     case FrameType::max_data: return "MAX_DATA";
     case FrameType::close: return "CLOSE";
+    case FrameType::message: return "MESSAGE";
+    case FrameType::repair: return "REPAIR";
+    case FrameType::timestamp: return "TIMESTAMP";
     case FrameType::hello: return "HELLO";
     case FrameType::retry_token: return "RETRY_TOKEN";
     case FrameType::accept: return "ACCEPT";
@@ -166,7 +169,8 @@ bool frame_allowed(PacketType p, FrameType f) noexcept {
     case PacketType::data:
         return f == FrameType::ping || f == FrameType::ack || f == FrameType::reset ||
                f == FrameType::stream || f == FrameType::stream_fin ||
-               f == FrameType::datagram || f == FrameType::max_data || f == FrameType::close;
+               f == FrameType::datagram || f == FrameType::max_data || f == FrameType::close ||
+               f == FrameType::message || f == FrameType::repair || f == FrameType::timestamp;
     }
     return false;
 }
@@ -204,7 +208,7 @@ ParseError FrameReader::next(Frame& f) noexcept {
     r_.u8(t);
     switch (t) {
     case 0x00: case 0x01: case 0x02: case 0x03: case 0x04: case 0x05: case 0x06: case 0x07:
-    case 0x08: case 0x10: case 0x11: case 0x12: case 0x13: case 0x14: break;
+    case 0x08: case 0x09: case 0x0a: case 0x0b: case 0x10: case 0x11: case 0x12: case 0x13: case 0x14: break;
     default: return fail(ParseError::unknown_frame);
     }
     const auto type = static_cast<FrameType>(t);
@@ -241,6 +245,23 @@ ParseError FrameReader::next(Frame& f) noexcept {
     }
     case FrameType::datagram: e = read_blob(r_, kMaxPacketSize, f.data); break;
     case FrameType::max_data:
+        if (!r_.varint(f.value)) e = ParseError::truncated;
+        break;
+    case FrameType::message:
+        if (!r_.varint(f.seq)) {
+            e = ParseError::truncated;
+        } else if ((e = read_blob(r_, kMaxPacketSize, f.body)) == ParseError::ok) {
+            if (f.body.size() < kMessageTimestampLen) {
+                e = ParseError::bad_length;
+            } else {
+                Reader ts(f.body.first(kMessageTimestampLen));
+                ts.uint(kMessageTimestampLen, f.value);
+                f.data = f.body.subspan(kMessageTimestampLen);
+            }
+        }
+        break;
+    case FrameType::repair: e = read_blob(r_, kMaxPacketSize, f.body); break;
+    case FrameType::timestamp:
         if (!r_.varint(f.value)) e = ParseError::truncated;
         break;
     case FrameType::close:
@@ -351,6 +372,24 @@ void write_datagram(Writer& w, std::span<const std::uint8_t> data) noexcept {
     write_blob(w, data, kMaxPacketSize);
 }
 
+void write_message(Writer& w, std::uint64_t seq, std::span<const std::uint8_t> body) noexcept {
+    if (body.size() < kMessageTimestampLen || seq > kVarintMax) return w.fail(-EINVAL);
+    w.u8(static_cast<std::uint8_t>(FrameType::message));
+    w.varint(seq);
+    write_blob(w, body, kMaxPacketSize);
+}
+
+void write_repair(Writer& w, std::span<const std::uint8_t> body) noexcept {
+    w.u8(static_cast<std::uint8_t>(FrameType::repair));
+    write_blob(w, body, kMaxPacketSize);
+}
+
+void write_timestamp(Writer& w, std::uint64_t time_us) noexcept {
+    if (time_us > kVarintMax) return w.fail(-EINVAL);
+    w.u8(static_cast<std::uint8_t>(FrameType::timestamp));
+    w.varint(time_us);
+}
+
 void write_max_data(Writer& w, std::uint64_t maximum) noexcept {
     w.u8(static_cast<std::uint8_t>(FrameType::max_data));
     w.varint(maximum);
@@ -415,6 +454,9 @@ void write_frame(Writer& w, const Frame& f) noexcept {
         break;
     case FrameType::datagram: write_datagram(w, f.data); break;
     case FrameType::max_data: write_max_data(w, f.value); break;
+    case FrameType::message: write_message(w, f.seq, f.body); break;
+    case FrameType::repair: write_repair(w, f.body); break;
+    case FrameType::timestamp: write_timestamp(w, f.value); break;
     case FrameType::close: write_close(w, f.value, f.reason); break;
     case FrameType::hello: write_hello(w, f.hello); break;
     case FrameType::retry_token: write_retry_token(w, f.token); break;
@@ -429,5 +471,11 @@ std::size_t stream_overhead(std::uint64_t offset, std::size_t n) noexcept {
 }
 
 std::size_t datagram_overhead(std::size_t n) noexcept { return 1 + varint_size(n); }
+
+std::size_t message_overhead(std::uint64_t seq, std::size_t n) noexcept {
+    return 1 + varint_size(seq) + varint_size(n);
+}
+
+std::size_t repair_overhead(std::size_t n) noexcept { return 1 + varint_size(n); }
 
 }  // namespace gs::mces::wire

@@ -10,6 +10,9 @@
 //   0x06 DATAGRAM     length, data                           (one class-0 message)
 //   0x07 MAX_DATA     maximum                                (flow-control credit)
 //   0x08 CLOSE        code, reason_len, reason               (graceful close)
+//   0x09 MESSAGE      seq, length, timestamp(8) data          (one realtime message, class 3)
+//   0x0A REPAIR       length, body                            (an FEC repair symbol, fec/repair_frame.h)
+//   0x0B TIMESTAMP    time_us                                 (the sender's clock when the packet was built)
 //   0x10 HELLO        n(1) version(4)*n, class(1), qos, token_len, token
 //   0x11 RETRY_TOKEN  token_len, token
 //   0x12 ACCEPT       class(1), qos                           (what was granted)
@@ -40,6 +43,13 @@ constexpr std::size_t kMaxReasonLen = 256;    // CLOSE and REFUSE reason text
 constexpr std::size_t kMaxTokenLen = 64;      // HELLO and RETRY_TOKEN token
 constexpr std::size_t kMaxHelloVersions = 8;  // versions a HELLO may list
 constexpr std::uint8_t kMaxServiceClass = 4;  // 0 datagram .. 4 group
+// MESSAGE: the send time that leads every message's bytes (microseconds on
+// the sender's clock, big-endian), and its whole overhead at most: type,
+// an 8-byte seq varint, a 4-byte length varint, the timestamp.
+constexpr std::size_t kMessageTimestampLen = 8;
+constexpr std::size_t kMaxMessageOverhead = 1 + 8 + 4 + kMessageTimestampLen;
+// REPAIR: the overhead of its carrier, type and a 4-byte length varint.
+constexpr std::size_t kMaxRepairCarrier = 1 + 4;
 
 // PARAMS flags: which of the client's offers (packet.h, kOffer*) the server
 // agreed to. A server sets only bits for offers the client made, so a client
@@ -57,6 +67,9 @@ enum class FrameType : std::uint8_t {
     datagram = 0x06,
     max_data = 0x07,
     close = 0x08,
+    message = 0x09,
+    repair = 0x0a,
+    timestamp = 0x0b,
     hello = 0x10,
     retry_token = 0x11,
     accept = 0x12,
@@ -118,8 +131,12 @@ struct Frame {
     AckFrame ack;                                // ACK
     std::uint64_t offset = 0;                    // STREAM
     bool fin = false;                            // STREAM
-    std::span<const std::uint8_t> data;          // STREAM, DATAGRAM
-    std::uint64_t value = 0;                     // MAX_DATA maximum; CLOSE, RESET code; PARAMS flags
+    std::span<const std::uint8_t> data;          // STREAM, DATAGRAM; MESSAGE: the message
+    std::uint64_t value = 0;                     // MAX_DATA maximum; CLOSE, RESET code; PARAMS flags;
+                                                 // MESSAGE timestamp; TIMESTAMP time (microseconds)
+    std::uint64_t seq = 0;                       // MESSAGE sequence number
+    // MESSAGE: timestamp and message (what FEC protects); REPAIR: the body.
+    std::span<const std::uint8_t> body;
     std::uint64_t final_size = 0;                // RESET
     std::span<const std::uint8_t> reason;        // CLOSE
     HelloFrame hello;                            // HELLO
@@ -170,6 +187,12 @@ void write_stream(Writer& w, std::uint64_t offset, std::span<const std::uint8_t>
 // from the send buffer into the packet.
 void write_stream_header(Writer& w, std::uint64_t offset, std::size_t len, bool fin) noexcept;
 void write_datagram(Writer& w, std::span<const std::uint8_t> data) noexcept;
+// MESSAGE from its body (the 8-byte timestamp, then the message): body
+// shorter than the timestamp, or seq >= 2^62, fails with -EINVAL.
+void write_message(Writer& w, std::uint64_t seq, std::span<const std::uint8_t> body) noexcept;
+// REPAIR carrying `body` (fec::Encoder's output; not checked here).
+void write_repair(Writer& w, std::span<const std::uint8_t> body) noexcept;
+void write_timestamp(Writer& w, std::uint64_t time_us) noexcept;
 void write_max_data(Writer& w, std::uint64_t maximum) noexcept;
 void write_close(Writer& w, std::uint64_t code, std::span<const std::uint8_t> reason) noexcept;
 void write_hello(Writer& w, const HelloFrame& h) noexcept;
@@ -184,5 +207,9 @@ void write_frame(Writer& w, const Frame& f) noexcept;
 // Bytes STREAM / DATAGRAM overhead takes for a payload of n bytes at offset.
 std::size_t stream_overhead(std::uint64_t offset, std::size_t n) noexcept;
 std::size_t datagram_overhead(std::size_t n) noexcept;
+// Bytes MESSAGE (body of n bytes, the timestamp included) and REPAIR (body
+// of n bytes) take beyond their body.
+std::size_t message_overhead(std::uint64_t seq, std::size_t n) noexcept;
+std::size_t repair_overhead(std::size_t n) noexcept;
 
 }  // namespace gs::mces::wire

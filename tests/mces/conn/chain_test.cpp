@@ -29,7 +29,7 @@ std::vector<std::string> split(const std::string& s) {
 }  // namespace
 
 TEST_CASE("default chains are valid for their class and round-trip through make_chain") {
-    for (std::uint8_t c : {kClassDatagram, kClassReliable, kClassGuaranteed}) {
+    for (std::uint8_t c : {kClassDatagram, kClassReliable, kClassGuaranteed, kClassRealtime}) {
         CAPTURE(int(c));
         const ChainResult d = default_chain(c);
         REQUIRE(d.ok());
@@ -46,15 +46,17 @@ TEST_CASE("default chains are valid for their class and round-trip through make_
     CHECK(default_chain(kClassDatagram).chain->str() == "framing checksum handshake sequencing keepalive close");
     CHECK(default_chain(kClassReliable).chain->str() ==
           "framing checksum handshake sequencing sack ordering flowcontrol congestion pacing keepalive close");
+    CHECK(default_chain(kClassRealtime).chain->str() ==
+          "framing checksum handshake sequencing sack fec deadline pacing keepalive close");
     CHECK_FALSE(default_chain(kClassDatagram).chain->stream());
     CHECK(default_chain(kClassReliable).chain->stream());
+    CHECK_FALSE(default_chain(kClassRealtime).chain->stream());
+    CHECK(default_chain(kClassRealtime).chain->realtime());
+    CHECK_FALSE(default_chain(kClassReliable).chain->realtime());
     CHECK(default_chain(kClassReliable).chain->cc == "cubic");
 }
 
 TEST_CASE("classes without a chain say why") {
-    CHECK(default_chain(kClassRealtime).error.find("deadline") != std::string::npos);
-    CHECK(default_chain(kClassRealtime).error.find("in this version") != std::string::npos);
-    CHECK(make_chain({}, kClassRealtime).error == default_chain(kClassRealtime).error);
     CHECK(default_chain(kClassGroup).error.find("overlay") != std::string::npos);
     CHECK(default_chain(9).error.find("does not exist") != std::string::npos);
     CHECK(make_chain({}, std::nullopt).error.find("empty") != std::string::npos);
@@ -84,8 +86,17 @@ TEST_CASE("impossible chains are refused, each with its rule") {
          "unknown congestion controller 'bbr'"},
         {"framing checksum handshake sequencing:x", 1, "only congestion takes a parameter"},
         {"framing checksum auth handshake", 0, "auth is not available in this version"},
-        {"framing checksum handshake sequencing fec", 0, "fec is not available in this version"},
-        {"framing checksum handshake sequencing deadline", -1, "deadline is not available in this version"},
+        {"framing checksum handshake sequencing deadline", -1, "deadline needs sack before it"},
+        {"framing checksum handshake sequencing sack fec", -1, "fec protects the messages of class realtime"},
+        {"framing checksum handshake fec sequencing sack deadline", 3, "fec needs sequencing before it"},
+        {"framing checksum handshake sequencing sack ordering deadline", -1,
+         "deadline and ordering exclude each other"},
+        {"framing checksum handshake sequencing sack flowcontrol deadline", 3,
+         "deadline carries messages, flowcontrol credits a byte stream"},
+        {"framing checksum handshake sequencing sack deadline", 0, "class datagram is unreliable"},
+        {"framing checksum handshake sequencing sack ordering flowcontrol deadline", 1,
+         "deadline and ordering exclude each other"},
+        {"framing checksum handshake sequencing sack", 3, "class realtime needs deadline"},
         // Refused before the order rules: the first thing to fix is the element that does not exist.
         {"framing auth handshake", -1, "auth is not available in this version"},
         {"checksum framing handshake", 0, "must start with framing"},
@@ -104,7 +115,7 @@ TEST_CASE("impossible chains are refused, each with its rule") {
         {"framing checksum handshake sequencing sack ordering", 1, "class reliable needs flowcontrol"},
         {"framing checksum handshake sequencing sack ordering flowcontrol congestion", 2,
          "class guaranteed needs pacing"},
-        {"framing checksum handshake sequencing", 3, "class realtime is not available over MCES in this version"},
+        {"framing checksum handshake sequencing", 3, "class realtime needs deadline"},
         {"framing checksum handshake", 4, "class group is carried by an overlay"},
         {"framing checksum handshake", 7, "service class 7 does not exist"},
     };
@@ -139,6 +150,18 @@ TEST_CASE("possible chains beyond the defaults are accepted") {
         CHECK(r.error.empty());
         // Without a class only the class-independent rules apply.
         CHECK(make_chain(names, std::nullopt).ok());
+    }
+    const char* realtime_ok[] = {
+        "framing checksum handshake sequencing sack deadline",                  // no FEC
+        "framing handshake sequencing sack fec deadline",                       // no CRC
+        "framing checksum handshake sequencing sack fec deadline congestion pacing keepalive close",
+    };
+    for (const char* c : realtime_ok) {
+        CAPTURE(c);
+        const ChainResult r = make_chain(split(c), kClassRealtime);
+        CHECK(r.ok());
+        CHECK(r.chain->realtime());
+        CHECK(make_chain(split(c), std::nullopt).ok());
     }
     CHECK(name(Element::flowcontrol) == "flowcontrol");
     for (std::size_t i = 0; i < kElementCount; ++i) {

@@ -181,11 +181,12 @@ TEST_CASE("admission refusal and impossible chains reach the client as ECONNREFU
     CHECK(p.cconn->message().find("no streams here") != std::string::npos);
     CHECK(p.server.ep.connection_count() == 0);
 
-    // Class realtime has no chain yet: the client refuses to start it.
+    // Class group has no MCES chain (an overlay carries it): the client
+    // refuses to start it.
     std::shared_ptr<Connection> c;
     std::string why;
-    CHECK(p.client.ep.connect(Pair::kServer, kClassRealtime, {}, p.sim.now(), c, {}, &why) == -EINVAL);
-    CHECK(why.find("deadline") != std::string::npos);
+    CHECK(p.client.ep.connect(Pair::kServer, kClassGroup, {}, p.sim.now(), c, {}, &why) == -EINVAL);
+    CHECK(why.find("overlay") != std::string::npos);
     const std::vector<std::string> bad = {"framing", "checksum", "handshake", "sequencing", "ordering"};
     CHECK(p.client.ep.connect(Pair::kServer, kClassReliable, {}, p.sim.now(), c, bad, &why) == -EINVAL);
     CHECK(why == "ordering needs sack before it (in-order delivery waits for the retransmission of what is "

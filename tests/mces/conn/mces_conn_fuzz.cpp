@@ -12,6 +12,9 @@
 //   5  time passes (length ms); timers run
 //   6  application calls on both sides (write, read, datagram, shutdown)
 //   7  close / abort on one side (first byte)
+// When the first byte has bit 6 set, the pair runs class realtime (deadline
+// and fec: MESSAGE, REPAIR, TIMESTAMP frames, the timing buffer and the FEC
+// decoder on hostile input; time is short, a 20 ms latency).
 // When the first byte of the input has bit 7 set, the pair runs on loopback
 // addresses, where the default chains agree to short packets without the
 // CRC32C: modes 2 and 3 then wrap frames without it, and the raw modes reach
@@ -38,13 +41,13 @@ void check(bool ok) {
 }
 
 struct Rig {
-    explicit Rig(bool loopback)
+    explicit Rig(bool loopback, bool realtime)
         : kServer(loopback ? Addr::v4(0x7f000001, 4433) : Addr::v4(0x0a000001, 4433)),
           kClient(loopback ? Addr::v4(0x7f000002, 5000) : Addr::v4(0x0a000002, 5000)),
           server(cfg(kServer, 1)),
           client(cfg(kClient, 2)) {
         server.listen({});
-        client.connect(kServer, kClassReliable, {}, now, cconn);
+        client.connect(kServer, realtime ? kClassRealtime : kClassReliable, {}, now, cconn);
         shuttle();
         sconn = server.accept();
         // Both sides always agree: the checksum is on or off for both.
@@ -64,6 +67,9 @@ struct Rig {
         c.conn.recv_window = kInitialCredit;
         c.conn.recv_window_max = 32768;
         c.conn.datagram_queue = 8;
+        c.conn.latency = 20 * gs::sansio::kMillisecond;
+        c.conn.fec = {3, 2, 2};
+        c.conn.rt_window = 64;
         return c;
     }
     // Delivers what each side sends to the other, a bounded number of rounds.
@@ -131,7 +137,7 @@ void app(Rig& r, std::span<const std::uint8_t> b) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    Rig r(size > 0 && (data[0] & 0x80));
+    Rig r(size > 0 && (data[0] & 0x80), size > 0 && (data[0] & 0x40));
     const Addr kServer = r.kServer, kClient = r.kClient;
     std::size_t i = 0;
     int records = 0;

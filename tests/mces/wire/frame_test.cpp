@@ -290,7 +290,7 @@ TEST_CASE("frames are only accepted in their packet type; unknown types are refu
     CHECK(parse_raw(PacketType::data, {0x10}) == ParseError::frame_not_allowed);
     CHECK(parse_raw(PacketType::retry, {0x01}) == ParseError::frame_not_allowed);
     CHECK(parse_raw(PacketType::accept, {0x13}) == ParseError::frame_not_allowed);
-    CHECK(parse_raw(PacketType::data, {0x09}) == ParseError::unknown_frame);
+    CHECK(parse_raw(PacketType::data, {0x0c}) == ParseError::unknown_frame);
     CHECK(parse_raw(PacketType::data, {0x01, 0x00, 0x00, 0xff}) == ParseError::unknown_frame);
     // padding runs are one frame; the payload may end in padding
     std::vector<std::uint8_t> p = {0x00, 0x00, 0x00, 0x01, 0x00};
@@ -306,7 +306,7 @@ TEST_CASE("frames are only accepted in their packet type; unknown types are refu
     REQUIRE(fr.next(f) == ParseError::ok);
     CHECK(fr.done());
     // after an error the reader stays failed
-    const std::vector<std::uint8_t> junk = {0x09, 0x01};
+    const std::vector<std::uint8_t> junk = {0x0c, 0x01};
     FrameReader bad(PacketType::data, junk);
     CHECK(bad.next(f) == ParseError::unknown_frame);
     CHECK(bad.next(f) == ParseError::unknown_frame);
@@ -366,4 +366,49 @@ TEST_CASE("PARAMS: round trip, only known flags, only in ACCEPT") {
     Writer w(b);
     write_params(w, 2);
     CHECK_FALSE(w.ok());
+}
+
+TEST_CASE("MESSAGE, REPAIR, TIMESTAMP (class realtime): layout, round trip, bounds") {
+    // MESSAGE seq 5, body = stamp 0x0102030405060708 + "hi".
+    std::vector<std::uint8_t> body = {1, 2, 3, 4, 5, 6, 7, 8, 'h', 'i'};
+    std::vector<std::uint8_t> buf(64);
+    Writer w(buf);
+    write_message(w, 5, body);
+    write_repair(w, std::span<const std::uint8_t>(body).first(3));
+    write_timestamp(w, 300);
+    REQUIRE(w.ok());
+    const std::vector<std::uint8_t> expect = {0x09, 0x05, 0x0a, 1, 2, 3, 4, 5, 6, 7, 8, 'h', 'i',
+                                              0x0a, 0x03, 1, 2, 3,
+                                              0x0b, 0x41, 0x2c};
+    CHECK(std::vector<std::uint8_t>(buf.begin(), buf.begin() + w.size()) == expect);
+    FrameReader fr(PacketType::data, {buf.data(), w.size()});
+    Frame f;
+    REQUIRE(fr.next(f) == ParseError::ok);
+    CHECK(f.type == FrameType::message);
+    CHECK(f.seq == 5);
+    CHECK(f.value == 0x0102030405060708ull);
+    CHECK(f.body.size() == 10);
+    CHECK(std::string(f.data.begin(), f.data.end()) == "hi");
+    CHECK(message_overhead(5, body.size()) == 3);
+    REQUIRE(fr.next(f) == ParseError::ok);
+    CHECK(f.type == FrameType::repair);
+    CHECK(f.body.size() == 3);
+    REQUIRE(fr.next(f) == ParseError::ok);
+    CHECK(f.type == FrameType::timestamp);
+    CHECK(f.value == 300);
+    REQUIRE(fr.next(f) == ParseError::ok);
+    CHECK(fr.done());
+    // A body shorter than the stamp; truncations; not in handshake packets.
+    CHECK(parse_raw(PacketType::data, {0x09, 0x01, 0x07, 1, 2, 3, 4, 5, 6, 7}) == ParseError::bad_length);
+    CHECK(parse_raw(PacketType::data, {0x09, 0x01, 0x09, 1, 2, 3}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::data, {0x09}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::data, {0x0a, 0x05, 1}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::data, {0x0b}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::initial, {0x0b, 0x00}) == ParseError::frame_not_allowed);
+    CHECK(parse_raw(PacketType::accept, {0x09, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0}) ==
+          ParseError::frame_not_allowed);
+    // The writer refuses a body without its stamp.
+    Writer bad(buf);
+    write_message(bad, 1, std::span<const std::uint8_t>(body).first(7));
+    CHECK(bad.error() == -EINVAL);
 }

@@ -1,0 +1,490 @@
+// Class realtime (class 3) in the simulator: a paced stream of messages with
+// a latency bound over lossy, jittery paths. Each message carries its index
+// and its send time; the receiver checks, at the instant it reads each one,
+// that it is whole and not later than send time + latency, and the tests
+// assert the on-time ratio per loss rate (virtual time: deterministic).
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "core/mces/conn/timing_buffer.h"
+#include "tests/mces/conn/harness.h"
+
+using namespace gs::mces;
+using namespace gs::mces::test;
+using gs::sim::LinkParams;
+
+namespace {
+
+constexpr Time kLatency = 120 * kMillisecond;
+
+// Gilbert loss: a run starts at a packet with probability `start` and lasts
+// `mean` packets on average (geometric).
+struct BurstLoss {
+    bool enabled = false;
+    double start = 0;
+    double mean = 1;
+};
+
+struct StreamParams {
+    std::uint64_t seed = 1;
+    double loss = 0;
+    BurstLoss burst{};
+    Time delay = 15 * kMillisecond;       // one way: RTT 20-40 ms with the jitter
+    Time jitter = 5 * kMillisecond;
+    Time reverse_delay = -1;              // server -> client, when different
+    bool reorders = true;
+    int messages = 1000;
+    std::size_t size = 1200;
+    Time interval = kMillisecond;
+    Time latency = kLatency;
+    bool retransmit = true;
+    fec::Layout fec{10, 2, 1};
+    Time fec_max_delay = 0;
+    bool with_fec = true;
+};
+
+struct StreamResult {
+    int sent = 0;                    // send_datagram accepted
+    int delivered = 0;               // read by the receiver
+    int after_deadline = 0;          // read later than send time + latency
+    int malformed = 0;               // wrong size or content
+    int duplicates = 0;
+    int out_of_order = 0;
+    Time min_margin = kNever;        // deadline - delivery time, the smallest
+    ConnCounters tx, rx;
+    std::uint64_t livelocks = 0;
+    double on_time_ratio() const { return sent ? double(delivered - after_deadline) / sent : 0; }
+};
+
+std::uint8_t fill(int index, std::size_t i) { return static_cast<std::uint8_t>(index * 7 + i * 13); }
+
+// Message: index (4 bytes), send time (8 bytes), then fill bytes.
+std::vector<std::uint8_t> make_message(int index, Time at, std::size_t size) {
+    std::vector<std::uint8_t> m(size);
+    for (std::size_t i = 0; i < size; ++i) m[i] = fill(index, i);
+    for (std::size_t i = 0; i < 4 && i < size; ++i) m[i] = static_cast<std::uint8_t>(index >> (8 * i));
+    for (std::size_t i = 0; i < 8 && 4 + i < size; ++i) m[4 + i] = static_cast<std::uint8_t>(at >> (8 * i));
+    return m;
+}
+
+ConnConfig rt_config(const StreamParams& p) {
+    ConnConfig c;
+    c.max_datagram_size = 1300;    // room for 1200-byte messages and their repairs
+    c.latency = p.latency;
+    c.rt_retransmit = p.retransmit;
+    c.fec = p.fec;
+    c.fec_max_delay = p.fec_max_delay;
+    return c;
+}
+
+LinkParams link(const StreamParams& p, Time delay) {
+    LinkParams lp;
+    lp.delay = delay;
+    lp.jitter = p.jitter;
+    lp.jitter_reorders = p.reorders;
+    lp.loss = p.loss;
+    if (p.burst.enabled) {
+        lp.loss = 0;
+        lp.burst.enabled = true;
+        lp.burst.p_good_to_bad = p.burst.start;
+        lp.burst.p_bad_to_good = 1.0 / p.burst.mean;
+        lp.burst.loss_bad = 1.0;
+    }
+    lp.rate_bps = 100'000'000;
+    lp.queue_limit = 512 * 1024;
+    return lp;
+}
+
+StreamResult run_stream(const StreamParams& p) {
+    const std::vector<std::string> no_fec = {"framing",  "checksum", "handshake", "sequencing", "sack",
+                                             "deadline", "pacing",   "keepalive", "close"};
+    EndpointConfig scfg = endpoint_config(Pair::kServer, p.seed * 2 + 1);
+    scfg.conn = rt_config(p);
+    if (!p.with_fec) scfg.accept_elements = no_fec;
+    EndpointConfig ccfg = endpoint_config(Pair::kClient, p.seed * 2 + 2);
+    ccfg.conn = rt_config(p);
+    gs::sim::Simulator sim(p.seed);
+    Host server(scfg), client(ccfg);
+    REQUIRE(sim.set_link(Pair::kClient, Pair::kServer, link(p, p.delay)) == 0);
+    REQUIRE(sim.set_link(Pair::kServer, Pair::kClient,
+                         link(p, p.reverse_delay >= 0 ? p.reverse_delay : p.delay)) == 0);
+    REQUIRE(server.ep.listen({}) == 0);
+    REQUIRE(sim.add_node(Pair::kServer, server) == 0);
+    REQUIRE(sim.add_node(Pair::kClient, client) == 0);
+
+    StreamResult res;
+    std::shared_ptr<Connection> cconn, sconn;
+    std::vector<int> seen(static_cast<std::size_t>(p.messages), 0);
+    int last = -1;
+    server.app = [&](Time now) {
+        if (!sconn) sconn = server.ep.accept();
+        if (!sconn) return;
+        std::vector<std::uint8_t> buf(70000);
+        for (;;) {
+            std::size_t full = 0;
+            const auto n = sconn->recv_datagram(buf, &full);
+            if (n < 0) break;
+            ++res.delivered;
+            if (static_cast<std::size_t>(n) != p.size || full != p.size) {
+                ++res.malformed;
+                continue;
+            }
+            int index = 0;
+            Time at = 0;
+            for (std::size_t i = 0; i < 4; ++i) index |= int(buf[i]) << (8 * i);
+            for (std::size_t i = 0; i < 8; ++i) at |= Time(buf[4 + i]) << (8 * i);
+            bool ok = index >= 0 && index < p.messages;
+            for (std::size_t i = 12; ok && i < p.size; ++i) ok = buf[i] == fill(index, i);
+            if (!ok) {
+                ++res.malformed;
+                continue;
+            }
+            if (now > at + p.latency) ++res.after_deadline;
+            res.min_margin = std::min(res.min_margin, at + p.latency - now);
+            if (seen[static_cast<std::size_t>(index)]++) ++res.duplicates;
+            if (index <= last) ++res.out_of_order;
+            last = index;
+        }
+    };
+    wire::Qos qos;
+    qos.latency_us = static_cast<std::uint32_t>(p.latency / gs::sansio::kMicrosecond);
+    std::vector<std::string> elements;
+    if (!p.with_fec) elements = no_fec;
+    REQUIRE(client.ep.connect(Pair::kServer, kClassRealtime, qos, sim.now(), cconn, elements) == 0);
+    sim.kick(client);
+    REQUIRE(sim.run_while([&] { return !(cconn->state() == Connection::State::established && sconn); },
+                          sim.now() + 5 * kSecond));
+    const Time start = sim.now() + 10 * kMillisecond;
+    for (int i = 0; i < p.messages; ++i) {
+        sim.schedule(start + i * p.interval, [&, i] {
+            const Time now = sim.now();
+            client.ep.advance(now);
+            const auto m = make_message(i, now, p.size);
+            if (cconn->send_datagram(m) == static_cast<std::ptrdiff_t>(p.size)) ++res.sent;
+            sim.kick(client);
+        });
+    }
+    sim.run_until(start + p.messages * p.interval + p.latency + kSecond);
+    res.tx = cconn->counters();
+    res.rx = sconn->counters();
+    res.livelocks = sim.stats().timer_livelocks;
+    return res;
+}
+
+void report(const char* what, const StreamParams& p, const StreamResult& r) {
+    MESSAGE(what << ": loss " << p.loss * 100 << "%: on time " << r.delivered << "/" << r.sent << " ("
+                 << r.on_time_ratio() * 100 << "%), late " << r.after_deadline << ", skipped "
+                 << r.rx.late_dropped << ", late arrivals " << r.rx.late_arrivals << ", fec repaired "
+                 << r.rx.fec_repaired << ", retransmitted " << r.tx.retransmitted << ", expired "
+                 << r.tx.expired << ", repairs " << r.tx.repairs_sent << " ("
+                 << (r.tx.bytes_sent ? 100.0 * double(r.tx.repair_bytes_sent) / double(r.tx.bytes_sent) : 0)
+                 << "% of the bytes), jitter " << double(r.rx.jitter) / 1e6 << " ms, srtt "
+                 << double(r.tx.srtt) / 1e6 << " ms, smallest margin to the deadline "
+                 << double(r.min_margin) / 1e6 << " ms");
+}
+
+void check_common(const StreamParams& p, const StreamResult& r) {
+    CHECK(r.sent == p.messages);
+    CHECK(r.after_deadline == 0);    // nothing is ever delivered after its deadline
+    CHECK(r.malformed == 0);         // whole messages, boundaries kept
+    CHECK(r.duplicates == 0);
+    CHECK(r.out_of_order == 0);      // in sequence order
+    CHECK(r.livelocks == 0);
+    CHECK(r.rx.on_time == static_cast<std::uint64_t>(r.delivered));
+    // Every message is delivered or counted as skipped (the last ones may
+    // still be missing at the end only if the stream ends with losses).
+    CHECK(r.rx.on_time + r.rx.late_dropped <= static_cast<std::uint64_t>(r.sent));
+}
+
+}  // namespace
+
+
+// The case: 1000 messages of 1200 bytes at 1 ms, latency 120 ms,
+// RTT 20-40 ms (15 ms +-5 ms each way, reordering), retransmission and FEC
+// 10/2. Ten seeds per loss rate; the bounds are the lowest ratio measured
+// with some margin (docs/mces.md, "Realtime class", has the figures).
+TEST_CASE("realtime stream at 1, 5 and 10% loss: on time, never late, boundaries kept") {
+    struct Case {
+        double loss;
+        double bound;    // on-time ratio of every run at least
+    };
+    // Measured: every run 100% on time at each rate (seeds 1-10).
+    const Case cases[] = {{0.0, 1.0}, {0.01, 0.999}, {0.05, 0.998}, {0.10, 0.995}};
+    for (const Case& c : cases) {
+        double worst = 1, sum = 0;
+        std::uint64_t retransmitted = 0, repaired = 0, repair_bytes = 0, bytes = 0;
+        const int seeds = 10;
+        for (int seed = 1; seed <= seeds; ++seed) {
+            CAPTURE(c.loss);
+            CAPTURE(seed);
+            StreamParams p;
+            p.seed = static_cast<std::uint64_t>(seed);
+            p.loss = c.loss;
+            const StreamResult r = run_stream(p);
+            if (seed == 1) report("retransmission + fec 10/2", p, r);
+            check_common(p, r);
+            CHECK(r.on_time_ratio() >= c.bound);
+            worst = std::min(worst, r.on_time_ratio());
+            sum += r.on_time_ratio();
+            retransmitted += r.tx.retransmitted;
+            repaired += r.rx.fec_repaired;
+            repair_bytes += r.tx.repair_bytes_sent;
+            bytes += r.tx.bytes_sent;
+        }
+        MESSAGE("loss " << c.loss * 100 << "%: on time mean " << sum / seeds * 100 << "%, worst " << worst * 100
+                        << "%; per run " << retransmitted / seeds << " retransmitted, " << repaired / seeds
+                        << " repaired by FEC, repairs " << 100.0 * double(repair_bytes) / double(bytes)
+                        << "% of the bytes");
+    }
+}
+
+TEST_CASE("without loss or reordering nothing is resent, skipped or repaired") {
+    StreamParams p;
+    p.reorders = false;
+    const StreamResult r = run_stream(p);
+    report("clean", p, r);
+    check_common(p, r);
+    CHECK(r.delivered == p.messages);
+    CHECK(r.tx.retransmitted == 0);
+    CHECK(r.tx.expired == 0);
+    CHECK(r.rx.late_dropped == 0);
+    CHECK(r.rx.fec_repaired == 0);
+    CHECK(r.tx.repairs_sent == 200);    // 10/2: two per block of ten, 100 blocks
+    CHECK(r.rx.repairs_received == 200);
+    // Jitter +-5 ms uniform without reordering: RFC 3550's estimate is a
+    // few ms, never zero, never above the spread.
+    CHECK(r.rx.jitter > 500 * gs::sansio::kMicrosecond);
+    CHECK(r.rx.jitter < 10 * kMillisecond);
+}
+
+TEST_CASE("FEC alone repairs: no retransmission, the on-time ratio rises") {
+    // 5% random loss, retransmission off: what FEC 10/2 recovers is all that
+    // lifts the ratio above 95%.
+    double with = 0, without = 0;
+    std::uint64_t repaired = 0;
+    for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+        CAPTURE(seed);
+        StreamParams p;
+        p.seed = seed;
+        p.loss = 0.05;
+        p.retransmit = false;
+        const StreamResult f = run_stream(p);
+        check_common(p, f);
+        CHECK(f.tx.retransmitted == 0);
+        CHECK(f.rx.fec_repaired > 0);
+        p.with_fec = false;
+        const StreamResult n = run_stream(p);
+        check_common(p, n);
+        CHECK(n.tx.retransmitted == 0);
+        CHECK(n.tx.repairs_sent == 0);
+        CHECK(n.rx.fec_repaired == 0);
+        if (seed == 1) {
+            report("fec only", p, f);
+            report("neither", p, n);
+        }
+        with += f.on_time_ratio();
+        without += n.on_time_ratio();
+        repaired += f.rx.fec_repaired;
+        CHECK(f.on_time_ratio() > n.on_time_ratio() + 0.03);
+    }
+    MESSAGE("5% loss, no retransmission: on time " << with / 3 * 100 << "% with FEC 10/2, " << without / 3 * 100
+                                                   << "% without");
+    CHECK(without / 3 < 0.97);     // the loss shows without FEC...
+    CHECK(with / 3 >= 0.99);       // ...and FEC repairs most of it (measured 99.5%)
+}
+
+TEST_CASE("a burst of losses is repaired with interleaving, not without") {
+    // Runs of losses of mean length 4 (5% of the packets), no retransmission:
+    // blocks of 10/2 side by side lose whole runs; interleaved 8 deep, a run
+    // of up to 16 costs each block at most 2.
+    StreamParams p;
+    p.burst.enabled = true;
+    p.burst.mean = 4;
+    p.burst.start = 0.05 / 4;
+    p.retransmit = false;
+    p.reorders = false;
+    p.messages = 4000;
+    double flat = 0, deep = 0;
+    for (std::uint64_t seed = 1; seed <= 2; ++seed) {
+        CAPTURE(seed);
+        p.seed = seed;
+        p.fec = {10, 2, 1};
+        p.fec_max_delay = 0;
+        const StreamResult a = run_stream(p);
+        check_common(p, a);
+        // A group of 8 x 10 messages spans 80 ms: its repairs wait for it.
+        p.fec = {10, 2, 8};
+        p.fec_max_delay = 85 * kMillisecond;
+        const StreamResult b = run_stream(p);
+        check_common(p, b);
+        CHECK(b.tx.retransmitted == 0);
+        if (seed == 1) {
+            report("bursts, depth 1", p, a);
+            report("bursts, depth 8", p, b);
+        }
+        flat += a.on_time_ratio();
+        deep += b.on_time_ratio();
+        CHECK(b.rx.fec_repaired > a.rx.fec_repaired);
+        CHECK(b.on_time_ratio() > a.on_time_ratio());
+    }
+    MESSAGE("bursts (mean 4, 5%): on time " << flat / 2 * 100 << "% at depth 1, " << deep / 2 * 100
+                                            << "% at depth 8");
+    CHECK(flat / 2 < 0.98);
+    CHECK(deep / 2 >= 0.99);
+}
+
+TEST_CASE("a path slower than the latency: late messages are dropped, never delivered late") {
+    // 60 ms +-30 ms one way against 80 ms of latency: many messages arrive
+    // after their deadline.
+    StreamParams p;
+    p.latency = 80 * kMillisecond;
+    p.delay = 60 * kMillisecond;
+    p.jitter = 30 * kMillisecond;
+    p.loss = 0.02;
+    const StreamResult r = run_stream(p);
+    report("slow path", p, r);
+    check_common(p, r);
+    CHECK(r.rx.late_dropped + r.rx.late_arrivals > 0);
+    CHECK(r.delivered < p.messages);
+    CHECK(r.delivered > p.messages / 4);
+}
+
+TEST_CASE("an asymmetric path: the clock bound holds whatever the split of the round trip") {
+    // 40 ms one way, 2 ms back: a receiver that assumed RTT / 2 each way
+    // would release 19 ms late. The bound from the ACKs does not assume.
+    for (bool forward_slow : {true, false}) {
+        CAPTURE(forward_slow);
+        StreamParams p;
+        p.delay = forward_slow ? 40 * kMillisecond : 2 * kMillisecond;
+        p.reverse_delay = forward_slow ? 2 * kMillisecond : 40 * kMillisecond;
+        p.jitter = kMillisecond;
+        p.loss = 0.02;
+        const StreamResult r = run_stream(p);
+        report(forward_slow ? "slow forward" : "slow reverse", p, r);
+        check_common(p, r);
+        CHECK(r.on_time_ratio() >= 0.99);
+    }
+}
+
+TEST_CASE("message boundaries: every size up to the largest, EMSGSIZE above") {
+    StreamParams p;
+    ConnConfig cc = rt_config(p);
+    Pair pair(7, LinkParams{}, cc);
+    wire::Qos qos;
+    qos.latency_us = 50'000;
+    REQUIRE(pair.client.ep.connect(Pair::kServer, kClassRealtime, qos, pair.sim.now(), pair.cconn) == 0);
+    pair.sim.kick(pair.client);
+    REQUIRE(pair.sim.run_while(
+        [&] { return !(pair.cconn->state() == Connection::State::established && pair.sconn); },
+        pair.sim.now() + 5 * kSecond));
+    Connection& c = *pair.cconn;
+    CHECK(pair.sconn->service_class() == kClassRealtime);
+    CHECK(pair.sconn->chain().realtime());
+    const std::size_t max = c.max_datagram_payload();
+    CHECK(max >= 1200);
+    std::vector<std::uint8_t> big(max + 1, 0x5a);
+    CHECK(c.send_datagram(big) == -EMSGSIZE);
+    CHECK(c.write(big) == -EOPNOTSUPP);
+    const std::size_t sizes[] = {0, 1, 7, 8, 9, 100, 1000, max - 1, max};
+    for (std::size_t n : sizes) {
+        pair.client.ep.advance(pair.sim.now());
+        std::vector<std::uint8_t> m(n);
+        for (std::size_t i = 0; i < n; ++i) m[i] = static_cast<std::uint8_t>(n + i);
+        CHECK(c.send_datagram(m) == static_cast<std::ptrdiff_t>(n));
+        pair.sim.kick(pair.client);
+        pair.sim.run_until(pair.sim.now() + kMillisecond);
+    }
+    std::vector<std::vector<std::uint8_t>> got;
+    pair.server.app = [&](Time) {
+        std::vector<std::uint8_t> buf(70000);
+        for (;;) {
+            const auto n = pair.sconn->recv_datagram(buf);
+            if (n < 0) break;
+            got.emplace_back(buf.begin(), buf.begin() + n);
+        }
+    };
+    pair.sim.run_until(pair.sim.now() + 200 * kMillisecond);
+    REQUIRE(got.size() == std::size(sizes));
+    for (std::size_t k = 0; k < got.size(); ++k) {
+        CAPTURE(k);
+        REQUIRE(got[k].size() == sizes[k]);
+        for (std::size_t i = 0; i < got[k].size(); ++i)
+            if (got[k][i] != static_cast<std::uint8_t>(sizes[k] + i)) FAIL("byte " << i);
+    }
+    // The latency the client asked is the one both sides use.
+    const auto g = pair.sconn->granted();
+    REQUIRE(g.latency_us.has_value());
+    CHECK(*g.latency_us == 50'000u);
+    // Graceful close once everything is out.
+    CHECK(c.close() == 0);
+    CHECK(pair.sconn->close() == 0);
+    CHECK(pair.run_until_closed(10 * kSecond));
+    CHECK(c.error() == 0);
+}
+
+TEST_CASE("timing buffer: releases in order at stamp + offset + latency, skips and drops what is late") {
+    TimingBufferConfig cfg;
+    cfg.latency = 100 * kMillisecond;
+    cfg.window = 8;
+    cfg.max_bytes = 100;
+    TimingBuffer tb(cfg);
+    std::vector<std::uint64_t> out;
+    auto run = [&](Time now) { return tb.release(now, [&](std::uint64_t s, auto) { out.push_back(s); }); };
+    const std::uint8_t m[10] = {};
+    // A strict clock: c >= 5 ms. Message n stamped n ms is due at n + 105 ms.
+    tb.clock_sample(5 * kMillisecond);
+    REQUIRE(tb.has_ack_clock());
+    CHECK(tb.insert(1, 1000, {m, 10}, 20 * kMillisecond) == TimingBuffer::Insert::stored);
+    CHECK(tb.insert(1, 1000, {m, 10}, 21 * kMillisecond) == TimingBuffer::Insert::duplicate);
+    CHECK(tb.insert(3, 3000, {m, 10}, 22 * kMillisecond) == TimingBuffer::Insert::stored);
+    CHECK(tb.insert(9, 9000, {m, 10}, 22 * kMillisecond) == TimingBuffer::Insert::too_far);
+    CHECK(tb.next_release() == 106 * kMillisecond);
+    CHECK(run(106 * kMillisecond - 1) == 0);
+    CHECK(run(106 * kMillisecond) == 1);          // 0 skipped, 1 delivered
+    CHECK(tb.counters().skipped == 1);
+    CHECK(tb.next_release() == 108 * kMillisecond);
+    // 2 arrives in time: delivered before 3, in order.
+    CHECK(tb.insert(2, 2000, {m, 10}, 107 * kMillisecond) == TimingBuffer::Insert::stored);
+    CHECK(run(108 * kMillisecond) == 2);
+    CHECK(out == std::vector<std::uint64_t>{1, 2, 3});
+    // Arriving after its release time: dropped, never delivered.
+    CHECK(tb.insert(4, 4000, {m, 10}, 109 * kMillisecond + 1) == TimingBuffer::Insert::late);
+    CHECK(tb.insert(0, 0, {m, 10}, 109 * kMillisecond) == TimingBuffer::Insert::duplicate);
+    CHECK(tb.counters().late == 1);
+    // Byte bound.
+    for (std::uint64_t s = 5; s < 13; ++s)
+        tb.insert(s, s * 1000, {m, 10}, 109 * kMillisecond);
+    CHECK(tb.held_bytes() <= cfg.max_bytes);
+    // A lying clock sample above c_high is cut to it.
+    tb.observe_arrival(20, 20'000, 30 * kMillisecond);   // transit 10 ms: c <= 10 ms
+    tb.clock_sample(50 * kMillisecond);
+    CHECK(tb.clock_low() == 10 * kMillisecond);
+    CHECK(tb.counters().clock_cut == 1);
+    CHECK(run(kNever - 1) > 0);
+    CHECK(tb.held() == 0);
+}
+
+TEST_CASE("timing buffer: before the ACK's sample, a loose bound holds messages an eighth of the latency") {
+    TimingBufferConfig cfg;
+    cfg.latency = 80 * kMillisecond;
+    TimingBuffer tb(cfg);
+    const std::uint8_t m[4] = {};
+    // The handshake's bound says c >= -300 ms: message 0 stamped 400 ms is due
+    // at 180 ms, long before it arrives at 410 ms.
+    tb.epoch_sample(400'000, 100 * kMillisecond);
+    CHECK_FALSE(tb.has_ack_clock());
+    CHECK(tb.insert(1, 401'000, {m, 4}, 410 * kMillisecond) == TimingBuffer::Insert::stored);
+    CHECK(tb.next_release() == 420 * kMillisecond);
+    std::vector<std::uint64_t> out;
+    CHECK(tb.insert(0, 400'000, {m, 4}, 415 * kMillisecond) == TimingBuffer::Insert::stored);
+    // 0 is due at 425 ms (its own arrival + 10 ms); 1 waits behind it.
+    CHECK(tb.release(420 * kMillisecond, [&](std::uint64_t s, auto) { out.push_back(s); }) == 0);
+    CHECK(tb.release(425 * kMillisecond, [&](std::uint64_t s, auto) { out.push_back(s); }) == 2);
+    CHECK(out == std::vector<std::uint64_t>{0, 1});
+    CHECK(tb.counters().skipped == 0);
+}
