@@ -244,16 +244,17 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
     if (d.qos.rate_down > 0 && proto == policy::Proto::udp && no_bridges && once(rule, kWarnRateDown))
         GS_LOG(warn, "flow rule %s: rate_down needs the engine, and bridge = never: this udp flow gets none",
                d.rule.c_str());
-    // MCES carries TCP flows of a stream class and UDP flows of class datagram.
+    // MCES carries TCP flows of a stream class and UDP flows of a message
+    // class (datagram, realtime).
     const bool stream = d.service == policy::ServiceClass::reliable || d.service == policy::ServiceClass::guaranteed;
+    const bool messages = d.service == policy::ServiceClass::datagram || d.service == policy::ServiceClass::realtime;
     const bool carried = d.transport != policy::Transport::overlay &&
-                         (proto == policy::Proto::tcp ? stream
-                                                      : d.service == policy::ServiceClass::datagram && !no_bridges);
+                         (proto == policy::Proto::tcp ? stream : messages && !no_bridges);
     if (d.transport != policy::Transport::native && !carried && once(rule, kWarnTransport)) {
-        const char* why = proto == policy::Proto::udp && d.service == policy::ServiceClass::datagram
+        const char* why = proto == policy::Proto::udp && messages
                               ? "bridge = never keeps the engine, which runs MCES, out"
                               : "MCES carries TCP flows of class reliable or guaranteed and UDP flows of class "
-                                "datagram so far";
+                                "datagram or realtime so far";
         if (d.transport == policy::Transport::automatic)
             GS_LOG(info, "flow rule %s: transport = auto stays native for this %s flow: %s", d.rule.c_str(),
                    policy::name(proto), why);
@@ -267,10 +268,12 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
 // written in the rule (the class default auto of guaranteed stays native
 // until MCES is the tested default), for a class MCES has a chain for: a
 // TCP flow of class reliable or guaranteed (a stream), a UDP flow of class
-// datagram (class 0: docs/mces.md, "UDP programs").
+// datagram or realtime (messages, class 0 or 3: docs/mces.md, "unmodified
+// UDP programs").
 bool mces_wanted(const policy::Decision& d, int rule, policy::Proto proto) noexcept {
     const bool stream = d.service == policy::ServiceClass::reliable || d.service == policy::ServiceClass::guaranteed;
-    if (proto == policy::Proto::udp ? d.service != policy::ServiceClass::datagram : !stream) return false;
+    const bool messages = d.service == policy::ServiceClass::datagram || d.service == policy::ServiceClass::realtime;
+    if (proto == policy::Proto::udp ? !messages : !stream) return false;
     if (d.transport == policy::Transport::mces) return true;
     return d.transport == policy::Transport::automatic && rule >= 0 &&
            static_cast<size_t>(rule) < g_policy->rules().size() && g_policy->rules()[rule].transport_set;
@@ -280,7 +283,11 @@ engine::McesParams mces_params(const policy::Decision& d) noexcept {
     engine::McesParams p;
     p.service_class = d.service == policy::ServiceClass::guaranteed ? 2
                       : d.service == policy::ServiceClass::datagram ? 0
+                      : d.service == policy::ServiceClass::realtime ? 3
                                                                      : 1;
+    p.latency_us = d.qos.latency_us;
+    p.fec_data = d.qos.fec_data;
+    p.fec_parity = d.qos.fec_parity;
     p.rate = d.qos.rate;
     p.dscp = d.qos.dscp;
     p.priority = d.qos.priority;
@@ -944,8 +951,9 @@ int bridge_datagram(int fd, bool autobind) noexcept {
         Endpoint local;
         if (real::getsockname()(transport, reinterpret_cast<sockaddr*>(&me), &ml) == 0)
             endpoint_from(reinterpret_cast<sockaddr*>(&me), ml, local);
-        GS_LOG(info, "flow: udp on fd %d (rule %s): carried over MCES class 0 on its port %u (transport %s): "
-                     "peers under gsocket get MCES, %s", fd, r.decision->rule.c_str(), local.port,
+        GS_LOG(info, "flow: udp on fd %d (rule %s): carried over MCES class %u on its port %u (transport %s): "
+                     "peers under gsocket get MCES, %s", fd, r.decision->rule.c_str(),
+               static_cast<unsigned>(d.mces->service_class), local.port,
                policy::name(r.decision->transport),
                d.mces->fallback ? "others plain UDP after 1 s without an answer"
                                 : "others nothing (transport = auto falls back to plain UDP)");

@@ -44,14 +44,16 @@ namespace gs::engine {
 
 // What one flow asks of MCES (from the policy's decision).
 struct McesParams {
-    uint8_t service_class = 1;          // 1 reliable, 2 guaranteed
+    uint8_t service_class = 1;          // 0 datagram, 1 reliable, 2 guaranteed, 3 realtime
     uint64_t rate = 0;                  // bytes/s asked (QoS offer), 0: none
     int dscp = -1;                      // QoS offer, -1: none
     int priority = -1;
     // The policy's `elements` (owned by the policy, which lives as long as
     // the process); null or empty: the class's default chain.
     const std::vector<std::string>* elements = nullptr;
-    bool fallback = false;              // transport = auto: no answer -> kernel TCP
+    uint32_t latency_us = 0;            // realtime: the latency bound asked (QoS offer); 0: none
+    uint8_t fec_data = 0, fec_parity = 0;   // realtime: the FEC layout (policy `fec`); 0: the default
+    bool fallback = false;              // transport = auto: no answer -> kernel TCP (UDP: plain UDP)
     // Give up on a handshake nobody answers after this long: kAutoWait with
     // fallback, kMcesWait without.
     int64_t handshake_timeout_ns = 0;

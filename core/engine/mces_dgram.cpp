@@ -197,7 +197,7 @@ private:
         std::shared_ptr<mces::Connection> c;
         static const std::vector<std::string> none;
         const std::vector<std::string>& el = params_.elements ? *params_.elements : none;
-        if (ep_.connect(to, mces::kClassDatagram, mces_offer(params_), now, c, el) != 0 || !c) return drop();
+        if (ep_.connect(to, params_.service_class, mces_offer(params_), now, c, el) != 0 || !c) return drop();
         inc(stats_.connects);
         conns_.push_back(c);
         Peer& p = peers_[to];
@@ -399,9 +399,22 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
     // as it would the program's own datagram.
     cfg.conn.max_datagram_size = kMaxUdp4;
     cfg.conn.handshake_timeout = p.handshake_timeout_ns > 0 ? p.handshake_timeout_ns : kMcesWait;
+    // Class realtime: the latency asked (the server's grant is what both
+    // ends use) and the policy's FEC layout.
+    if (p.latency_us > 0) cfg.conn.latency = static_cast<int64_t>(p.latency_us) * 1000;
+    if (p.fec_data > 0 && p.fec_parity > 0) cfg.conn.fec = mces::fec::Layout{p.fec_data, p.fec_parity, 1};
     cfg.max_connections = kMaxPeers * 2;
     McesDgram* m = nullptr;
+    size_t max_message = 0;
     try {
+        mces::ChainResult chain = p.elements != nullptr ? mces::make_chain(*p.elements, p.service_class)
+                                                        : mces::default_chain(p.service_class);
+        if (!chain.ok()) {   // the policy checked it: only a class MCES has no message chain for
+            *err = -EINVAL;
+            close_internal_fd(udp_fd);
+            return nullptr;
+        }
+        max_message = mces::Connection::max_message(*chain.chain, cfg.conn.max_datagram_size);
         if (p.elements != nullptr) cfg.accept_elements = *p.elements;
         m = new McesDgram(cfg, p, stats, d, er, owner);
     } catch (...) {
@@ -417,9 +430,7 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
         delete m;
         return nullptr;
     }
-    // What one packet carries: Connection::max_datagram_payload() for this size.
-    const size_t room = cfg.conn.max_datagram_size - (1 + mces::wire::kMaxCidLen + 4 + mces::wire::kChecksumLen + 1);
-    m->max_payload_ = room - mces::wire::varint_size(room);
+    m->max_payload_ = max_message;
     return m;
 }
 

@@ -1,5 +1,6 @@
-// UDP flows carried over MCES class 0 (transport = mces / auto), for the
-// shim's datagram bridge (dgram_bridge.h). docs/mces.md, "UDP programs",
+// UDP flows carried over MCES class 0 (datagram) or 3 (realtime: each
+// message delivered by its send time + the latency, or never) with
+// transport = mces / auto, for the shim's datagram bridge (dgram_bridge.h). docs/mces.md, "UDP programs",
 // says what a program sees.
 //
 // The program's own UDP socket becomes an MCES endpoint on the same address
@@ -20,9 +21,11 @@
 //     ECONNREFUSED when the peer refused) goes to a connected socket's next
 //     call as an ICMP error would, and a new handshake is tried on the first
 //     send kRetryAfter later.
-// Message boundaries are kept (one DATAGRAM frame per message). A message
-// larger than a class-0 packet can carry (mces_dgram_max_payload(): 65,507
-// bytes less MCES's 34) is dropped with EMSGSIZE for the next call.
+// Message boundaries are kept (one DATAGRAM, or MESSAGE, frame per
+// message). A message larger than one packet carries
+// (mces_dgram_max_payload(): 65,507 bytes less MCES's 34 for class 0; less
+// for class 3, whose messages carry a send time and FEC's length) is dropped
+// with EMSGSIZE for the next call.
 //
 // Engine thread only; no exception leaves this file.
 #pragma once
@@ -84,7 +87,7 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
 int mces_dgram_send(Engine& e, McesDgram& m, const sansio::Addr& to, const uint8_t* p, size_t n) noexcept;
 // Send what the sends since the last call queued (once per batch of sends).
 void mces_dgram_flush(Engine& e, McesDgram& m) noexcept;
-// The largest message mces_dgram_send takes (65,473 bytes).
+// The largest message mces_dgram_send takes (class 0: 65,473 bytes).
 size_t mces_dgram_max_payload(const McesDgram& m) noexcept;
 // Stop: connections are closed (the peers are told), the socket is closed
 // once the kernel lets go of it; no callback after this returns. Frees `m`.

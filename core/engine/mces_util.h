@@ -16,6 +16,7 @@ namespace gs::engine {
 inline mces::wire::Qos mces_offer(const McesParams& p) noexcept {
     mces::wire::Qos q;
     if (p.rate > 0) q.rate = p.rate;
+    if (p.latency_us > 0) q.latency_us = p.latency_us;
     if (p.dscp >= 0 && p.dscp < 64) q.dscp = static_cast<uint8_t>(p.dscp);
     if (p.priority >= 0 && p.priority < 8) q.priority = static_cast<uint8_t>(p.priority);
     return q;

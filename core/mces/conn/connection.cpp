@@ -105,19 +105,21 @@ void Connection::wake() noexcept {
 
 Time Connection::pto() const noexcept { return ld_.rtt().pto(0); }
 
-std::size_t Connection::max_datagram_payload() const noexcept {
+std::size_t Connection::max_datagram_payload() const noexcept { return max_message(chain_, cfg_.max_datagram_size); }
+
+std::size_t Connection::max_message(const Chain& chain, std::size_t size) noexcept {
     // header: flags, the peer's ID (at most 20), a 4-byte packet number; CRC
     // (counted even when the connection has none: the answer must not
     // change when the handshake ends); the DATAGRAM frame's type and length
     // varint.
     const std::size_t fixed = 1 + wire::kMaxCidLen + 4 + wire::kChecksumLen + 1;
-    const std::size_t room = cfg_.max_datagram_size - fixed;
-    if (realtime()) {
+    const std::size_t room = size - fixed;
+    if (chain.has(Element::deadline)) {
         // A message goes whole in one MESSAGE frame, and with fec its
         // repair symbol (2 + stamp + message, behind a 15-byte header) in
         // one REPAIR frame: the larger overhead of the two bounds it.
         std::size_t over = wire::kMaxMessageOverhead;
-        if (has(Element::fec))
+        if (chain.has(Element::fec))
             over = std::max(over, wire::kMaxRepairCarrier + fec::kRepairHeaderSize + fec::kLengthPrefix +
                                       wire::kMessageTimestampLen);
         return room + 1 - over;

@@ -317,6 +317,9 @@ public:
     wire::Checksum checksum() const noexcept { return sum_; }
     // The largest message send_datagram takes.
     std::size_t max_datagram_payload() const noexcept;
+    // The same for any connection that runs `chain` with max_datagram_size
+    // `size`, before one exists (the engine's UDP bridge tells the program).
+    static std::size_t max_message(const Chain& chain, std::size_t size) noexcept;
     ConnCounters counters() const;
     // Client handshake counters (RETRYs followed, INITIALs sent), if a client.
     const wire::ClientCounters* handshake_counters() const noexcept;
