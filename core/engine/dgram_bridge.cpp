@@ -72,7 +72,9 @@ void report_error(BridgeState& b, int err) noexcept {
 
 }  // namespace
 
-DgramBridge* g_dgram_bridges = nullptr;   // every live datagram bridge (engine thread only)
+// Every live datagram bridge of this engine thread (a pointer: the one piece
+// of static TLS; tests run several engines in one process).
+thread_local DgramBridge* g_dgram_bridges = nullptr;
 
 // The engine's side of one bridged UDP flow. Lives on the engine thread;
 // frees itself when the program has closed its end (every copy of it: the
