@@ -261,7 +261,9 @@ private:
                 inc(stats_.received);
                 deliver_(owner_, c.peer(), buf_, static_cast<size_t>(n));
             }
-            if (c.state() == mces::Connection::State::closed) {
+            // Forgotten once drained: a realtime connection closed by its
+            // peer still releases what it holds, each at its time.
+            if (c.state() == mces::Connection::State::closed && c.drained()) {
                 forget(conns_[i]);
                 conns_[i] = std::move(conns_.back());
                 conns_.pop_back();

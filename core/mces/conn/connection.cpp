@@ -222,6 +222,12 @@ void Connection::enter_closed(int err, Time now, std::string msg) {
         // Abortive: what was buffered is gone (TCP discards it on RST too).
         dg_in_.clear();
         dg_in_bytes_ = 0;
+        if (tb_) tb_.reset();
+    } else if (tb_) {
+        // Graceful: the messages the timing buffer holds are still released
+        // at their times (each within one latency from now), so the
+        // connection stays until the last of them could be.
+        drain_until_ = std::max(drain_until_, now + rt_latency_);
     }
     wake();
 }
@@ -785,6 +791,7 @@ Time Connection::next_timeout() const noexcept {
     if (state_ == State::closed) {
         Time t = drain_until_;
         if (reset_sends_left_ > 0) t = std::min(t, reset_timer_);
+        if (tb_) t = std::min(t, tb_->next_release());   // a graceful close keeps releasing (enter_closed)
         return t;
     }
     Time t = std::min({idle_.next_timeout(), linger_until_, close_timer_, pacer_at_});
@@ -811,6 +818,7 @@ void Connection::on_timeout(Time now) {
             reset_pending_ = true;
             reset_timer_ = now + pto();
         }
+        if (tb_) rt_release(now);   // what arrived before a graceful close, at its time
         return;
     }
     if (now >= linger_until_) {
