@@ -412,6 +412,15 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                          v(m.connects), v(m.accepted), v(m.established), v(m.failed), v(m.fallbacks), v(m.sent),
                          v(m.received), v(m.plain_out), v(m.plain_in), v(m.dropped));
                 out += b;
+                if (r.dgram.mces->service_class == 3) {   // realtime (docs/mces.md, "Realtime class")
+                    out.pop_back();   // the block's '}'
+                    snprintf(b, sizeof b,
+                             ",\"on_time\":%llu,\"late_dropped\":%llu,\"fec_repaired\":%llu,\"retransmitted\":%llu,"
+                             "\"expired\":%llu,\"jitter_us\":%llu}",
+                             v(m.on_time), v(m.late_dropped), v(m.fec_repaired), v(m.retransmitted), v(m.expired),
+                             v(m.jitter_us));
+                    out += b;
+                }
             }
             if ((r.mces.kind == engine::McesFlow::client || r.mces.kind == engine::McesFlow::accepted) &&
                 r.mces.carried.load(std::memory_order_relaxed) == engine::McesFlow::mces) {

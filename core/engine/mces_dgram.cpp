@@ -140,6 +140,10 @@ public:
     }
 
     void close(Engine& e) noexcept {
+        Realtime last = ended_;   // the figures as the socket ends
+        for (auto& c : conns_)
+            if (c->chain().realtime()) last.add(c->counters(), true);
+        last.store(stats_);
         for (auto& c : conns_)
             if (c->state() != mces::Connection::State::closed) c->close();
         try {
@@ -254,6 +258,8 @@ private:
         for (const Plain& d : plain_in_)
             deliver_(owner_, d.from, d.bytes.data(), d.bytes.size());   // a refusal is the bridge's to count
         plain_in_.clear();
+        const bool publish = e.now() >= published_at_ + kPublishNs;
+        Realtime live = ended_;
         for (size_t i = 0; i < conns_.size();) {
             mces::Connection& c = *conns_[i];
             std::ptrdiff_t n;
@@ -264,14 +270,41 @@ private:
             // Forgotten once drained: a realtime connection closed by its
             // peer still releases what it holds, each at its time.
             if (c.state() == mces::Connection::State::closed && c.drained()) {
+                if (c.chain().realtime()) ended_.add(c.counters(), false);
                 forget(conns_[i]);
                 conns_[i] = std::move(conns_.back());
                 conns_.pop_back();
                 continue;
             }
+            if (publish && c.chain().realtime()) live.add(c.counters(), true);
             ++i;
         }
+        if (publish) {
+            published_at_ = e.now();
+            live.store(stats_);
+        }
     }
+
+    // Class realtime's counters, summed over connections.
+    struct Realtime {
+        uint64_t on_time = 0, late_dropped = 0, fec_repaired = 0, retransmitted = 0, expired = 0, jitter_ns = 0;
+        void add(const mces::ConnCounters& k, bool live) noexcept {
+            on_time += k.on_time;
+            late_dropped += k.late_dropped;
+            fec_repaired += k.fec_repaired;
+            retransmitted += k.retransmitted;
+            expired += k.expired;
+            if (live && static_cast<uint64_t>(k.jitter) > jitter_ns) jitter_ns = static_cast<uint64_t>(k.jitter);
+        }
+        void store(McesDgramStats& s) const noexcept {
+            s.on_time.store(on_time, std::memory_order_relaxed);
+            s.late_dropped.store(late_dropped, std::memory_order_relaxed);
+            s.fec_repaired.store(fec_repaired, std::memory_order_relaxed);
+            s.retransmitted.store(retransmitted, std::memory_order_relaxed);
+            s.expired.store(expired, std::memory_order_relaxed);
+            s.jitter_us.store(jitter_ns / 1000, std::memory_order_relaxed);
+        }
+    };
 
     // A connection a peer opened to us: it becomes the one we answer that
     // peer on, unless we have a live one to it already.
@@ -368,6 +401,8 @@ private:
     mces::Endpoint ep_;
     McesParams params_;
     McesDgramStats& stats_;
+    Realtime ended_;                 // of the connections already forgotten
+    int64_t published_at_ = 0;
     McesDeliver deliver_;
     McesError error_;
     void* owner_;

@@ -42,6 +42,9 @@
 
 namespace gs::engine {
 
+// How often the realtime counters are summed into McesDgramStats.
+constexpr int64_t kPublishNs = 10'000'000;
+
 // How long transport = mces waits after a failed handshake before trying a
 // peer again (datagrams to it are dropped meanwhile).
 constexpr int64_t kRetryAfter = 5'000'000'000;
@@ -57,9 +60,18 @@ struct McesDgramStats {
     std::atomic<uint64_t> sent{0}, received{0};        // messages given to / taken from a connection
     std::atomic<uint64_t> plain_out{0}, plain_in{0};   // datagrams sent / received as plain UDP
     std::atomic<uint64_t> dropped{0};       // messages lost: held beyond the bound, refused, no MCES (mces)
+    // Class realtime, summed over the socket's connections (published every
+    // kPublishNs while they run, and as each ends): messages released by
+    // their deadline, skipped because they were not there by it, recovered
+    // by FEC in time, sent again within their deadline, dropped unsent
+    // because they could no longer arrive in time; and the largest
+    // interarrival jitter (RFC 3550) among the live connections, in us.
+    std::atomic<uint64_t> on_time{0}, late_dropped{0}, fec_repaired{0}, retransmitted{0}, expired{0};
+    std::atomic<uint64_t> jitter_us{0};
     void reset() noexcept {
         for (std::atomic<uint64_t>* a : {&connects, &accepted, &established, &failed, &fallbacks, &sent, &received,
-                                         &plain_out, &plain_in, &dropped})
+                                         &plain_out, &plain_in, &dropped, &on_time, &late_dropped, &fec_repaired,
+                                         &retransmitted, &expired, &jitter_us})
             a->store(0, std::memory_order_relaxed);
     }
 };

