@@ -263,8 +263,13 @@ void Conn::on_io(Engine& e, int res) noexcept {
 
 void Conn::close(Engine& e) noexcept {
     e.cancel(*this);
-    close_internal_fd(fd);
+    // Forget the number before the kernel frees it: a fork() in another
+    // thread right after the close copies this state into a child, whose
+    // reset_inherited() would otherwise close the number again, by then
+    // maybe the program's own new fd (a pipe made just before the fork).
+    const int f = fd;
     fd = -1;
+    close_internal_fd(f);
     phase = Phase::free;
     std::string().swap(reply);   // a large snapshot's memory goes back now
     srv->on_conn_closed(e);
@@ -374,8 +379,9 @@ void Server::maybe_finish_stop() noexcept {
     if (!stopping || accept_pending) return;
     for (Conn& c : conns)
         if (c.phase != Phase::free) return;
-    close_internal_fd(lfd);
+    const int f = lfd;   // forgotten first, as in Conn::close
     lfd = -1;
+    close_internal_fd(f);
     stopping = false;
     finish(0);
 }
