@@ -55,8 +55,9 @@ int mces_connect(int fd, const sockaddr* addr, socklen_t len) noexcept;
 void mces_after_listen(int fd) noexcept;
 // After a successful bind() of a UDP socket: when the policy sends
 // datagrams to its port over MCES (transport = mces / auto, class
-// datagram), classify it and start its bridge now, so that a socket that
-// only receives is an MCES endpoint too (docs/mces.md, "UDP programs").
+// datagram or realtime), classify it and start its bridge now, so that a
+// socket that only receives is an MCES endpoint too (docs/mces.md,
+// "unmodified UDP programs").
 void mces_after_bind(int fd) noexcept;
 // accept(): `peer` is the accepted connection's kernel peer address. If the
 // engine opened it for an MCES connection, true and `out` the MCES peer.
