@@ -22,8 +22,8 @@ namespace gs::engine {
 namespace {
 
 constexpr size_t kMaxPeers = 1024;             // peers known at once (MCES or plain)
-constexpr size_t kMaxHeld = 64;                // messages held for a peer while its handshake runs
-constexpr size_t kMaxHeldBytes = 256 * 1024;   // ... and their bytes
+constexpr size_t kMaxHeld = 1024;              // messages held for a peer while its handshake runs
+constexpr size_t kMaxHeldBytes = 2u << 20;      // ... and their bytes (a fast stream fills 64 in a millisecond)
 constexpr size_t kMaxPlainOut = 4096;          // plain datagrams waiting for the socket
 constexpr size_t kMaxPlainIn = 1024;           // plain datagrams of one receive batch
 // A peer heard in plain UDP (or fallen back to it) is answered in plain UDP
