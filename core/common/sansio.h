@@ -56,6 +56,12 @@ struct Addr {
         static constexpr std::uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
         return std::memcmp(ip.data(), prefix, sizeof prefix) == 0;
     }
+    // 127.0.0.0/8 (IPv4, or IPv4-mapped) or ::1
+    bool is_loopback() const noexcept {
+        if (is_v4()) return ip[12] == 127;
+        static constexpr std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        return ip == one;
+    }
     // "10.0.0.1:9000" or "[::1]:9000"
     std::string str() const;
 

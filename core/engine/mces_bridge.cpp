@@ -47,12 +47,6 @@ void add(std::atomic<uint64_t>* c, uint64_t n) noexcept {
     if (c != nullptr && n > 0) c->fetch_add(n, std::memory_order_relaxed);
 }
 
-bool is_loopback(const sansio::Addr& a) noexcept {
-    if (a.is_v4()) return a.ip[12] == 127;
-    static constexpr uint8_t one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    return memcmp(a.ip.data(), one, 16) == 0;
-}
-
 // The engine's own sockets, without the shim's hooks (this file is linked
 // into the preload library): moved to kInternalFdBase and above, guarded.
 int internal_socket(int family) noexcept {
@@ -783,7 +777,7 @@ Site* Site::client(Engine& e, BridgeState& b, McesFlow& f) noexcept {
     socklen_t ml = sizeof me;
     getsockname(fd, reinterpret_cast<sockaddr*>(&me), &ml);
     const sansio::Addr peer = to_addr(reinterpret_cast<const sockaddr*>(&f.peer), f.peer_len);
-    mces::EndpointConfig cfg = endpoint_config(to_addr(reinterpret_cast<sockaddr*>(&me), ml), is_loopback(peer));
+    mces::EndpointConfig cfg = endpoint_config(to_addr(reinterpret_cast<sockaddr*>(&me), ml), peer.is_loopback());
     cfg.conn.handshake_timeout = f.params.handshake_timeout_ns > 0 ? f.params.handshake_timeout_ns : kMcesWait;
     cfg.max_connections = 1;
     if (!s->start_host(e, fd, cfg)) {
@@ -831,7 +825,7 @@ Site* Site::listener(Engine& e, int udp_fd, int listen_fd, unsigned long ino, in
     socklen_t ml = sizeof me;
     getsockname(udp_fd, reinterpret_cast<sockaddr*>(&me), &ml);
     const sansio::Addr local = to_addr(reinterpret_cast<sockaddr*>(&me), ml);
-    mces::EndpointConfig cfg = endpoint_config(local, is_loopback(local));
+    mces::EndpointConfig cfg = endpoint_config(local, local.is_loopback());
     try {   // the policy's chain for every connection accepted here (empty: the class's default)
         if (p.elements != nullptr) cfg.accept_elements = *p.elements;
     } catch (...) {

@@ -23,17 +23,11 @@ std::uint64_t splitmix64(std::uint64_t& s) noexcept {
 
 }  // namespace
 
-bool is_loopback(const sansio::Addr& a) noexcept {
-    if (a.is_v4()) return a.ip[12] == 127;
-    static constexpr std::array<std::uint8_t, 16> v6{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    return a.ip == v6;
-}
-
 // The one place that decides (endpoint.h has the rule and why it is safe).
 bool skip_checksum(const Chain& chain, bool explicit_chain, const ConnConfig& cfg,
                    const sansio::Addr& peer) noexcept {
     if (!chain.has(Element::checksum)) return true;
-    return !explicit_chain && cfg.loopback_no_checksum && is_loopback(peer);
+    return !explicit_chain && cfg.loopback_no_checksum && peer.is_loopback();
 }
 
 Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg), rng_(cfg.seed ^ 0x6d63657365656431ull) {}

@@ -66,9 +66,6 @@ constexpr std::uint64_t kRefuseBusy = 0x100;
 // REFUSE code when no chain exists for the class asked (realtime, group).
 constexpr std::uint64_t kRefuseNoChain = 0x101;
 
-// A loopback address: 127.0.0.0/8 (IPv4, or IPv4-mapped) or ::1.
-bool is_loopback(const sansio::Addr& a) noexcept;
-
 // Whether a connection with `chain` to `peer` goes without the CRC32C on its
 // short packets (a client offers it, a server agrees; the packets go without
 // it only when both sides said yes):

@@ -301,17 +301,17 @@ const std::vector<std::string> kWithChecksum = {"framing",  "checksum",    "hand
 
 }  // namespace
 
-TEST_CASE("is_loopback and skip_checksum: the one rule") {
-    CHECK(is_loopback(Addr::v4(0x7f000001, 1)));
-    CHECK(is_loopback(Addr::v4(0x7fff0102, 1)));      // all of 127.0.0.0/8
-    CHECK_FALSE(is_loopback(Addr::v4(0x80000001, 1)));
-    CHECK_FALSE(is_loopback(Addr::v4(0x0a000001, 1)));
-    CHECK_FALSE(is_loopback(Addr::v4(0, 1)));         // the wildcard is not loopback
-    CHECK(is_loopback(v6_loopback(1)));
+TEST_CASE("Addr::is_loopback and skip_checksum: the one rule") {
+    CHECK(Addr::v4(0x7f000001, 1).is_loopback());
+    CHECK(Addr::v4(0x7fff0102, 1).is_loopback());      // all of 127.0.0.0/8
+    CHECK_FALSE(Addr::v4(0x80000001, 1).is_loopback());
+    CHECK_FALSE(Addr::v4(0x0a000001, 1).is_loopback());
+    CHECK_FALSE(Addr::v4(0, 1).is_loopback());         // the wildcard is not loopback
+    CHECK(v6_loopback(1).is_loopback());
     Addr two = v6_loopback(1);
     two.ip[15] = 2;
-    CHECK_FALSE(is_loopback(two));
-    CHECK_FALSE(is_loopback(Addr{}));                 // ::
+    CHECK_FALSE(two.is_loopback());
+    CHECK_FALSE(Addr{}.is_loopback());                 // ::
 
     const Chain def = *default_chain(kClassReliable).chain;
     const Chain bare = *make_chain(kNoChecksum, kClassReliable).chain;
