@@ -435,6 +435,10 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
     // socket may send to): IP fragments what the path cannot carry whole,
     // as it would the program's own datagram.
     cfg.conn.max_datagram_size = kMaxUdp4;
+    // Several messages share a packet only up to 1200 bytes (QUIC's size
+    // that every path carries), beyond loopback: a fragmented packet of many
+    // messages loses them all with one fragment.
+    cfg.conn.coalesce_size = 1200;
     cfg.conn.handshake_timeout = p.handshake_timeout_ns > 0 ? p.handshake_timeout_ns : kMcesWait;
     // Class realtime: the latency asked (the server's grant is what both
     // ends use) and the policy's FEC layout.

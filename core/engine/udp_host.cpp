@@ -349,7 +349,8 @@ bool UdpHost::send_backlog() noexcept {
             const unsigned first = iovs;
             // A run: same peer, same size; a shorter one may end it.
             while (it != backlog_.end() && count < kMaxSegments && it->to == to &&
-                   (count == 0 || (opt_.gso && it->size() <= seg && total + it->size() <= 65000))) {
+                   (count == 0 || (opt_.gso && seg <= gso_seg_max_ && it->size() <= seg &&
+                                   total + it->size() <= 65000))) {
                 iovs += pieces(*it, &t.iov[iovs]);
                 total += it->size();
                 ++count;
@@ -384,6 +385,13 @@ bool UdpHost::send_backlog() noexcept {
             if (err == EINTR) continue;
             if (err == EIO && t.count[0] > 1) {   // the path cannot segment: send them one by one
                 opt_.gso = false;
+                continue;
+            }
+            if ((err == EINVAL || err == EMSGSIZE) && t.count[0] > 1) {
+                // Segments larger than the route's MTU: this size and larger
+                // go alone from now on (IP fragments them), nothing is lost.
+                ++stats_.tx_gso_refused;
+                gso_seg_max_ = backlog_.front().size() - 1;
                 continue;
             }
             // The first message was refused (EMSGSIZE, no route, an ICMP

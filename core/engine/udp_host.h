@@ -47,6 +47,7 @@ struct UdpHostStats {
     uint64_t tx_datagrams = 0, tx_bytes = 0, tx_calls = 0, tx_gso_batches = 0;
     uint64_t tx_errors = 0;        // refused by the kernel (EMSGSIZE, ENETUNREACH, ECONNREFUSED...)
     uint64_t tx_queue_full = 0;    // datagrams dropped because the send backlog was full
+    uint64_t tx_gso_refused = 0;   // GSO runs the kernel refused (segments beyond the MTU): sent again one by one
     uint64_t tx_held_copied = 0;   // held payloads copied because the socket was full (see may_hold)
     uint64_t timeouts = 0;
 };
@@ -134,6 +135,11 @@ private:
     int64_t timer_at_ = 0;                    // armed deadline, 0: none
     int inflight_ = 0;
     int family_ = AF_INET;
+    // Datagrams larger than this are not sent in GSO runs: the kernel
+    // refuses a run whose segments exceed the route's MTU (EINVAL), where
+    // it would fragment the same datagram sent alone. Learned from the
+    // refusals: the socket may reach peers over different paths.
+    size_t gso_seg_max_ = 65535;
     In in_;
     Out out_;
     Cancel cancel_in_, cancel_out_;

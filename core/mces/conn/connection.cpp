@@ -97,6 +97,7 @@ static_assert(kElementCount <= 32, "Connection::elements_ holds one bit per elem
 void Connection::cache_elements() noexcept {
     elements_ = 0;
     for (Element e : chain_.elements) elements_ |= std::uint32_t{1} << static_cast<unsigned>(e);
+    coalesce_ = cfg_.coalesce_size == 0 || peer_.is_loopback() ? mss() : std::min(cfg_.coalesce_size, mss());
 }
 
 void Connection::wake() noexcept {
@@ -1075,9 +1076,12 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
         } else if (realtime()) {
             rt_fill(pw, rec, eliciting, now);
         } else {
+            bool first = true;
             while (!dg_out_.empty()) {
                 const auto& m = dg_out_.front();
-                if (wire::datagram_overhead(m.size()) + m.size() > pw.room()) break;
+                const std::size_t need = wire::datagram_overhead(m.size()) + m.size();
+                if (need > pw.room() || (!first && !may_coalesce(mss() - pw.room(), need))) break;
+                first = false;
                 wire::write_datagram(w, m);
                 dg_out_bytes_ -= m.size();
                 dg_out_.pop_front();
@@ -1241,8 +1245,9 @@ void Connection::rt_take_repairs(Time now) {
 void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time now) {
     rt_trim(now);
     wire::Writer& w = pw.body();
-    auto fits = [&pw](std::uint64_t seq, std::size_t n) {
-        return wire::message_overhead(seq, n) + n <= pw.room();
+    auto fits = [&](std::uint64_t seq, std::size_t n) {
+        const std::size_t need = wire::message_overhead(seq, n) + n;
+        return need <= pw.room() && (!rec.messages || may_coalesce(mss() - pw.room(), need));
     };
     while (!rt_rtx_.empty()) {
         const std::uint64_t seq = rt_rtx_.front();

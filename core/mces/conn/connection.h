@@ -74,6 +74,14 @@ struct ConnConfig {
     // every path carries); up to 65527 on loopback. Also the congestion
     // controller's and pacer's packet size.
     std::size_t max_datagram_size = 1200;
+    // Several messages (class 0 datagrams, class 3 messages) share a packet
+    // only while it stays within this many bytes; one message alone may
+    // still fill max_datagram_size (IP fragments it, as it would have the
+    // program's own datagram). A packet of several messages that IP had to
+    // fragment is lost whole when one fragment is, and the kernel refuses a
+    // GSO run of segments larger than the path's MTU. 0: max_datagram_size.
+    // Not applied toward a loopback peer (no MTU below 64 KiB there).
+    std::size_t coalesce_size = 0;
     std::size_t send_buffer = 1 << 20;             // stream bytes held until acked (backpressure)
     // Bytes written and not yet sent that the application may queue:
     // write/write_reserve take at most max(max_unsent, bytes in flight)
@@ -386,6 +394,9 @@ private:
     bool build_closed_reply(std::vector<std::uint8_t>& out);
     sansio::Time pto() const noexcept;
     std::size_t mss() const noexcept { return cfg_.max_datagram_size; }
+    // Whether a packet with `used` bytes may take one more message of
+    // `need` bytes (frame included) beside the ones it has.
+    bool may_coalesce(std::size_t used, std::size_t need) const noexcept { return used + need <= coalesce_; }
     void cache_elements() noexcept;
     bool has(Element e) const noexcept { return (elements_ >> static_cast<unsigned>(e)) & 1u; }
     bool borrows() const noexcept { return rb_ && rb_->borrowed() > 0; }
@@ -422,6 +433,7 @@ private:
     bool borrow_listed_ = false;       // in the Endpoint's list of connections to settle
 
     sansio::Addr peer_;
+    std::size_t coalesce_ = 0;   // ConnConfig::coalesce_size toward this peer
     wire::ConnectionId local_cid_;
     wire::ConnectionId peer_cid_;
     wire::Qos granted_;

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "core/common/sansio.h"
 #include "core/mces/conn/endpoint.h"
@@ -61,6 +62,7 @@ public:
         if (!ep.poll_transmit(d)) return false;
         held_bytes += d.size() - d.bytes.size();
         d.flatten();
+        sent_sizes.push_back(d.size());
         return true;
     }
 
@@ -68,6 +70,7 @@ public:
     bool hold = false;
     bool scribble = false;           // overwrite each datagram after on_batch_end
     std::uint64_t held_bytes = 0;   // payload sent from the send buffer
+    std::vector<std::size_t> sent_sizes;   // every datagram sent, in order
     std::function<void(Time)> app;   // the application, run after every event
 };
 

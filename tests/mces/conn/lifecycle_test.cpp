@@ -4,6 +4,7 @@
 // client's bounded wait), admission refusal, and class 0 datagrams.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <set>
 #include <vector>
@@ -266,4 +267,56 @@ TEST_CASE("class 0: boundaries kept, nothing duplicated, loss passes through as 
     CHECK(p.cconn->error() == 0);
     CHECK(p.sconn->error() == 0);
     CHECK(p.sconn->recv_datagram(b) == -ENOTCONN);
+}
+
+TEST_CASE("coalesce_size: several messages share a packet only up to it, one message alone may be larger") {
+    // As the shim configures a socket's connections (mces_dgram): packets up
+    // to UDP's largest, several messages only within 1200 bytes toward a
+    // peer that is not on loopback (the simulator's are 10.0.0.x).
+    ConnConfig cc;
+    cc.max_datagram_size = 65507;
+    cc.coalesce_size = 1200;
+    for (std::uint8_t cls : {kClassDatagram, kClassRealtime}) {
+        CAPTURE(int(cls));
+        Pair p(21, clean(), cc);
+        REQUIRE(p.connect(cls, 10 * kSecond));
+        p.client.sent_sizes.clear();
+        // 40 small messages queued at once, then one of 5000 bytes.
+        std::vector<std::uint8_t> small(300, 0x5a), big(5000, 0xa5);
+        for (int i = 0; i < 40; ++i) REQUIRE(p.cconn->send_datagram(small) == 300);
+        REQUIRE(p.cconn->send_datagram(big) == 5000);
+        p.sim.kick(p.client);
+        std::size_t got = 0, got_big = 0;
+        p.server.app = [&](Time) {
+            std::uint8_t buf[8192];
+            for (std::ptrdiff_t r; (r = p.sconn->recv_datagram(buf)) >= 0;) {
+                if (r == 300) ++got;
+                if (r == 5000) ++got_big;
+            }
+        };
+        p.sim.run_until(p.sim.now() + 2 * kSecond);
+        CHECK(got == 40);
+        CHECK(got_big == 1);
+        std::size_t over = 0, carrying = 0;
+        for (std::size_t s : p.client.sent_sizes) {
+            if (s > 1200) ++over;
+            if (s > 300) ++carrying;   // a packet with at least one message
+        }
+        // The 5000-byte message, alone; class realtime (FEC 10/2) adds the
+        // repairs of its group, as long as it: all but the 8 of the four
+        // groups of ten small messages.
+        CHECK(over == 1 + (cls == kClassRealtime ? p.cconn->counters().repairs_sent - 8 : 0));
+        CHECK(carrying >= 11);       // 40 x 300 bytes: at most 3 to a 1200-byte packet, and the big one
+        // Without the limit the small ones share one packet.
+        ConnConfig whole = cc;
+        whole.coalesce_size = 0;
+        Pair q(22, clean(), whole);
+        REQUIRE(q.connect(cls, 10 * kSecond));
+        q.client.sent_sizes.clear();
+        for (int i = 0; i < 40; ++i) REQUIRE(q.cconn->send_datagram(small) == 300);
+        q.sim.kick(q.client);
+        q.sim.run_until(q.sim.now() + 2 * kSecond);
+        CHECK(std::count_if(q.client.sent_sizes.begin(), q.client.sent_sizes.end(),
+                            [](std::size_t s) { return s > 12000; }) == 1);
+    }
 }
