@@ -368,6 +368,11 @@ GS_EXPORT int setsockopt(int fd, int level, int name, const void* val, socklen_t
     const FlowRecord& r = flow_at(slot::index(s));
     uint64_t v;
     int rc;
+    if (level == SOL_SOCKET && name == SO_RCVBUF && slot::is_bridged(s) && dgram_bridged(s)) {
+        rc = real::setsockopt()(fd, level, name, val, len);
+        if (rc == 0) follow_rcvbuf(bridge_of(s).app_end, fd);
+        return rc;
+    }
     if (!policy_override(r, level, name, val, len, v)) {
         rc = real::setsockopt()(fd, level, name, val, len);
     } else if (name == SO_MAX_PACING_RATE && len >= sizeof(uint64_t)) {

@@ -701,6 +701,21 @@ bool wants_bridge(uint32_t s) noexcept {
 }
 
 engine::BridgeState& bridge_of(uint32_t s) noexcept { return flow_at(slot::index(s)).bridge; }
+
+// A bridged UDP socket's datagrams wait for the program in the engine's end
+// of the pair: that end's send buffer is the program's receive buffer. It
+// follows the transport's SO_RCVBUF (what the program asked, before or
+// after the bridge), and never shrinks below the pair's default, so that a
+// large datagram is never refused where UDP would have queued it.
+void follow_rcvbuf(int app_end, int transport) noexcept {
+    int want = 0, have = 0;
+    socklen_t l = sizeof want;
+    if (real::getsockopt()(transport, SOL_SOCKET, SO_RCVBUF, &want, &l) != 0) return;
+    l = sizeof have;
+    if (real::getsockopt()(app_end, SOL_SOCKET, SO_SNDBUF, &have, &l) != 0 || want <= have) return;
+    int half = want / 2;   // both values are as the kernel doubled them
+    real::setsockopt()(app_end, SOL_SOCKET, SO_SNDBUF, &half, sizeof half);
+}
 engine::DgramState& dgram_of(uint32_t s) noexcept { return flow_at(slot::index(s)).dgram; }
 
 namespace {
@@ -891,6 +906,7 @@ int bridge_datagram(int fd, bool autobind) noexcept {
     if (fl & O_NONBLOCK) real::fcntl()(fd, F_SETFL, O_NONBLOCK);
     protect_fd(transport);
     protect_fd(app_end);
+    follow_rcvbuf(app_end, transport);
     b.transport = transport;
     b.app_end = app_end;
     b.accepted = true;

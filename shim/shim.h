@@ -80,6 +80,8 @@ int bridge_datagram(int fd, bool autobind) noexcept;
 int adopt_internal_fd(int fd) noexcept;
 // For the hooks: the bridge of a bridged slot (a UDP one: with its dgram part).
 engine::BridgeState& bridge_of(uint32_t s) noexcept;
+// The engine's end of a UDP bridge queues as much as the transport's SO_RCVBUF.
+void follow_rcvbuf(int app_end, int transport) noexcept;
 engine::DgramState& dgram_of(uint32_t s) noexcept;
 
 // The slot value socket()/accept would set for an inet socket of this kind,
