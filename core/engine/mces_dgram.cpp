@@ -441,9 +441,13 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
     cfg.conn.coalesce_size = 1200;
     cfg.conn.handshake_timeout = p.handshake_timeout_ns > 0 ? p.handshake_timeout_ns : kMcesWait;
     // Class realtime: the latency asked (the server's grant is what both
-    // ends use) and the policy's FEC layout.
+    // ends use); the policy's FEC layout, kept throughout, or without one
+    // adaptive FEC (ConnConfig::fec_adaptive).
     if (p.latency_us > 0) cfg.conn.latency = static_cast<int64_t>(p.latency_us) * 1000;
-    if (p.fec_data > 0 && p.fec_parity > 0) cfg.conn.fec = mces::fec::Layout{p.fec_data, p.fec_parity, 1};
+    if (p.fec_data > 0 && p.fec_parity > 0) {
+        cfg.conn.fec = mces::fec::Layout{p.fec_data, p.fec_parity, 1};
+        cfg.conn.fec_adaptive = false;
+    }
     cfg.max_connections = kMaxPeers * 2;
     McesDgram* m = nullptr;
     size_t max_message = 0;

@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "core/mces/conn/endpoint.h"
+#include "core/mces/fec/rate.h"
 #include "core/mces/wire/frame.h"
 #include "core/mces/wire/packet.h"
 
@@ -1175,6 +1176,8 @@ void Connection::rt_establish(Time now) {
     tc.max_bytes = cfg_.datagram_queue_bytes;
     tb_ = std::make_unique<TimingBuffer>(tc);
     rt_sent_.assign(1024, {~std::uint64_t{0}, 0});
+    ap_.set_threshold(cfg_.rt_ack.threshold);   // invalid values leave class 1's
+    ap_.set_max_ack_delay(cfg_.rt_ack.max_ack_delay);
     const std::size_t max_source = max_datagram_payload() + wire::kMessageTimestampLen;
     if (has(Element::fec)) {
         fec::EncoderConfig ec;
@@ -1183,6 +1186,7 @@ void Connection::rt_establish(Time now) {
         ec.max_delay = cfg_.fec_max_delay > 0 ? cfg_.fec_max_delay : rt_latency_ / 4;
         enc_ = std::make_unique<fec::Encoder>(ec);
         if (!enc_->valid()) enc_.reset();   // a bad layout: no repairs, the rest works
+        if (enc_) counters_.fec_repairs = ec.layout.r;
         fec::DecoderConfig dc;
         // The peer's messages are at most its max_datagram_size; ours is
         // the guess (longer repairs are refused, counted too_long).
@@ -1244,6 +1248,7 @@ void Connection::rt_take_repairs(Time now) {
 // (first seq, count).
 void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time now) {
     rt_trim(now);
+    rt_adapt_fec(now);
     wire::Writer& w = pw.body();
     auto fits = [&](std::uint64_t seq, std::size_t n) {
         const std::size_t need = wire::message_overhead(seq, n) + n;
@@ -1295,7 +1300,7 @@ void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time
             m.sent = true;
             ++rt_next_new_;
             ++counters_.datagrams_sent;
-            if (enc_) {
+            if (enc_ && fec_on_) {
                 enc_->add_source(seq, m.body, now);
                 rt_take_repairs(now);
             }
@@ -1316,6 +1321,50 @@ void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time
     }
     if (rec.messages) eliciting = true;
     rt_trim(now);
+}
+
+// Adaptive FEC (ConnConfig::fec_adaptive). A lost message is resent while
+// the copy can beat its deadline: each resend takes about a round trip plus
+// the time to notice the loss (srtt + 4 rttvar + 2 ms, a margin for ACK
+// spacing), and the first copy half a round trip, so `rounds` resends fit
+// in the latency. With independent loss p a message still missing after
+// them is one FEC left missing, times p per resend: the repairs per block
+// are the fewest whose residual loss (fec::residual_loss) times p^rounds is
+// at most fec_target. The loss taken is the larger of this window's and
+// the smoothed one, so a rise is answered at once and a fall slowly.
+void Connection::rt_adapt_fec(Time now) {
+    if (!enc_ || !cfg_.fec_adaptive) return;
+    const std::uint64_t sent = counters_.packets_sent - fa_sent_;
+    if (sent < std::max<std::uint32_t>(cfg_.fec_adapt_packets, 16)) return;
+    const std::uint64_t lost = counters_.lost - std::min(counters_.spurious, counters_.lost);
+    const double window = static_cast<double>(lost - std::min(lost, fa_lost_)) / static_cast<double>(sent);
+    fa_sent_ = counters_.packets_sent;
+    fa_lost_ = lost;
+    fa_loss_ = fa_loss_ < 0 ? window : 0.75 * fa_loss_ + 0.25 * window;
+    const double p = std::min(std::max(window, fa_loss_), 1.0);
+    counters_.fec_loss_ppm = static_cast<std::uint32_t>(p * 1e6);
+
+    const RttEstimator& rtt = ld_.rtt();
+    const Time cycle = rtt.smoothed() + 4 * rtt.rttvar() + 2 * sansio::kMillisecond;
+    const Time budget = rt_latency_ - rtt.smoothed() / 2;
+    unsigned rounds = 0;
+    if (cfg_.rt_retransmit && budget > 0) rounds = static_cast<unsigned>(std::min<Time>(budget / cycle, 8));
+    double left = 1;   // what the resends leave of a message FEC did not repair
+    for (unsigned i = 0; i < rounds; ++i) left *= p;
+    const fec::Layout cur = enc_->config().layout;
+    const double need = left > 0 ? cfg_.fec_target / left : 1;
+    const unsigned r = p <= 0 ? 0 : fec::choose_repair(cur.k, cur.depth, fec::LossModel{p, 1}, need, fec::kMaxR);
+    if (r == 0) {
+        if (fec_on_) {
+            enc_->flush();   // the open group's repairs still go
+            rt_take_repairs(now);
+        }
+        fec_on_ = false;
+    } else {
+        if (r != cur.r) enc_->set_layout(fec::Layout{cur.k, r, cur.depth});
+        fec_on_ = true;
+    }
+    counters_.fec_repairs = fec_on_ ? enc_->config().layout.r : 0;
 }
 
 void Connection::rt_settle(const Rec& r, bool acked) {

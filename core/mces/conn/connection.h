@@ -140,6 +140,21 @@ struct ConnConfig {
     // sides need not agree; a receiver decodes blocks of up to
     // rt_window / 2 sequence numbers (k x depth).
     fec::Layout fec{10, 2, 1};
+    // Adaptive FEC (docs/mces.md, "Adaptive FEC"): every fec_adapt_packets
+    // packets sent, the sender estimates the path's loss (packets declared
+    // lost and not acknowledged after all, over those sent) and how many
+    // resends the latency leaves room for (from the smoothed RTT), and sends
+    // the fewest repairs per block of fec.k that bring the predicted loss
+    // after FEC and those resends down to fec_target: none at all when
+    // resends alone do. Until the first estimate, `fec` as configured.
+    // false: `fec` always (a policy that names a layout).
+    bool fec_adaptive = true;
+    // A realtime receiver's ACKs: every 16 messages or 5 ms, at once on a
+    // gap (losses are seen as soon as with every other packet). Class 1's
+    // every-2 would cost 5% of the stream's bytes coming back (SRT: 0.5%).
+    AckPolicyConfig rt_ack{16, 5 * sansio::kMillisecond};
+    double fec_target = 1e-4;
+    std::uint32_t fec_adapt_packets = 256;
     // A group's repairs go out at the latest this long after its first
     // message (0: latency / 4).
     sansio::Time fec_max_delay = 0;
@@ -208,6 +223,8 @@ struct ConnCounters {
     std::uint64_t retransmitted = 0;    // messages sent again (within their deadline)
     std::uint64_t expired = 0;          // messages dropped unsent: they could no longer arrive in time
     std::uint64_t repairs_sent = 0, repair_bytes_sent = 0;   // REPAIR frames and their bodies
+    std::uint32_t fec_repairs = 0;      // repairs per block sent now (0: none; adaptive FEC's choice)
+    std::uint32_t fec_loss_ppm = 0;     // the loss adaptive FEC estimates, parts per million
     sansio::Time srtt = 0;                                   // smoothed RTT (0 before a sample)
     sansio::Time min_rtt = 0;                                // smallest RTT sample (0 before one)
     std::uint64_t cwnd = 0;                                  // 0 without congestion control
@@ -409,6 +426,7 @@ private:
     void rt_trim(sansio::Time now);
     void rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, sansio::Time now);
     void rt_take_repairs(sansio::Time now);
+    void rt_adapt_fec(sansio::Time now);
     void rt_settle(const Rec& r, bool acked);
     void rt_on_message(const wire::Frame& f, sansio::Time now);
     void rt_on_repair(const wire::Frame& f, sansio::Time now);
@@ -485,6 +503,9 @@ private:
     std::deque<std::uint64_t> rt_rtx_; // seqs to resend
     std::deque<Repair> rt_repairs_;    // REPAIR bodies to send
     std::unique_ptr<fec::Encoder> enc_;
+    bool fec_on_ = true;                       // repairs sent (adaptive FEC may turn them off)
+    std::uint64_t fa_sent_ = 0, fa_lost_ = 0;  // packets sent / truly lost at the last estimate
+    double fa_loss_ = -1;                      // smoothed loss estimate (-1: none yet)
     std::unique_ptr<fec::Decoder> dec_;
     std::unique_ptr<TimingBuffer> tb_;
     std::vector<std::pair<std::uint64_t, sansio::Time>> rt_sent_;   // (pn, send time) by pn % size

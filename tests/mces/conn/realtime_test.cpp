@@ -44,6 +44,7 @@ struct StreamParams {
     Time latency = kLatency;
     bool retransmit = true;
     fec::Layout fec{10, 2, 1};
+    bool fec_adaptive = true;             // as shipped; false: `fec` throughout
     Time fec_max_delay = 0;
     bool with_fec = true;
 };
@@ -78,6 +79,7 @@ ConnConfig rt_config(const StreamParams& p) {
     c.latency = p.latency;
     c.rt_retransmit = p.retransmit;
     c.fec = p.fec;
+    c.fec_adaptive = p.fec_adaptive;
     c.fec_max_delay = p.fec_max_delay;
     return c;
 }
@@ -246,6 +248,7 @@ TEST_CASE("realtime stream at 1, 5 and 10% loss: on time, never late, boundaries
 TEST_CASE("without loss or reordering nothing is resent, skipped or repaired") {
     StreamParams p;
     p.reorders = false;
+    p.fec_adaptive = false;   // 10/2 throughout (adaptive FEC would stop the repairs: see below)
     const StreamResult r = run_stream(p);
     report("clean", p, r);
     check_common(p, r);
@@ -260,6 +263,70 @@ TEST_CASE("without loss or reordering nothing is resent, skipped or repaired") {
     // few ms, never zero, never above the spread.
     CHECK(r.rx.jitter > 500 * gs::sansio::kMicrosecond);
     CHECK(r.rx.jitter < 10 * kMillisecond);
+}
+
+TEST_CASE("adaptive FEC: repairs only where resends cannot beat the deadline") {
+    // RTT 20-40 ms, latency 120 ms: three resends fit. At 5% loss the
+    // repairs needed are far fewer than 10/2's, on time all the same.
+    for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+        CAPTURE(seed);
+        StreamParams p;
+        p.seed = seed;
+        p.loss = 0.05;
+        p.messages = 2000;
+        const StreamResult a = run_stream(p);
+        p.fec_adaptive = false;
+        const StreamResult f = run_stream(p);
+        check_common(p, a);
+        check_common(p, f);
+        if (seed == 1) {
+            report("adaptive, 5%, RTT 20-40 ms", p, a);
+            report("fixed 10/2, 5%, RTT 20-40 ms", p, f);
+        }
+        CHECK(a.on_time_ratio() >= 0.998);
+        CHECK(a.tx.repair_bytes_sent * 2 < f.tx.repair_bytes_sent);
+        CHECK(a.tx.fec_loss_ppm > 20'000);    // it saw the loss (declared losses over packets)
+        CHECK(a.tx.fec_loss_ppm < 100'000);
+    }
+    // A clean, short path: after the first estimate (256 packets) no more
+    // repairs at all.
+    {
+        StreamParams p;
+        p.delay = kMillisecond;
+        p.jitter = 0;
+        p.reorders = false;
+        p.messages = 2000;
+        const StreamResult r = run_stream(p);
+        check_common(p, r);
+        report("adaptive, clean 2 ms RTT", p, r);
+        CHECK(r.delivered == p.messages);
+        CHECK(r.tx.fec_repairs == 0);
+        CHECK(r.tx.repairs_sent <= 2 * (256 / 10 + 1));
+    }
+    // A round trip about the latency (55 ms each way, latency 120): no
+    // resend arrives in time, so at 5% loss FEC alone must do it: more than
+    // 10/2's repairs, and more on time than 10/2 gets.
+    for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+        CAPTURE(seed);
+        StreamParams p;
+        p.seed = seed;
+        p.loss = 0.05;
+        p.delay = 55 * kMillisecond;
+        p.jitter = 2 * kMillisecond;
+        p.messages = 3000;
+        const StreamResult a = run_stream(p);
+        p.fec_adaptive = false;
+        const StreamResult f = run_stream(p);
+        check_common(p, a);
+        check_common(p, f);
+        if (seed == 1) {
+            report("adaptive, 5%, RTT 110 ms", p, a);
+            report("fixed 10/2, 5%, RTT 110 ms", p, f);
+        }
+        CHECK(a.tx.fec_repairs > 2);
+        CHECK(a.on_time_ratio() >= 0.995);
+        CHECK(a.on_time_ratio() > f.on_time_ratio());
+    }
 }
 
 TEST_CASE("FEC alone repairs: no retransmission, the on-time ratio rises") {
