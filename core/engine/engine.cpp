@@ -346,6 +346,9 @@ void Engine::loop() noexcept {
 
 // Every completion there is, in one batch.
 void Engine::reap() noexcept {
+    // The time the completions are handled at: the loop's was taken before
+    // the wait, which may have lasted until the next timer.
+    now_ = now_ns();
     unsigned head, n = 0;
     io_uring_cqe* cqe;
     io_uring_for_each_cqe(&ring_, head, cqe) {
