@@ -161,7 +161,11 @@ private:
         bool answered = false;                    // an MCES datagram came from it
         bool plain_heard = false;                 // opening: a plain datagram came from it
         std::shared_ptr<mces::Connection> conn;   // the one we send on (opened or accepted)
-        std::deque<std::vector<uint8_t>> held;    // opening: sent before the handshake ended
+        struct Held {
+            int64_t at;   // when the program sent it: a realtime deadline runs from then
+            std::vector<uint8_t> bytes;
+        };
+        std::deque<Held> held;                    // opening: sent before the handshake ended
         size_t held_bytes = 0;
         int64_t plain_until = 0;                  // plain: answered in plain UDP until then
         int64_t retry_at = 0;                     // failed: dropped until then
@@ -175,12 +179,12 @@ private:
             switch (p.mode) {
             case Peer::opening:
                 if (p.held.size() >= kMaxHeld || p.held_bytes + msg.size() > kMaxHeldBytes) return drop();
-                p.held.emplace_back(msg.begin(), msg.end());
+                p.held.push_back({now, std::vector<uint8_t>(msg.begin(), msg.end())});
                 p.held_bytes += msg.size();
                 return 0;
             case Peer::mces:
                 if (p.conn->state() == mces::Connection::State::closed) break;   // ended: open again
-                return on_conn(p, msg);
+                return on_conn(p, msg, now);   // now: the connection's own time may be a quiet spell old
             case Peer::plain:
                 if (now < p.plain_until) return plain(to, msg);
                 break;
@@ -207,7 +211,7 @@ private:
         Peer& p = peers_[to];
         p.mode = Peer::opening;
         p.conn = std::move(c);
-        p.held.emplace_back(msg.begin(), msg.end());
+        p.held.push_back({now, std::vector<uint8_t>(msg.begin(), msg.end())});
         p.held_bytes = msg.size();
         opening_.push_back(to);
         return 0;
@@ -228,8 +232,8 @@ private:
         return peers_.size() < kMaxPeers;
     }
 
-    int on_conn(Peer& p, std::span<const uint8_t> msg) noexcept {
-        std::ptrdiff_t r = p.conn->send_datagram(msg);
+    int on_conn(Peer& p, std::span<const uint8_t> msg, int64_t sent_at = -1) noexcept {
+        std::ptrdiff_t r = p.conn->send_datagram(msg, sent_at);
         if (r < 0) return drop();
         inc(stats_.sent);
         return 0;
@@ -351,7 +355,7 @@ private:
                 inc(stats_.established);
                 PeerTable::process().record(it->first, PeerVerdict::mces, now);
                 p.mode = Peer::mces;
-                for (auto& m : p.held) on_conn(p, m);
+                for (auto& m : p.held) on_conn(p, m.bytes, m.at);
                 p.held.clear();
                 p.held_bytes = 0;
             } else {
@@ -375,7 +379,7 @@ private:
             p.mode = Peer::plain;
             p.plain_until = now + kPlainTtl;
             p.conn.reset();
-            for (auto& m : p.held) plain(addr, m);
+            for (auto& m : p.held) plain(addr, m.bytes);
         } else {
             inc(stats_.dropped, p.held.size());
             p.mode = Peer::failed;

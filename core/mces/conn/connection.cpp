@@ -311,7 +311,7 @@ std::ptrdiff_t Connection::read_consume(std::size_t n) {
     return static_cast<std::ptrdiff_t>(n);
 }
 
-std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg) {
+std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg, Time sent_at) {
     if (state_ == State::connecting) return -EAGAIN;
     if (state_ == State::closed) return error_ ? -error_ : -EPIPE;
     if (sb_) return -EOPNOTSUPP;
@@ -331,8 +331,12 @@ std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg) {
         if (rt_out_.size() >= cfg_.datagram_queue || rt_out_bytes_ + msg.size() > cfg_.datagram_queue_bytes)
             return -EAGAIN;
         OutMsg m;
-        m.at = at;
-        const std::uint64_t stamp = static_cast<std::uint64_t>(std::max<Time>(at - rt_epoch_, 0)) /
+        // Never before this side was established: the receiver's clock
+        // bound from the handshake (TimingBuffer::epoch_sample) relies on
+        // every stamp being later than that (a message held while the
+        // handshake ran is stamped when it ended, as SRT's first packets).
+        m.at = sent_at >= 0 ? std::max(sent_at, rt_established_) : at;
+        const std::uint64_t stamp = static_cast<std::uint64_t>(std::max<Time>(m.at - rt_epoch_, 0)) /
                                     static_cast<std::uint64_t>(sansio::kMicrosecond);
         m.body.resize(wire::kMessageTimestampLen + msg.size());
         for (std::size_t i = 0; i < wire::kMessageTimestampLen; ++i)
@@ -1167,6 +1171,7 @@ std::uint64_t read_stamp(std::span<const std::uint8_t> body) noexcept {
 }  // namespace
 
 void Connection::rt_establish(Time now) {
+    rt_established_ = now;
     rt_latency_ = granted_.latency_us ? static_cast<Time>(*granted_.latency_us) * sansio::kMicrosecond
                                       : cfg_.latency;
     rt_latency_ = std::max<Time>(rt_latency_, sansio::kMillisecond);
@@ -1197,7 +1202,6 @@ void Connection::rt_establish(Time now) {
     }
     // The first clock sample as soon as the peer answers.
     ping_pending_ = true;
-    (void)now;
 }
 
 Connection::OutMsg* Connection::rt_msg(std::uint64_t seq) noexcept {

@@ -296,8 +296,12 @@ public:
     // Class 0: queues one message (it goes in one packet, whole). Returns its
     // size, -EMSGSIZE above max_datagram_payload(), -EAGAIN when the queue is
     // full or the handshake is not done, -EPIPE after close, -EOPNOTSUPP on a
-    // stream class, or the error.
-    std::ptrdiff_t send_datagram(std::span<const std::uint8_t> msg);
+    // stream class, or the error. Class realtime: the message's deadline is
+    // latency after `sent_at` when given (>= 0: when the application sent
+    // it), but not before the connection was established, else after the
+    // last time the connection was given (an event, a timer): an owner that
+    // may call after a quiet spell passes the time.
+    std::ptrdiff_t send_datagram(std::span<const std::uint8_t> msg, sansio::Time sent_at = -1);
     // Class 0: takes the next message, cut to buf.size() like UDP (full_len,
     // when given, receives its real length). Returns the bytes copied,
     // -EAGAIN when none is queued, or once closed with nothing left, the
@@ -495,6 +499,7 @@ private:
 
     // realtime (class 3)
     sansio::Time rt_epoch_ = 0;        // this side's stamps count microseconds from here
+    sansio::Time rt_established_ = 0;  // when this side was established: no message is stamped earlier
     sansio::Time rt_latency_ = 0;
     std::deque<OutMsg> rt_out_;        // by seq, from rt_out_base_
     std::uint64_t rt_out_base_ = 0;

@@ -591,3 +591,33 @@ TEST_CASE("a sender that closes right after its last message: the receiver still
     CHECK(pair.sconn->state() == Connection::State::closed);
     CHECK(pair.sconn->error() == 0);
 }
+
+TEST_CASE("send_datagram's sent_at: the deadline runs from when the application sent the message") {
+    // A message the engine held while the handshake ran: its deadline is
+    // latency after the program's send, not after the connection took it.
+    LinkParams lp;
+    lp.delay = 10 * kMillisecond;
+    Pair p(31, lp);
+    REQUIRE(p.connect(kClassRealtime));
+    p.sim.run_until(p.sim.now() + 200 * kMillisecond);   // clock samples taken
+    const std::vector<std::uint8_t> early(100, 1), too_old(100, 2), fresh(100, 3);
+    const Time now = p.sim.now();
+    REQUIRE(p.cconn->send_datagram(early, now - 60 * kMillisecond) == 100);
+    REQUIRE(p.cconn->send_datagram(too_old, now - 130 * kMillisecond) == 100);   // past its deadline already
+    REQUIRE(p.cconn->send_datagram(fresh, now) == 100);
+    p.sim.kick(p.client);
+    std::vector<std::pair<std::uint8_t, Time>> got;
+    p.server.app = [&](Time t) {
+        std::uint8_t b[256];
+        for (std::ptrdiff_t r; (r = p.sconn->recv_datagram(b)) > 0;) got.emplace_back(b[0], t);
+    };
+    p.sim.run_until(now + 300 * kMillisecond);
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].first == 1);
+    CHECK(got[0].second <= now + 60 * kMillisecond);    // 120 ms after its send, 60 ms before now
+    CHECK(got[0].second >= now + 10 * kMillisecond);    // and not before it could arrive
+    CHECK(got[1].first == 3);
+    CHECK(got[1].second <= now + 120 * kMillisecond);
+    CHECK(got[1].second > now + 60 * kMillisecond);
+    CHECK(p.cconn->counters().expired == 1);             // the one already late never left
+}
