@@ -1179,6 +1179,8 @@ void Connection::rt_establish(Time now) {
     tc.latency = rt_latency_;
     tc.window = std::max<std::size_t>(cfg_.rt_window, 16);
     tc.max_bytes = cfg_.datagram_queue_bytes;
+    tc.max_window = cfg_.rt_window_max;
+    tc.max_bytes_limit = cfg_.rt_bytes_max;
     tb_ = std::make_unique<TimingBuffer>(tc);
     rt_sent_.assign(1024, {~std::uint64_t{0}, 0});
     ap_.set_threshold(cfg_.rt_ack.threshold);   // invalid values leave class 1's

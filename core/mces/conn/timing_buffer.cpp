@@ -17,7 +17,32 @@ Time stamp_ns(std::uint64_t us) noexcept {
 
 TimingBuffer::TimingBuffer(const TimingBufferConfig& cfg) : cfg_(cfg) {
     cfg_.window = std::clamp<std::size_t>(cfg_.window, 1, std::size_t{1} << 20);
+    cfg_.max_window = std::clamp<std::size_t>(cfg_.max_window, cfg_.window, std::size_t{1} << 20);
+    cfg_.max_bytes_limit = std::max(cfg_.max_bytes_limit, cfg_.max_bytes);
     slots_.resize(cfg_.window);
+    max_bytes_ = cfg_.max_bytes;
+}
+
+// Doubles the window (the slots are re-placed: seq % size changes) and the
+// byte bound, within the config's limits. False when both are at them.
+bool TimingBuffer::grow() {
+    const std::size_t w = std::min(slots_.size() * 2, cfg_.max_window);
+    const std::size_t b = std::min(max_bytes_ * 2, cfg_.max_bytes_limit);
+    if (w == slots_.size() && b == max_bytes_) return false;
+    if (w != slots_.size()) {
+        std::vector<Slot> bigger(w);
+        for (Slot& s : slots_)
+            if (s.present) bigger[s.seq % w] = std::move(s);
+        slots_ = std::move(bigger);
+    }
+    max_bytes_ = b;
+    ++counters_.grown;
+    return true;
+}
+
+TimingBuffer::Insert TimingBuffer::refuse(Insert why) noexcept {
+    ++(why == Insert::full ? counters_.full : counters_.too_far);
+    return why;
 }
 
 void TimingBuffer::observe_arrival(std::uint64_t seq, std::uint64_t stamp_us, Time now) noexcept {
@@ -73,8 +98,26 @@ TimingBuffer::Insert TimingBuffer::insert(std::uint64_t seq, std::uint64_t stamp
         return Insert::duplicate;
     }
     if (seq - next_ >= slots_.size()) {
-        ++counters_.too_far;
-        return Insert::too_far;
+        // Sequence numbers a whole window behind this one and never
+        // received are not waited for (skipped): without this, a window
+        // emptied by releases would refuse every later message for good.
+        // Nothing held: straight there; else over empty slots, up to the
+        // oldest held message (within the window, so at most a window).
+        if (count_ == 0) {
+            const std::uint64_t base = seq - (slots_.size() - 1);
+            counters_.skipped += base - next_;
+            next_ = base;
+        } else {
+            while (seq - next_ >= slots_.size()) {
+                const Slot& o = slot(next_);
+                if (o.present && o.seq == next_) break;
+                ++counters_.skipped;
+                ++next_;
+            }
+        }
+        // Still beyond it: more is in flight than the window holds.
+        if (seq - next_ >= slots_.size() && !(grow() && seq - next_ < slots_.size()))
+            return refuse(Insert::too_far);
     }
     Slot& s = slot(seq);
     if (s.present) {
@@ -85,9 +128,11 @@ TimingBuffer::Insert TimingBuffer::insert(std::uint64_t seq, std::uint64_t stamp
         ++counters_.late;
         return Insert::late;
     }
-    if (bytes_ + msg.size() > cfg_.max_bytes) {
-        ++counters_.full;
-        return Insert::full;
+    if (bytes_ + msg.size() > max_bytes_) {
+        while (bytes_ + msg.size() > max_bytes_ && grow()) {
+        }
+        if (bytes_ + msg.size() > max_bytes_) return refuse(Insert::full);
+        return insert(seq, stamp_us, msg, now);   // the slots moved
     }
     s.seq = seq;
     s.present = true;

@@ -57,6 +57,12 @@ struct TimingBufferConfig {
     sansio::Time latency = 120 * sansio::kMillisecond;
     std::size_t window = 1024;           // sequence numbers held ahead of the next to deliver
     std::size_t max_bytes = 1 << 20;     // bytes of messages held
+    // The window and the byte bound double (up to these) when a message is
+    // refused while others are held: more is in flight within one latency
+    // than they hold (a fast stream). Memory grows with the peer's rate
+    // times the latency, never beyond these.
+    std::size_t max_window = 1024;
+    std::size_t max_bytes_limit = 1 << 20;
 };
 
 struct TimingCounters {
@@ -69,6 +75,7 @@ struct TimingCounters {
     std::uint64_t full = 0;            // over max_bytes
     std::uint64_t clock_samples = 0;   // lower bounds taken
     std::uint64_t clock_cut = 0;       // samples above c_high (cut)
+    std::uint64_t grown = 0;           // times the window and byte bound doubled
 };
 
 class TimingBuffer {
@@ -111,6 +118,8 @@ public:
     // The next sequence number to deliver (everything below is done).
     std::uint64_t next_seq() const noexcept { return next_; }
     std::size_t held() const noexcept { return count_; }
+    std::size_t window() const noexcept { return slots_.size(); }
+    std::size_t byte_bound() const noexcept { return max_bytes_; }
     std::size_t held_bytes() const noexcept { return bytes_; }
     // RFC 3550 interarrival jitter of the messages' transit times, ns.
     sansio::Time jitter() const noexcept { return static_cast<sansio::Time>(jitter_ / 16); }
@@ -129,11 +138,14 @@ private:
     // The first held sequence number >= next_ (scans the window), or false.
     bool first_held(std::uint64_t& seq) const noexcept;
     void take(Slot& s) noexcept;
+    bool grow();
+    Insert refuse(Insert why) noexcept;
 
     TimingBufferConfig cfg_;
     std::vector<Slot> slots_;
     std::uint64_t next_ = 0;
     std::size_t count_ = 0, bytes_ = 0;
+    std::size_t max_bytes_ = 0;   // the byte bound now (grows with the window)
     bool has_low_ = false, has_high_ = false, has_ack_ = false;
     sansio::Time low_ = 0, high_ = 0;
     bool has_transit_ = false;

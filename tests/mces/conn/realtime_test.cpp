@@ -5,6 +5,7 @@
 // assert the on-time ratio per loss rate (virtual time: deterministic).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -45,6 +46,9 @@ struct StreamParams {
     bool retransmit = true;
     fec::Layout fec{10, 2, 1};
     bool fec_adaptive = true;             // as shipped; false: `fec` throughout
+    std::uint64_t link_bps = 100'000'000;
+    std::size_t rt_window = 0;            // 0: ConnConfig's
+    std::size_t queue_bytes = 0;          // datagram_queue_bytes, 0: ConnConfig's
     Time fec_max_delay = 0;
     bool with_fec = true;
 };
@@ -80,6 +84,8 @@ ConnConfig rt_config(const StreamParams& p) {
     c.rt_retransmit = p.retransmit;
     c.fec = p.fec;
     c.fec_adaptive = p.fec_adaptive;
+    if (p.rt_window) c.rt_window = p.rt_window;
+    if (p.queue_bytes) c.datagram_queue_bytes = p.queue_bytes;
     c.fec_max_delay = p.fec_max_delay;
     return c;
 }
@@ -97,8 +103,8 @@ LinkParams link(const StreamParams& p, Time delay) {
         lp.burst.p_bad_to_good = 1.0 / p.burst.mean;
         lp.burst.loss_bad = 1.0;
     }
-    lp.rate_bps = 100'000'000;
-    lp.queue_limit = 512 * 1024;
+    lp.rate_bps = p.link_bps;
+    lp.queue_limit = std::max<std::size_t>(512 * 1024, p.link_bps / 8 / 100);   // 10 ms of the link
     return lp;
 }
 
@@ -337,6 +343,7 @@ TEST_CASE("FEC alone repairs: no retransmission, the on-time ratio rises") {
     for (std::uint64_t seed = 1; seed <= 3; ++seed) {
         CAPTURE(seed);
         StreamParams p;
+        p.fec_adaptive = false;   // the layout under test, throughout
         p.seed = seed;
         p.loss = 0.05;
         p.retransmit = false;
@@ -370,6 +377,7 @@ TEST_CASE("a burst of losses is repaired with interleaving, not without") {
     // blocks of 10/2 side by side lose whole runs; interleaved 8 deep, a run
     // of up to 16 costs each block at most 2.
     StreamParams p;
+    p.fec_adaptive = false;   // the layouts under test, throughout
     p.burst.enabled = true;
     p.burst.mean = 4;
     p.burst.start = 0.05 / 4;
@@ -499,6 +507,8 @@ TEST_CASE("timing buffer: releases in order at stamp + offset + latency, skips a
     cfg.latency = 100 * kMillisecond;
     cfg.window = 8;
     cfg.max_bytes = 100;
+    cfg.max_window = 8;         // fixed: growth is the next test's
+    cfg.max_bytes_limit = 100;
     TimingBuffer tb(cfg);
     std::vector<std::uint64_t> out;
     auto run = [&](Time now) { return tb.release(now, [&](std::uint64_t s, auto) { out.push_back(s); }); };
@@ -620,4 +630,72 @@ TEST_CASE("send_datagram's sent_at: the deadline runs from when the application 
     CHECK(got[1].second <= now + 120 * kMillisecond);
     CHECK(got[1].second > now + 60 * kMillisecond);
     CHECK(p.cconn->counters().expired == 1);             // the one already late never left
+}
+
+TEST_CASE("timing buffer: a window emptied by releases takes later messages, and grows for a faster stream") {
+    const std::uint8_t m[10] = {};
+    std::vector<std::uint64_t> out;
+    {
+        // Fixed at 4: 0-3 held, 4 refused; once 0-3 are released the
+        // window is empty, and message 100 (the stream went on) is taken:
+        // 4-96, a window behind it and never received, are skipped.
+        TimingBufferConfig cfg;
+        cfg.latency = 100 * kMillisecond;
+        cfg.window = cfg.max_window = 4;
+        TimingBuffer tb(cfg);
+        tb.clock_sample(0);
+        for (std::uint64_t s = 0; s < 4; ++s)
+            CHECK(tb.insert(s, s * 1000, {m, 10}, kMillisecond) == TimingBuffer::Insert::stored);
+        CHECK(tb.insert(4, 4000, {m, 10}, kMillisecond) == TimingBuffer::Insert::too_far);
+        CHECK(tb.release(103 * kMillisecond, [&](std::uint64_t s, auto) { out.push_back(s); }) == 4);
+        CHECK(tb.insert(100, 100'000, {m, 10}, 110 * kMillisecond) == TimingBuffer::Insert::stored);
+        CHECK(tb.next_seq() == 97);
+        CHECK(tb.counters().skipped == 93);
+        CHECK(tb.insert(97, 97'000, {m, 10}, 110 * kMillisecond) == TimingBuffer::Insert::stored);   // still in time
+        CHECK(tb.release(200 * kMillisecond, [&](std::uint64_t s, auto) { out.push_back(s); }) == 2);
+        CHECK(out == std::vector<std::uint64_t>{0, 1, 2, 3, 97, 100});
+        // Held messages stop the slide: 101 held, 200 beyond its window.
+        CHECK(tb.insert(101, 101'000, {m, 10}, 150 * kMillisecond) == TimingBuffer::Insert::stored);
+        CHECK(tb.insert(200, 200'000, {m, 10}, 150 * kMillisecond) == TimingBuffer::Insert::too_far);
+        CHECK(tb.next_seq() == 101);
+    }
+    {
+        // Window 4 and 40 bytes at first, up to 16 and 160: sixteen
+        // messages in flight are all taken; the seventeenth is refused.
+        TimingBufferConfig cfg;
+        cfg.latency = 100 * kMillisecond;
+        cfg.window = 4;
+        cfg.max_window = 16;
+        cfg.max_bytes = 40;
+        cfg.max_bytes_limit = 160;
+        TimingBuffer tb(cfg);
+        tb.clock_sample(0);
+        for (std::uint64_t s = 0; s < 16; ++s)
+            CHECK(tb.insert(s, s * 1000, {m, 10}, kMillisecond) == TimingBuffer::Insert::stored);
+        CHECK(tb.window() == 16);
+        CHECK(tb.byte_bound() == 160);
+        CHECK(tb.counters().grown == 2);
+        CHECK(tb.insert(16, 16'000, {m, 10}, kMillisecond) == TimingBuffer::Insert::too_far);
+        out.clear();
+        CHECK(tb.release(kNever - 1, [&](std::uint64_t s, auto) { out.push_back(s); }) == 16);
+        for (std::uint64_t s = 0; s < 16; ++s) CHECK(out[s] == s);   // in order after the moves
+    }
+}
+
+TEST_CASE("a stream of 960 Mbit/s: every message on time (the timing buffer grows to it)") {
+    // 60,000 messages of 1,200 bytes every 10 us, latency 120 ms: 12,000
+    // in the buffer at once, twelve times its first window. With the
+    // window fixed at 1,024, 1,024 were delivered and the rest refused.
+    StreamParams p;
+    p.messages = 60000;
+    p.interval = 10 * gs::sansio::kMicrosecond;
+    p.delay = kMillisecond;
+    p.jitter = 0;
+    p.reorders = false;
+    p.link_bps = 10'000'000'000ull;
+    const StreamResult r = run_stream(p);
+    report("960 Mbit/s", p, r);
+    check_common(p, r);
+    CHECK(r.delivered == p.messages);
+    CHECK(r.on_time_ratio() == 1.0);
 }
