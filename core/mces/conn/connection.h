@@ -149,12 +149,12 @@ struct ConnConfig {
     // resends alone do. Until the first estimate, `fec` as configured.
     // false: `fec` always (a policy that names a layout).
     bool fec_adaptive = true;
+    double fec_target = 1e-3;
+    std::uint32_t fec_adapt_packets = 256;
     // A realtime receiver's ACKs: every 16 messages or 5 ms, at once on a
     // gap (losses are seen as soon as with every other packet). Class 1's
     // every-2 would cost 5% of the stream's bytes coming back (SRT: 0.5%).
     AckPolicyConfig rt_ack{16, 5 * sansio::kMillisecond};
-    double fec_target = 1e-4;
-    std::uint32_t fec_adapt_packets = 256;
     // A group's repairs go out at the latest this long after its first
     // message (0: latency / 4).
     sansio::Time fec_max_delay = 0;
