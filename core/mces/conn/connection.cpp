@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "core/mces/conn/endpoint.h"
 #include "core/mces/fec/rate.h"
@@ -16,6 +17,9 @@ namespace gs::mces {
 
 using sansio::kNever;
 using sansio::Time;
+
+static_assert(wire::kAuthTagLen == auth::kTagLen && wire::kAuthProofLen == auth::kProofTrailerLen,
+              "packet.h's auth trailers are auth's");
 
 namespace {
 
@@ -47,7 +51,7 @@ PacerConfig pacer_config(const ConnConfig& cfg) {
 
 Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::string> names,
                        const sansio::Addr& peer, const wire::ConnectionId& cid, const wire::Qos& qos,
-                       Time now, bool offer_no_checksum)
+                       Time now, bool offer_no_checksum, ConnAuth auth)
     : cfg_(sanitize(cfg)),
       chain_(std::move(chain)),
       names_(std::move(names)),
@@ -66,6 +70,17 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::stri
     hc.initial_rto = cfg_.handshake_rto;
     hc.max_rto = cfg_.handshake_max_rto;
     hc.give_up_after = cfg_.handshake_timeout;
+    auth_ = std::move(auth);
+    if (auth_.on()) {
+        // The AEAD tag replaces the CRC32C; sealing needs the whole packet
+        // in one buffer and opening writes the plaintext to rx_plain_, so
+        // neither zero-copy path applies (Held: poll_transmit).
+        offer_no_checksum = false;
+        cfg_.borrow_receive = false;
+        hc.proof = auth_.proof;
+        hc.nonce = auth_.client_nonce;
+        client_nonce_ = auth_.client_nonce;
+    }
     hc.offer_no_checksum = offer_no_checksum;
     hs_ = std::make_unique<wire::ClientHandshake>(std::move(hc));
     hs_->start(now);
@@ -73,7 +88,7 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::stri
 }
 
 Connection::Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& peer,
-                       const wire::AcceptInfo& info, Time now)
+                       const wire::AcceptInfo& info, Time now, ConnAuth auth)
     : cfg_(sanitize(cfg)),
       chain_(std::move(chain)),
       role_(Role::server),
@@ -87,6 +102,14 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& p
       ap_(cfg_.ack),
       idle_(idle_config(cfg_, chain_), now),
       rt_epoch_(now) {
+    auth_ = std::move(auth);
+    version_ = info.version;
+    if (auth_.on()) {
+        sum_ = wire::Checksum::crc32c;   // not used: the tag stands there (the endpoint never agrees)
+        cfg_.borrow_receive = false;     // as for the client
+        client_nonce_ = info.client_nonce;
+        server_nonce_ = info.server_nonce;
+    }
     cache_elements();
     establish(now);
 }
@@ -107,14 +130,17 @@ void Connection::wake() noexcept {
 
 Time Connection::pto() const noexcept { return ld_.rtt().pto(0); }
 
-std::size_t Connection::max_datagram_payload() const noexcept { return max_message(chain_, cfg_.max_datagram_size); }
+std::size_t Connection::max_datagram_payload() const noexcept {
+    return max_message(chain_, cfg_.max_datagram_size, authenticated());
+}
 
-std::size_t Connection::max_message(const Chain& chain, std::size_t size) noexcept {
+std::size_t Connection::max_message(const Chain& chain, std::size_t size, bool authenticated) noexcept {
     // header: flags, the peer's ID (at most 20), a 4-byte packet number; CRC
     // (counted even when the connection has none: the answer must not
-    // change when the handshake ends); the DATAGRAM frame's type and length
-    // varint.
-    const std::size_t fixed = 1 + wire::kMaxCidLen + 4 + wire::kChecksumLen + 1;
+    // change when the handshake ends) or the AEAD tag; the DATAGRAM frame's
+    // type and length varint.
+    const std::size_t fixed =
+        1 + wire::kMaxCidLen + 4 + (authenticated ? wire::kAuthTagLen : wire::kChecksumLen) + 1;
     const std::size_t room = size - fixed;
     if (chain.has(Element::deadline)) {
         // A message goes whole in one MESSAGE frame, and with fec its
@@ -158,6 +184,8 @@ void Connection::establish(Time now) {
     if (role_ == Role::client) {
         peer_cid_ = hs_->server_cid();
         granted_ = hs_->granted();
+        version_ = hs_->version();
+        server_nonce_ = hs_->server_nonce();
         // The server's ACCEPT agreed (it only does when we offered): from
         // now on both sides build and parse short packets without the CRC.
         sum_ = hs_->no_checksum() ? wire::Checksum::none : wire::Checksum::crc32c;
@@ -180,6 +208,7 @@ void Connection::establish(Time now) {
         }
     }
     state_ = State::established;
+    if (auth_.on()) make_keys();
     idle_ = IdleTimer(idle_config(cfg_, chain_), now);
     if (has(Element::congestion)) {
         CcConfig cc;
@@ -199,6 +228,55 @@ void Connection::establish(Time now) {
     if (has(Element::pacing) && !cc_ && granted_.rate && *granted_.rate > 0)
         pacer_.set_rate_bytes_per_sec(static_cast<double>(*granted_.rate));
     if (realtime()) rt_establish(now);
+}
+
+// ---- authentication ---------------------------------------------------------
+
+void Connection::make_keys() {
+    auth::HandshakeValues hv;
+    hv.version = version_;
+    hv.mode = auth_.mode;
+    const bool client = role_ == Role::client;
+    hv.client_cid = client ? local_cid_ : peer_cid_;
+    hv.server_cid = client ? peer_cid_ : local_cid_;
+    hv.client_nonce = client_nonce_;
+    hv.server_nonce = server_nonce_;
+    // On failure (no memory for guarded keys) prot_ stays keyless: nothing
+    // is sent (seal() closes the connection) and nothing opens (no_key).
+    (void)auth::make_protection(*auth_.psk, hv, client ? auth::Role::client : auth::Role::server, prot_);
+}
+
+bool Connection::seal(std::vector<std::uint8_t>& out, std::size_t header_len, std::uint64_t pn) {
+    const int r = prot_.send.seal(out, header_len, pn);
+    if (r == 0) return true;
+    // -ENOKEY (keys not derived), -EKEYEXPIRED (2^62 packets): the
+    // connection cannot send safely any more.
+    enter_closed(ECONNABORTED, now_,
+                 std::string("MCES connection closed: cannot seal packet ") + std::to_string(pn) + " (" +
+                     std::strerror(-r) + "); the packet keys are " +
+                     (r == -ENOKEY ? "missing (out of guarded memory?)" : "used up"));
+    return false;
+}
+
+bool Connection::open(std::span<const std::uint8_t> bytes, wire::PacketView& v, std::uint64_t& pn) {
+    // The full packet number from the largest one that authenticated (a
+    // forged packet must not move the decoding window).
+    pn = wire::decode_packet_number(prot_.recv.largest(), v.hdr.pn_truncated, v.hdr.pn_len);
+    const std::size_t header_len = static_cast<std::size_t>(v.payload.data() - bytes.data());
+    if (rx_plain_.size() < v.payload.size()) rx_plain_.resize(v.payload.size());
+    std::span<const std::uint8_t> plain;
+    const auth::OpenStatus st = prot_.recv.open(bytes, header_len, pn, rx_plain_, plain);
+    switch (st) {
+    case auth::OpenStatus::ok: v.payload = plain; return true;
+    case auth::OpenStatus::malformed: ++counters_.drops.auth_malformed; break;
+    case auth::OpenStatus::replay: ++counters_.drops.replay; break;
+    case auth::OpenStatus::too_old: ++counters_.drops.too_old; break;
+    case auth::OpenStatus::auth_failed: ++counters_.drops.auth_failed; break;
+    case auth::OpenStatus::key_limit: ++counters_.drops.key_limit; break;
+    case auth::OpenStatus::no_key: ++counters_.drops.no_key; break;
+    case auth::OpenStatus::no_room: ++counters_.drops.auth_malformed; break;   // cannot happen: sized above
+    }
+    return false;
 }
 
 void Connection::enter_closed(int err, Time now, std::string msg) {
@@ -454,7 +532,9 @@ void Connection::on_packet(const sansio::Addr& from, std::span<const std::uint8_
     wire::PacketView v;
     // The handshake settled whether our short packets carry the CRC32C; the
     // parser is told, so a packet without it is read to its last byte.
-    const wire::ParseError e = wire::parse_packet(bytes, local_cid_.len, v, sum_);
+    // Authenticated: the tag stands there instead, checked by open().
+    const wire::ParseError e = wire::parse_packet(bytes, local_cid_.len, v, sum_,
+                                                  authenticated() ? wire::Auth::on : wire::Auth::off);
     if (e != wire::ParseError::ok) {
         counters_.drops.parse.count(e);
         return;
@@ -463,11 +543,16 @@ void Connection::on_packet(const sansio::Addr& from, std::span<const std::uint8_
         ++counters_.drops.bad_frame;
         return;
     }
-    process(v, now);
+    std::uint64_t pn;
+    if (authenticated()) {
+        if (!open(bytes, v, pn)) return;   // counted; never acknowledged
+    } else {
+        pn = wire::decode_packet_number(largest_rx_, v.hdr.pn_truncated, v.hdr.pn_len);
+    }
+    process(v, pn, now);
 }
 
-void Connection::process(const wire::PacketView& v, Time now) {
-    const std::uint64_t pn = wire::decode_packet_number(largest_rx_, v.hdr.pn_truncated, v.hdr.pn_len);
+void Connection::process(const wire::PacketView& v, std::uint64_t pn, Time now) {
     if (pn > RangeSet::kMaxPacketNumber) {
         ++counters_.drops.bad_frame;
         return;
@@ -883,7 +968,7 @@ bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
     out.resize(mss());
     wire::PacketWriter pw(out);
     const std::uint64_t pn = next_pn_++;
-    pw.begin_short(peer_cid_, pn, 4, sum_);
+    pw.begin_short(peer_cid_, pn, 4, sum_, authenticated() ? wire::Auth::on : wire::Auth::off);
     if (reset_pending_) {
         wire::write_reset(pw.body(), reset_code_, sb_ ? sb_->write_offset() : 0);
         reset_pending_ = false;
@@ -894,6 +979,8 @@ bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
     const int n = pw.finish();
     if (n <= 0) return false;
     out.resize(static_cast<std::size_t>(n));
+    // Already closed: a key that refuses just leaves the reply unsent.
+    if (authenticated() && prot_.send.seal(out, pw.header_len(), pn) != 0) return false;
     ++counters_.packets_sent;
     if (sum_ == wire::Checksum::none) ++counters_.no_checksum_sent;
     counters_.bytes_sent += static_cast<std::size_t>(n);
@@ -902,9 +989,18 @@ bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
 
 bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* held) {
     if (held) *held = Held{};
+    // Sealing encrypts and tags the whole packet in out: no payload may stay
+    // behind in the send buffer (and be encrypted there).
+    if (authenticated()) held = nullptr;
     now_ = std::max(now_, now);
     if (state_ == State::connecting) {
-        if (!hs_ || !hs_->poll_transmit(out)) return false;
+        if (!hs_ || !hs_->poll_transmit(out)) {
+            // The INITIAL could not be built (signed): the handshake failed
+            // here, and no timer would ever tell.
+            if (hs_ && hs_->state() == wire::ClientHandshake::State::failed)
+                enter_closed(ECONNREFUSED, now, hs_->message());
+            return false;
+        }
         ++counters_.packets_sent;
         counters_.bytes_sent += out.size();
         return true;
@@ -973,7 +1069,8 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     const std::uint64_t pn = next_pn_++;
     const std::int64_t largest_acked =
         sack && ld_.has_largest_acked() ? static_cast<std::int64_t>(ld_.largest_acked()) : -1;
-    pw.begin_short(peer_cid_, pn, wire::packet_number_length(pn, largest_acked), sum_);
+    pw.begin_short(peer_cid_, pn, wire::packet_number_length(pn, largest_acked), sum_,
+                   authenticated() ? wire::Auth::on : wire::Auth::off);
     wire::Writer& w = pw.body();
     Rec rec;
     bool eliciting = false, wrote = false;
@@ -1120,6 +1217,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
         n = pw.finish();
         if (n <= 0) return false;   // cannot happen: every frame was sized to fit
         out.resize(static_cast<std::size_t>(n));
+        if (authenticated() && !seal(out, pw.header_len(), pn)) return false;   // closed
     }
 
     if (sack && eliciting) {

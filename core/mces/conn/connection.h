@@ -25,6 +25,16 @@
 // are dropped and counted (counters().drops); none ends the connection, and
 // a dropped packet is never acknowledged. Memory per connection is bounded by
 // the configuration (buffers, queues, the loss detector's map).
+//
+// Authenticated (ConnAuth, from the endpoint's pre-shared key): the
+// handshake proves the key both ways (wire/handshake.h), then both sides
+// derive per-direction packet keys (auth/keys.h) from the PSK, both IDs and
+// both handshake nonces; every short packet is sealed on send and opened on
+// receive (auth/protect.h) before anything in it is read. A packet that
+// fails (tag, replay window, too old) is dropped, counted in ConnDrops and
+// never acknowledged. Such a connection sends every packet from one buffer
+// and copies what it receives: the zero-copy paths (Held payload, borrowed
+// receive bytes) and the no-checksum offer are off for it.
 #pragma once
 
 #include <cstddef>
@@ -37,6 +47,9 @@
 #include <vector>
 
 #include "core/common/sansio.h"
+#include "core/mces/auth/proof.h"
+#include "core/mces/auth/protect.h"
+#include "core/mces/auth/secret.h"
 #include "core/mces/conn/chain.h"
 #include "core/mces/conn/timing_buffer.h"
 #include "core/mces/fec/decoder.h"
@@ -175,6 +188,16 @@ struct ConnConfig {
 // of 9000 bytes (4 KiB of views per connection).
 constexpr std::size_t kMaxBorrowedSegments = 256;
 
+// What makes a connection authenticated (the endpoint fills it from
+// EndpointConfig; empty: keyless).
+struct ConnAuth {
+    std::shared_ptr<const auth::Psk> psk;          // null: not authenticated
+    auth::Mode mode = auth::Mode::encrypt;
+    std::shared_ptr<auth::HandshakeProof> proof;   // client: signs the INITIAL, checks replies
+    auth::HandshakeNonce client_nonce{};           // client: this attempt's (fresh, from the endpoint)
+    bool on() const noexcept { return psk != nullptr; }
+};
+
 struct ConnDrops {
     wire::ParseCounters parse;          // malformed packets and garbage frames, by error
     std::uint64_t wrong_peer = 0;       // from an address that is not the peer's
@@ -188,10 +211,18 @@ struct ConnDrops {
     std::uint64_t datagram_queue_full = 0;   // class 0 message arrived, receive queue full
     std::uint64_t invalid_ack = 0;      // ACK of packets never sent, or malformed ranges
     std::uint64_t bad_repair = 0;       // REPAIR frame the FEC decoder refused (malformed, no room)
+    // Authenticated connections (auth/protect.h, Opener): short packets that
+    // did not open. None is acknowledged.
+    std::uint64_t auth_failed = 0;      // tag mismatch: wrong key or mode, tampered, forged
+    std::uint64_t replay = 0;           // packet number already authenticated (a copy)
+    std::uint64_t too_old = 0;          // below the replay window: cannot tell it from a replay
+    std::uint64_t auth_malformed = 0;   // too short for header + tag, or packet number >= 2^62
+    std::uint64_t key_limit = 0;        // the receive key is retired (too many failures)
+    std::uint64_t no_key = 0;           // keys could not be derived (no memory): nothing opens
     std::uint64_t total() const noexcept {
         return parse.total() + wrong_peer + duplicate + not_established + long_header + bad_frame +
                flow_violation + too_fragmented + after_close + datagram_queue_full + invalid_ack +
-               bad_repair;
+               bad_repair + auth_failed + replay + too_old + auth_malformed + key_limit + no_key;
     }
 };
 
@@ -253,14 +284,16 @@ public:
     // offer_no_checksum: ask for short packets without the CRC32C (the
     // Endpoint decides, skip_checksum()); they go without it only if the
     // server agrees.
+    // auth.on(): authenticated (the handshake signs and checks, then
+    // packets are sealed); offer_no_checksum is then ignored.
     Connection(const ConnConfig& cfg, Chain chain, std::vector<std::string> names,
                const sansio::Addr& peer, const wire::ConnectionId& cid, const wire::Qos& qos,
-               sansio::Time now, bool offer_no_checksum = false);
+               sansio::Time now, bool offer_no_checksum = false, ConnAuth auth = {});
     // Server side: the handshake accepted `info` (the chain is for the granted
     // class; info.no_checksum: short packets without the CRC32C, as agreed);
-    // established at once.
+    // established at once. auth.on(): keys from info's nonces.
     Connection(const ConnConfig& cfg, Chain chain, const sansio::Addr& peer,
-               const wire::AcceptInfo& info, sansio::Time now);
+               const wire::AcceptInfo& info, sansio::Time now, ConnAuth auth = {});
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -349,11 +382,20 @@ public:
     // in the other form is dropped (parse.bad_checksum, or whatever its
     // last four bytes read as).
     wire::Checksum checksum() const noexcept { return sum_; }
+    // Whether packets are sealed (an authenticated endpoint): then the AEAD
+    // tag stands where the CRC32C would, and checksum() does not apply.
+    bool authenticated() const noexcept { return auth_.on(); }
+    // Authenticated: the handshake nonces the packet keys came from (public
+    // on the wire; for diagnostics and the fuzz target).
+    const auth::HandshakeNonce& client_nonce() const noexcept { return client_nonce_; }
+    const auth::HandshakeNonce& server_nonce() const noexcept { return server_nonce_; }
     // The largest message send_datagram takes.
     std::size_t max_datagram_payload() const noexcept;
     // The same for any connection that runs `chain` with max_datagram_size
-    // `size`, before one exists (the engine's UDP bridge tells the program).
-    static std::size_t max_message(const Chain& chain, std::size_t size) noexcept;
+    // `size`, before one exists (the engine's UDP bridge tells the program);
+    // authenticated: its packets end in the 16-byte tag, not the 4-byte CRC.
+    static std::size_t max_message(const Chain& chain, std::size_t size,
+                                   bool authenticated = false) noexcept;
     ConnCounters counters() const;
     // Client handshake counters (RETRYs followed, INITIALs sent), if a client.
     const wire::ClientCounters* handshake_counters() const noexcept;
@@ -409,7 +451,14 @@ private:
     void establish(sansio::Time now);
     void enter_closed(int err, sansio::Time now, std::string msg = {});
     void wake() noexcept;
-    void process(const wire::PacketView& v, sansio::Time now);
+    void process(const wire::PacketView& v, std::uint64_t pn, sansio::Time now);
+    // Authenticated: derives the packet keys once the handshake is over.
+    void make_keys();
+    // Seals out (finished by pw) as packet pn; false (connection closed) if
+    // the key refuses.
+    bool seal(std::vector<std::uint8_t>& out, std::size_t header_len, std::uint64_t pn);
+    // Opens v (parsed from bytes) in place of its payload; false: dropped, counted.
+    bool open(std::span<const std::uint8_t> bytes, wire::PacketView& v, std::uint64_t& pn);
     bool apply_frame(const wire::Frame& f, bool& eliciting, sansio::Time now);
     void on_ack_frame(const wire::AckFrame& a, sansio::Time now);
     void settle(const AckOutcome& out, sansio::Time now);
@@ -466,6 +515,13 @@ private:
     wire::Qos granted_;
     wire::Checksum sum_ = wire::Checksum::crc32c;   // short packets, both ways
     std::unique_ptr<wire::ClientHandshake> hs_;
+    // Authentication: the key, mode and (client) proof; the packet keys
+    // once established; the plaintext of the packet being processed.
+    ConnAuth auth_;
+    std::uint32_t version_ = wire::kVersion1;   // the handshake's
+    auth::HandshakeNonce client_nonce_{}, server_nonce_{};
+    auth::Protection prot_;
+    std::vector<std::uint8_t> rx_plain_;
 
     // send side
     std::uint64_t next_pn_ = 0;

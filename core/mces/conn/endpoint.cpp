@@ -30,7 +30,15 @@ bool skip_checksum(const Chain& chain, bool explicit_chain, const ConnConfig& cf
     return !explicit_chain && cfg.loopback_no_checksum && peer.is_loopback();
 }
 
-Endpoint::Endpoint(const EndpointConfig& cfg) : cfg_(cfg), rng_(cfg.seed ^ 0x6d63657365656431ull) {}
+Endpoint::Endpoint(const EndpointConfig& cfg)
+    : cfg_(cfg), rng_(cfg.seed ^ 0x6d63657365656431ull), nonce_rng_(cfg.seed ^ 0x6e6f6e63652d7631ull) {
+    if (cfg_.psk) {
+        proof_ = std::make_shared<auth::HandshakeProof>();
+        // On failure (empty PSK, no memory) the proof stays keyless: every
+        // sign and check fails, so nothing connects (fail closed).
+        (void)proof_->init(*cfg_.psk);
+    }
+}
 
 Endpoint::~Endpoint() {
     // Handles outlive the endpoint: none may keep a view of the owner's buffers.
@@ -62,6 +70,24 @@ wire::ConnectionId Endpoint::fresh_cid() {
     }
 }
 
+auth::HandshakeNonce Endpoint::fresh_nonce() {
+    auth::HandshakeNonce n;
+    for (std::size_t i = 0; i < n.size(); i += 8) {
+        const std::uint64_t v = splitmix64(nonce_rng_);
+        for (std::size_t j = 0; j < 8; ++j) n[i + j] = static_cast<std::uint8_t>(v >> (8 * j));
+    }
+    return n;
+}
+
+ConnAuth Endpoint::conn_auth() {
+    ConnAuth a;
+    if (!cfg_.psk) return a;
+    a.psk = cfg_.psk;
+    a.mode = cfg_.auth_mode;
+    a.proof = proof_;
+    return a;
+}
+
 const wire::ServerCounters* Endpoint::server_counters() const noexcept {
     return server_ ? &server_->counters() : nullptr;
 }
@@ -81,6 +107,7 @@ int Endpoint::listen(wire::ServerConfig sc, wire::AdmitFn admit) {
         const std::uint64_t v = splitmix64(s);
         for (std::size_t j = 0; j < 8; ++j) key[i + j] = static_cast<std::uint8_t>(v >> (8 * j));
     }
+    sc.proof = proof_;   // null when keyless
     user_admit_ = std::move(admit);
     server_ = std::make_unique<wire::ServerHandshake>(
         std::move(sc), key, [this](const wire::AdmissionRequest& r) { return this->admit(r); });
@@ -98,6 +125,7 @@ wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
             a.service_class = c->second.conn->service_class();
             a.granted = c->second.conn->granted();
             a.no_checksum = c->second.conn->checksum() == wire::Checksum::none;
+            a.server_nonce = c->second.conn->server_nonce_;   // the same ACCEPT, the same keys
             return a;
         }
     }
@@ -124,8 +152,11 @@ wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
         no.reason = r.error.substr(0, wire::kMaxReasonLen);
         return no;
     }
-    // The handshake honours this only if the client offered it.
-    a.no_checksum = skip_checksum(*r.chain, !cfg_.accept_elements.empty(), cfg_.conn, req.from);
+    // The handshake honours this only if the client offered it (an
+    // authenticated client never does: the AEAD tag replaces the CRC).
+    a.no_checksum = !authenticated() &&
+                    skip_checksum(*r.chain, !cfg_.accept_elements.empty(), cfg_.conn, req.from);
+    if (authenticated()) a.server_nonce = fresh_nonce();   // this connection's, never reused
     return a;
 }
 
@@ -162,7 +193,8 @@ void Endpoint::handle_initial(const sansio::Addr& from, std::span<const std::uin
     }
     ChainResult chain = accept_chain(r.info.granted_class);
     if (!chain.ok()) return;   // admit() refused these already
-    auto conn = std::make_shared<Connection>(cfg_.conn, std::move(*chain.chain), from, r.info, now);
+    auto conn = std::make_shared<Connection>(cfg_.conn, std::move(*chain.chain), from, r.info, now,
+                                             conn_auth());
     conn->ep_ = this;
     Entry& e = conns_[k];
     e.conn = conn;
@@ -187,10 +219,12 @@ int Endpoint::connect(const sansio::Addr& peer, std::uint8_t service_class, cons
         return -EMFILE;
     }
     const wire::ConnectionId cid = fresh_cid();
-    const bool offer = skip_checksum(*r.chain, !elements.empty(), cfg_.conn, peer);
+    const bool offer = !authenticated() && skip_checksum(*r.chain, !elements.empty(), cfg_.conn, peer);
+    ConnAuth ca = conn_auth();
+    if (ca.on()) ca.client_nonce = fresh_nonce();   // this attempt's
     auto conn = std::make_shared<Connection>(cfg_.conn, std::move(*r.chain),
                                              std::vector<std::string>(elements.begin(), elements.end()),
-                                             peer, cid, qos, now_, offer);
+                                             peer, cid, qos, now_, offer, std::move(ca));
     conn->ep_ = this;
     const std::uint64_t k = key(cid);
     Entry& e = conns_[k];

@@ -37,6 +37,13 @@
 //
 // Application calls on a connection take effect at the endpoint's last known
 // time; the owner then drains poll_transmit() (the simulator: sim.kick(ep)).
+//
+// Authentication (EndpointConfig::psk set): every connection of the endpoint,
+// both roles, is authenticated (connection.h, wire/handshake.h): INITIALs
+// without a valid proof get no answer and create nothing, short packets are
+// sealed with per-connection keys. The handshake nonces come from the seeded
+// rng (unique per attempt and per accepted connection; they need not be
+// secret: the PSK is). A keyless peer and a keyed endpoint never connect.
 #pragma once
 
 #include <algorithm>
@@ -95,6 +102,15 @@ struct EndpointConfig {
     std::size_t max_connections = 4096;  // live connections (any state), both roles
     std::size_t accept_backlog = 128;    // admitted, not yet accept()ed
     std::size_t max_pending_replies = 1024;   // stateless replies (RETRY, VN, REFUSE) waiting
+    // Authentication: the pre-shared key (auth::load_psk reads a key file
+    // into one: `auto k = std::make_shared<auth::Psk>(); load_psk(path, *k,
+    // err); cfg.psk = k;`), or null for none. Shared, read-only, in guarded
+    // memory; every connection derives its own keys from it. A key that
+    // failed to load must not be set: a set but empty one fails closed
+    // (nothing is sent, nothing accepted). Both peers need the same key and
+    // the same mode (a mismatch of either: every packet fails, fail closed).
+    std::shared_ptr<const auth::Psk> psk;
+    auth::Mode auth_mode = auth::Mode::encrypt;
 };
 
 struct EndpointCounters {
@@ -160,6 +176,8 @@ public:
     std::size_t connection_count() const noexcept { return conns_.size(); }
     std::size_t accept_queue_size() const noexcept { return accept_q_.size(); }
     const EndpointCounters& counters() const noexcept { return counters_; }
+    // Whether the endpoint has a pre-shared key (all its connections are authenticated).
+    bool authenticated() const noexcept { return cfg_.psk != nullptr; }
     // The handshake's counters (cookies issued, parse errors ...), when listening.
     const wire::ServerCounters* server_counters() const noexcept;
     // Sum of every live connection's drop counters (diagnostics).
@@ -185,9 +203,16 @@ private:
     wire::Admission admit(const wire::AdmissionRequest& req);
     void queue_reply(const sansio::Addr& to, std::span<const std::uint8_t> bytes);
     wire::ConnectionId fresh_cid();
+    auth::HandshakeNonce fresh_nonce();
+    // What a new connection needs to be authenticated (empty when keyless).
+    ConnAuth conn_auth();
 
     EndpointConfig cfg_;
     std::uint64_t rng_;
+    std::uint64_t nonce_rng_;
+    // Authenticated: the handshake proof made from cfg_.psk (shared with
+    // the server handshake and every client connection).
+    std::shared_ptr<auth::HandshakeProof> proof_;
     sansio::Time now_ = 0;
     std::unique_ptr<wire::ServerHandshake> server_;
     wire::AdmitFn user_admit_;

@@ -70,16 +70,30 @@ void ServerHandshake::send_limited(std::size_t received, ServerReply& out) noexc
     counters_.bytes_out += out.len;
 }
 
+bool ServerHandshake::finish_reply(PacketWriter& pw, auth::ProofKind kind,
+                                   const auth::HandshakeNonce& client_nonce,
+                                   const auth::HandshakeNonce& nonce, ServerReply& out) noexcept {
+    const int n = pw.finish();
+    if (n < 0) return false;
+    out.len = static_cast<std::size_t>(n);
+    // Bound to the INITIAL's nonce: good for this handshake attempt only.
+    if (keyed() && cfg_.proof->sign(kind, client_nonce, nonce, {out.buf.data(), out.len}) != 0) {
+        out.len = 0;
+        return false;
+    }
+    return true;
+}
+
 void ServerHandshake::retry(const sansio::Addr& from, const PacketView& v, std::size_t received,
-                            sansio::Time now, ServerReply& out) {
+                            const auth::HandshakeNonce& client_nonce, sansio::Time now,
+                            ServerReply& out) {
     std::array<std::uint8_t, kCookieLen> cookie;
     jar_.issue(from, v.hdr.scid, now, cookie);
     PacketWriter pw(out.buf);
-    pw.begin_long(PacketType::retry, v.hdr.version, v.hdr.scid, ConnectionId{}, 0, 1);
+    pw.begin_long(PacketType::retry, v.hdr.version, v.hdr.scid, ConnectionId{}, 0, 1, auth());
     write_retry_token(pw.body(), cookie);
-    const int n = pw.finish();
-    if (n < 0) return;   // cannot happen: a RETRY is ~60 bytes
-    out.len = static_cast<std::size_t>(n);
+    // Cannot fail but for a keyless proof: a RETRY is ~60-90 bytes.
+    if (!finish_reply(pw, auth::ProofKind::retry, client_nonce, auth::HandshakeNonce{}, out)) return;
     send_limited(received, out);
     if (out.kind == ServerReply::Kind::send) ++counters_.cookies_issued;
 }
@@ -91,7 +105,7 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
     counters_.bytes_in += bytes.size();
 
     PacketView v;
-    ParseError e = parse_packet(bytes, cfg_.server_cid_len, v);
+    ParseError e = parse_packet(bytes, cfg_.server_cid_len, v, Checksum::crc32c, auth());
     if (e != ParseError::ok) {
         counters_.parse.count(e);
         return out;
@@ -107,6 +121,15 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
     // VERSION_NEGOTIATION, can amplify it.
     if (bytes.size() < cfg_.min_initial_size) {
         ++counters_.initial_too_small;
+        return out;
+    }
+    // Authenticated: the proof before anything that answers or looks
+    // further (even a VERSION_NEGOTIATION): a peer without the key learns
+    // nothing, not even that something listens.
+    auth::HandshakeNonce client_nonce{};
+    if (keyed() && cfg_.proof->check(auth::ProofKind::initial, {}, bytes, &client_nonce) !=
+                       auth::ProofStatus::ok) {
+        ++counters_.bad_proof;
         return out;
     }
     // A version we do not speak: only the invariants (flags, version, IDs,
@@ -143,7 +166,7 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
     }
 
     if (h.token.empty()) {
-        retry(from, v, bytes.size(), now, out);
+        retry(from, v, bytes.size(), client_nonce, now, out);
         return out;
     }
     const CookieStatus cs = jar_.check(from, v.hdr.scid, h.token, now);
@@ -157,7 +180,7 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
     if (cs != CookieStatus::ok) {
         // Still unproved: a fresh cookie (an honest client whose cookie
         // expired recovers), under the same amplification limit.
-        retry(from, v, bytes.size(), now, out);
+        retry(from, v, bytes.size(), client_nonce, now, out);
         return out;
     }
     ++counters_.cookies_accepted;
@@ -169,12 +192,14 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
     info.version = v.hdr.version;
     info.asked_class = h.service_class;
     info.asked = h.qos;
+    info.client_nonce = client_nonce;
     const bool offered =
         std::find(h.versions.begin(), end, kOfferNoChecksum) != end;
     Admission a;
     a.granted = h.qos;
     if (admit_) {
-        AdmissionRequest req{from, v.hdr.scid, v.hdr.version, h.service_class, h.qos, offered};
+        AdmissionRequest req{from, v.hdr.scid, v.hdr.version, h.service_class, h.qos, offered,
+                             client_nonce};
         a = admit_(req);
     }
     PacketWriter pw(out.buf);
@@ -185,7 +210,9 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
         // Agreed only to what was offered: a client that did not offer (or
         // predates the offer) must never see PARAMS, and keeps its CRCs.
         info.no_checksum = offered && a.no_checksum;
-        pw.begin_long(PacketType::accept, v.hdr.version, info.client_cid, info.server_cid, 0, 1);
+        info.server_nonce = a.server_nonce;
+        pw.begin_long(PacketType::accept, v.hdr.version, info.client_cid, info.server_cid, 0, 1,
+                      auth());
         write_accept(pw.body(), info.granted_class, info.granted);
         if (info.no_checksum) write_params(pw.body(), kParamNoChecksum);
         out.kind = ServerReply::Kind::accept;
@@ -200,20 +227,21 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
         rf.available = a.available;
         const std::size_t rlen = std::min(a.reason.size(), kMaxReasonLen);
         rf.reason = {reinterpret_cast<const std::uint8_t*>(a.reason.data()), rlen};
-        pw.begin_long(PacketType::refuse, v.hdr.version, info.client_cid, ConnectionId{}, 0, 1);
+        pw.begin_long(PacketType::refuse, v.hdr.version, info.client_cid, ConnectionId{}, 0, 1,
+                      auth());
         write_refuse(pw.body(), rf);
         out.kind = ServerReply::Kind::refuse;
         ++counters_.refused;
     }
-    const int n = pw.finish();
-    if (n < 0) {
+    const bool accepted = out.kind == ServerReply::Kind::accept;
+    if (!finish_reply(pw, accepted ? auth::ProofKind::accept : auth::ProofKind::refuse, client_nonce,
+                      accepted ? info.server_nonce : auth::HandshakeNonce{}, out)) {
         // The owner's grant could not be encoded (a field out of range):
         // nothing is sent, the client retries and times out visibly.
         out.kind = ServerReply::Kind::drop;
         out.len = 0;
         return out;
     }
-    out.len = static_cast<std::size_t>(n);
     counters_.bytes_out += out.len;
     return out;
 }
@@ -227,6 +255,7 @@ const char* name(HandshakeError e) noexcept {
     case HandshakeError::version_mismatch: return "version_mismatch";
     case HandshakeError::refused: return "refused";
     case HandshakeError::too_many_retries: return "too_many_retries";
+    case HandshakeError::no_key: return "no_key";
     }
     return "?";
 }
@@ -268,10 +297,18 @@ sansio::Time ClientHandshake::next_timeout() const noexcept {
 void ClientHandshake::on_timeout(sansio::Time now) {
     if (state_ != State::connecting) return;
     if (now >= deadline_) {
+        std::string why;
+        // A keyed server drops a keyless INITIAL (and the reverse) without
+        // a word: say what to check.
+        if (cfg_.proof)
+            why = counters_.bad_proof > 0
+                      ? "; " + std::to_string(counters_.bad_proof) +
+                            " replies failed the handshake proof: the server has another MCES key"
+                      : "; this side authenticates (auth key): the server may have another key, or none";
         fail(HandshakeError::timeout,
              "no answer from the MCES server after " +
                  std::to_string((now - started_) / sansio::kMillisecond) + " ms (" +
-                 std::to_string(counters_.initials_sent) + " INITIALs sent)");
+                 std::to_string(counters_.initials_sent) + " INITIALs sent" + why + ")");
         return;
     }
     if (now >= next_send_) {
@@ -287,7 +324,7 @@ bool ClientHandshake::poll_transmit(std::vector<std::uint8_t>& out) {
     PacketWriter pw(out);
     const std::uint64_t pn = next_pn_++;
     pw.begin_long(PacketType::initial, version_, ConnectionId{}, cfg_.cid, pn,
-                  packet_number_length(pn, -1));
+                  packet_number_length(pn, -1), cfg_.proof ? Auth::on : Auth::off);
     HelloFrame h;
     h.version_count = cfg_.versions.size();
     std::copy(cfg_.versions.begin(), cfg_.versions.end(), h.versions.begin());
@@ -306,13 +343,20 @@ bool ClientHandshake::poll_transmit(std::vector<std::uint8_t>& out) {
         return false;
     }
     out.resize(static_cast<std::size_t>(n));
+    if (cfg_.proof && cfg_.proof->sign(auth::ProofKind::initial, {}, cfg_.nonce, out) != 0) {
+        fail(HandshakeError::no_key,
+             "cannot sign the MCES INITIAL: the authentication key is not loaded (empty PSK)");
+        out.clear();
+        return false;
+    }
     ++counters_.initials_sent;
     return true;
 }
 
 bool ClientHandshake::on_datagram(std::span<const std::uint8_t> bytes, sansio::Time now) {
     PacketView v;
-    const ParseError e = parse_packet(bytes, cfg_.cid.len, v);
+    const ParseError e =
+        parse_packet(bytes, cfg_.cid.len, v, Checksum::crc32c, cfg_.proof ? Auth::on : Auth::off);
     if (e != ParseError::ok) {
         counters_.parse.count(e);
         return false;
@@ -320,6 +364,23 @@ bool ClientHandshake::on_datagram(std::span<const std::uint8_t> bytes, sansio::T
     if (state_ != State::connecting || !(v.hdr.dcid == cfg_.cid)) {
         ++counters_.ignored;
         return false;
+    }
+    // Authenticated: a reply must prove the key, for this kind of packet and
+    // for our nonce, before it counts (VERSION_NEGOTIATION carries no proof).
+    if (cfg_.proof && v.hdr.type != PacketType::version_negotiation) {
+        auth::ProofKind kind;
+        switch (v.hdr.type) {
+        case PacketType::retry: kind = auth::ProofKind::retry; break;
+        case PacketType::accept: kind = auth::ProofKind::accept; break;
+        case PacketType::refuse: kind = auth::ProofKind::refuse; break;
+        default: ++counters_.ignored; return false;
+        }
+        auth::HandshakeNonce nonce{};
+        if (cfg_.proof->check(kind, cfg_.nonce, bytes, &nonce) != auth::ProofStatus::ok) {
+            ++counters_.bad_proof;
+            return false;
+        }
+        if (kind == auth::ProofKind::accept) server_nonce_ = nonce;
     }
     switch (v.hdr.type) {
     case PacketType::version_negotiation: {

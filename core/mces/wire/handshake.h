@@ -21,18 +21,34 @@
 // then: a client that did not offer, or a server that did not agree (or
 // predates the offer), keeps the CRC. The handshake packets themselves
 // always carry it.
+//
+// Authenticated (a pre-shared key: ServerConfig::proof, ClientConfig::proof;
+// core/mces/auth/proof.h): every handshake packet but VERSION_NEGOTIATION
+// has flags bit 5 and ends in the 32-byte proof instead of the CRC32C. The
+// client's INITIAL carries its nonce (ClientConfig::nonce, fresh per attempt,
+// from the owner); the server checks that proof before anything else that
+// answers or costs (before the cookie, a RETRY, a VERSION_NEGOTIATION), so a
+// peer without the key gets no answer and leaves no state. RETRY, ACCEPT and
+// REFUSE carry proofs bound to that client nonce, the ACCEPT's nonce being
+// the server's (Admission::server_nonce, from the owner), and the client
+// drops any reply whose proof fails. Both nonces end in AcceptInfo / the
+// client's accessors: the connection derives its packet keys from them.
+// A keyed and a keyless side never agree: each drops the other's packets
+// (parse: unsupported_auth / missing_auth), the client times out.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "core/common/sansio.h"
+#include "core/mces/auth/proof.h"
 #include "core/mces/wire/cookie.h"
 #include "core/mces/wire/frame.h"
 #include "core/mces/wire/packet.h"
@@ -50,6 +66,7 @@ struct AdmissionRequest {
     std::uint8_t service_class = 0;
     Qos qos;
     bool no_checksum_offered = false;   // HELLO lists kOfferNoChecksum
+    auth::HandshakeNonce client_nonce{};   // authenticated: the INITIAL's (proved)
 };
 
 // The owner's answer. Admitted: what is granted (may be less than asked; the
@@ -65,6 +82,10 @@ struct Admission {
     // (ignored otherwise). Same INITIAL, same answer: a repeated ACCEPT
     // must agree with the first.
     bool no_checksum = false;
+    // Authenticated, admitted: the nonce of the ACCEPT (keys.h): fresh for
+    // each connection the owner creates, the same in a repeated ACCEPT of
+    // that connection. Never derived from the INITIAL alone.
+    auth::HandshakeNonce server_nonce{};
 };
 
 // Called only after a valid cookie, so at most once per INITIAL that proved
@@ -78,6 +99,9 @@ struct ServerConfig {
     std::size_t amplification_factor = 3;             // reply <= factor * received
     std::size_t server_cid_len = 8;                   // IDs this server hands out
     std::size_t min_client_cid_len = 4;
+    // Authenticated: the proof made from the pre-shared key (init()ed);
+    // null: keyless. A proof that is not valid() answers nothing.
+    std::shared_ptr<auth::HandshakeProof> proof;
 };
 
 // Every drop and every decision, counted (docs/mces.md, "Counters").
@@ -101,6 +125,7 @@ struct ServerCounters {
     std::uint64_t refused = 0;
     std::uint64_t no_checksum_offered = 0;     // admitted INITIALs that offered no checksum
     std::uint64_t no_checksum_agreed = 0;      // ... and whose ACCEPT agreed
+    std::uint64_t bad_proof = 0;               // authenticated: INITIAL whose proof failed (no answer)
 };
 
 // The handshake's result once a client proved its address.
@@ -113,6 +138,8 @@ struct AcceptInfo {
     Qos asked;
     Qos granted;
     bool no_checksum = false;       // agreed: short packets carry no CRC32C, both ways
+    auth::HandshakeNonce client_nonce{};   // authenticated: the INITIAL's
+    auth::HandshakeNonce server_nonce{};   // authenticated: the ACCEPT's (Admission::server_nonce)
 };
 
 constexpr std::size_t kMaxReplyLen = 512;
@@ -150,9 +177,15 @@ public:
 private:
     bool speaks(std::uint32_t v) const noexcept;
     void retry(const sansio::Addr& from, const PacketView& v, std::size_t received,
-               sansio::Time now, ServerReply& out);
+               const auth::HandshakeNonce& client_nonce, sansio::Time now, ServerReply& out);
     // Sends out only if it fits the amplification budget for `received`.
     void send_limited(std::size_t received, ServerReply& out) noexcept;
+    bool keyed() const noexcept { return cfg_.proof != nullptr; }
+    Auth auth() const noexcept { return keyed() ? Auth::on : Auth::off; }
+    // Writes out's packet (pw, begun) with its trailer: the CRC, or the
+    // proof of `kind` bound to the client nonce. False: nothing to send.
+    bool finish_reply(PacketWriter& pw, auth::ProofKind kind, const auth::HandshakeNonce& client_nonce,
+                      const auth::HandshakeNonce& nonce, ServerReply& out) noexcept;
 
     ServerConfig cfg_;
     CookieJar jar_;
@@ -168,6 +201,7 @@ enum class HandshakeError : std::uint8_t {
     version_mismatch,   // the server speaks none of our versions
     refused,            // the server's admission refused the request
     too_many_retries,   // the server kept sending RETRY
+    no_key,             // authenticated, but the proof has no key (the PSK was empty)
 };
 const char* name(HandshakeError e) noexcept;
 
@@ -184,6 +218,11 @@ struct ClientConfig {
     // Offer short packets without the CRC32C (kOfferNoChecksum; needs a free
     // slot in HELLO's list: fewer than 8 versions, else nothing is offered).
     bool offer_no_checksum = false;
+    // Authenticated: the proof made from the pre-shared key, and this
+    // attempt's nonce (fresh random bytes from the owner; the INITIAL and
+    // its retransmissions carry it). null: keyless.
+    std::shared_ptr<auth::HandshakeProof> proof;
+    auth::HandshakeNonce nonce{};
 };
 
 struct ClientCounters {
@@ -192,6 +231,7 @@ struct ClientCounters {
     std::uint64_t retries = 0;               // RETRY followed
     std::uint64_t version_negotiations = 0;  // VERSION_NEGOTIATION followed
     std::uint64_t ignored = 0;               // well-formed but not for us / not now
+    std::uint64_t bad_proof = 0;             // authenticated: RETRY/ACCEPT/REFUSE whose proof failed
 };
 
 class ClientHandshake {
@@ -224,6 +264,8 @@ public:
     const Qos& granted() const noexcept { return granted_; }
     // The server agreed to our offer: short packets carry no CRC32C.
     bool no_checksum() const noexcept { return no_checksum_; }
+    // Authenticated: the ACCEPT's nonce (proved), for the connection keys.
+    const auth::HandshakeNonce& server_nonce() const noexcept { return server_nonce_; }
     // Once refused:
     const Qos& available() const noexcept { return available_; }
     std::uint64_t refuse_code() const noexcept { return refuse_code_; }
@@ -257,6 +299,7 @@ private:
     std::uint8_t granted_class_ = 0;
     Qos granted_;
     bool no_checksum_ = false;
+    auth::HandshakeNonce server_nonce_{};
     Qos available_;
     std::uint64_t refuse_code_ = 0;
     ClientCounters counters_;

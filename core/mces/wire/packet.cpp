@@ -67,6 +67,7 @@ const char* name(ParseError e) noexcept {
     case ParseError::bad_qos: return "bad_qos";
     case ParseError::bad_service_class: return "bad_service_class";
     case ParseError::bad_handshake: return "bad_handshake";
+    case ParseError::missing_auth: return "missing_auth";
     case ParseError::count_: break;
     }
     return "?";
@@ -99,19 +100,27 @@ std::uint32_t PacketView::vn_version(std::size_t i) const noexcept {
 }
 
 ParseError parse_packet(std::span<const std::uint8_t> bytes, std::size_t short_dcid_len,
-                        PacketView& out, Checksum short_checksum) noexcept {
+                        PacketView& out, Checksum short_checksum, Auth auth) noexcept {
     if (short_dcid_len > kMaxCidLen) return ParseError::bad_cid_length;
     if (bytes.empty()) return ParseError::truncated;
     const std::uint8_t flags = bytes[0];
+    // VERSION_NEGOTIATION (a long header with version 0) is never
+    // authenticated: it looks the same to every version and every key.
+    const bool vn = (flags & kLongBit) && bytes.size() >= 5 && bytes[1] == 0 && bytes[2] == 0 &&
+                    bytes[3] == 0 && bytes[4] == 0;
+    const bool authed = auth == Auth::on && !vn;
     // The handshake (long header) is always checked: it is what agrees to
     // leave the checksum off, so it cannot itself depend on that agreement.
-    const bool checked = (flags & kLongBit) || short_checksum == Checksum::crc32c;
-    const std::size_t trailer = checked ? kChecksumLen : 0;
+    const bool checked = !authed && ((flags & kLongBit) || short_checksum == Checksum::crc32c);
+    const std::size_t trailer = authed ? ((flags & kLongBit) ? kAuthProofLen : kAuthTagLen)
+                                       : checked ? kChecksumLen : 0;
+    // Bit 5 must say what the receiver expects: a keyless peer's packet to a
+    // keyed endpoint, or the reverse, is dropped here (its trailer is not
+    // what this receiver could check), and counted as such whatever its size.
+    if ((flags & kAuthBit) && !authed) return ParseError::unsupported_auth;
+    if (!(flags & kAuthBit) && authed) return ParseError::missing_auth;
     if (bytes.size() < 1 + trailer) return ParseError::truncated;
     if (!(flags & kFixedBit)) return ParseError::bad_fixed_bit;
-    // An authenticated packet ends in an AEAD tag, not a CRC: nothing past
-    // this point applies to it, and version 1 does not define it.
-    if (flags & kAuthBit) return ParseError::unsupported_auth;
 
     // The checksum first: a corrupted packet is reported as corrupted, not as
     // whichever field the corruption happened to land in.
@@ -185,29 +194,35 @@ std::uint64_t decode_packet_number(std::int64_t largest_received, std::uint32_t 
 }
 
 void PacketWriter::begin_long(PacketType type, std::uint32_t version, const ConnectionId& dcid,
-                              const ConnectionId& scid, std::uint64_t pn,
-                              std::uint8_t pn_len) noexcept {
-    trailer_ = kChecksumLen;   // the handshake is always checked
+                              const ConnectionId& scid, std::uint64_t pn, std::uint8_t pn_len,
+                              Auth auth) noexcept {
+    auth_ = auth == Auth::on;
+    trailer_ = auth_ ? kAuthProofLen : kChecksumLen;   // the handshake is always checked
     const auto t = static_cast<std::uint8_t>(type);
     if (t > 3 || pn_len < 1 || pn_len > 4 || !is_mces_version(version)) return w_.fail(-EINVAL);
-    w_.u8(static_cast<std::uint8_t>(kLongBit | kFixedBit | (t << kTypeShift) | pn_bits(pn_len)));
+    w_.u8(static_cast<std::uint8_t>(kLongBit | kFixedBit | (auth_ ? kAuthBit : 0) | (t << kTypeShift) |
+                                    pn_bits(pn_len)));
     w_.u32(version);
     write_cid(w_, dcid);
     write_cid(w_, scid);
     w_.uint(pn_len, pn);
+    header_len_ = w_.size();
 }
 
 void PacketWriter::begin_short(const ConnectionId& dcid, std::uint64_t pn, std::uint8_t pn_len,
-                               Checksum checksum) noexcept {
-    trailer_ = checksum == Checksum::none ? 0 : kChecksumLen;
+                               Checksum checksum, Auth auth) noexcept {
+    auth_ = auth == Auth::on;
+    trailer_ = auth_ ? kAuthTagLen : checksum == Checksum::none ? 0 : kChecksumLen;
     if (pn_len < 1 || pn_len > 4) return w_.fail(-EINVAL);
-    w_.u8(static_cast<std::uint8_t>(kFixedBit | pn_bits(pn_len)));
+    w_.u8(static_cast<std::uint8_t>(kFixedBit | (auth_ ? kAuthBit : 0) | pn_bits(pn_len)));
     w_.bytes(dcid.view());
     w_.uint(pn_len, pn);
+    header_len_ = w_.size();
 }
 
 void PacketWriter::begin_version_negotiation(const ConnectionId& dcid, const ConnectionId& scid,
                                              std::span<const std::uint32_t> versions) noexcept {
+    auth_ = false;
     trailer_ = kChecksumLen;
     if (versions.empty() || versions.size() > kMaxVnVersions) return w_.fail(-EINVAL);
     w_.u8(kLongBit | kFixedBit);
@@ -225,6 +240,11 @@ void PacketWriter::pad_to(std::size_t total) noexcept {
 int PacketWriter::finish() noexcept {
     if (!w_.ok()) return w_.error();
     if (trailer_ == 0) return static_cast<int>(w_.size());
+    if (auth_) {
+        // Room for the tag or proof, filled by the caller's key.
+        w_.zeros(trailer_);
+        return w_.ok() ? static_cast<int>(w_.size()) : w_.error();
+    }
     const std::uint32_t crc = crc32c(w_.written());
     w_.u32(crc);
     return w_.ok() ? static_cast<int>(w_.size()) : w_.error();
@@ -232,6 +252,7 @@ int PacketWriter::finish() noexcept {
 
 int PacketWriter::finish(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept {
     if (!w_.ok()) return w_.error();
+    if (auth_) return -EINVAL;
     // No checksum: a and b are never read here, only sent.
     if (trailer_ == 0) return static_cast<int>(w_.size());
     const std::uint32_t crc = crc32c(b, crc32c(a, crc32c(w_.written())));

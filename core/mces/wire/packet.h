@@ -13,10 +13,22 @@
 // "no checksum"); nothing in the packet says which: the receiver knows from
 // the connection its destination ID names, and tells parse_packet.
 //
-// flags: bit 7 long form, bit 6 fixed 1, bit 5 authenticated (AEAD, reserved:
-// version 1 rejects it), bits 4-3 long packet type, bit 2 reserved 0,
-// bits 1-0 packet number length - 1. Versions are 0x4D43xxxx ("MC" + a
-// number); version 1 is 0x4D430001.
+// flags: bit 7 long form, bit 6 fixed 1, bit 5 authenticated, bits 4-3 long
+// packet type, bit 2 reserved 0, bits 1-0 packet number length - 1.
+// Versions are 0x4D43xxxx ("MC" + a number); version 1 is 0x4D430001.
+//
+// Authenticated endpoints (a pre-shared key, core/mces/auth; the receiver
+// says so with Auth::on, as it says Checksum): every packet but
+// VERSION_NEGOTIATION has bit 5 set and ends in another trailer instead of
+// the CRC32C:
+//   long header    the 32-byte handshake proof (nonce 16 | tag 16, proof.h)
+//   short header   the 16-byte AEAD tag (protect.h); the frames between
+//                  header and tag are encrypted (Mode::encrypt) or clear
+// parse_packet() only checks that the bit matches what the receiver expects
+// (unsupported_auth: set for a keyless receiver; missing_auth: clear for a
+// keyed one) and sets the trailer aside: the proof and the tag need the key,
+// so the handshake and the connection check them. VERSION_NEGOTIATION is the
+// same in every version and keyed or not: bit 5 clear, CRC32C.
 //
 // parse_packet() checks every length and the checksum and returns a view into
 // the caller's bytes; it never allocates. PacketWriter encodes into a buffer
@@ -49,6 +61,13 @@ enum class Checksum : std::uint8_t {
     none,     // agreed in the handshake: UDP's own checksum guards the datagram
 };
 
+// Whether the receiver (or the writer's packet) is authenticated: flags bit
+// 5 set and the auth trailers above instead of the CRC32C (Checksum is then
+// ignored). Off: bit 5 must be clear.
+enum class Auth : std::uint8_t { off, on };
+constexpr std::size_t kAuthTagLen = 16;        // short header: the AEAD tag (auth::kTagLen)
+constexpr std::size_t kAuthProofLen = 32;      // long header: the proof (auth::kProofTrailerLen)
+
 constexpr bool is_mces_version(std::uint32_t v) noexcept {
     return (v & kVersionMagicMask) == kVersionMagic;
 }
@@ -72,7 +91,7 @@ enum class ParseError : std::uint8_t {
     truncated,          // a field or a length runs past the end
     bad_fixed_bit,      // flags bit 6 is 0: not MCES
     reserved_bits,      // a reserved bit or field is not 0
-    unsupported_auth,   // the authenticated (AEAD) flag: not in version 1
+    unsupported_auth,   // the authenticated flag (bit 5) set, but this receiver has no key
     bad_checksum,       // CRC32C mismatch: corrupted
     bad_magic,          // long header version is neither 0 nor 0x4D43xxxx
     bad_cid_length,     // connection ID longer than 20 (or not what the receiver expects)
@@ -85,6 +104,7 @@ enum class ParseError : std::uint8_t {
     bad_qos,            // QoS field out of range, or a reserved presence bit set
     bad_service_class,  // service class above 4
     bad_handshake,      // a handshake packet without exactly one handshake frame
+    missing_auth,       // the authenticated flag clear, but this receiver has a key
     count_
 };
 constexpr std::size_t kParseErrorCount = static_cast<std::size_t>(ParseError::count_);
@@ -150,11 +170,17 @@ struct PacketView {
 // receiver hands out (a short header does not carry it); short_checksum says
 // whether a short packet ends in the CRC32C (Checksum::none: the whole rest
 // is frames, nothing is verified; long packets are always verified). Checks,
-// in order: size, flags (fixed bit, auth flag), checksum, then the header
+// in order: the auth flag, size, fixed bit, checksum, then the header
 // fields. On error `out` is unspecified. Never reads outside `bytes`,
 // whatever they hold and whichever mode is asked.
+// auth = Auth::on: bit 5 must be set (VERSION_NEGOTIATION: clear), and the
+// trailer (tag or proof) is set aside unverified: payload ends before it.
+// The caller must check it before trusting anything (a short packet's
+// payload is still ciphertext in Mode::encrypt); payload.data() - bytes.data()
+// is the header length the AEAD takes as associated data.
 ParseError parse_packet(std::span<const std::uint8_t> bytes, std::size_t short_dcid_len,
-                        PacketView& out, Checksum short_checksum = Checksum::crc32c) noexcept;
+                        PacketView& out, Checksum short_checksum = Checksum::crc32c,
+                        Auth auth = Auth::off) noexcept;
 
 // The smallest packet number length (1-4 bytes) that lets a receiver that has
 // seen up to largest_acked (-1 = nothing yet) recover pn (RFC 9000 A.2).
@@ -174,20 +200,27 @@ public:
     explicit PacketWriter(std::span<std::uint8_t> buf) noexcept : w_(buf) {}
 
     // type: initial, retry, accept or refuse. pn_len 1-4 (the low bytes of pn go out).
+    // auth = Auth::on: bit 5 set, finish() appends kAuthProofLen zero bytes
+    // that the caller then fills (auth::HandshakeProof::sign).
     void begin_long(PacketType type, std::uint32_t version, const ConnectionId& dcid,
-                    const ConnectionId& scid, std::uint64_t pn, std::uint8_t pn_len) noexcept;
+                    const ConnectionId& scid, std::uint64_t pn, std::uint8_t pn_len,
+                    Auth auth = Auth::off) noexcept;
     // checksum: Checksum::none leaves the CRC32C off (a connection that
-    // agreed to it); finish() then appends nothing.
+    // agreed to it); finish() then appends nothing. auth = Auth::on: bit 5
+    // set, checksum ignored, finish() appends kAuthTagLen zero bytes that
+    // the caller then seals (auth::Sealer::seal with header_len()).
     void begin_short(const ConnectionId& dcid, std::uint64_t pn, std::uint8_t pn_len,
-                     Checksum checksum = Checksum::crc32c) noexcept;
+                     Checksum checksum = Checksum::crc32c, Auth auth = Auth::off) noexcept;
     // A whole VERSION_NEGOTIATION body; call finish() next.
     void begin_version_negotiation(const ConnectionId& dcid, const ConnectionId& scid,
                                    std::span<const std::uint32_t> versions) noexcept;
 
     Writer& body() noexcept { return w_; }
-    // The trailer this packet ends in: kChecksumLen, or 0 for a short packet
-    // begun with Checksum::none.
+    // The trailer this packet ends in: kChecksumLen, 0 for a short packet
+    // begun with Checksum::none, kAuthTagLen / kAuthProofLen with Auth::on.
     std::size_t trailer() const noexcept { return trailer_; }
+    // The header's length (what begin_* wrote): the AEAD's associated data.
+    std::size_t header_len() const noexcept { return header_len_; }
     // Bytes still free for frames, the trailer already set aside.
     std::size_t room() const noexcept {
         return w_.room() > trailer_ ? w_.room() - trailer_ : 0;
@@ -201,11 +234,15 @@ public:
     // elsewhere (zero-copy): the checksum covers what was written, a and b,
     // and is appended here; on the wire it follows b. Returns the length
     // written here (the checksum included, if any), or the writer's error.
+    // Not for Auth::on packets (-EINVAL): sealing needs the whole packet in
+    // one buffer.
     int finish(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept;
 
 private:
     Writer w_;
     std::size_t trailer_ = kChecksumLen;
+    std::size_t header_len_ = 0;
+    bool auth_ = false;
 };
 
 }  // namespace gs::mces::wire

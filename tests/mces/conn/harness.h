@@ -30,6 +30,13 @@ public:
     explicit Host(const EndpointConfig& cfg) : ep(cfg) {}
     void on_datagram(const Addr& from, const Addr& to, std::span<const std::uint8_t> bytes,
                      Time now) override {
+        if (mutate) {
+            // Tampering in flight: the endpoint sees an altered copy (kept
+            // until the next datagram, past on_batch_end).
+            mutated.assign(bytes.begin(), bytes.end());
+            mutate(mutated);
+            bytes = mutated;
+        }
         ep.on_datagram(from, to, bytes, now);
         if (app) app(now);
         // The contract of ConnConfig::borrow_receive, kept as the engine's
@@ -72,6 +79,9 @@ public:
     std::uint64_t held_bytes = 0;   // payload sent from the send buffer
     std::vector<std::size_t> sent_sizes;   // every datagram sent, in order
     std::function<void(Time)> app;   // the application, run after every event
+    // Called with a copy of every received datagram before the endpoint sees it.
+    std::function<void(std::vector<std::uint8_t>&)> mutate;
+    std::vector<std::uint8_t> mutated;
 };
 
 // The stream's content: a function of the offset, so the reader checks every

@@ -19,6 +19,12 @@
 // addresses, where the default chains agree to short packets without the
 // CRC32C: modes 2 and 3 then wrap frames without it, and the raw modes reach
 // the parser with nothing checked.
+// When the first byte has bit 5 set, both endpoints share a pre-shared key
+// (authenticated; bit 4: Mode::authenticate, else encrypt): the handshake
+// carries proofs, short packets the AEAD tag; modes 2 and 3 then seal the
+// frames with the connection's own keys (derived here from the nonces both
+// sides agreed), so the fuzzer reaches the frames behind the tag, and the
+// raw modes hit the parser with bit 5 set and the opener with forged tags.
 // After every record the two endpoints exchange what they want to send. The
 // pair is rebuilt for every input, so a run is deterministic. Traps when an
 // invariant breaks; ASan/UBSan catch the rest.
@@ -27,6 +33,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/mces/auth/protect.h"
 #include "core/mces/conn/endpoint.h"
 #include "core/mces/wire/packet.h"
 
@@ -40,12 +47,24 @@ void check(bool ok) {
     if (!ok) __builtin_trap();
 }
 
+std::shared_ptr<const auth::Psk> fuzz_key() {
+    static const std::shared_ptr<const auth::Psk> k = [] {
+        auto p = std::make_shared<auth::Psk>();
+        std::uint8_t b[auth::kPskLen];
+        for (std::size_t i = 0; i < sizeof b; ++i) b[i] = static_cast<std::uint8_t>(i * 7 + 1);
+        check(p->set(b) == 0);
+        return p;
+    }();
+    return k;
+}
+
 struct Rig {
-    explicit Rig(bool loopback, bool realtime)
+    explicit Rig(bool loopback, bool realtime, bool authed, auth::Mode mode)
         : kServer(loopback ? Addr::v4(0x7f000001, 4433) : Addr::v4(0x0a000001, 4433)),
           kClient(loopback ? Addr::v4(0x7f000002, 5000) : Addr::v4(0x0a000002, 5000)),
-          server(cfg(kServer, 1)),
-          client(cfg(kClient, 2)) {
+          mode(mode),
+          server(cfg(kServer, 1, authed, mode)),
+          client(cfg(kClient, 2, authed, mode)) {
         server.listen({});
         client.connect(kServer, realtime ? kClassRealtime : kClassReliable, {}, now, cconn);
         shuttle();
@@ -53,13 +72,16 @@ struct Rig {
         // Both sides always agree: the checksum is on or off for both.
         if (sconn && cconn->state() == Connection::State::established) {
             check(sconn->checksum() == cconn->checksum());
-            check((cconn->checksum() == wire::Checksum::none) == loopback);
+            check((cconn->checksum() == wire::Checksum::none) == (loopback && !authed));
+            check(sconn->authenticated() == authed && cconn->authenticated() == authed);
         }
     }
-    static EndpointConfig cfg(const Addr& a, std::uint64_t seed) {
+    static EndpointConfig cfg(const Addr& a, std::uint64_t seed, bool authed, auth::Mode mode) {
         EndpointConfig c;
         c.local = a;
         c.seed = seed;
+        if (authed) c.psk = fuzz_key();
+        c.auth_mode = mode;
         c.max_connections = 16;
         c.accept_backlog = 8;
         c.max_pending_replies = 16;
@@ -101,20 +123,36 @@ struct Rig {
 
     Time now = 0;
     const Addr kServer, kClient;
+    const auth::Mode mode;
     Endpoint server, client;
     std::shared_ptr<Connection> cconn, sconn;
 };
 
-std::vector<std::uint8_t> wrap(const Connection& c, std::span<const std::uint8_t> b) {
+std::vector<std::uint8_t> wrap(const Rig& r, const Connection& c, std::span<const std::uint8_t> b) {
     const wire::ConnectionId& dcid = c.local_cid();
     std::vector<std::uint8_t> out(4096);
     const std::uint64_t pn = b.size() >= 2 ? (std::uint64_t{b[0]} << 8 | b[1]) : 0;
     const auto frames = b.size() >= 2 ? b.subspan(2) : b.subspan(b.size());
     wire::PacketWriter pw(out);
-    pw.begin_short(dcid, pn, 2, c.checksum());   // the form the connection reads
+    // The form the connection reads.
+    pw.begin_short(dcid, pn, 2, c.checksum(), c.authenticated() ? wire::Auth::on : wire::Auth::off);
     pw.body().bytes(frames);
     const int n = pw.finish();
     out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    if (n > 0 && c.authenticated()) {
+        // Sealed with the peer's send key for c (a fresh Sealer: the
+        // fuzzer's packet numbers need not increase).
+        auth::HandshakeValues hv;
+        hv.mode = r.mode;
+        const bool to_server = c.role() == Connection::Role::server;
+        hv.client_cid = to_server ? c.peer_cid() : c.local_cid();
+        hv.server_cid = to_server ? c.local_cid() : c.peer_cid();
+        hv.client_nonce = c.client_nonce();
+        hv.server_nonce = c.server_nonce();
+        auth::Protection p;
+        if (auth::make_protection(*fuzz_key(), hv, to_server ? auth::Role::client : auth::Role::server, p) == 0)
+            (void)p.send.seal(out, pw.header_len(), pn);
+    }
     return out;
 }
 
@@ -137,7 +175,8 @@ void app(Rig& r, std::span<const std::uint8_t> b) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    Rig r(size > 0 && (data[0] & 0x80), size > 0 && (data[0] & 0x40));
+    Rig r(size > 0 && (data[0] & 0x80), size > 0 && (data[0] & 0x40), size > 0 && (data[0] & 0x20),
+          size > 0 && (data[0] & 0x10) ? auth::Mode::authenticate : auth::Mode::encrypt);
     const Addr kServer = r.kServer, kClient = r.kClient;
     std::size_t i = 0;
     int records = 0;
@@ -164,12 +203,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         case 2:
             if (r.sconn) {
-                const auto p = wrap(*r.sconn, b);
+                const auto p = wrap(r, *r.sconn, b);
                 r.server.on_datagram(kClient, kServer, p, r.now);
             }
             break;
         case 3: {
-            const auto p = wrap(*r.cconn, b);
+            const auto p = wrap(r, *r.cconn, b);
             r.client.on_datagram(kServer, kClient, p, r.now);
             break;
         }

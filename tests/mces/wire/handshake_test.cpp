@@ -604,3 +604,83 @@ TEST_CASE("no checksum: the offer is never a version, and an unsolicited agreeme
         CHECK(cl.state() == ClientHandshake::State::connecting);
     }
 }
+
+namespace {
+std::shared_ptr<gs::mces::auth::HandshakeProof> proof_for(std::uint8_t fill) {
+    gs::mces::auth::Psk psk;
+    std::array<std::uint8_t, gs::mces::auth::kPskLen> b;
+    b.fill(fill);
+    REQUIRE(psk.set(b) == 0);
+    auto p = std::make_shared<gs::mces::auth::HandshakeProof>();
+    REQUIRE(p->init(psk) == 0);
+    return p;
+}
+}  // namespace
+
+TEST_CASE("authenticated: proofs both ways, nonces exchanged; another key gets nothing, without allocating") {
+    ServerConfig sc;
+    sc.proof = proof_for(1);
+    gs::mces::auth::HandshakeNonce server_nonce;
+    server_nonce.fill(0x55);
+    ServerHandshake sv(sc, t::test_key(1), [&](const AdmissionRequest&) {
+        Admission a;
+        a.server_nonce = server_nonce;
+        a.no_checksum = true;   // never honoured: an authenticated client does not offer
+        return a;
+    });
+    ClientConfig cc = client_config();
+    cc.proof = proof_for(1);
+    cc.nonce.fill(0x22);
+    cc.offer_no_checksum = false;
+    ClientHandshake cl(cc);
+    cl.start(kSecond);
+    AcceptInfo info;
+    REQUIRE(exchange(cl, sv, t::client_addr(), kSecond, &info) == Kind::accept);
+    CHECK(cl.state() == ClientHandshake::State::established);
+    CHECK(info.client_nonce == cc.nonce);
+    CHECK(info.server_nonce == server_nonce);
+    CHECK(cl.server_nonce() == server_nonce);
+    CHECK(sv.counters().cookies_issued == 1);
+    CHECK(sv.counters().bad_proof == 0);
+
+    // A client with another key: no answer, no cookie, no allocation.
+    ClientConfig other = client_config();
+    other.proof = proof_for(2);
+    ClientHandshake stranger(other);
+    stranger.start(kSecond);
+    std::vector<std::uint8_t> d;
+    REQUIRE(stranger.poll_transmit(d));
+    const std::size_t before = t::alloc_count();
+    const ServerReply r = sv.on_initial(t::client_addr(), d, kSecond);
+    const std::size_t allocs = t::alloc_count() - before;
+    CHECK(r.kind == Kind::drop);
+    CHECK(allocs == 0);
+    CHECK(sv.counters().bad_proof == 1);
+    CHECK(sv.counters().cookies_issued == 1);
+
+    // A keyless INITIAL, and a reply from a server with another key.
+    ClientHandshake keyless(client_config());
+    keyless.start(kSecond);
+    REQUIRE(keyless.poll_transmit(d));
+    CHECK(sv.on_initial(t::client_addr(), d, kSecond).kind == Kind::drop);
+    CHECK(sv.counters().parse[ParseError::missing_auth] == 1);
+    ServerConfig sc2;
+    sc2.proof = proof_for(2);
+    ServerHandshake sv2(sc2, t::test_key(1));
+    ClientHandshake cl2(cc);
+    cl2.start(kSecond);
+    REQUIRE(cl2.poll_transmit(d));
+    // The other server drops it (bad_proof); a RETRY it made for its own
+    // client is refused by ours.
+    CHECK(sv2.on_initial(t::client_addr(), d, kSecond).kind == Kind::drop);
+    ClientConfig cc2 = cc;
+    cc2.proof = sc2.proof;
+    ClientHandshake own2(cc2);
+    own2.start(kSecond);
+    REQUIRE(own2.poll_transmit(d));
+    const ServerReply rr = sv2.on_initial(t::client_addr(), d, kSecond);
+    REQUIRE(rr.kind == Kind::send);
+    CHECK_FALSE(cl2.on_datagram(rr.bytes(), kSecond));
+    CHECK(cl2.counters().bad_proof == 1);
+    CHECK(cl2.state() == ClientHandshake::State::connecting);
+}

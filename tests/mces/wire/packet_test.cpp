@@ -299,3 +299,75 @@ TEST_CASE("no checksum: a short packet 4 bytes shorter, read to its last byte; l
     CHECK(f.data.size() == 6);
     CHECK(f.data[5] == 'f');
 }
+
+TEST_CASE("auth: bit 5 and the auth trailers, both ways of a mismatch dropped") {
+    std::vector<std::uint8_t> buf(200);
+    const ConnectionId dcid = ConnectionId::from(std::vector<std::uint8_t>{1, 2, 3, 4, 5, 6, 7, 8});
+    PacketView v;
+    // Short: the 16-byte tag (here zeros: parse does not verify it).
+    {
+        PacketWriter pw(buf);
+        pw.begin_short(dcid, 300, 2, Checksum::crc32c, Auth::on);
+        CHECK(pw.trailer() == kAuthTagLen);
+        CHECK(pw.header_len() == 1 + 8 + 2);
+        write_ping(pw.body());
+        const int n = pw.finish();
+        REQUIRE(n == 1 + 8 + 2 + 1 + 16);
+        const std::span<const std::uint8_t> p(buf.data(), static_cast<std::size_t>(n));
+        CHECK((p[0] & 0x20) != 0);
+        REQUIRE(parse_packet(p, 8, v, Checksum::crc32c, Auth::on) == ParseError::ok);
+        CHECK(v.payload.size() == 1);                         // the frames, between header and tag
+        CHECK(v.payload.data() - p.data() == 11);             // the AEAD's associated data
+        CHECK(parse_packet(p, 8, v, Checksum::none, Auth::on) == ParseError::ok);   // checksum ignored
+        CHECK(parse_packet(p, 8, v) == ParseError::unsupported_auth);               // a keyless receiver
+        // Every prefix is rejected or parsed within bounds.
+        for (int k = 0; k < n; ++k) {
+            const ParseError e = parse_packet(p.first(static_cast<std::size_t>(k)), 8, v, Checksum::crc32c, Auth::on);
+            if (e == ParseError::ok) CHECK(v.payload.data() + v.payload.size() <= p.data() + k);
+        }
+        // zero-copy finish is refused: sealing needs the whole packet
+        PacketWriter pz(buf);
+        pz.begin_short(dcid, 1, 1, Checksum::crc32c, Auth::on);
+        const std::uint8_t a[4] = {};
+        CHECK(pz.finish(a, {}) < 0);
+    }
+    // A keyless packet at a keyed receiver.
+    {
+        PacketWriter pw(buf);
+        pw.begin_short(dcid, 5, 1);
+        write_ping(pw.body());
+        const int n = pw.finish();
+        REQUIRE(n > 0);
+        CHECK(parse_packet(std::span(buf).first(static_cast<std::size_t>(n)), 8, v, Checksum::crc32c, Auth::on) ==
+              ParseError::missing_auth);
+    }
+    // Long: the 32-byte proof.
+    {
+        PacketWriter pw(buf);
+        pw.begin_long(PacketType::retry, kVersion1, dcid, ConnectionId{}, 0, 1, Auth::on);
+        CHECK(pw.trailer() == kAuthProofLen);
+        write_ping(pw.body());
+        const int n = pw.finish();
+        REQUIRE(n > 0);
+        const std::span<const std::uint8_t> p(buf.data(), static_cast<std::size_t>(n));
+        REQUIRE(parse_packet(p, 8, v, Checksum::crc32c, Auth::on) == ParseError::ok);
+        CHECK(v.hdr.type == PacketType::retry);
+        CHECK(v.payload.data() + v.payload.size() == p.data() + p.size() - 32);
+        CHECK(parse_packet(p, 8, v) == ParseError::unsupported_auth);
+    }
+    // VERSION_NEGOTIATION is never authenticated: CRC, bit 5 clear, in both modes.
+    {
+        PacketWriter pw(buf);
+        const std::uint32_t versions[] = {kVersion1};
+        pw.begin_version_negotiation(dcid, ConnectionId{}, versions);
+        const int n = pw.finish();
+        REQUIRE(n > 0);
+        const std::span<const std::uint8_t> p(buf.data(), static_cast<std::size_t>(n));
+        CHECK(parse_packet(p, 8, v, Checksum::crc32c, Auth::on) == ParseError::ok);
+        CHECK(v.hdr.type == PacketType::version_negotiation);
+        auto b = std::vector<std::uint8_t>(p.begin(), p.end());
+        b[0] |= 0x20;
+        reseal(b);
+        CHECK(parse_packet(b, 8, v, Checksum::crc32c, Auth::on) == ParseError::unsupported_auth);
+    }
+}
