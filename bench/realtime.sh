@@ -116,6 +116,9 @@ if [[ $ceiling -eq 1 ]]; then
     S=$A
 else
     netns_pair "$A" "$S" 10.83.0 || die "cannot create network namespaces"
+    # Loss per packet, as on a wire: nftables otherwise sees a sender's GSO
+    # run as one packet and drops it whole (up to 64 packets at a time).
+    ip -n "$A" link set dev va gso_max_segs 1
 fi
 if [[ -n $gs_policy ]]; then
     cp "$gs_policy" "$T/rt.ini"
