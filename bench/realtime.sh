@@ -263,7 +263,7 @@ if r and not r.get("received"):
     note = note or "nothing arrived"
 out.update({k: r.get(k) for k in ("count", "received", "lost", "duplicates", "reordered", "on_time", "on_time_ratio",
             "late", "on_time_strict_ratio", "delay_p50_ms", "delay_p99_ms", "delay_max_ms", "jitter_ms", "bytes",
-            "goodput_mbit")})
+            "goodput_mbit", "late_first", "late_last")})
 out["rcvbuf_errors"] = int(rcvbuf_err)
 out.update({"sent": s.get("sent"), "send_mbit": s.get("mbit"), "behind_p99_us": s.get("behind_p99_us")})
 payload = (s.get("sent") or 0) * (s.get("size") or 0)
@@ -297,7 +297,8 @@ out["carried"] = carried
 out["note"] = note
 print(json.dumps(out))
 f = lambda k, spec: "-" if out.get(k) is None else format(out[k], spec)
-print(f"  {kind}: on time {f('on_time_ratio', '.4f')}, lost {f('lost', 'd')}, late {f('late', 'd')}, "
+late_at = "" if (out.get("late_last") or -1) < 0 else f" (seq {out['late_first']}-{out['late_last']})"
+print(f"  {kind}: on time {f('on_time_ratio', '.4f')}, lost {f('lost', 'd')}, late {f('late', 'd')}{late_at}, "
       f"delay p50/p99 {f('delay_p50_ms', '.1f')}/{f('delay_p99_ms', '.1f')} ms, wire overhead {f('overhead', '.3f')}, "
       f"goodput {f('goodput_mbit', '.1f')} Mbit/s{'' if carried == '-' else ', ' + carried} {note}", file=sys.stderr)
 PY

@@ -59,7 +59,9 @@ constexpr const char* kUsage =
     "    (by send time + latency, no tolerance), delay_min/p50/p99/max_ms (one-way, over received\n"
     "    messages), jitter_ms (RFC 3550 interarrival jitter, in arrival order), bytes (payload of\n"
     "    distinct messages), seconds (first to last arrival), goodput_mbit (bytes after the first message over seconds),\n"
-    "    foreign (datagrams of another stream or malformed, ignored), latency_ms, tolerance_ms.\n"
+    "    foreign (datagrams of another stream or malformed, ignored), latency_ms, tolerance_ms,\n"
+    "    late_first and late_last (the lowest and highest sequence number of a late message, -1:\n"
+    "    none: where in the stream the lateness was).\n"
     "  --tolerance T (default 0) is added to the latency bound for on_time: a gateway that releases\n"
     "  messages exactly at its own latency (SRT's TSBPD) hands them on a little after the bound.\n"
     "Times: 120ms, 0.12s, 250us; a plain number is milliseconds. --progress S: a line on stderr every S\n"
@@ -321,6 +323,7 @@ int run_recv(const Opts& o) {
     uint32_t stream = 0;
     uint64_t highest = 0;
     int64_t first_arrival = 0, last_arrival = 0, prev_transit = 0;
+    int64_t late_first = INT64_MAX, late_last = -1;   // sequence numbers of late messages
     double jitter = 0;   // ns, RFC 3550 section 6.4.1
     const int64_t start = mono_ns();
     int64_t last_activity = start, next_progress = start + o.progress_ns;
@@ -391,7 +394,12 @@ int run_recv(const Opts& o) {
             highest = std::max(highest, h.seq);
             const int64_t delay = arrival - static_cast<int64_t>(h.send_ns);
             delays.push_back(delay);
-            if (delay <= o.latency_ns + o.tolerance_ns) ++on_time;
+            if (delay <= o.latency_ns + o.tolerance_ns) {
+                ++on_time;
+            } else {
+                late_first = std::min(late_first, static_cast<int64_t>(h.seq));
+                late_last = std::max(late_last, static_cast<int64_t>(h.seq));
+            }
             if (delay <= o.latency_ns) ++on_time_strict;
             // Relative transit: the clocks are the same, so the transit is the delay itself.
             if (have_prev) {
@@ -409,13 +417,15 @@ int run_recv(const Opts& o) {
            ",\"reordered\":%" PRIu64 ",\"on_time\":%" PRIu64 ",\"on_time_ratio\":%.6f,\"late\":%" PRIu64
            ",\"on_time_strict_ratio\":%.6f,\"delay_min_ms\":%.3f,\"delay_p50_ms\":%.3f,\"delay_p99_ms\":%.3f"
            ",\"delay_max_ms\":%.3f,\"jitter_ms\":%.4f,\"bytes\":%" PRIu64 ",\"seconds\":%.6f,\"goodput_mbit\":%.3f"
-           ",\"foreign\":%" PRIu64 ",\"latency_ms\":%.3f,\"tolerance_ms\":%.3f}\n",
+           ",\"foreign\":%" PRIu64 ",\"latency_ms\":%.3f,\"tolerance_ms\":%.3f"
+           ",\"late_first\":%" PRId64 ",\"late_last\":%" PRId64 "}\n",
            o.count, received, o.count - received, dups, reordered, on_time, cnt > 0 ? static_cast<double>(on_time) / cnt : 0,
            received - on_time, cnt > 0 ? static_cast<double>(on_time_strict) / cnt : 0,
            delays.empty() ? 0.0 : static_cast<double>(delays.front()) / 1e6, percentile(delays, 0.5) / 1e6,
            percentile(delays, 0.99) / 1e6, delays.empty() ? 0.0 : static_cast<double>(delays.back()) / 1e6,
            jitter / 1e6, bytes, secs, secs > 0 ? static_cast<double>(bytes) * 8 / secs / 1e6 * static_cast<double>(received - 1) / static_cast<double>(received) : 0.0, foreign,
-           static_cast<double>(o.latency_ns) / 1e6, static_cast<double>(o.tolerance_ns) / 1e6);
+           static_cast<double>(o.latency_ns) / 1e6, static_cast<double>(o.tolerance_ns) / 1e6,
+           late_last < 0 ? int64_t{-1} : late_first, late_last);
     fflush(stdout);
     close(fd);
     return 0;

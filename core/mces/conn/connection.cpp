@@ -68,6 +68,13 @@ Connection::Connection(const ConnConfig& cfg, Chain chain, std::vector<std::stri
     hc.service_class = chain_.service_class;
     hc.qos = qos;
     hc.initial_rto = cfg_.handshake_rto;
+    if (chain_.has(Element::deadline)) {
+        // Realtime: a lost INITIAL must not cost the stream's first quarter
+        // second (everything sent meanwhile would miss its deadline); a
+        // spurious one costs the stateless server a RETRY.
+        const Time lat = qos.latency_us ? static_cast<Time>(*qos.latency_us) * sansio::kMicrosecond : cfg_.latency;
+        hc.initial_rto = std::min(hc.initial_rto, std::max<Time>(lat / 4, 20 * sansio::kMillisecond));
+    }
     hc.max_rto = cfg_.handshake_max_rto;
     hc.give_up_after = cfg_.handshake_timeout;
     auth_ = std::move(auth);
@@ -145,12 +152,13 @@ std::size_t Connection::max_message(const Chain& chain, std::size_t size, bool a
     if (chain.has(Element::deadline)) {
         // A message goes whole in one MESSAGE frame, and with fec its
         // repair symbol (2 + stamp + message, behind a 15-byte header) in
-        // one REPAIR frame: the larger overhead of the two bounds it.
+        // one REPAIR frame: the larger overhead of the two bounds it. A
+        // packet may start with a TIMESTAMP frame (type and a varint).
         std::size_t over = wire::kMaxMessageOverhead;
         if (chain.has(Element::fec))
             over = std::max(over, wire::kMaxRepairCarrier + fec::kRepairHeaderSize + fec::kLengthPrefix +
                                       wire::kMessageTimestampLen);
-        return room + 1 - over;
+        return room + 1 - over - (1 + 8);
     }
     return room - wire::varint_size(room);
 }
@@ -396,24 +404,36 @@ std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg, Time
     if (write_shut_ || released_) return -EPIPE;
     if (msg.size() > max_datagram_payload()) return -EMSGSIZE;
     if (realtime()) {
-        // Room: messages sent and not acknowledged yet give way to new ones
-        // (they would only be resent); unsent ones do not.
         const Time at = ep_ != nullptr ? std::max(now_, ep_->now_) : now_;
-        rt_trim(at);
+        const Time sent = sent_at >= 0 ? std::max(sent_at, rt_epoch_) : at;
+        const Time now = std::max(at, sent);
+        now_ = std::max(now_, now);   // the owner's time, when it passed one
+        // Past its deadline already (held through a slow handshake): taken
+        // and lost, as the network would lose it.
+        if (sent + rt_latency_ < now) {
+            ++counters_.expired;
+            return static_cast<std::ptrdiff_t>(msg.size());
+        }
+        rt_trim(now);
+        // Room: the queue holds what is within one latency of its send
+        // (rt_trim drops the rest), as much as the receiver's timing buffer
+        // may (rt_window_max, rt_bytes_max): a burst held through the
+        // handshake fits. Sent messages give way to new ones (they would
+        // only be resent); unsent ones do not.
+        const std::size_t max_n = std::max(cfg_.datagram_queue, cfg_.rt_window_max);
+        const std::size_t max_b = std::max(cfg_.datagram_queue_bytes, cfg_.rt_bytes_max);
         while (!rt_out_.empty() && rt_out_base_ < rt_next_new_ &&
-               (rt_out_.size() >= cfg_.datagram_queue || rt_out_bytes_ + msg.size() > cfg_.datagram_queue_bytes)) {
+               (rt_out_.size() >= max_n || rt_out_bytes_ + msg.size() > max_b)) {
             rt_out_bytes_ -= rt_out_.front().body.size();
             rt_out_.pop_front();
             ++rt_out_base_;
         }
-        if (rt_out_.size() >= cfg_.datagram_queue || rt_out_bytes_ + msg.size() > cfg_.datagram_queue_bytes)
-            return -EAGAIN;
+        if (rt_out_.size() >= max_n || rt_out_bytes_ + msg.size() > max_b) return -EAGAIN;
         OutMsg m;
-        // Never before this side was established: the receiver's clock
-        // bound from the handshake (TimingBuffer::epoch_sample) relies on
-        // every stamp being later than that (a message held while the
-        // handshake ran is stamped when it ended, as SRT's first packets).
-        m.at = sent_at >= 0 ? std::max(sent_at, rt_established_) : at;
+        // A message held while the handshake ran keeps the time the
+        // program sent it (the receiver's first clock bound comes from
+        // TIMESTAMP frames, not from message stamps).
+        m.at = sent;
         const std::uint64_t stamp = static_cast<std::uint64_t>(std::max<Time>(m.at - rt_epoch_, 0)) /
                                     static_cast<std::uint64_t>(sansio::kMicrosecond);
         m.body.resize(wire::kMessageTimestampLen + msg.size());
@@ -721,6 +741,10 @@ bool Connection::apply_frame(const wire::Frame& f, bool& eliciting, Time now) {
         }
         pkt_has_time_ = true;
         pkt_time_us_ = f.value;
+        // The peer built this short packet after it was established, which
+        // came after this side's connection was created: the handshake's
+        // bound on the clocks (TimingBuffer::epoch_sample).
+        if (tb_) tb_->epoch_sample(f.value, rt_epoch_);
         return true;
     case FrameType::close:
         eliciting = true;
@@ -1076,12 +1100,16 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     bool eliciting = false, wrote = false;
     std::span<const std::uint8_t> hold[2];
 
-    if (sack && ap_.pending() && !rs_.empty()) {
-        // Realtime: the time this ACK leaves, on our clock, so the peer can
-        // bound the offset between the clocks (timing_buffer.h).
-        if (realtime())
-            wire::write_timestamp(w, static_cast<std::uint64_t>(std::max<Time>(now - rt_epoch_, 0)) /
-                                         static_cast<std::uint64_t>(sansio::kMicrosecond));
+    // Realtime: the time this packet leaves, on our clock, so the peer can
+    // bound the offset between the clocks (timing_buffer.h): before every
+    // ACK, and in every packet until the peer's first ACK arrives (its
+    // first bound, which the first messages need; their stamps may be
+    // older than this connection's establishment).
+    const bool ack_now = sack && ap_.pending() && !rs_.empty();
+    if (realtime() && (ack_now || !ld_.has_largest_acked()))
+        wire::write_timestamp(w, static_cast<std::uint64_t>(std::max<Time>(now - rt_epoch_, 0)) /
+                                     static_cast<std::uint64_t>(sansio::kMicrosecond));
+    if (ack_now) {
         wire::AckFrame a;
         const auto rr = rs_.ranges();
         a.count = std::min(rr.size(), wire::kMaxAckRanges);
@@ -1269,7 +1297,6 @@ std::uint64_t read_stamp(std::span<const std::uint8_t> body) noexcept {
 }  // namespace
 
 void Connection::rt_establish(Time now) {
-    rt_established_ = now;
     rt_latency_ = granted_.latency_us ? static_cast<Time>(*granted_.latency_us) * sansio::kMicrosecond
                                       : cfg_.latency;
     rt_latency_ = std::max<Time>(rt_latency_, sansio::kMillisecond);
@@ -1302,6 +1329,7 @@ void Connection::rt_establish(Time now) {
     }
     // The first clock sample as soon as the peer answers.
     ping_pending_ = true;
+    (void)now;
 }
 
 Connection::OutMsg* Connection::rt_msg(std::uint64_t seq) noexcept {
@@ -1499,7 +1527,6 @@ void Connection::rt_clock_sample(const wire::AckFrame& a) {
 void Connection::rt_on_message(const wire::Frame& f, Time now) {
     rt_last_rx_ = now;
     tb_->observe_arrival(f.seq, f.value, now);
-    tb_->epoch_sample(f.value, rt_epoch_);
     // The peer is established: ask for the first strict clock sample now
     // rather than at the next PING timer.
     if (!tb_->has_ack_clock() && now >= rt_last_eliciting_ + sansio::kMillisecond) ping_pending_ = true;

@@ -123,6 +123,7 @@ struct ConnConfig {
     sansio::Time min_drain = sansio::kSecond;
     std::uint32_t close_tries = 5;                 // CLOSE sent at most this often
     // Client handshake (wire::ClientConfig): first retransmission, cap, give-up.
+    // (Class realtime: at most a quarter of the latency, at least 20 ms.)
     sansio::Time handshake_rto = 250 * sansio::kMillisecond;
     sansio::Time handshake_max_rto = 2 * sansio::kSecond;
     sansio::Time handshake_timeout = 5 * sansio::kSecond;
@@ -336,9 +337,10 @@ public:
     // full or the handshake is not done, -EPIPE after close, -EOPNOTSUPP on a
     // stream class, or the error. Class realtime: the message's deadline is
     // latency after `sent_at` when given (>= 0: when the application sent
-    // it), but not before the connection was established, else after the
-    // last time the connection was given (an event, a timer): an owner that
-    // may call after a quiet spell passes the time.
+    // it: a message held while the handshake ran is older than the
+    // connection's establishment), else after the last time the connection
+    // was given (an event, a timer): an owner that may call after a quiet
+    // spell passes the time.
     std::ptrdiff_t send_datagram(std::span<const std::uint8_t> msg, sansio::Time sent_at = -1);
     // Class 0: takes the next message, cut to buf.size() like UDP (full_len,
     // when given, receives its real length). Returns the bytes copied,
@@ -560,7 +562,6 @@ private:
 
     // realtime (class 3)
     sansio::Time rt_epoch_ = 0;        // this side's stamps count microseconds from here
-    sansio::Time rt_established_ = 0;  // when this side was established: no message is stamped earlier
     sansio::Time rt_latency_ = 0;
     std::deque<OutMsg> rt_out_;        // by seq, from rt_out_base_
     std::uint64_t rt_out_base_ = 0;

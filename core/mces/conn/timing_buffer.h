@@ -14,13 +14,16 @@
 //     T acknowledged our packet L (sent at t_L on our clock) that it had
 //     received ack_delay earlier, so c >= t_L - (T - ack_delay)
 //     (clock_sample()). Both directions' delays are inside the gap;
-//   - from the first message on, one more lower bound from the handshake:
-//     every message was stamped after the sender's side was established,
-//     which came after this side's connection was created (a server
-//     creates it when it sends ACCEPT; a client before its first
-//     INITIAL), so c >= (our creation time) - stamp (epoch_sample()). It
-//     is as tight as the ACK's when the first message follows the
-//     handshake, and looser otherwise; later ACKs tighten it.
+//   - from the first packet on, one more lower bound from the handshake:
+//     every short packet the sender builds comes after its side was
+//     established, which came after this side's connection was created (a
+//     server creates it when it sends ACCEPT; a client before its first
+//     INITIAL), so c >= (our creation time) - T for the time T of a
+//     TIMESTAMP frame (epoch_sample(); a realtime sender adds one to every
+//     packet until our first ACK reaches it, so the first messages come
+//     with one). About as tight as the ACK's; later ACKs tighten it.
+//     (Message stamps cannot serve: a message held while the handshake
+//     ran is stamped with the time the program sent it, before that.)
 // A message stamped s is released at s + c_low + latency, which is never
 // later than its true deadline s + c + latency, whatever the paths'
 // asymmetry: the buffer gives up up to one reverse one-way delay of the
@@ -91,8 +94,8 @@ public:
     void observe_arrival(std::uint64_t seq, std::uint64_t stamp_us, sansio::Time now) noexcept;
     // A lower bound on c (above). Taken when larger than the current one.
     void clock_sample(sansio::Time lower_bound, bool from_ack = true) noexcept;
-    // The handshake's bound for a message stamped stamp_us: `created` is
-    // this side's connection creation time (above).
+    // The handshake's bound from a TIMESTAMP frame of time stamp_us:
+    // `created` is this side's connection creation time (above).
     void epoch_sample(std::uint64_t stamp_us, sansio::Time created) noexcept;
     bool has_clock() const noexcept { return has_low_; }
     // An ACK-based sample was taken: the release times are strict.
