@@ -906,8 +906,9 @@ ssize_t from_end(BridgeState& b, int pfd, IoOp op, void* call, int flags) noexce
 // `w`: registered (a blocking call), or null (non-blocking).
 ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter* w) noexcept {
     int64_t deadline = 0;   // 0: none
+    bool timeout_read = false;
     int busy = 0;
-    for (bool first = true;; first = false) {
+    for (;;) {
         // A direction the engine has (a limit): its way.
         if (b.phase.load(std::memory_order_acquire) != BridgeState::connected || !b.down.direct) {
             if (w) w->leave();
@@ -971,7 +972,11 @@ ssize_t receive(BridgeState& b, int pfd, IoOp op, void* call, int flags, Waiter*
             errno = EAGAIN;
             return -1;
         }
-        if (first) {
+        // Read once, at the first wait (not at the first pass: one that
+        // found the engine holding the lock never got here, and the
+        // timeout was then never set).
+        if (!timeout_read) {
+            timeout_read = true;
             int t = timeout_ms(pfd, SO_RCVTIMEO);
             if (t >= 0) deadline = now_ns() + int64_t{t} * 1'000'000;
         }

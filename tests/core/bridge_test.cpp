@@ -6,12 +6,14 @@
 #include <netinet/in.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -185,6 +187,25 @@ TEST_CASE("a refused connect is reported once, and the program's end sees the en
 
 namespace {
 void on_alarm(int) {}
+
+// SIGALRM to this thread every `us` until stopped: setitimer's signal goes
+// to any thread of the process that does not block it (a test server's, say),
+// and one signal that comes before the wait starts is missed, as it would be
+// by the kernel's own call: either way the wait would never end.
+struct AlarmMe {
+    explicit AlarmMe(long us) : t([this, me = pthread_self(), us] {
+        while (!stop.load()) {
+            std::this_thread::sleep_for(std::chrono::microseconds(us));
+            if (!stop.load()) pthread_kill(me, SIGALRM);
+        }
+    }) {}
+    ~AlarmMe() {
+        stop.store(true);
+        t.join();
+    }
+    std::atomic<bool> stop{false};
+    std::thread t;
+};
 }  // namespace
 
 TEST_CASE("a blocking connect's wait ends as the kernel's would: SO_SNDTIMEO and signals") {
@@ -197,10 +218,10 @@ TEST_CASE("a blocking connect's wait ends as the kernel's would: SO_SNDTIMEO and
     sa.sa_handler = on_alarm;   // no SA_RESTART: the wait is interrupted
     sigemptyset(&sa.sa_mask);
     REQUIRE(sigaction(SIGALRM, &sa, &old) == 0);
-    itimerval it{};
-    it.it_value.tv_usec = 20'000;
-    setitimer(ITIMER_REAL, &it, nullptr);
-    CHECK(s.wait_connected() == EINTR);
+    {
+        AlarmMe alarm(20'000);
+        CHECK(s.wait_connected() == EINTR);
+    }
     sigaction(SIGALRM, &old, nullptr);
 
     s.phase.store(BridgeState::failed);
@@ -388,11 +409,11 @@ TEST_CASE("a blocking receive on the transport honours SO_RCVTIMEO and signals")
     sa.sa_handler = on_alarm;   // no SA_RESTART
     sigemptyset(&sa.sa_mask);
     REQUIRE(sigaction(SIGALRM, &sa, &old) == 0);
-    itimerval it{};
-    it.it_value.tv_usec = 30'000;
-    setitimer(ITIMER_REAL, &it, nullptr);
-    CHECK(bridge_recv(o.state, prog, op_recv, &b, sizeof buf, 0) == -1);
-    CHECK(errno == EINTR);
+    {
+        AlarmMe alarm(30'000);
+        CHECK(bridge_recv(o.state, prog, op_recv, &b, sizeof buf, 0) == -1);
+        CHECK(errno == EINTR);
+    }
     sigaction(SIGALRM, &old, nullptr);
 
     int fl = fcntl(prog, F_GETFL);
