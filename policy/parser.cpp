@@ -12,11 +12,13 @@
 #include "policy/text.h"
 
 #include "core/mces/conn/chain.h"   // the MCES chain rules (standard library only)
+#include "core/mces/auth/key_file.h"   // auth_key: MCES's own key-file reader and its checks
 
 #include <ini.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <map>
 #include <new>
@@ -113,7 +115,7 @@ enum class K : uint8_t {
     // flow
     process, proto, dst, src, dport, sport, direction, klass, transport, rate, rate_down, burst,
     latency, jitter, loss, priority, dscp, fec, rcvbuf, window, notsent_lowat, congestion,
-    elements,
+    elements, auth_key, auth,
     // overlay
     id, protocol, group, server,
 };
@@ -143,7 +145,8 @@ constexpr KeySpec kFlowKeys[] = {
     {"dscp", K::dscp, false},          {"fec", K::fec, false},
     {"rcvbuf", K::rcvbuf, false},      {"window", K::window, false},
     {"notsent_lowat", K::notsent_lowat, false}, {"congestion", K::congestion, false},
-    {"elements", K::elements, true},
+    {"elements", K::elements, true},   {"auth_key", K::auth_key, false},
+    {"auth", K::auth, false},
 };
 
 constexpr KeySpec kOverlayKeys[] = {
@@ -223,7 +226,9 @@ struct Parser::Section {
     Overlay overlay;
     ServiceClass klass = ServiceClass::reliable;
     Transport transport = Transport::native;
+    Auth auth = Auth::encrypt;   // auth = ..., used with auth_key
 };
+
 
 Parser::Parser(Policy& p, std::string_view text, std::string_view file)
     : policy_(p), text_(text), file_(file), sec_(std::make_unique<Section>()) {}
@@ -737,6 +742,15 @@ void Parser::set_scalar(int key_id, const std::string& key, std::string_view v, 
         q.congestion[v.size()] = 0;
         return;
     }
+    case K::auth_key:
+        return;   // read in finish_section, once the transport is known
+    case K::auth:
+        if (v == "encrypt") s.auth = Auth::encrypt;
+        else if (v == "authenticate") s.auth = Auth::authenticate;
+        else
+            bad("bad value, write encrypt (packets authenticated and encrypted, the default) or "
+                "authenticate (authenticated, payload readable)");
+        return;
     case K::id: {
         // 1..2^63: ids travel as signed 64-bit in some peers.
         constexpr uint64_t kMax = 1ULL << 63;
@@ -907,6 +921,25 @@ void Parser::finish_section() {
             !check_elements({}, c, true, no_default))
             at("class", "impossible with " + ref("transport") + ", " + no_default +
                             ": use class reliable, or transport = auto or native (the kernel carries the flow)");
+        // A key authenticates MCES flows: the rule must send its flows over
+        // MCES (the shim does only when transport = mces or auto is written).
+        if (has("auth") && !has("auth_key") && !failed("auth"))
+            at("auth", "needs auth_key (the pre-shared key file): add auth_key = PATH, or remove auth");
+        if (has("auth_key") && !failed("auth_key") && !failed("transport")) {
+            if (t == Transport::native || t == Transport::overlay || !r.transport_set)
+                at("auth_key", (r.transport_set ? tname + ", and a key authenticates MCES flows"
+                                                : std::string("transport is not written, and the shim carries flows "
+                                                              "over MCES only when it is")) +
+                                   ": write transport = mces (or auto: MCES, native when the peer does not "
+                                   "answer), or remove auth_key");
+            else if (const Key& k = key(value_of("auth_key")); !k.psk)
+                at("auth_key", k.error);
+            else {
+                r.decision.auth = s.auth;
+                r.decision.auth_key = key_path(value_of("auth_key"));
+                r.decision.psk = k.psk;
+            }
+        }
         if (!s.bad) {
             r.decision.service = c;
             r.decision.transport = t;
@@ -933,6 +966,33 @@ void Parser::finish_section() {
         if (!s.bad) policy_.overlays_.push_back(std::move(o));
     }
     s.kind = SecKind::none;
+}
+
+// auth_key's path: absolute as written; relative, from the policy file's
+// directory (the file as named: "policy.ini" is in the current directory).
+std::string Parser::key_path(std::string_view written) const {
+    if (!written.empty() && written[0] == '/') return std::string(written);
+    size_t slash = file_.rfind('/');
+    if (slash == std::string::npos) return std::string(written);
+    return file_.substr(0, slash + 1) + std::string(written);
+}
+
+// The key file, read and checked by MCES's own loader (key_file.h: 64 hex
+// digits, a regular file of this user with mode 600 or 400) once per parse.
+// The error names the file and what to do; never a byte of it.
+const Parser::Key& Parser::key(std::string_view written) {
+    const std::string path = key_path(written);
+    auto it = keys_.find(path);
+    if (it != keys_.end()) return it->second;
+    Key k;
+    auto psk = std::make_shared<mces::auth::Psk>();
+    const int rc = mces::auth::load_psk(path, *psk, k.error);
+    if (rc == -ENOMEM) throw std::bad_alloc();
+    if (rc == 0) k.psk = std::move(psk);
+    else if (rc != -EPERM && rc != -EINVAL)   // could not open or read it
+        k.error += ": check the path (a relative one is from the policy file's directory), or make a key: "
+                   "(umask 077; head -c 32 /dev/urandom | od -An -vtx1 | tr -d ' \\n' > KEYFILE)";
+    return keys_.emplace(path, std::move(k)).first->second;
 }
 
 void Parser::run() {

@@ -24,6 +24,11 @@ public:
 private:
     struct KeyState;
     struct Section;
+    // One auth_key file, read once per parse however many rules name it.
+    struct Key {
+        std::shared_ptr<const mces::auth::Psk> psk;   // null: error says why
+        std::string error;
+    };
     enum class LineKind { blank, key, continuation };
 
     static char* reader(char* buf, int size, void* self);
@@ -38,6 +43,8 @@ private:
     void diag(int line, std::string text);
     void key_diag(int line, std::string_view key, std::string_view value, std::string_view why);
     void section_diag(int line, std::string_view header, std::string_view why);
+    std::string key_path(std::string_view written) const;
+    const Key& key(std::string_view written);
 
     Policy& policy_;
     std::string_view text_;
@@ -52,6 +59,7 @@ private:
     std::map<std::string, int, std::less<>> flow_names_, overlay_names_;
     std::vector<int> syntax_lines_;
     std::unique_ptr<Section> sec_;
+    std::map<std::string, Key, std::less<>> keys_;   // auth_key files read, by resolved path
 };
 
 }  // namespace gs::policy

@@ -224,6 +224,10 @@ std::string to_ini(const Policy& p) {
         if (q.notsent_lowat) o += "notsent_lowat = " + format_size(q.notsent_lowat) + "\n";
         if (q.congestion[0]) o += std::string("congestion = ") + q.congestion + "\n";
         if (!q.elements.empty()) put_list(o, "elements", q.elements);
+        if (d.auth != Auth::none) {   // the path resolved against the policy file's directory
+            o += "auth_key = " + d.auth_key + "\n";
+            o += std::string("auth = ") + name(d.auth) + "\n";
+        }
     }
     for (const Overlay& ov : p.overlays()) {
         o += "\n[overlay " + ov.name + "]\n";

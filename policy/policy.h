@@ -1,7 +1,9 @@
 // gsocket policy: parse an INI policy, validate it with file:line messages, and
 // match a flow to a decision.
 //
-// Pure: no sockets, no threads, no clock, nothing from shim/ or core/.
+// Pure: no sockets, no threads, no clock, nothing from shim/ or core/ but
+// MCES's chain rules and its key-file reader (auth_key files are read and
+// checked when the policy is parsed: the only file I/O besides load_file).
 //
 // Contract that the shim relies on:
 //  - Policy::load_file / Policy::parse may allocate and may throw std::bad_alloc
@@ -18,6 +20,10 @@
 #include <string_view>
 #include <vector>
 
+namespace gs::mces::auth {
+class Psk;   // core/mces/auth/secret.h: the pre-shared key, in guarded memory
+}
+
 namespace gs::policy {
 
 // GSocket service classes (papers.md table 1, our reading). The numeric value is
@@ -32,12 +38,16 @@ enum class Direction : uint8_t { any, connect, accept, datagram };
 enum class OnError : uint8_t { open, fail };
 enum class OnReject : uint8_t { fail, downgrade };
 enum class LogLevel : uint8_t { off, error, warn, info, debug };
+// MCES authentication of a flow (keys auth_key, auth): none without a key;
+// encrypt (the default with a key) or authenticate (payload readable).
+enum class Auth : uint8_t { none, encrypt, authenticate };
 
 const char* name(ServiceClass c) noexcept;   // "reliable"
 const char* name(Transport t) noexcept;      // "native", "mces", "overlay", "auto"
 const char* name(Proto p) noexcept;          // "any", "tcp", "udp"
 const char* name(Direction d) noexcept;      // "any", "connect", "accept", "datagram"
 const char* name(LogLevel l) noexcept;       // "off", "error", ...
+const char* name(Auth a) noexcept;           // "none", "encrypt", "authenticate"
 
 // An IPv4 or IPv6 address. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are
 // stored as IPv4 so a v4 rule matches a v4 peer reached through a v6 socket.
@@ -84,6 +94,14 @@ struct Decision {
     ServiceClass service = ServiceClass::reliable;
     Transport transport = Transport::native;
     Qos qos;
+    // MCES authentication (keys auth_key, auth; docs/policy.md). auth_key is
+    // the key file's path, resolved (a relative one is from the policy
+    // file's directory); psk its key, read and checked once when the policy
+    // was parsed and shared by every flow of the rule (the engine's MCES
+    // endpoints hold it too). Set together: auth != none iff psk != null.
+    Auth auth = Auth::none;
+    std::string auth_key;
+    std::shared_ptr<const mces::auth::Psk> psk;
 };
 
 // A flow rule: a section [flow NAME]. Empty vectors mean "any".

@@ -620,6 +620,15 @@ const char* name(LogLevel l) noexcept {
     return "?";
 }
 
+const char* name(Auth a) noexcept {
+    switch (a) {
+    case Auth::none: return "none";
+    case Auth::encrypt: return "encrypt";
+    case Auth::authenticate: return "authenticate";
+    }
+    return "?";
+}
+
 const char* name(Bridge b) noexcept {
     switch (b) {
     case Bridge::never: return "never";

@@ -91,6 +91,11 @@ const char* carried_by(const FlowRecord& r) noexcept {
                : "native";
 }
 
+// How an MCES flow is authenticated (McesFlow::Live::auth): "none", "encrypt", "authenticate".
+const char* auth_name(uint64_t mode) noexcept {
+    return mode == 0 ? "none" : mces::auth::name(static_cast<mces::auth::Mode>(mode));
+}
+
 }  // namespace
 
 bool endpoint_from(const sockaddr* sa, socklen_t len, Endpoint& e) noexcept {
@@ -315,7 +320,7 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
     {
         std::string out;
         out.reserve(4096);
-        char b[512];   // the longest piece: the mces block, 8 numbers of up to 20 digits and a bool
+        char b[640];   // the longest piece: the mces block, 10 numbers of up to 20 digits, a bool and a name
         snprintf(b, sizeof b, "{\"gsocket\":1,\"pid\":%d,\"process\":\"", static_cast<int>(getpid()));
         out += b;
         json_escape(out, process);
@@ -408,9 +413,11 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                 snprintf(b, sizeof b,
                          ",\"mces_udp\":{\"connects\":%llu,\"accepted\":%llu,\"established\":%llu,\"failed\":%llu,"
                          "\"fallbacks\":%llu,\"sent\":%llu,\"received\":%llu,\"plain_out\":%llu,\"plain_in\":%llu,"
-                         "\"dropped\":%llu}",
+                         "\"dropped\":%llu,\"auth\":\"%s\",\"auth_failed\":%llu,\"replay\":%llu}",
                          v(m.connects), v(m.accepted), v(m.established), v(m.failed), v(m.fallbacks), v(m.sent),
-                         v(m.received), v(m.plain_out), v(m.plain_in), v(m.dropped));
+                         v(m.received), v(m.plain_out), v(m.plain_in), v(m.dropped),
+                         auth_name(r.dgram.mces->psk ? static_cast<uint64_t>(r.dgram.mces->auth_mode) : 0),
+                         v(m.auth_failed), v(m.replay));
                 out += b;
                 if (r.dgram.mces->service_class == 3) {   // realtime (docs/mces.md, "Realtime class")
                     out.pop_back();   // the block's '}'
@@ -430,9 +437,10 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                 snprintf(b, sizeof b,
                          ",\"mces\":{\"srtt_us\":%llu,\"cwnd\":%llu,\"packets_sent\":%llu,"
                          "\"packets_received\":%llu,\"lost\":%llu,\"retransmitted_bytes\":%llu,\"ptos\":%llu,"
-                         "\"dropped\":%llu,\"checksum\":%s}",
+                         "\"dropped\":%llu,\"checksum\":%s,\"auth\":\"%s\",\"auth_failed\":%llu,\"replay\":%llu}",
                          v(l.srtt_us), v(l.cwnd), v(l.packets_sent), v(l.packets_received), v(l.lost),
-                         v(l.retransmitted_bytes), v(l.ptos), v(l.dropped), v(l.checksum) ? "true" : "false");
+                         v(l.retransmitted_bytes), v(l.ptos), v(l.dropped), v(l.checksum) ? "true" : "false",
+                         auth_name(v(l.auth)), v(l.auth_failed), v(l.replay));
                 out += b;
             }
             snprintf(b, sizeof b,

@@ -47,6 +47,7 @@ enum Warn : uint32_t {
     kWarnTransport = 1u << 16,   // upgraded transport asked, left native
     kWarnRateDown = 1u << 17,    // rate_down has no native knob
     kWarnUdpRate = 1u << 18,     // UDP pacing needs the fq qdisc
+    kWarnNoKey = 1u << 19,       // auth_key set, no key loaded: left native
 };
 
 bool once(int rule, uint32_t bit) noexcept {
@@ -274,9 +275,20 @@ bool mces_wanted(const policy::Decision& d, int rule, policy::Proto proto) noexc
     const bool stream = d.service == policy::ServiceClass::reliable || d.service == policy::ServiceClass::guaranteed;
     const bool messages = d.service == policy::ServiceClass::datagram || d.service == policy::ServiceClass::realtime;
     if (proto == policy::Proto::udp ? !messages : !stream) return false;
-    if (d.transport == policy::Transport::mces) return true;
-    return d.transport == policy::Transport::automatic && rule >= 0 &&
-           static_cast<size_t>(rule) < g_policy->rules().size() && g_policy->rules()[rule].transport_set;
+    const bool wanted = d.transport == policy::Transport::mces ||
+                        (d.transport == policy::Transport::automatic && rule >= 0 &&
+                         static_cast<size_t>(rule) < g_policy->rules().size() && g_policy->rules()[rule].transport_set);
+    // A rule with auth_key never runs MCES without its key: the policy reads
+    // and checks the key when it loads (a rule whose key fails is not kept),
+    // so this is a guard; such a flow stays native, as a program expects.
+    if (wanted && d.auth != policy::Auth::none && !(d.psk && d.psk->valid())) {
+        if (once(rule, kWarnNoKey))
+            GS_LOG(error, "flow rule %s (line %d): auth_key %s: no key loaded; these flows stay native, never "
+                          "over MCES without their key: check the key file, then restart the program",
+                   d.rule.c_str(), d.line, d.auth_key.empty() ? "(unset)" : d.auth_key.c_str());
+        return false;
+    }
+    return wanted;
 }
 
 engine::McesParams mces_params(const policy::Decision& d) noexcept {
@@ -294,6 +306,10 @@ engine::McesParams mces_params(const policy::Decision& d) noexcept {
     p.elements = d.qos.elements.empty() ? nullptr : &d.qos.elements;
     p.fallback = d.transport == policy::Transport::automatic;
     p.handshake_timeout_ns = p.fallback ? engine::kAutoWait : engine::kMcesWait;
+    if (d.auth != policy::Auth::none) {   // mces_wanted made sure the key is there
+        p.psk = d.psk;
+        p.auth_mode = d.auth == policy::Auth::authenticate ? mces::auth::Mode::authenticate : mces::auth::Mode::encrypt;
+    }
     return p;
 }
 
@@ -352,6 +368,12 @@ const policy::Decision& merge_request(Request& q, const policy::Decision& m) noe
     o.window = p.window;
     o.notsent_lowat = p.notsent_lowat;
     memcpy(o.congestion, p.congestion, sizeof o.congestion);
+    // The rule's key, if it has one: the API's flows are authenticated as
+    // the rule's are (a reference count, no allocation; the policy holds
+    // the key too, so this never frees one). auth_key (the path, text) is
+    // not copied: mces_wanted names it only when no key is there.
+    d.auth = m.auth;
+    d.psk = m.psk;
     char name[64];
     int n = snprintf(name, sizeof name, "api+%s", m.rule.c_str());
     if (n > 0 && static_cast<size_t>(n) <= d.rule.capacity()) d.rule.assign(name, static_cast<size_t>(n));

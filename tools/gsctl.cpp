@@ -933,6 +933,16 @@ std::string human(double v, const char* unit) {
 
 uint64_t as_u64(double d) { return d > 0 ? static_cast<uint64_t>(d) : 0; }
 
+// ", auth encrypt (0 failed, 0 replays)": how a keyed MCES flow is
+// authenticated (policy auth_key), and the packets that failed it; "" when
+// not keyed (or an older process).
+std::string auth_text(const Json& m) {
+    const std::string mode = m.str("auth", "none");
+    if (mode == "none") return "";
+    return ", auth " + mode + " (" + std::to_string(as_u64(m.num("auth_failed"))) + " failed, " +
+           std::to_string(as_u64(m.num("replay"))) + " replays)";
+}
+
 // "srtt 0.42 ms, cwnd 1.20MB, 1.52k packets sent, 1.50k received (3 lost, 0.20%), 4.4kB resent, 0 PTOs,
 // 0 dropped, crc off": the MCES connection under a flow, as flows_json gives it. "crc" only when the
 // snapshot says (older processes do not).
@@ -949,7 +959,7 @@ std::string mces_text(const Json& m) {
              static_cast<unsigned long long>(as_u64(m.num("ptos"))),
              static_cast<unsigned long long>(as_u64(m.num("dropped"))),
              crc == nullptr || crc->type != Json::Type::boolean ? "" : crc->b ? ", crc on" : ", crc off");
-    return b;
+    return b + auth_text(m);
 }
 
 // "2 peers opened (2 established, 0 failed), 1 accepted, 1.20k sent, 1.19k received, plain 3 out 3 in,
@@ -962,7 +972,7 @@ std::string mces_udp_text(const Json& m) {
              "out %llu in, %llu fallbacks, %llu dropped",
              u("connects"), u("established"), u("failed"), u("accepted"), human(m.num("sent"), "").c_str(),
              human(m.num("received"), "").c_str(), u("plain_out"), u("plain_in"), u("fallbacks"), u("dropped"));
-    std::string out = b;
+    std::string out = b + auth_text(m);
     if (m.has("on_time")) {   // class realtime: "; realtime: 99.95% on time (3 late), 41 repaired by FEC, ..."
         const double on = m.num("on_time"), late = m.num("late_dropped");
         snprintf(b, sizeof b, "; realtime: %.2f%% on time (%llu late), %llu repaired by FEC, %llu resent, %llu expired, "

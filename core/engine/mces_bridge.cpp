@@ -159,6 +159,7 @@ public:
         bridge_ = &b;
         flow_ = &f;
         fd_ = b.app_end;
+        store_auth();
     }
     // Server: open the loopback connection to the program's listener.
     bool open_loopback(Engine& e, const sockaddr_storage& target, socklen_t len) noexcept;
@@ -217,6 +218,7 @@ private:
     };
 
     void store_figures() noexcept;
+    void store_auth() noexcept;
     void take_accepted() noexcept;
     void let_go() noexcept;
     void start_relay(Engine& e) noexcept;
@@ -574,7 +576,15 @@ void Link::store_figures() noexcept {
     put(l.retransmitted_bytes, c.retransmitted_bytes);
     put(l.ptos, c.ptos);
     put(l.dropped, c.drops.total());
+    put(l.auth_failed, c.drops.auth_failed);
+    put(l.replay, c.drops.replay);
     put(l.checksum, conn_->checksum() == mces::wire::Checksum::crc32c ? 1 : 0);
+}
+
+// How the connection is protected, for the flow record: the site's key and mode.
+void Link::store_auth() noexcept {
+    const McesParams& p = site_.params();
+    flow_->live.auth.store(p.psk ? static_cast<uint64_t>(p.auth_mode) : 0, std::memory_order_relaxed);
 }
 
 // The accept hook attached the program's flow record: publish into it
@@ -584,6 +594,7 @@ void Link::take_accepted() noexcept {
         flow_ = f;
         held_ = true;
         accept_idx_ = -1;
+        store_auth();
     }
 }
 
@@ -743,9 +754,11 @@ bool Site::start_host(Engine& e, int udp_fd, const mces::EndpointConfig& cfg) no
     return true;
 }
 
-mces::EndpointConfig endpoint_config(const sansio::Addr& local, bool loopback) noexcept {
+mces::EndpointConfig endpoint_config(const sansio::Addr& local, bool loopback, const McesParams& p) noexcept {
     mces::EndpointConfig cfg;
     cfg.local = local;
+    cfg.psk = p.psk;   // keyed: every connection of the endpoint (docs/mces.md, "Authenticated connections")
+    cfg.auth_mode = p.auth_mode;
     cfg.seed = mces_seed();
     cfg.conn.max_datagram_size = loopback ? kLoopbackDatagram : 1200;
     cfg.conn.send_buffer = 4 << 20;
@@ -777,7 +790,8 @@ Site* Site::client(Engine& e, BridgeState& b, McesFlow& f) noexcept {
     socklen_t ml = sizeof me;
     getsockname(fd, reinterpret_cast<sockaddr*>(&me), &ml);
     const sansio::Addr peer = to_addr(reinterpret_cast<const sockaddr*>(&f.peer), f.peer_len);
-    mces::EndpointConfig cfg = endpoint_config(to_addr(reinterpret_cast<sockaddr*>(&me), ml), peer.is_loopback());
+    mces::EndpointConfig cfg =
+        endpoint_config(to_addr(reinterpret_cast<sockaddr*>(&me), ml), peer.is_loopback(), f.params);
     cfg.conn.handshake_timeout = f.params.handshake_timeout_ns > 0 ? f.params.handshake_timeout_ns : kMcesWait;
     cfg.max_connections = 1;
     if (!s->start_host(e, fd, cfg)) {
@@ -825,7 +839,7 @@ Site* Site::listener(Engine& e, int udp_fd, int listen_fd, unsigned long ino, in
     socklen_t ml = sizeof me;
     getsockname(udp_fd, reinterpret_cast<sockaddr*>(&me), &ml);
     const sansio::Addr local = to_addr(reinterpret_cast<sockaddr*>(&me), ml);
-    mces::EndpointConfig cfg = endpoint_config(local, local.is_loopback());
+    mces::EndpointConfig cfg = endpoint_config(local, local.is_loopback(), p);
     try {   // the policy's chain for every connection accepted here (empty: the class's default)
         if (p.elements != nullptr) cfg.accept_elements = *p.elements;
     } catch (...) {

@@ -34,11 +34,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/engine/bridge.h"
 #include "core/engine/engine.h"
+#include "core/mces/auth/keys.h"
 
 namespace gs::engine {
 
@@ -57,6 +59,12 @@ struct McesParams {
     // Give up on a handshake nobody answers after this long: kAutoWait with
     // fallback, kMcesWait without.
     int64_t handshake_timeout_ns = 0;
+    // Authentication (policy auth_key / auth; docs/mces.md "Authenticated
+    // connections"): the pre-shared key, read once when the policy loaded
+    // and shared with it, or null for none; and the mode. Every endpoint
+    // made for the flow (client, listener, a UDP socket's) uses both.
+    std::shared_ptr<const mces::auth::Psk> psk;
+    mces::auth::Mode auth_mode = mces::auth::Mode::encrypt;
 };
 // The bound on an unanswered handshake before auto falls back (an ICMP
 // unreachable falls back at once): 1 s, INITIALs at 0, 250 and 750 ms.
@@ -98,10 +106,19 @@ struct McesFlow {
         // handshake agreed to leave it off), 0 once agreed off
         // (mces::Connection::checksum(); docs/mces.md "No checksum").
         std::atomic<uint64_t> checksum{1};
+        // Keyed (params.psk): packets dropped because their tag did not
+        // verify, and copies of packets already authenticated.
+        std::atomic<uint64_t> auth_failed{0}, replay{0};
+        // How the connection is protected: 0 none (no key), else its
+        // mces::auth::Mode (1 encrypt, 2 authenticate). Stored when the
+        // engine ties the record to the connection (accepted flows have no
+        // params of their own: the listener's are used).
+        std::atomic<uint64_t> auth{0};
     } live;
     void reset_live() noexcept {
         for (std::atomic<uint64_t>* a : {&live.srtt_us, &live.cwnd, &live.packets_sent, &live.packets_received,
-                                         &live.lost, &live.retransmitted_bytes, &live.ptos, &live.dropped})
+                                         &live.lost, &live.retransmitted_bytes, &live.ptos, &live.dropped,
+                                         &live.auth_failed, &live.replay, &live.auth})
             a->store(0, std::memory_order_relaxed);
         live.checksum.store(1, std::memory_order_relaxed);
     }

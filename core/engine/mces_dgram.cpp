@@ -140,9 +140,8 @@ public:
     }
 
     void close(Engine& e) noexcept {
-        Realtime last = ended_;   // the figures as the socket ends
-        for (auto& c : conns_)
-            if (c->chain().realtime()) last.add(c->counters(), true);
+        Sums last = ended_;   // the figures as the socket ends
+        for (auto& c : conns_) last.add(*c, true);
         last.store(stats_);
         for (auto& c : conns_)
             if (c->state() != mces::Connection::State::closed) c->close();
@@ -263,7 +262,7 @@ private:
             deliver_(owner_, d.from, d.bytes.data(), d.bytes.size());   // a refusal is the bridge's to count
         plain_in_.clear();
         const bool publish = e.now() >= published_at_ + kPublishNs;
-        Realtime live = ended_;
+        Sums live = ended_;
         for (size_t i = 0; i < conns_.size();) {
             mces::Connection& c = *conns_[i];
             std::ptrdiff_t n;
@@ -274,13 +273,13 @@ private:
             // Forgotten once drained: a realtime connection closed by its
             // peer still releases what it holds, each at its time.
             if (c.state() == mces::Connection::State::closed && c.drained()) {
-                if (c.chain().realtime()) ended_.add(c.counters(), false);
+                ended_.add(c, false);
                 forget(conns_[i]);
                 conns_[i] = std::move(conns_.back());
                 conns_.pop_back();
                 continue;
             }
-            if (publish && c.chain().realtime()) live.add(c.counters(), true);
+            if (publish) live.add(c, true);
             ++i;
         }
         if (publish) {
@@ -289,10 +288,16 @@ private:
         }
     }
 
-    // Class realtime's counters, summed over connections.
-    struct Realtime {
+    // Counters summed over connections: packets that failed authentication
+    // (keyed sockets), and class realtime's.
+    struct Sums {
         uint64_t on_time = 0, late_dropped = 0, fec_repaired = 0, retransmitted = 0, expired = 0, jitter_ns = 0;
-        void add(const mces::ConnCounters& k, bool live) noexcept {
+        uint64_t auth_failed = 0, replay = 0;
+        void add(const mces::Connection& c, bool live) noexcept {
+            const mces::ConnCounters k = c.counters();
+            auth_failed += k.drops.auth_failed;
+            replay += k.drops.replay;
+            if (!c.chain().realtime()) return;
             on_time += k.on_time;
             late_dropped += k.late_dropped;
             fec_repaired += k.fec_repaired;
@@ -307,6 +312,8 @@ private:
             s.retransmitted.store(retransmitted, std::memory_order_relaxed);
             s.expired.store(expired, std::memory_order_relaxed);
             s.jitter_us.store(jitter_ns / 1000, std::memory_order_relaxed);
+            s.auth_failed.store(auth_failed, std::memory_order_relaxed);
+            s.replay.store(replay, std::memory_order_relaxed);
         }
     };
 
@@ -405,7 +412,7 @@ private:
     mces::Endpoint ep_;
     McesParams params_;
     McesDgramStats& stats_;
-    Realtime ended_;                 // of the connections already forgotten
+    Sums ended_;                     // of the connections already forgotten
     int64_t published_at_ = 0;
     McesDeliver deliver_;
     McesError error_;
@@ -453,6 +460,8 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
         cfg.conn.fec_adaptive = false;
     }
     cfg.max_connections = kMaxPeers * 2;
+    cfg.psk = p.psk;   // keyed: every connection of the socket, both roles (docs/mces.md)
+    cfg.auth_mode = p.auth_mode;
     McesDgram* m = nullptr;
     size_t max_message = 0;
     try {
@@ -463,7 +472,8 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
             close_internal_fd(udp_fd);
             return nullptr;
         }
-        max_message = mces::Connection::max_message(*chain.chain, cfg.conn.max_datagram_size);
+        // Keyed: the 16-byte tag in place of the 4-byte CRC.
+        max_message = mces::Connection::max_message(*chain.chain, cfg.conn.max_datagram_size, cfg.psk != nullptr);
         if (p.elements != nullptr) cfg.accept_elements = *p.elements;
         m = new McesDgram(cfg, p, stats, d, er, owner);
     } catch (...) {

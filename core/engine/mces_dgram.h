@@ -68,10 +68,14 @@ struct McesDgramStats {
     // interarrival jitter (RFC 3550) among the live connections, in us.
     std::atomic<uint64_t> on_time{0}, late_dropped{0}, fec_repaired{0}, retransmitted{0}, expired{0};
     std::atomic<uint64_t> jitter_us{0};
+    // Keyed sockets (policy auth_key), summed the same way: packets dropped
+    // because their tag did not verify (another key or mode, altered,
+    // forged), and copies of packets already authenticated.
+    std::atomic<uint64_t> auth_failed{0}, replay{0};
     void reset() noexcept {
         for (std::atomic<uint64_t>* a : {&connects, &accepted, &established, &failed, &fallbacks, &sent, &received,
                                          &plain_out, &plain_in, &dropped, &on_time, &late_dropped, &fec_repaired,
-                                         &retransmitted, &expired, &jitter_us})
+                                         &retransmitted, &expired, &jitter_us, &auth_failed, &replay})
             a->store(0, std::memory_order_relaxed);
     }
 };

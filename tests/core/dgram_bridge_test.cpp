@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <chrono>
 #include <mutex>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "core/engine/dgram_bridge.h"
+#include "core/mces/auth/secret.h"
 #include "core/engine/mces_peers.h"
 
 using namespace gs::engine;
@@ -517,6 +519,60 @@ TEST_CASE("UDP over MCES, transport = mces: no MCES there drops what was sent an
     CHECK(eventually([&] { return a.d.mces_stats.dropped.load() == 4; }));
     CHECK(a.d.mces_stats.connects.load() == 1);
     for (size_t s : srv.sizes()) CHECK(s >= 1200);   // only handshake attempts reached it
+}
+
+namespace {
+std::shared_ptr<const gs::mces::auth::Psk> test_key(uint8_t fill) {
+    auto k = std::make_shared<gs::mces::auth::Psk>();
+    const std::vector<uint8_t> bytes(gs::mces::auth::kPskLen, fill);
+    REQUIRE(k->set(bytes) == 0);
+    return k;
+}
+}  // namespace
+
+TEST_CASE("UDP over MCES, keyed (policy auth_key): whole messages 12 bytes shorter at most; another key gets nothing through") {
+    PeerTable::process().clear();
+    McesParams p = mces_params(false, 300'000'000);
+    p.psk = test_key(1);
+    p.auth_mode = gs::mces::auth::Mode::authenticate;
+    Dgram a(0, 0, false, &p), b(0, 0, false, &p);
+    // The 16-byte tag stands where the 4-byte CRC32C did.
+    const size_t max = 65507 - 34 - 12;
+    for (size_t size : {size_t(1), max}) {
+        std::string msg = pattern(size, 3);
+        REQUIRE(a.send(msg, &b.addr) == static_cast<ssize_t>(size));
+        std::string got;
+        sockaddr_in from{};
+        REQUIRE(b.recv(got, 70000, &from) == static_cast<ssize_t>(size));
+        CHECK(got == msg);
+    }
+    std::string big(max + 1, 'x');
+    REQUIRE(a.send(big, &b.addr) == static_cast<ssize_t>(big.size()));
+    bool refused = false;
+    for (int i = 0; i < 5000 && !refused; ++i) {
+        errno = 0;
+        refused = a.send("y", &b.addr) < 0 && errno == EMSGSIZE;
+        if (!refused) usleep(1000);
+    }
+    CHECK(refused);
+    CHECK(b.d.mces_stats.accepted.load() == 1);
+    CHECK(a.d.mces_stats.auth_failed.load() + b.d.mces_stats.auth_failed.load() == 0);
+
+    // Another key, and none: b answers nothing, creates nothing, delivers nothing.
+    McesParams other = p;
+    other.psk = test_key(2);
+    McesParams none = mces_params(false, 300'000'000);
+    for (const McesParams* q : {&other, &none}) {
+        Dgram c(0, 0, false, q);
+        REQUIRE(c.send("stranger", &b.addr) == 8);
+        CHECK(eventually([&] { return c.d.mces_stats.failed.load() == 1; }));
+        CHECK(c.d.mces_stats.established.load() == 0);
+        CHECK(c.d.mces_stats.dropped.load() == 1);
+    }
+    CHECK(b.d.mces_stats.accepted.load() == 1);
+    CHECK(b.d.mces_stats.plain_in.load() == 0);
+    std::string got;
+    while (b.recv(got, 100, nullptr, MSG_DONTWAIT) >= 0) CHECK(got.rfind("stranger", 0) != 0);   // only a's y's
 }
 
 TEST_CASE("UDP over MCES: plain datagrams from more sources than the peer table holds do not keep MCES from a new peer") {

@@ -1,7 +1,14 @@
 // Golden files: every tests/policy/bad/X.ini gives exactly the lines of
 // X.expected; every good/X.ini parses clean and reads as good/X.expected (the
 // canonical form from to_ini). GS_UPDATE_GOLDEN=1 rewrites the .expected files.
+//
+// auth_key files: git keeps no file mode, so the keys the .ini files name
+// (good.key, mode644.key, short.key; missing.key is absent) are made with
+// their modes in a temporary directory, the current one while files are
+// parsed: a policy named without a directory reads its keys from there.
 #include "policy/policy.h"
+
+#include "core/mces/auth/secret.h"
 
 #include <doctest/doctest.h>
 
@@ -10,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace gs::policy;
@@ -51,11 +59,42 @@ void check_golden(const fs::path& ini, const std::string& got) {
     CHECK_MESSAGE(got == slurp(exp), ini.filename().string());
 }
 
+constexpr const char* kTestKey = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+
+void write_file(const fs::path& p, const std::string& text, mode_t mode) {
+    std::ofstream(p, std::ios::binary) << text;
+    REQUIRE(chmod(p.c_str(), mode) == 0);
+}
+
+// The key files of the golden .ini files, in a temporary current directory.
+class KeyDir {
+public:
+    KeyDir() {
+        char tmpl[] = "/tmp/gs-policy-keys-XXXXXX";
+        REQUIRE(mkdtemp(tmpl) != nullptr);
+        dir_ = tmpl;
+        write_file(dir_ / "good.key", std::string(kTestKey) + "\n", 0600);
+        write_file(dir_ / "mode644.key", std::string(kTestKey) + "\n", 0644);
+        write_file(dir_ / "short.key", std::string(kTestKey, 63) + "\n", 0600);
+        old_ = fs::current_path();
+        fs::current_path(dir_);
+    }
+    ~KeyDir() {
+        fs::current_path(old_);
+        fs::remove_all(dir_);
+    }
+    const fs::path& dir() const { return dir_; }
+
+private:
+    fs::path dir_, old_;
+};
+
 }  // namespace
 
 TEST_CASE("bad files: each gives exactly its expected diagnostics") {
     auto bad = files("bad");
     CHECK(bad.size() >= 30);
+    KeyDir keys;
     for (const fs::path& f : bad) {
         CAPTURE(f.filename().string());
         Policy p = Policy::parse(slurp(f), f.filename().string());
@@ -71,6 +110,7 @@ TEST_CASE("bad files: each gives exactly its expected diagnostics") {
 TEST_CASE("good files: no diagnostics, expected rules, and the canonical form reads back") {
     auto good = files("good");
     CHECK(good.size() >= 5);
+    KeyDir keys;
     for (const fs::path& f : good) {
         CAPTURE(f.filename().string());
         Policy p = Policy::parse(slurp(f), f.filename().string());
@@ -228,4 +268,64 @@ TEST_CASE("find_policy_file: XDG_CONFIG_HOME, then HOME, then /etc") {
     if (old_home.empty()) unsetenv("HOME");
     else setenv("HOME", old_home.c_str(), 1);
     fs::remove_all(dir);
+}
+
+TEST_CASE("auth_key: read once, relative to the policy file, shared by the rule's decisions") {
+    KeyDir keys;
+    fs::create_directories(keys.dir() / "etc");
+    write_file(keys.dir() / "etc/mces.key", std::string(kTestKey) + "\n", 0400);
+    const std::string policy = (keys.dir() / "etc/p.ini").string();
+    write_file(policy,
+               "[flow a]\ntransport = mces\nauth_key = mces.key\n"
+               "[flow b]\nproto = udp\nclass = datagram\ntransport = auto\nauth_key = mces.key\n"
+               "auth = authenticate\n"
+               "[flow c]\ntransport = mces\nauth_key = " + (keys.dir() / "good.key").string() + "\n",
+               0644);
+    fs::current_path("/");   // the current directory does not matter for a file named with one
+    Policy p = Policy::load_file(policy);
+    REQUIRE_MESSAGE(p.ok(), diag_text(p));
+    REQUIRE(p.rules().size() == 3);
+    const Rule& a = p.rules()[0];
+    const Rule& b = p.rules()[1];
+    const Rule& c = p.rules()[2];
+    CHECK(a.decision.auth == Auth::encrypt);
+    CHECK(a.decision.auth_key == (keys.dir() / "etc/mces.key").string());
+    REQUIRE(a.decision.psk != nullptr);
+    CHECK(a.decision.psk->valid());
+    CHECK(a.decision_udp.psk == a.decision.psk);   // TCP and UDP flows of the rule: one key
+    CHECK(b.decision.auth == Auth::authenticate);
+    CHECK(b.decision.psk == a.decision.psk);       // the file named twice is read once
+    CHECK(c.decision.auth_key == (keys.dir() / "good.key").string());
+    REQUIRE(c.decision.psk != nullptr);
+    CHECK(c.decision.psk != a.decision.psk);
+    CHECK(std::equal(c.decision.psk->bytes().begin(), c.decision.psk->bytes().end(),
+                     a.decision.psk->bytes().begin()));   // the same 64 digits
+    // The canonical form names the resolved path, so it reads from anywhere.
+    Policy again = Policy::parse(to_ini(p), "canon.ini");
+    CHECK_MESSAGE(again.ok(), diag_text(again));
+    REQUIRE(again.rules().size() == 3);
+    CHECK(again.rules()[0].decision.auth_key == a.decision.auth_key);
+    // Flows without a key: none.
+    Policy none = Policy::parse("[flow a]\ntransport = mces\n", "t.ini");
+    REQUIRE(none.rules().size() == 1);
+    CHECK(none.rules()[0].decision.auth == Auth::none);
+    CHECK(none.rules()[0].decision.psk == nullptr);
+}
+
+TEST_CASE("auth_key: no diagnostic holds a byte of a key file") {
+    KeyDir keys;
+    // A key with a bad character at the end, and one file too long.
+    write_file(keys.dir() / "bad.key", std::string(kTestKey, 63) + "g\n", 0600);
+    write_file(keys.dir() / "long.key", std::string(kTestKey) + kTestKey + "\n", 0600);
+    Policy p = Policy::parse("[flow a]\ntransport = mces\nauth_key = bad.key\n"
+                             "[flow b]\ntransport = mces\nauth_key = long.key\n",
+                             "t.ini");
+    REQUIRE(p.diagnostics().size() == 2);
+    CHECK(p.diagnostics()[0].text.find("offset 63 is not a hex digit") != std::string::npos);
+    CHECK(p.diagnostics()[1].text.find("128 characters") != std::string::npos);
+    for (const Diagnostic& d : p.diagnostics()) {
+        CHECK(d.text.find("00112233") == std::string::npos);
+        CHECK(d.text.find("ccddeeff") == std::string::npos);
+    }
+    CHECK(p.rules().empty());
 }
