@@ -1365,11 +1365,17 @@ bool Connection::rt_want_send() const noexcept {
 
 void Connection::rt_take_repairs(Time now) {
     if (!enc_) return;
-    const std::size_t cap = 4 * std::size_t{cfg_.fec.depth} * cfg_.fec.r + 4;
+    // Four blocks' worth of the layout the encoder runs now (adaptive FEC
+    // changes it: the configured one may ask far fewer repairs).
+    const fec::Layout& l = enc_->config().layout;
+    const std::size_t cap = 4 * std::size_t{l.depth} * l.r + 4;
     Repair rp;
     while (enc_->poll_repair(rp.body)) {
         rp.at = now;
-        if (rt_repairs_.size() >= cap) rt_repairs_.pop_front();
+        if (rt_repairs_.size() >= cap) {
+            rt_repairs_.pop_front();
+            ++counters_.repairs_dropped;
+        }
         rt_repairs_.push_back(std::move(rp));
         rp = Repair{};
     }

@@ -260,6 +260,7 @@ struct ConnCounters {
     std::uint64_t retransmitted = 0;    // messages sent again (within their deadline)
     std::uint64_t expired = 0;          // messages dropped unsent: they could no longer arrive in time
     std::uint64_t repairs_sent = 0, repair_bytes_sent = 0;   // REPAIR frames and their bodies
+    std::uint64_t repairs_dropped = 0;  // repairs pushed out of a full queue unsent
     std::uint32_t fec_repairs = 0;      // repairs per block sent now (0: none; adaptive FEC's choice)
     std::uint32_t fec_loss_ppm = 0;     // the loss adaptive FEC estimates, parts per million
     sansio::Time srtt = 0;                                   // smoothed RTT (0 before a sample)

@@ -766,3 +766,19 @@ TEST_CASE("realtime: a lost INITIAL is sent again after a quarter of the latency
         CHECK(client.sent_sizes.size() == (cls == kClassRealtime ? 3u : 1u));
     }
 }
+
+TEST_CASE("adaptive FEC: every repair the layout asks for is sent, however many") {
+    // 30% loss, no resends: adaptive FEC raises r far above the configured
+    // 10/2. Each block's repairs are queued at once; the queue must hold
+    // what the current layout makes, not what the configured one did.
+    StreamParams p;
+    p.loss = 0.3;
+    p.retransmit = false;
+    p.reorders = false;
+    p.messages = 3000;
+    const StreamResult r = run_stream(p);
+    check_common(p, r);
+    report("adaptive, 30% loss, no resends", p, r);
+    REQUIRE(r.tx.fec_repairs > 12);   // beyond a queue sized for 10/2: 4 x depth x 2 + 4
+    CHECK(r.tx.repairs_dropped == 0);
+}
