@@ -122,12 +122,17 @@ source "$(dirname "$0")/../../scripts/lib/netns.sh"
 A=gsu$$a B=gsu$$b
 trap 'netns_del "$A" "$B"; cleanup' EXIT
 netns_pair "$A" "$B" 10.79.0 || skip "cannot create network namespaces"
+# Class 0 repairs nothing: what a receiver too slow to read loses is lost.
+# Under ASan the engines are several times slower: the same 17,800
+# datagrams at half the rate (a run at 100 Mbit/s lost 5.1%).
+rate=100M secs=2
+[[ "${GS_SANITIZE:-none}" == *address* ]] && rate=50M secs=4
 ( exec ip netns exec "$B" "$GSRUN" --policy "$T/mces.ini" --stats "$T/isrv.jsonl" -- iperf3 -s -1 -p 5201 ) \
     >"$T/isrv.log" 2>&1 &
 ISRV=$!
 for _ in $(seq 100); do ip netns exec "$B" ss -Htln | grep -q ':5201 ' && break; sleep 0.05; done
 timeout 30 ip netns exec "$A" "$GSRUN" --policy "$T/mces.ini" --stats "$T/icli.jsonl" -- \
-    iperf3 -c 10.79.0.2 -p 5201 -u -b 100M -l 1400 -t 2 --json >"$T/iperf.json" 2>"$T/iperf.err" \
+    iperf3 -c 10.79.0.2 -p 5201 -u -b "$rate" -l 1400 -t "$secs" --json >"$T/iperf.json" 2>"$T/iperf.err" \
     || { cat "$T/iperf.err" "$T/isrv.log" >&2; fail "iperf3 -u across veth over MCES failed"; }
 wait "$ISRV" 2>/dev/null || true
 read -r mbit lost total < <("$PY" -c 'import json, sys
@@ -137,7 +142,7 @@ c=$(mces_udp "$T/icli.jsonl" '(f["transport"], m["established"], m["sent"] >= 15
 [[ $c == "('mces', 1, True)" ]] || fail "iperf3 -u client across veth: (transport, established, sent >= 15000) = $c"
 s=$(mces_udp "$T/isrv.jsonl" '(m["accepted"], m["received"])')
 (( total > 10000 && lost * 20 <= total )) || fail "iperf3 -u across veth over MCES lost $lost of $total datagrams"
-note "veth: iperf3 -u at 100 Mbit/s over MCES: $mbit Mbit/s received, $lost of $total lost; server (accepted, received) $s"
+note "veth: iperf3 -u at $rate over MCES: $mbit Mbit/s received, $lost of $total lost; server (accepted, received) $s"
 
 # Datagrams larger than the veth's MTU, sent back to back: each goes in its
 # own MCES packet, which IP fragments as it would the program's own datagram
