@@ -2,7 +2,7 @@
 # What a connection costs, MCES through the shim against kernel TCP, between
 # two network namespaces on a veth pair: connect() to the first byte echoed
 # back (the handshake included: TCP's three-way handshake, MCES's INITIAL /
-# RETRY with cookie / ACCEPT), and the client process's resident memory per
+# ACCEPT, or INITIAL / RETRY with cookie / ACCEPT under load), and the client process's resident memory per
 # open connection. Client: bench/conn_cost (plain sockets); server:
 # bench/echo_server.py (asyncio). MCES: both under gsrun with transport =
 # mces; TCP: no gsocket. Rounds interleave. Needs root.
@@ -80,9 +80,9 @@ for key, name, unit in (("p50", "connect() to first byte back, p50", "us"), ("p9
                         ("rss", "client resident memory per open connection", "KiB")):
     t, m = med("tcp", key), med("mces", key)
     L.append(f"| {name} | {t:.1f} {unit} | {m:.1f} {unit} | {m / t:.2f} |" if t else f"| {name} | {t:.1f} {unit} | {m:.1f} {unit} | - |")
-L.append("\nWhat the MCES figures are made of: the handshake takes two round trips where TCP's takes one: the server "
-         "keeps no state for a client until it has echoed a cookie (INITIAL, RETRY, INITIAL with the cookie, "
-         "ACCEPT; docs/mces.md), plus the engine's thread hand-offs on both "
+L.append("\nWhat the MCES figures are made of: the handshake takes one round trip, like TCP's (INITIAL, ACCEPT; "
+         "two, INITIAL, RETRY, INITIAL with the cookie, ACCEPT, only once the server holds 64 connections whose "
+         "client address is unproved; docs/mces.md), plus the engine's thread hand-offs on both "
          "sides (program -> engine -> UDP and back), plus the server's loopback TCP connection into the program's "
          "listener. TCP's per-connection memory is in the kernel (socket buffers are not in the process's RSS); "
          "MCES's is in the process: the connection's state, its send and receive buffers as they fill, the "

@@ -422,10 +422,10 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                 if (r.dgram.mces->service_class == 3) {   // realtime (docs/mces.md, "Realtime class")
                     out.pop_back();   // the block's '}'
                     snprintf(b, sizeof b,
-                             ",\"on_time\":%llu,\"late_dropped\":%llu,\"fec_repaired\":%llu,\"retransmitted\":%llu,"
-                             "\"expired\":%llu,\"jitter_us\":%llu}",
-                             v(m.on_time), v(m.late_dropped), v(m.fec_repaired), v(m.retransmitted), v(m.expired),
-                             v(m.jitter_us));
+                             ",\"on_time\":%llu,\"late_dropped\":%llu,\"late_arrivals\":%llu,\"fec_repaired\":%llu,"
+                             "\"repairs_sent\":%llu,\"retransmitted\":%llu,\"expired\":%llu,\"jitter_us\":%llu}",
+                             v(m.on_time), v(m.late_dropped), v(m.late_arrivals), v(m.fec_repaired), v(m.repairs_sent),
+                             v(m.retransmitted), v(m.expired), v(m.jitter_us));
                     out += b;
                 }
             }
@@ -442,6 +442,15 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                          v(l.retransmitted_bytes), v(l.ptos), v(l.dropped), v(l.checksum) ? "true" : "false",
                          auth_name(v(l.auth)), v(l.auth_failed), v(l.replay));
                 out += b;
+                if (v(l.reserved_rate) > 0) {   // class guaranteed: its rate, held or not
+                    out.pop_back();   // the mces object's '}'
+                    snprintf(b, sizeof b,
+                             ",\"guaranteed\":{\"reserved_rate\":%llu,\"delivered_rate\":%llu,\"shortfalls\":%llu,"
+                             "\"floor\":%s}}",
+                             v(l.reserved_rate), v(l.delivered_rate), v(l.rate_shortfalls),
+                             v(l.rate_floor) ? "true" : "false");
+                    out += b;
+                }
             }
             snprintf(b, sizeof b,
                      ",\"bytes_out\":%llu,\"bytes_in\":%llu,\"duration_ms\":%.3f,"

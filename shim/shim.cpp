@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <new>
 
 #include "core/engine/control.h"
 #include "core/engine/engine.h"
+#include "core/engine/mces_admit.h"
 #include "core/qos/native_plan.h"
 #include "shim/log.h"
 #include "shim/real.h"
@@ -41,6 +43,10 @@ std::atomic<bool> g_denied_logged{false};
 std::atomic<qos::Ledger*> g_ledger_ptr{nullptr};
 inline qos::Ledger* ledger() noexcept { return g_ledger_ptr.load(std::memory_order_acquire); }
 std::atomic<bool> g_ledger_open_logged{false};
+// The MCES server's half of the reservations (core/engine/mces_admit.h): made
+// with the ledger when it opens, handed to every MCES listener through
+// mces_params(). Published once, never freed (endpoints call it to the end).
+std::atomic<engine::McesAdmission*> g_mces_admission{nullptr};
 std::atomic<bool> g_untrackable_logged{false};
 
 enum Warn : uint32_t {
@@ -122,7 +128,11 @@ const char* rate_text(uint64_t bytes_per_s, char* buf, size_t len) noexcept {
 }
 
 void open_ledger(const policy::Policy& pol, bool needed) {
-    for (const policy::Rule& r : pol.rules()) needed |= reserving(r.decision);
+    // A rule that reserves needs it; so does one that carries flows over
+    // MCES: this process may serve MCES clients that ask for a reserved rate.
+    for (const policy::Rule& r : pol.rules())
+        needed |= reserving(r.decision) || r.decision.transport == policy::Transport::mces ||
+                  r.decision.transport == policy::Transport::automatic;
     if (!needed || pol.general().capacity == 0) return;
     std::string path, why;
     auto* l = new qos::Ledger();
@@ -133,6 +143,11 @@ void open_ledger(const policy::Policy& pol, bool needed) {
         GS_LOG(warn, "%s; guaranteed and realtime flows proceed without admission", l->error());
     } else {
         protect_fd(l->fd());
+        // No memory: MCES clients are admitted as they ask (fail open).
+        g_mces_admission.store(
+            new (std::nothrow) engine::McesAdmission(*l, pol.general().on_reject,
+                                                     [](const char* line) noexcept { GS_LOG(warn, "%s", line); }),
+            std::memory_order_release);
     }
     g_ledger_ptr.store(l, std::memory_order_release);
 }
@@ -310,6 +325,7 @@ engine::McesParams mces_params(const policy::Decision& d) noexcept {
         p.psk = d.psk;
         p.auth_mode = d.auth == policy::Auth::authenticate ? mces::auth::Mode::authenticate : mces::auth::Mode::encrypt;
     }
+    p.admission = g_mces_admission.load(std::memory_order_acquire);   // null: no ledger, clients as asked
     return p;
 }
 
@@ -383,6 +399,14 @@ const policy::Decision& merge_request(Request& q, const policy::Decision& m) noe
 
 }  // namespace
 
+// What the engine says about a flow (engine::set_mces_warn), in the log.
+static void engine_says(int level, const char* line) noexcept {
+    if (level == 0)
+        GS_LOG(warn, "%s", line);
+    else
+        GS_LOG(info, "%s", line);
+}
+
 void init() noexcept {
     static std::atomic<int> state{0};   // 0 new, 1 running, 2 done
     int expected = 0;
@@ -395,6 +419,7 @@ void init() noexcept {
     }
     try {
         load();
+        engine::set_mces_warn(engine_says);
         g_ready.store(true, std::memory_order_release);
     } catch (...) {
         // Fail open: without a policy every call passes through untouched.

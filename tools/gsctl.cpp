@@ -943,6 +943,20 @@ std::string auth_text(const Json& m) {
            std::to_string(as_u64(m.num("replay"))) + " replays)";
 }
 
+// "; guaranteed 20.0 Mbit/s: delivered 19.9 Mbit/s, floor held, 0 shortfalls": a class-2 stream's
+// reserved rate (docs/mces-recovery.md, "Guaranteed rate"); "" for other flows.
+std::string guaranteed_text(const Json& m) {
+    const Json* g = m.get("guaranteed");
+    if (g == nullptr || g->type != Json::Type::object) return "";
+    const bool held = g->flag("floor");
+    char b[200];
+    snprintf(b, sizeof b, "; guaranteed %.1f Mbit/s: delivered %.1f Mbit/s, %s, %llu shortfalls",
+             g->num("reserved_rate") * 8 / 1e6, g->num("delivered_rate") * 8 / 1e6,
+             held ? "floor held" : "path short: under congestion control",
+             static_cast<unsigned long long>(as_u64(g->num("shortfalls"))));
+    return b;
+}
+
 // "srtt 0.42 ms, cwnd 1.20MB, 1.52k packets sent, 1.50k received (3 lost, 0.20%), 4.4kB resent, 0 PTOs,
 // 0 dropped, crc off": the MCES connection under a flow, as flows_json gives it. "crc" only when the
 // snapshot says (older processes do not).
@@ -959,7 +973,7 @@ std::string mces_text(const Json& m) {
              static_cast<unsigned long long>(as_u64(m.num("ptos"))),
              static_cast<unsigned long long>(as_u64(m.num("dropped"))),
              crc == nullptr || crc->type != Json::Type::boolean ? "" : crc->b ? ", crc on" : ", crc off");
-    return b + auth_text(m);
+    return b + auth_text(m) + guaranteed_text(m);
 }
 
 // "2 peers opened (2 established, 0 failed), 1 accepted, 1.20k sent, 1.19k received, plain 3 out 3 in,
@@ -975,10 +989,10 @@ std::string mces_udp_text(const Json& m) {
     std::string out = b + auth_text(m);
     if (m.has("on_time")) {   // class realtime: "; realtime: 99.95% on time (3 late), 41 repaired by FEC, ..."
         const double on = m.num("on_time"), late = m.num("late_dropped");
-        snprintf(b, sizeof b, "; realtime: %.2f%% on time (%llu late), %llu repaired by FEC, %llu resent, %llu expired, "
-                              "jitter %.2f ms",
-                 on + late > 0 ? 100.0 * on / (on + late) : 100.0, u("late_dropped"), u("fec_repaired"),
-                 u("retransmitted"), u("expired"), m.num("jitter_us") / 1000.0);
+        snprintf(b, sizeof b, "; realtime: %.2f%% on time (%llu late, %llu copies too late), %llu repaired by FEC, "
+                              "%llu repairs sent, %llu resent, %llu expired, jitter %.2f ms",
+                 on + late > 0 ? 100.0 * on / (on + late) : 100.0, u("late_dropped"), u("late_arrivals"),
+                 u("fec_repaired"), u("repairs_sent"), u("retransmitted"), u("expired"), m.num("jitter_us") / 1000.0);
         out += b;
     }
     return out;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/engine/bridge_util.h"
+#include "core/engine/mces_admit.h"
 #include "core/engine/mces_peers.h"
 #include "core/engine/mces_util.h"
 #include "core/engine/udp_host.h"
@@ -29,6 +30,7 @@ namespace {
 McesTotals g_totals;
 std::atomic<int> g_listening{0};
 std::atomic<int> g_sites{0};
+std::atomic<McesWarnFn> g_warn{nullptr};
 
 constexpr size_t kScratch = 256 * 1024;
 // Datagram size: loopback carries large ones (fewer packets, the bench's
@@ -218,6 +220,7 @@ private:
     };
 
     void store_figures() noexcept;
+    void say_shortfall(const mces::ConnCounters& c) noexcept;
     void store_auth() noexcept;
     void take_accepted() noexcept;
     void let_go() noexcept;
@@ -252,6 +255,7 @@ private:
     // (nine in ten of the sender's system calls across a veth).
     bool up_ready_ = true;
     int64_t next_publish_ = 0;        // publish(): engine time of the next snapshot
+    bool in_shortfall_ = false;       // guaranteed: the last shortfall said and not over
     bool up_over_ = false, down_over_ = false, discard_ = false;
     bool app_ending_ = false, app_closed_ = false, handed_over_ = false;
     int inflight_ = 0;
@@ -579,6 +583,36 @@ void Link::store_figures() noexcept {
     put(l.auth_failed, c.drops.auth_failed);
     put(l.replay, c.drops.replay);
     put(l.checksum, conn_->checksum() == mces::wire::Checksum::crc32c ? 1 : 0);
+    put(l.reserved_rate, c.reserved_rate);
+    put(l.delivered_rate, c.delivered_rate);
+    put(l.rate_shortfalls, c.rate_shortfalls);
+    put(l.rate_floor, c.rate_floor ? 1 : 0);
+    if (c.reserved_rate > 0) say_shortfall(c);
+}
+
+// A guaranteed flow's path stopped delivering its reserved rate, or
+// delivers it again: said once per change, by the engine, while it is true.
+void Link::say_shortfall(const mces::ConnCounters& c) noexcept {
+    const McesWarnFn say = g_warn.load(std::memory_order_relaxed);
+    const bool short_now = !c.rate_floor && c.rate_shortfalls > 0;
+    if (short_now == in_shortfall_) return;
+    in_shortfall_ = short_now;
+    if (!say) return;
+    char line[480];
+    const std::string peer = conn_->peer().str();
+    const double mbit = 8.0 / 1e6;
+    if (short_now)
+        snprintf(line, sizeof line,
+                 "guaranteed flow to %s: the path delivered %.2f Mbit/s of the %.2f Mbit/s reserved "
+                 "(shortfall %llu); it now sends under congestion control like any flow, until the path "
+                 "delivers the rate again. Check the path's capacity, the reservations along it (gsctl "
+                 "reservations on both hosts) and that the receiving program reads at the rate",
+                 peer.c_str(), static_cast<double>(c.delivered_rate) * mbit,
+                 static_cast<double>(c.reserved_rate) * mbit, static_cast<unsigned long long>(c.rate_shortfalls));
+    else
+        snprintf(line, sizeof line, "guaranteed flow to %s: the path delivers its %.2f Mbit/s again", peer.c_str(),
+                 static_cast<double>(c.reserved_rate) * mbit);
+    say(short_now ? 0 : 1, line);
 }
 
 // How the connection is protected, for the flow record: the site's key and mode.
@@ -852,7 +886,7 @@ Site* Site::listener(Engine& e, int udp_fd, int listen_fd, unsigned long ino, in
         delete s;
         return nullptr;
     }
-    s->ep_->listen(mces::wire::ServerConfig{});
+    McesAdmission::listen(*s->ep_, p.admission, local);   // reserves for classes 2 and 3 (mces_admit.h)
     s->listening_ = true;
     g_listening.fetch_add(1, std::memory_order_relaxed);
     add(g_totals.listeners, 1);
@@ -1014,6 +1048,8 @@ void McesFlow::Start::run(Engine& e) noexcept {
     b->allow_direct = true;
     start_bridge(e, *b);
 }
+
+void set_mces_warn(McesWarnFn fn) noexcept { g_warn.store(fn, std::memory_order_relaxed); }
 
 void start_mces_bridge(Engine& e, BridgeState& s, McesFlow& f) noexcept {
     drain_hooks();

@@ -44,6 +44,15 @@
 
 namespace gs::engine {
 
+// Where the engine says what a program's user must hear about a flow (a
+// guaranteed flow whose path stopped delivering its rate): one line, no
+// newline. Set once by the shim before the engine starts; the engine thread
+// calls it. nullptr: nothing is said.
+using McesWarnFn = void (*)(int level, const char* line) noexcept;   // level: 0 warn, 1 info
+void set_mces_warn(McesWarnFn fn) noexcept;
+
+class McesAdmission;   // mces_admit.h
+
 // What one flow asks of MCES (from the policy's decision).
 struct McesParams {
     uint8_t service_class = 1;          // 0 datagram, 1 reliable, 2 guaranteed, 3 realtime
@@ -65,6 +74,10 @@ struct McesParams {
     // made for the flow (client, listener, a UDP socket's) uses both.
     std::shared_ptr<const mces::auth::Psk> psk;
     mces::auth::Mode auth_mode = mces::auth::Mode::encrypt;
+    // Server side (a listener's endpoint, a UDP socket's): the host ledger's
+    // admission of the clients that ask for a reserved rate (mces_admit.h;
+    // process-wide, never freed), or null: every client as it asked.
+    McesAdmission* admission = nullptr;
 };
 // The bound on an unanswered handshake before auto falls back (an ICMP
 // unreachable falls back at once): 1 s, INITIALs at 0, 250 and 750 ms.
@@ -114,6 +127,10 @@ struct McesFlow {
         // engine ties the record to the connection (accepted flows have no
         // params of their own: the listener's are used).
         std::atomic<uint64_t> auth{0};
+        // Class guaranteed (mces::Guarantee): the reserved rate the stream is
+        // held to (0: none), the goodput acknowledged in the last interval
+        // judged (bytes/s), shortfalls so far, and 1 while the floor holds.
+        std::atomic<uint64_t> reserved_rate{0}, delivered_rate{0}, rate_shortfalls{0}, rate_floor{0};
     } live;
     void reset_live() noexcept {
         for (std::atomic<uint64_t>* a : {&live.srtt_us, &live.cwnd, &live.packets_sent, &live.packets_received,

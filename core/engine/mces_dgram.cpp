@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/engine/dgram_bridge.h"
+#include "core/engine/mces_admit.h"
 #include "core/engine/mces_peers.h"
 #include "core/engine/mces_util.h"
 #include "core/engine/udp_host.h"
@@ -66,7 +67,8 @@ public:
                                [](Engine& en, void* self) noexcept { static_cast<McesDgram*>(self)->activity(en); },
                                this, err);
         if (host_ == nullptr) return false;
-        ep_.listen(mces::wire::ServerConfig{});   // a UDP socket answers whoever sends to it
+        // A UDP socket answers whoever sends to it; classes 2 and 3 reserve (mces_admit.h).
+        McesAdmission::listen(ep_, params_.admission, ep_.local());
         return true;
     }
 
@@ -292,6 +294,7 @@ private:
     // (keyed sockets), and class realtime's.
     struct Sums {
         uint64_t on_time = 0, late_dropped = 0, fec_repaired = 0, retransmitted = 0, expired = 0, jitter_ns = 0;
+        uint64_t late_arrivals = 0, repairs_sent = 0;
         uint64_t auth_failed = 0, replay = 0;
         void add(const mces::Connection& c, bool live) noexcept {
             const mces::ConnCounters k = c.counters();
@@ -303,6 +306,8 @@ private:
             fec_repaired += k.fec_repaired;
             retransmitted += k.retransmitted;
             expired += k.expired;
+            late_arrivals += k.late_arrivals;
+            repairs_sent += k.repairs_sent;
             if (live && static_cast<uint64_t>(k.jitter) > jitter_ns) jitter_ns = static_cast<uint64_t>(k.jitter);
         }
         void store(McesDgramStats& s) const noexcept {
@@ -311,6 +316,8 @@ private:
             s.fec_repaired.store(fec_repaired, std::memory_order_relaxed);
             s.retransmitted.store(retransmitted, std::memory_order_relaxed);
             s.expired.store(expired, std::memory_order_relaxed);
+            s.late_arrivals.store(late_arrivals, std::memory_order_relaxed);
+            s.repairs_sent.store(repairs_sent, std::memory_order_relaxed);
             s.jitter_us.store(jitter_ns / 1000, std::memory_order_relaxed);
             s.auth_failed.store(auth_failed, std::memory_order_relaxed);
             s.replay.store(replay, std::memory_order_relaxed);

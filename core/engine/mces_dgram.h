@@ -64,9 +64,12 @@ struct McesDgramStats {
     // kPublishNs while they run, and as each ends): messages released by
     // their deadline, skipped because they were not there by it, recovered
     // by FEC in time, sent again within their deadline, dropped unsent
-    // because they could no longer arrive in time; and the largest
-    // interarrival jitter (RFC 3550) among the live connections, in us.
+    // because they could no longer arrive in time; copies that arrived
+    // after their deadline (dropped, never delivered); FEC repairs sent;
+    // and the largest interarrival jitter (RFC 3550) among the live
+    // connections, in us.
     std::atomic<uint64_t> on_time{0}, late_dropped{0}, fec_repaired{0}, retransmitted{0}, expired{0};
+    std::atomic<uint64_t> late_arrivals{0}, repairs_sent{0};
     std::atomic<uint64_t> jitter_us{0};
     // Keyed sockets (policy auth_key), summed the same way: packets dropped
     // because their tag did not verify (another key or mode, altered,
@@ -75,7 +78,8 @@ struct McesDgramStats {
     void reset() noexcept {
         for (std::atomic<uint64_t>* a : {&connects, &accepted, &established, &failed, &fallbacks, &sent, &received,
                                          &plain_out, &plain_in, &dropped, &on_time, &late_dropped, &fec_repaired,
-                                         &retransmitted, &expired, &jitter_us, &auth_failed, &replay})
+                                         &retransmitted, &expired, &late_arrivals, &repairs_sent, &jitter_us,
+                                         &auth_failed, &replay})
             a->store(0, std::memory_order_relaxed);
     }
 };

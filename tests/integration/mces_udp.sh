@@ -219,6 +219,10 @@ r=$(mces_udp "$T/rsrv.jsonl" '(m["on_time"], m["late_dropped"], m["fec_repaired"
 read -r on late fec drops < <(tr -d '(),' <<<"$r")
 (( total > 10000 && lost * 100 <= total )) \
     || fail "class realtime at 5% loss: iperf3 lost $lost of $total; server (on_time, late_dropped, fec_repaired, drops toward the program) = $r"
-(( on > 10000 && late * 100 <= on && fec > 0 )) || fail "class realtime server: (on_time, late_dropped, fec_repaired, drops toward the program) = $r"
-note "veth, 5% loss: iperf3 -u at 50 Mbit/s over MCES class realtime (120 ms): $lost of $total lost (plain UDP: about 5%); server: $on on time, $late late, $fec repaired by FEC, $drops dropped toward iperf3"
+# Repaired by resends or FEC: on this short path resends fit many times over,
+# so adaptive FEC sends no repairs (docs/mces.md "Adaptive FEC").
+resent=$(mces_udp "$T/rcli.jsonl" 'm["retransmitted"]')
+(( on > 10000 && late * 100 <= on && resent + fec > 0 )) \
+    || fail "class realtime: nothing repaired (client resent $resent); server (on_time, late_dropped, fec_repaired, drops toward the program) = $r"
+note "veth, 5% loss: iperf3 -u at 50 Mbit/s over MCES class realtime (120 ms): $lost of $total lost (plain UDP: about 5%); client: $resent resent; server: $on on time, $late late, $fec repaired by FEC, $drops dropped toward iperf3"
 echo "ok mces_udp"

@@ -11,6 +11,10 @@ namespace {
 
 constexpr char kPskCtx[crypto_kdf_CONTEXTBYTES + 1] = "MCESAUTH";
 constexpr std::uint64_t kPskIdProof = 1;
+// The proof key of Mode::authenticate: a peer in the other mode (same key)
+// fails the proof and gets no answer, at the handshake, instead of sharing
+// no packet keys and idling out 30 s later.
+constexpr std::uint64_t kPskIdProofAuthOnly = 3;
 constexpr char kProofLabel[] = "mces-auth-proof-v1";
 constexpr std::size_t kKeyLen = 32;
 
@@ -26,12 +30,12 @@ const char* name(ProofStatus s) noexcept {
     return "?";
 }
 
-int HandshakeProof::init(const Psk& psk) noexcept {
+int HandshakeProof::init(const Psk& psk, Mode mode) noexcept {
     k_hs_ = SecretBytes{};
     if (!psk.valid()) return -EINVAL;
     SecretBytes k(kKeyLen);
     if (!k.valid()) return -ENOMEM;
-    if (crypto_kdf_derive_from_key(k.data(), kKeyLen, kPskIdProof, kPskCtx,
+    if (crypto_kdf_derive_from_key(k.data(), kKeyLen, mode == Mode::authenticate ? kPskIdProofAuthOnly : kPskIdProof, kPskCtx,
                                    psk.bytes().data()) != 0)
         return -EINVAL;
     k_hs_ = std::move(k);

@@ -72,7 +72,7 @@ class HandshakeProof {
 public:
     // Derives k_hs from psk into guarded memory. Returns 0, -EINVAL (psk
     // empty) or -ENOMEM.
-    int init(const Psk& psk) noexcept;
+    int init(const Psk& psk, Mode mode = Mode::encrypt) noexcept;
     bool valid() const noexcept { return k_hs_.valid(); }
 
     // packet: the whole datagram, its last kProofTrailerLen bytes set aside

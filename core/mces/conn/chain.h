@@ -118,8 +118,9 @@ ChainResult make_chain(std::span<const std::string> names,
 // The default chain of a class: 0 -> framing checksum handshake sequencing
 // keepalive close; 1 -> framing checksum handshake sequencing sack ordering
 // flowcontrol congestion pacing keepalive close; 2 -> the same as 1;
-// 3 -> framing checksum handshake sequencing sack fec deadline pacing
-// keepalive close. Class 4 has none (error set).
+// 3 -> framing handshake sequencing sack fec deadline pacing keepalive
+// close (no checksum: UDP's guards a media stream, as for RTP and SRT).
+// Class 4 has none (error set).
 ChainResult default_chain(std::uint8_t service_class);
 
 }  // namespace gs::mces

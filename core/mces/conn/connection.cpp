@@ -154,7 +154,8 @@ std::size_t Connection::max_message(const Chain& chain, std::size_t size, bool a
         // repair symbol (2 + stamp + message, behind a 15-byte header) in
         // one REPAIR frame: the larger overhead of the two bounds it. A
         // packet may start with a TIMESTAMP frame (type and a varint).
-        std::size_t over = wire::kMaxMessageOverhead;
+        // A message that fills the packet is its last frame: MESSAGE_LAST.
+        std::size_t over = wire::kMessageLastOverhead;
         if (chain.has(Element::fec))
             over = std::max(over, wire::kMaxRepairCarrier + fec::kRepairHeaderSize + fec::kLengthPrefix +
                                       wire::kMessageTimestampLen);
@@ -173,6 +174,12 @@ ConnCounters Connection::counters() const {
     c.min_rtt = ld_.rtt().has_sample() ? ld_.rtt().min_rtt() : 0;
     c.cwnd = cc_ ? cc_->cwnd() : 0;
     c.spurious = ld_.spurious_losses();
+    if (gt_) {
+        c.reserved_rate = static_cast<std::uint64_t>(gt_->rate());
+        c.delivered_rate = static_cast<std::uint64_t>(gt_->status().delivered);
+        c.rate_shortfalls = gt_->status().shortfalls;
+        c.rate_floor = gt_->floor();
+    }
     if (rb_) {
         c.borrowed_packets = rb_->borrowed_segments();
         c.settled_bytes = rb_->settled_bytes();
@@ -216,6 +223,19 @@ void Connection::establish(Time now) {
         }
     }
     state_ = State::established;
+    if (role_ == Role::client && hs_->counters().retries == 0) {
+        // No RETRY: the server may have admitted us without a cookie, and
+        // holds its sending to 3x our INITIAL until a short packet from us
+        // proves our address. Send one now even if the program has nothing
+        // to say (a server that speaks first waits on it); with sack the
+        // loss detector resends it, without, confirm_at_ does.
+        ping_pending_ = true;
+        if (!chain_.has(Element::sack)) {
+            confirm_rto_ = cfg_.handshake_rto;
+            confirm_at_ = now + confirm_rto_;
+            confirm_until_ = now + cfg_.handshake_timeout;
+        }
+    }
     if (auth_.on()) make_keys();
     idle_ = IdleTimer(idle_config(cfg_, chain_), now);
     if (has(Element::congestion)) {
@@ -233,9 +253,57 @@ void Connection::establish(Time now) {
         // The peer assumes kInitialCredit until it hears our window.
         max_data_pending_ = fr_->limit() > kInitialCredit;
     }
+    if (sb_ && chain_.service_class == kClassGuaranteed && granted_.rate && *granted_.rate > 0) {
+        GuaranteeConfig g;
+        g.rate = static_cast<double>(*granted_.rate);
+        g.mss = static_cast<std::uint32_t>(mss());
+        gt_ = std::make_unique<Guarantee>(g, now);
+    }
     if (has(Element::pacing) && !cc_ && granted_.rate && *granted_.rate > 0)
-        pacer_.set_rate_bytes_per_sec(static_cast<double>(*granted_.rate));
+        pacer_.set_rate_bytes_per_sec(gt_ ? gt_->wire_rate() : static_cast<double>(*granted_.rate));
     if (realtime()) rt_establish(now);
+}
+
+// ---- address validation (server admitted without a cookie) -------------------
+
+namespace {
+// Below this much budget a packet is not worth building (an ACK with a few
+// ranges, a PING): the connection waits for the client instead.
+constexpr std::size_t kMinAmpPacket = 64;
+}  // namespace
+
+void Connection::await_validation(std::size_t initial_bytes, std::size_t accept_bytes, Time now) noexcept {
+    unvalidated_ = true;
+    amp_rx_ = initial_bytes;
+    amp_tx_ = accept_bytes;
+    // The handshake timeout, not a few PTOs: the client keeps resending its
+    // INITIAL (each gets the ACCEPT again) until it gives up after this same
+    // time, and with no RTT sample yet a PTO is a guess (1 s), so anything
+    // shorter could forget an honest client on a lossy path whose ACCEPT
+    // got through late. The state a spoofer pins this way is bounded by
+    // ServerConfig::max_unvalidated.
+    validate_by_ = now + cfg_.handshake_timeout;
+}
+
+std::size_t Connection::amp_room() const noexcept {
+    if (!unvalidated_) return SIZE_MAX;
+    const std::uint64_t budget = kAmplificationFactor * amp_rx_;
+    return budget > amp_tx_ ? static_cast<std::size_t>(budget - amp_tx_) : 0;
+}
+
+bool Connection::amp_resend(std::size_t initial_bytes, std::size_t accept_bytes) noexcept {
+    if (!unvalidated_) return true;
+    amp_rx_ += initial_bytes;
+    if (accept_bytes > amp_room()) return false;
+    amp_tx_ += accept_bytes;
+    wake();   // more budget: what waited may go
+    return true;
+}
+
+void Connection::validate() noexcept {
+    unvalidated_ = false;
+    validate_by_ = kNever;
+    wake();   // what the budget held back may go now
 }
 
 // ---- authentication ---------------------------------------------------------
@@ -296,7 +364,7 @@ void Connection::enter_closed(int err, Time now, std::string msg) {
     replies_left_ = 8;
     probes_ = 0;
     ping_pending_ = pong_pending_ = max_data_pending_ = false;
-    pacer_at_ = close_timer_ = linger_until_ = kNever;
+    pacer_at_ = gt_at_ = close_timer_ = linger_until_ = kNever;
     dg_out_.clear();
     dg_out_bytes_ = 0;
     rt_out_.clear();
@@ -420,7 +488,10 @@ std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg, Time
         // may (rt_window_max, rt_bytes_max): a burst held through the
         // handshake fits. Sent messages give way to new ones (they would
         // only be resent); unsent ones do not.
-        const std::size_t max_n = std::max(cfg_.datagram_queue, cfg_.rt_window_max);
+        // At most kMaxMessageSpan: every copy sent is then within 2^15 of
+        // the largest seq the peer received, which its 16 bits need (frame.h).
+        const std::size_t max_n =
+            std::min(std::max(cfg_.datagram_queue, cfg_.rt_window_max), wire::kMaxMessageSpan);
         const std::size_t max_b = std::max(cfg_.datagram_queue_bytes, cfg_.rt_bytes_max);
         while (!rt_out_.empty() && rt_out_base_ < rt_next_new_ &&
                (rt_out_.size() >= max_n || rt_out_bytes_ + msg.size() > max_b)) {
@@ -434,11 +505,8 @@ std::ptrdiff_t Connection::send_datagram(std::span<const std::uint8_t> msg, Time
         // program sent it (the receiver's first clock bound comes from
         // TIMESTAMP frames, not from message stamps).
         m.at = sent;
-        const std::uint64_t stamp = static_cast<std::uint64_t>(std::max<Time>(m.at - rt_epoch_, 0)) /
-                                    static_cast<std::uint64_t>(sansio::kMicrosecond);
         m.body.resize(wire::kMessageTimestampLen + msg.size());
-        for (std::size_t i = 0; i < wire::kMessageTimestampLen; ++i)
-            m.body[i] = static_cast<std::uint8_t>(stamp >> (8 * (wire::kMessageTimestampLen - 1 - i)));
+        wire::put_stamp(m.body, rt_clock_us(m.at));   // the low 32 bits: the peer unwraps them
         std::copy(msg.begin(), msg.end(), m.body.begin() + wire::kMessageTimestampLen);
         rt_out_bytes_ += m.body.size();
         rt_out_.push_back(std::move(m));
@@ -530,6 +598,7 @@ void Connection::on_packet(const sansio::Addr& from, std::span<const std::uint8_
         ++counters_.drops.wrong_peer;
         return;
     }
+    amp_rx_ += bytes.size();   // the budget counts all the client sent (used while unvalidated)
     const bool is_long = !bytes.empty() && (bytes[0] & 0x80) != 0;
     if (state_ == State::connecting) {
         if (!is_long) {
@@ -569,6 +638,9 @@ void Connection::on_packet(const sansio::Addr& from, std::span<const std::uint8_
     } else {
         pn = wire::decode_packet_number(largest_rx_, v.hdr.pn_truncated, v.hdr.pn_len);
     }
+    // It carries the ID only our ACCEPT told (and, keyed, opened under this
+    // connection's keys): whoever sent it receives at that address.
+    if (unvalidated_) validate();
     process(v, pn, now);
 }
 
@@ -627,6 +699,7 @@ void Connection::process(const wire::PacketView& v, std::uint64_t pn, Time now) 
         if (pkt_ping_ && realtime()) ap_.request_immediate();
     }
     ++counters_.packets_received;
+    confirm_at_ = kNever;   // the server answered: it knows our address
     if (sum_ == wire::Checksum::none) ++counters_.no_checksum_received;
     counters_.bytes_received += v.payload.size();
     if (state_ == State::closed) return;
@@ -716,6 +789,7 @@ bool Connection::apply_frame(const wire::Frame& f, bool& eliciting, Time now) {
         if (fs_ && fs_->on_limit(f.value)) wake();
         return true;
     case FrameType::message:
+    case FrameType::message_last:
         eliciting = true;
         if (!realtime()) {
             ++counters_.drops.bad_frame;
@@ -788,9 +862,9 @@ void Connection::settle_rec(std::uint64_t token, bool acked) {
     if (r.settled) return;
     r.settled = true;
     if (r.stream && sb_) {
-        if (acked)
-            sb_->on_acked(r.offset, r.len, r.fin);
-        else
+        if (acked) {
+            counters_.stream_bytes_acked += sb_->on_acked(r.offset, r.len, r.fin);
+        } else
             sb_->on_lost(r.offset, r.len, r.fin);
     }
     if (r.messages) rt_settle(r, acked);
@@ -853,6 +927,8 @@ void Connection::settle(const AckOutcome& out, Time now) {
         settle_rec(p.token, true);
         if (cc_ && p.in_flight) cc_->on_ack(p.bytes, p.sent, ld_.rtt(), now);
     }
+    if (gt_ && !out.acked.empty())
+        (void)gt_->on_acked(counters_.stream_bytes_acked, ld_.rtt().smoothed(), now);   // counters() tell
     if (!out.lost.empty() || !out.acked.empty()) wake();
     check_close_progress(now);
 }
@@ -909,7 +985,11 @@ Time Connection::next_timeout() const noexcept {
         if (tb_) t = std::min(t, tb_->next_release());   // a graceful close keeps releasing (enter_closed)
         return t;
     }
-    Time t = std::min({idle_.next_timeout(), linger_until_, close_timer_, pacer_at_});
+    // Unproved and out of budget: nothing can go until the client's packet
+    // (an event) or the deadline; no other timer may fire meanwhile (a PING
+    // or an ACK due could never leave, and its timer would stay in the past).
+    if (unvalidated_ && amp_room() < kMinAmpPacket) return validate_by_;
+    Time t = std::min({idle_.next_timeout(), linger_until_, close_timer_, pacer_at_, gt_at_, validate_by_, confirm_at_});
     if (tb_) t = std::min({t, tb_->next_release(), rt_ping_due()});
     if (enc_) t = std::min(t, enc_->next_timeout());
     if (has(Element::sack)) {
@@ -935,6 +1015,24 @@ void Connection::on_timeout(Time now) {
         }
         if (tb_) rt_release(now);   // what arrived before a graceful close, at its time
         return;
+    }
+    if (now >= validate_by_) {
+        // Admitted without a cookie and no short packet from the client
+        // since: most likely a spoofed source. Nothing to tell it; no drain
+        // either (it never had our packets to answer), so the endpoint
+        // forgets it now.
+        enter_closed(ETIMEDOUT, now, "the MCES client never proved its address (no packet after the ACCEPT)");
+        drain_until_ = now;
+        return;
+    }
+    if (now >= confirm_at_) {
+        if (now >= confirm_until_) {
+            confirm_at_ = kNever;
+        } else {
+            ping_pending_ = true;
+            confirm_rto_ = std::min(confirm_rto_ * 2, cfg_.handshake_max_rto);
+            confirm_at_ = now + confirm_rto_;
+        }
     }
     if (now >= linger_until_) {
         // close() waited long enough for the peer: give up abortively.
@@ -971,6 +1069,7 @@ void Connection::on_timeout(Time now) {
         settle(out, now);
     }
     if (now >= pacer_at_) pacer_at_ = kNever;
+    if (now >= gt_at_) gt_at_ = kNever;
     if (enc_ && now >= enc_->next_timeout()) {
         enc_->on_timeout(now);   // the group's deadline: its repairs go now
         rt_take_repairs(now);
@@ -985,6 +1084,7 @@ void Connection::on_timeout(Time now) {
 
 bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
     if (!reset_pending_ && !close_pending_) return false;
+    if (amp_room() < kMinAmpPacket) return false;   // unproved address, budget spent: stays pending
     if (peer_cid_.len == 0) {
         reset_pending_ = close_pending_ = false;
         return false;
@@ -1008,6 +1108,7 @@ bool Connection::build_closed_reply(std::vector<std::uint8_t>& out) {
     ++counters_.packets_sent;
     if (sum_ == wire::Checksum::none) ++counters_.no_checksum_sent;
     counters_.bytes_sent += static_cast<std::size_t>(n);
+    amp_tx_ += static_cast<std::size_t>(n);
     return true;
 }
 
@@ -1030,6 +1131,11 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
         return true;
     }
     if (state_ == State::closed) return build_closed_reply(out);
+    // Unproved address: each packet within what is left of 3x the client's
+    // bytes, copied whole into out (no held payload, so its size is known).
+    const std::size_t amp = amp_room();
+    if (amp < kMinAmpPacket) return false;
+    if (unvalidated_) held = nullptr;
 
     const bool sack = has(Element::sack);
     const bool ack_due = sack && ap_.pending() && (ap_.ack_now() || ap_.next_timeout() <= now);
@@ -1037,8 +1143,17 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     const bool control =
         max_data_pending_ || fc_due || ping_pending_ || pong_pending_ || close_pending_ || reset_pending_;
     bool want_data;
+    // New stream bytes may go up to the peer's credit and, for a
+    // guaranteed stream, what its reserved rate allows by now.
+    std::uint64_t send_limit = sb_ ? fs_->limit() : 0;
+    gt_at_ = kNever;
+    if (gt_) {
+        send_limit = std::min(send_limit, gt_->limit(sb_->sent_offset(), now));
+        if (sb_->sent_offset() >= send_limit && sb_->unsent() > 0 && sb_->sent_offset() < fs_->limit())
+            gt_at_ = gt_->when(std::min<std::uint64_t>(sb_->unsent(), mss()), now);
+    }
     if (sb_)
-        want_data = sb_->has_pending(fs_->limit()) ||
+        want_data = sb_->has_pending(send_limit) ||
                     (sb_->flow_blocked(fs_->limit()) && fs_->should_report_blocked(sb_->sent_offset()));
     else if (realtime())
         want_data = rt_want_send();
@@ -1047,16 +1162,25 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     const bool probe = probes_ > 0;
     bool may_data = want_data || probe;
     pacer_at_ = kNever;
-    const bool cwnd_room = !cc_ || ld_.bytes_in_flight() + mss() <= cc_->cwnd();
+    // A guaranteed stream's floor: congestion control does not hold it
+    // below its reserved rate while the path delivers it (guarantee.h).
+    const bool floor = gt_ && gt_->floor();
+    std::uint64_t cwnd = cc_ ? cc_->cwnd() : 0;
+    if (cc_ && floor) cwnd = std::max(cwnd, gt_->floor_window(ld_.rtt().smoothed()));
+    const bool cwnd_room = !cc_ || ld_.bytes_in_flight() + mss() <= cwnd;
     if (want_data && !probe) {
         if (!cwnd_room) {
             may_data = false;
         } else if (has(Element::pacing)) {
-            if (cc_) {
+            if (cc_ && floor) {
+                pacer_.set_rate_bytes_per_sec(gt_->wire_rate());
+            } else if (cc_) {
                 pacer_.set_gain(cc_->in_slow_start() ? 2.0 : 1.25);
                 pacer_.set_rate(cc_->cwnd(), ld_.rtt().smoothed());
-                if (granted_.rate && *granted_.rate > 0 && pacer_.rate() > static_cast<double>(*granted_.rate))
-                    pacer_.set_rate_bytes_per_sec(static_cast<double>(*granted_.rate));
+                const double cap = gt_                                        ? gt_->wire_rate()
+                                   : granted_.rate && *granted_.rate > 0 ? static_cast<double>(*granted_.rate)
+                                                                         : 0;
+                if (cap > 0 && pacer_.rate() > cap) pacer_.set_rate_bytes_per_sec(cap);
             }
             const Time t = pacer_.next_send_time(static_cast<std::uint32_t>(mss()), now);
             if (t > now) {
@@ -1068,6 +1192,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     if (!ack_due && !control && !may_data) {
         // RFC 9002 7.8: the window does not grow while we leave it unused.
         app_limited_ = cwnd_room && pacer_at_ == kNever && !want_data;
+        gt_note_waiting();
         return false;
     }
 
@@ -1088,6 +1213,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
         // (zeroing 1200 bytes of a recycled 40-byte buffer per packet showed).
         cap = std::min(cap, 256 + 24 * std::min(rs_.ranges().size(), wire::kMaxAckRanges));
     }
+    cap = std::min(cap, amp);
     out.resize(cap);
     wire::PacketWriter pw(out);
     const std::uint64_t pn = next_pn_++;
@@ -1107,12 +1233,12 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     // older than this connection's establishment).
     const bool ack_now = sack && ap_.pending() && !rs_.empty();
     if (realtime() && (ack_now || !ld_.has_largest_acked()))
-        wire::write_timestamp(w, static_cast<std::uint64_t>(std::max<Time>(now - rt_epoch_, 0)) /
-                                     static_cast<std::uint64_t>(sansio::kMicrosecond));
+        wire::write_timestamp(w, rt_clock_us(now));
     if (ack_now) {
         wire::AckFrame a;
         const auto rr = rs_.ranges();
         a.count = std::min(rr.size(), wire::kMaxAckRanges);
+        if (realtime()) a.count = std::clamp<std::size_t>(cfg_.rt_ack_ranges, 1, a.count);
         std::copy_n(rr.begin(), a.count, a.ranges.begin());
         a.largest = a.ranges[0].last;
         a.ack_delay_us = static_cast<std::uint64_t>(ap_.ack_delay(now) / sansio::kMicrosecond);
@@ -1159,7 +1285,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
             const std::size_t room = !hold_stream ? pw.room() : mss() > used ? mss() - used : 0;
             const std::size_t over = 1 + 8 + wire::varint_size(room);
             StreamSegment seg{};
-            bool have = room > over && sb_->next_segment(room - over, fs_->limit(), seg);
+            bool have = room > over && sb_->next_segment(room - over, send_limit, seg);
             if (!have && probe && room > over) {
                 // Nothing new: probe with the oldest outstanding data.
                 if (const SentPacket* o = ld_.oldest_outstanding()) {
@@ -1167,7 +1293,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
                         const Rec& orec = recs_[static_cast<std::size_t>(o->token - recs_base_)];
                         if (orec.stream) {
                             sb_->on_lost(orec.offset, orec.len, orec.fin);
-                            have = sb_->next_segment(room - over, fs_->limit(), seg);
+                            have = sb_->next_segment(room - over, send_limit, seg);
                         }
                     }
                 }
@@ -1200,6 +1326,8 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
                     if (seg.retransmission) {
                         ++counters_.retransmits;
                         counters_.retransmitted_bytes += seg.length;
+                    } else if (gt_) {
+                        gt_->on_new_bytes(seg.length);
                     }
                 }
             }
@@ -1229,6 +1357,7 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     }
     if (!eliciting && !wrote) {
         --next_pn_;   // nothing went into it after all
+        gt_note_waiting();
         return false;
     }
     if (!eliciting && w.size() == 0) wire::write_padding(w, 1);
@@ -1272,7 +1401,18 @@ bool Connection::poll_transmit(std::vector<std::uint8_t>& out, Time now, Held* h
     ++counters_.packets_sent;
     if (sum_ == wire::Checksum::none) ++counters_.no_checksum_sent;
     counters_.bytes_sent += static_cast<std::size_t>(n);
+    amp_tx_ += static_cast<std::size_t>(n);
     return true;
+}
+
+// The sender stops: is the program held back (bytes unsent, or a full send
+// buffer of bytes not acknowledged yet)? Then the rate it is owed and cannot
+// use is the path's doing, or the receiving program's: the peer's credit
+// runs out when loss leaves holes in its buffer as much as when its program
+// reads slowly, and from here the two cannot be told apart (either way the
+// rate is not delivered end to end).
+void Connection::gt_note_waiting() noexcept {
+    if (gt_) gt_->set_waiting(sb_->unsent() > 0 || write_room() == 0);
 }
 
 // ---- realtime (class 3: deadline, fec) ------------------------------------------
@@ -1289,12 +1429,37 @@ Time rt_ping_interval(Time latency) { return std::max<Time>(latency / 8, 5 * san
 // Repairs waiting longer than this are of no use to a receiver that
 // releases within the latency.
 Time rt_repair_ttl(Time latency) { return std::max<Time>(latency / 2, sansio::kMillisecond); }
-std::uint64_t read_stamp(std::span<const std::uint8_t> body) noexcept {
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < wire::kMessageTimestampLen; ++i) v = (v << 8) | body[i];
-    return v;
-}
 }  // namespace
+
+std::uint64_t Connection::rt_clock_us(Time t) const noexcept {
+    return cfg_.rt_clock_origin_us +
+           static_cast<std::uint64_t>(std::max<Time>(t - rt_epoch_, 0)) / static_cast<std::uint64_t>(sansio::kMicrosecond);
+}
+
+// The reference a stamp unwraps against is the peer's clock now as the
+// timing buffer maps it: now - c_low, which is never below the peer's true
+// clock (c_low <= c), by at most the mapping's slack (a round trip; the
+// handshake's before the first ACK sample). TIMESTAMP frames are what set
+// the mapping, and it stays current when they stop coming (a peer that
+// sends no ACKs for a while), where the last TIMESTAMP's value would age.
+// Every honest stamp is at most that reference, and a copy in flight is
+// younger than its deadline (the sender drops it after that), so it
+// unwraps right while the latency and the mapping's slack are under 35
+// minutes. Before any TIMESTAMP (no mapping) the reference is 0: the
+// connection's first 35 minutes are unambiguous. (A TIMESTAMP leads every
+// packet until our first ACK reaches the peer, so the first message is
+// normally read after one already.)
+bool Connection::rt_unwrap(std::span<const std::uint8_t> body, Time now, std::uint64_t& stamp_us) const noexcept {
+    const bool mapped = tb_->has_clock();
+    const Time peer_now = mapped ? now - tb_->clock_low() : 0;
+    const std::uint64_t ref = static_cast<std::uint64_t>(std::max<Time>(peer_now, 0)) /
+                              static_cast<std::uint64_t>(sansio::kMicrosecond);
+    stamp_us = wire::unwrap_stamp(ref, wire::get_stamp(body));
+    // Later than the peer's clock can read: a copy that waited in the
+    // network for over 35 minutes (it unwrapped a wrap too far: it would be
+    // delivered at a far-off time), or forged. 1 ms: the mapping's rounding.
+    return !mapped || stamp_us <= ref + 1000;
+}
 
 void Connection::rt_establish(Time now) {
     rt_latency_ = granted_.latency_us ? static_cast<Time>(*granted_.latency_us) * sansio::kMicrosecond
@@ -1304,7 +1469,10 @@ void Connection::rt_establish(Time now) {
     tc.latency = rt_latency_;
     tc.window = std::max<std::size_t>(cfg_.rt_window, 16);
     tc.max_bytes = cfg_.datagram_queue_bytes;
-    tc.max_window = cfg_.rt_window_max;
+    // Within kMaxMessageSpan sequence numbers: a copy decodes right only
+    // that near the largest received (wire::decode_message_seq).
+    tc.max_window = std::min(cfg_.rt_window_max, wire::kMaxMessageSpan);
+    tc.window = std::min(tc.window, wire::kMaxMessageSpan);
     tc.max_bytes_limit = cfg_.rt_bytes_max;
     tb_ = std::make_unique<TimingBuffer>(tc);
     rt_sent_.assign(1024, {~std::uint64_t{0}, 0});
@@ -1319,6 +1487,7 @@ void Connection::rt_establish(Time now) {
         enc_ = std::make_unique<fec::Encoder>(ec);
         if (!enc_->valid()) enc_.reset();   // a bad layout: no repairs, the rest works
         if (enc_) counters_.fec_repairs = ec.layout.r;
+
         fec::DecoderConfig dc;
         // The peer's messages are at most its max_datagram_size; ours is
         // the guess (longer repairs are refused, counted too_long).
@@ -1388,9 +1557,32 @@ void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time
     rt_trim(now);
     rt_adapt_fec(now);
     wire::Writer& w = pw.body();
-    auto fits = [&](std::uint64_t seq, std::size_t n) {
-        const std::size_t need = wire::message_overhead(seq, n) + n;
-        return need <= pw.room() && (!rec.messages || may_coalesce(mss() - pw.room(), need));
+    // Messages are written one behind: whether one is the packet's last
+    // frame (MESSAGE_LAST, no length) is known only when the next does not
+    // fit or there is none. Nothing follows the messages in the packet
+    // (poll_transmit adds a PING or PADDING only to a packet without them;
+    // a body always holds its stamp, so `pending` empty means none).
+    // `pending` views its OutMsg, which stays put while this runs (rt_out_
+    // changes in rt_trim and send_datagram only).
+    std::span<const std::uint8_t> pending;
+    std::uint64_t pending_seq = 0;
+    std::size_t pending_len = 0;   // what it takes as a MESSAGE with its length
+    auto fits = [&](std::size_t n) {
+        // The candidate as the last frame, after the pending one as a MESSAGE.
+        const std::size_t need = wire::message_overhead(n, true) + n;
+        return pending_len + need <= pw.room() &&
+               (!rec.messages || may_coalesce(mss() - pw.room() + pending_len, need));
+    };
+    auto put = [&](std::uint64_t seq, std::span<const std::uint8_t> body) {
+        if (!pending.empty()) wire::write_message(w, pending_seq, pending, false);
+        pending = body;
+        pending_seq = seq;
+        pending_len = wire::message_overhead(body.size()) + body.size();
+        if (!rec.messages) {
+            rec.messages = true;
+            rec.offset = seq;
+        }
+        ++rec.len;
     };
     while (!rt_rtx_.empty()) {
         const std::uint64_t seq = rt_rtx_.front();
@@ -1406,13 +1598,8 @@ void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time
             continue;
         }
         if (rec.messages && seq != rec.offset + rec.len) break;
-        if (!fits(seq, m->body.size())) break;
-        wire::write_message(w, seq, m->body);
-        if (!rec.messages) {
-            rec.messages = true;
-            rec.offset = seq;
-        }
-        ++rec.len;
+        if (!fits(m->body.size())) break;
+        put(seq, m->body);
         ++counters_.retransmitted;
         rt_rtx_.pop_front();
     }
@@ -1428,13 +1615,8 @@ void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time
                 ++rt_next_new_;
                 continue;
             }
-            if (!fits(seq, m.body.size())) break;
-            wire::write_message(w, seq, m.body);
-            if (!rec.messages) {
-                rec.messages = true;
-                rec.offset = seq;
-            }
-            ++rec.len;
+            if (!fits(m.body.size())) break;
+            put(seq, m.body);
             m.sent = true;
             ++rt_next_new_;
             ++counters_.datagrams_sent;
@@ -1444,6 +1626,7 @@ void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time
             }
         }
     }
+    if (!pending.empty()) wire::write_message(w, pending_seq, pending, true);
     if (!rec.messages && !rt_repairs_.empty()) {
         const Repair& rp = rt_repairs_.front();
         const std::size_t need = wire::repair_overhead(rp.body.size()) + rp.body.size();
@@ -1472,6 +1655,12 @@ void Connection::rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, Time
 // the smoothed one, so a rise is answered at once and a fall slowly.
 void Connection::rt_adapt_fec(Time now) {
     if (!enc_ || !cfg_.fec_adaptive) return;
+    if (fa_prior_ && ld_.rtt().has_sample()) {
+        // The first RTT sample, before any loss estimate: the rule with
+        // the prior loss (until then, the configured layout).
+        fa_prior_ = false;
+        if (fa_loss_ < 0) rt_choose_fec(std::clamp(cfg_.fec_prior_loss, 0.0, 1.0), now);
+    }
     const std::uint64_t sent = counters_.packets_sent - fa_sent_;
     if (sent < std::max<std::uint32_t>(cfg_.fec_adapt_packets, 16)) return;
     const std::uint64_t lost = counters_.lost - std::min(counters_.spurious, counters_.lost);
@@ -1481,7 +1670,12 @@ void Connection::rt_adapt_fec(Time now) {
     fa_loss_ = fa_loss_ < 0 ? window : 0.75 * fa_loss_ + 0.25 * window;
     const double p = std::min(std::max(window, fa_loss_), 1.0);
     counters_.fec_loss_ppm = static_cast<std::uint32_t>(p * 1e6);
+    rt_choose_fec(p, now);
+}
 
+// The fewest repairs per block that bring loss p, after the resends the
+// latency leaves room for, down to fec_target (none when resends do).
+void Connection::rt_choose_fec(double p, Time now) {
     const RttEstimator& rtt = ld_.rtt();
     const Time cycle = rtt.smoothed() + 4 * rtt.rttvar() + 2 * sansio::kMillisecond;
     const Time budget = rt_latency_ - rtt.smoothed() / 2;
@@ -1532,15 +1726,49 @@ void Connection::rt_clock_sample(const wire::AckFrame& a) {
 
 void Connection::rt_on_message(const wire::Frame& f, Time now) {
     rt_last_rx_ = now;
-    tb_->observe_arrival(f.seq, f.value, now);
+    std::uint64_t stamp = 0;
+    if (!rt_unwrap(f.body, now, stamp)) {
+        ++counters_.drops.bad_stamp;
+        return;
+    }
+    std::uint64_t seq = wire::decode_message_seq(rt_rx_largest_, f.seq);
+    // Late first, before the seq is used for anything: a copy older than
+    // the decoding's half range (2^15 messages) decodes to a wrong, newer
+    // number, but such a copy is long past its deadline (the sender keeps
+    // fewer messages than that in flight, frame.h), so it stops here,
+    // counted late, without moving the largest seq, the clock's upper bound,
+    // the FEC decoder or the timing buffer's window (TimingBuffer::insert
+    // checks lateness first too, for the same reason).
+    if (tb_->late(stamp, now)) {
+        tb_->insert(seq, stamp, {}, now);   // counted there
+        return;
+    }
+    // On time, yet decoded at or below the largest seq received while sent
+    // after it (a newer stamp: stamps grow with seqs): it comes from beyond
+    // the 16-bit range, after more than 2^15 messages lost in a row (an
+    // outage of 17 s at 20 Mbit/s). Without this its stream would read as
+    // duplicates until the seqs caught up. Its seq is the first above the
+    // largest with these low bits (exact for outages under 2^16 messages).
+    if (static_cast<std::int64_t>(seq) <= rt_rx_largest_ && stamp > rt_rx_largest_stamp_) {
+        while (static_cast<std::int64_t>(seq) <= rt_rx_largest_) seq += std::uint64_t{1} << (8 * wire::kMessageSeqLen);
+        ++counters_.seq_reanchored;
+    }
+    rt_note_largest(seq, stamp);
+    tb_->observe_arrival(seq, stamp, now);
     // The peer is established: ask for the first strict clock sample now
     // rather than at the next PING timer.
     if (!tb_->has_ack_clock() && now >= rt_last_eliciting_ + sansio::kMillisecond) ping_pending_ = true;
-    rt_store(f.seq, f.body, now, false);
+    rt_store(seq, stamp, f.body, now, false);
     if (dec_) {
-        dec_->on_source(f.seq, f.body);
+        dec_->on_source(seq, f.body);
         rt_drain_recovered(now);
     }
+}
+
+void Connection::rt_note_largest(std::uint64_t seq, std::uint64_t stamp) noexcept {
+    if (static_cast<std::int64_t>(seq) <= rt_rx_largest_) return;
+    rt_rx_largest_ = static_cast<std::int64_t>(seq);
+    rt_rx_largest_stamp_ = stamp;
 }
 
 void Connection::rt_on_repair(const wire::Frame& f, Time now) {
@@ -1553,15 +1781,31 @@ void Connection::rt_drain_recovered(Time now) {
     fec::Recovered r;
     while (dec_->poll_recovered(r)) {
         if (r.bytes.size() < wire::kMessageTimestampLen) continue;   // forged: no stamp
-        rt_store(r.seq, r.bytes, now, true);
+        // The repaired body is stamp + message as the MESSAGE carried it:
+        // the same 32-bit stamp, unwrapped the same way (its seq is whole:
+        // REPAIR frames name sequence numbers in full).
+        std::uint64_t stamp = 0;
+        if (!rt_unwrap(r.bytes, now, stamp)) {
+            ++counters_.drops.bad_stamp;
+            continue;
+        }
+        rt_store(r.seq, stamp, r.bytes, now, true);
     }
 }
 
-void Connection::rt_store(std::uint64_t seq, std::span<const std::uint8_t> body, Time now, bool recovered) {
-    const auto res = tb_->insert(seq, read_stamp(body), body.subspan(wire::kMessageTimestampLen), now);
+void Connection::rt_store(std::uint64_t seq, std::uint64_t stamp_us, std::span<const std::uint8_t> body, Time now,
+                          bool recovered) {
+    const auto res = tb_->insert(seq, stamp_us, body.subspan(wire::kMessageTimestampLen), now);
     if (res == TimingBuffer::Insert::stored) {
-        if (recovered) ++counters_.fec_repaired;
-        else ++counters_.datagrams_received;
+        if (recovered) {
+            ++counters_.fec_repaired;
+            // A repaired seq (whole in the REPAIR frame) may be above every
+            // MESSAGE's: the timing buffer's next seq must stay at most the
+            // largest + 1, which the 16-bit decoding's range relies on.
+            rt_note_largest(seq, stamp_us);
+        } else {
+            ++counters_.datagrams_received;
+        }
     } else if (res == TimingBuffer::Insert::full) {
         ++counters_.drops.datagram_queue_full;
     }

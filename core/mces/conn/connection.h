@@ -57,6 +57,7 @@
 #include "core/mces/recovery/ack_policy.h"
 #include "core/mces/recovery/congestion.h"
 #include "core/mces/recovery/flow_control.h"
+#include "core/mces/recovery/guarantee.h"
 #include "core/mces/recovery/idle_timer.h"
 #include "core/mces/recovery/loss_detector.h"
 #include "core/mces/recovery/pacer.h"
@@ -81,6 +82,11 @@ constexpr std::uint64_t kCloseNoError = 0;
 // RESET codes (the application sees ECONNRESET whatever the code).
 constexpr std::uint64_t kResetAborted = 0;      // abort() by the application
 constexpr std::uint64_t kResetLinger = 1;       // close() waited too long for the peer
+
+// A server connection whose client address is not yet proved sends at most
+// this many times the bytes it received from it (QUIC's rule, RFC 9000 8.1):
+// a spoofed INITIAL cannot make it a large reflector.
+constexpr std::size_t kAmplificationFactor = 3;
 
 struct ConnConfig {
     // The largest UDP payload sent: 1200 by default (QUIC's minimum that
@@ -160,15 +166,28 @@ struct ConnConfig {
     // resends the latency leaves room for (from the smoothed RTT), and sends
     // the fewest repairs per block of fec.k that bring the predicted loss
     // after FEC and those resends down to fec_target: none at all when
-    // resends alone do. Until the first estimate, `fec` as configured.
-    // false: `fec` always (a policy that names a layout).
+    // resends alone do. Until the first estimate the same rule runs with
+    // fec_prior_loss from the first RTT sample on: a path where resends fit
+    // starts without repairs (the configured layout sent 0.5% of a 5 s
+    // stream's bytes as repairs nobody needed), one where they do not
+    // starts protected. false: `fec` always (a policy that names a layout).
     bool fec_adaptive = true;
     double fec_target = 1e-3;
+    double fec_prior_loss = 0.05;
     std::uint32_t fec_adapt_packets = 256;
-    // A realtime receiver's ACKs: every 16 messages or 5 ms, at once on a
-    // gap (losses are seen as soon as with every other packet). Class 1's
-    // every-2 would cost 5% of the stream's bytes coming back (SRT: 0.5%).
-    AckPolicyConfig rt_ack{16, 5 * sansio::kMillisecond};
+    // A realtime receiver's ACKs: every 32 messages or 10 ms (SRT's ACK
+    // period), at once on a gap (losses are seen as soon as with every
+    // other packet). Class 1's every-2 would cost 5% of the stream's bytes
+    // coming back; every 16 or 5 ms, with 32 ranges each, cost 1.43%
+    // against SRT's 0.56% (bench/realtime.sh, veth at 5% loss); every 32
+    // or 10 ms with 8 ranges, 0.62% against 0.55%.
+    AckPolicyConfig rt_ack{32, 10 * sansio::kMillisecond};
+    // ... and the ranges each of them carries, newest first (at most
+    // wire::kMaxAckRanges). At 5% loss every ACK had all 32 (about 80
+    // bytes): the sender has long declared the older gaps lost (packet and
+    // time thresholds), and the newest 8 span about ten ACKs' worth of
+    // packets, so a lost ACK is still covered by the next ones.
+    std::size_t rt_ack_ranges = 8;
     // A group's repairs go out at the latest this long after its first
     // message (0: latency / 4).
     sansio::Time fec_max_delay = 0;
@@ -179,8 +198,15 @@ struct ConnConfig {
     // ...which doubles, with its byte bound (datagram_queue_bytes), while a
     // faster stream needs more, up to these: 32,768 messages and 48 MiB,
     // 1.8 Gbit/s of 1,316-byte messages within 120 ms with room to spare.
+    // (At most wire::kMaxMessageSpan, 32,767: a MESSAGE names its
+    // sequence number by its low 16 bits, frame.h.)
     std::size_t rt_window_max = 32768;
     std::size_t rt_bytes_max = 48u << 20;
+    // Tests: what this side's realtime clock (message stamps, TIMESTAMP
+    // frames) reads when the connection is created, instead of 0, so a
+    // test crosses the stamps' 2^32-microsecond wrap without running 71
+    // minutes. The peer learns the clock from TIMESTAMP frames: any origin works.
+    std::uint64_t rt_clock_origin_us = 0;
 };
 
 // Packets whose stream bytes a connection borrows at most between two
@@ -212,6 +238,8 @@ struct ConnDrops {
     std::uint64_t datagram_queue_full = 0;   // class 0 message arrived, receive queue full
     std::uint64_t invalid_ack = 0;      // ACK of packets never sent, or malformed ranges
     std::uint64_t bad_repair = 0;       // REPAIR frame the FEC decoder refused (malformed, no room)
+    std::uint64_t bad_stamp = 0;        // MESSAGE stamped after the peer's clock now: a copy older
+                                        // than the stamp's half range (35 min), or forged; dropped
     // Authenticated connections (auth/protect.h, Opener): short packets that
     // did not open. None is acknowledged.
     std::uint64_t auth_failed = 0;      // tag mismatch: wrong key or mode, tampered, forged
@@ -223,7 +251,7 @@ struct ConnDrops {
     std::uint64_t total() const noexcept {
         return parse.total() + wrong_peer + duplicate + not_established + long_header + bad_frame +
                flow_violation + too_fragmented + after_close + datagram_queue_full + invalid_ack +
-               bad_repair + auth_failed + replay + too_old + auth_malformed + key_limit + no_key;
+               bad_repair + bad_stamp + auth_failed + replay + too_old + auth_malformed + key_limit + no_key;
     }
 };
 
@@ -231,6 +259,7 @@ struct ConnCounters {
     std::uint64_t packets_sent = 0, bytes_sent = 0;          // UDP payloads
     std::uint64_t packets_received = 0, bytes_received = 0;  // accepted packets
     std::uint64_t stream_bytes_sent = 0;                     // STREAM payload, retransmits included
+    std::uint64_t stream_bytes_acked = 0;                    // STREAM payload acknowledged (each byte once)
     std::uint64_t retransmits = 0;                           // STREAM frames that resend bytes
     std::uint64_t retransmitted_bytes = 0;
     std::uint64_t lost = 0;                                  // packets declared lost
@@ -252,6 +281,7 @@ struct ConnCounters {
     std::uint64_t on_time = 0;          // messages delivered at their release time (by the deadline)
     std::uint64_t late_dropped = 0;     // messages skipped: not there by their deadline, never delivered
     std::uint64_t late_arrivals = 0;    // copies that arrived after their deadline (dropped)
+    std::uint64_t seq_reanchored = 0;   // messages after an outage of more than 2^15 (their seq re-anchored)
     std::uint64_t fec_repaired = 0;     // messages the FEC decoder recovered in time
     std::uint64_t repairs_received = 0; // REPAIR frames
     sansio::Time jitter = 0;            // RFC 3550 interarrival jitter of the peer's messages, ns
@@ -263,6 +293,11 @@ struct ConnCounters {
     std::uint64_t repairs_dropped = 0;  // repairs pushed out of a full queue unsent
     std::uint32_t fec_repairs = 0;      // repairs per block sent now (0: none; adaptive FEC's choice)
     std::uint32_t fec_loss_ppm = 0;     // the loss adaptive FEC estimates, parts per million
+    // Class guaranteed (recovery/guarantee.h), send side:
+    std::uint64_t reserved_rate = 0;    // bytes/s the stream is held to (0: not guaranteed)
+    std::uint64_t delivered_rate = 0;   // goodput acknowledged in the last interval judged, bytes/s
+    std::uint64_t rate_shortfalls = 0;  // times the path stopped delivering the reserved rate
+    bool rate_floor = false;            // the floor holds (false: congestion control governs)
     sansio::Time srtt = 0;                                   // smoothed RTT (0 before a sample)
     sansio::Time min_rtt = 0;                                // smallest RTT sample (0 before one)
     std::uint64_t cwnd = 0;                                  // 0 without congestion control
@@ -388,6 +423,13 @@ public:
     // Whether packets are sealed (an authenticated endpoint): then the AEAD
     // tag stands where the CRC32C would, and checksum() does not apply.
     bool authenticated() const noexcept { return auth_.on(); }
+    // Server side: whether the client's address is proved (a cookie, or a
+    // short packet from it for this connection). Until then the connection
+    // sends at most kAmplificationFactor x the bytes it received from the
+    // client (the INITIALs included), ACCEPTs included, and if no short
+    // packet comes within handshake_timeout it closes (ETIMEDOUT) and is
+    // forgotten at once. Always true for a client.
+    bool address_validated() const noexcept { return !unvalidated_; }
     // Authenticated: the handshake nonces the packet keys came from (public
     // on the wire; for diagnostics and the fuzz target).
     const auth::HandshakeNonce& client_nonce() const noexcept { return client_nonce_; }
@@ -443,7 +485,7 @@ private:
     // or past its deadline, to be resent.
     struct OutMsg {
         sansio::Time at = 0;               // when the application gave it (its deadline is at + latency)
-        std::vector<std::uint8_t> body;    // stamp (8 bytes) + the message: the MESSAGE body, FEC's source
+        std::vector<std::uint8_t> body;    // stamp (4 bytes) + the message: the MESSAGE body, FEC's source
         bool sent = false, acked = false, dropped = false;
     };
     struct Repair {
@@ -452,6 +494,18 @@ private:
     };
 
     void establish(sansio::Time now);
+    // Server, admitted without a cookie: the INITIAL received and the
+    // ACCEPT sent count toward the 3x budget; the address must be proved by
+    // handshake_timeout from now (the client gives up by then too).
+    void await_validation(std::size_t initial_bytes, std::size_t accept_bytes, sansio::Time now) noexcept;
+    // What the connection may still send before its address is proved
+    // (SIZE_MAX once it is).
+    std::size_t amp_room() const noexcept;
+    // A repeated INITIAL (received) and its ACCEPT (sent, if it fits):
+    // whether the ACCEPT may go.
+    bool amp_resend(std::size_t initial_bytes, std::size_t accept_bytes) noexcept;
+    // The client's address is proved: no budget, no deadline any more.
+    void validate() noexcept;
     void enter_closed(int err, sansio::Time now, std::string msg = {});
     void wake() noexcept;
     void process(const wire::PacketView& v, std::uint64_t pn, sansio::Time now);
@@ -488,16 +542,26 @@ private:
     void rt_fill(wire::PacketWriter& pw, Rec& rec, bool& eliciting, sansio::Time now);
     void rt_take_repairs(sansio::Time now);
     void rt_adapt_fec(sansio::Time now);
+    void rt_choose_fec(double loss, sansio::Time now);
     void rt_settle(const Rec& r, bool acked);
     void rt_on_message(const wire::Frame& f, sansio::Time now);
     void rt_on_repair(const wire::Frame& f, sansio::Time now);
     void rt_clock_sample(const wire::AckFrame& a);
-    void rt_store(std::uint64_t seq, std::span<const std::uint8_t> body, sansio::Time now, bool recovered);
+    void rt_store(std::uint64_t seq, std::uint64_t stamp_us, std::span<const std::uint8_t> body, sansio::Time now,
+                  bool recovered);
+    // This side's realtime clock at t: microseconds since creation (plus
+    // ConnConfig::rt_clock_origin_us).
+    std::uint64_t rt_clock_us(sansio::Time t) const noexcept;
+    // A received body's 32-bit stamp as the peer's full time (against our
+    // estimate of its clock now); false when no honest peer could have
+    // stamped it yet (a copy older than 35 minutes, or forged).
+    bool rt_unwrap(std::span<const std::uint8_t> body, sansio::Time now, std::uint64_t& stamp_us) const noexcept;
     void rt_drain_recovered(sansio::Time now);
     void rt_release(sansio::Time now);
     sansio::Time rt_ping_due() const noexcept;
     // What write() may take now: the send buffer's free space, within max_unsent.
     std::size_t write_room() const noexcept;
+    void gt_note_waiting() noexcept;
 
     ConnConfig cfg_;
     Chain chain_;
@@ -539,6 +603,10 @@ private:
     unsigned probes_ = 0;
     sansio::Time pacer_at_ = sansio::kNever;
     bool app_limited_ = false;
+    // Class guaranteed with a granted rate: the reserved rate's ceiling and
+    // floor; gt_at_: when its bucket lets the next new bytes go.
+    std::unique_ptr<Guarantee> gt_;
+    sansio::Time gt_at_ = sansio::kNever;
     // The current recovery episode, for undo (track_undo).
     bool undo_open_ = false;
     std::uint64_t undo_first_pn_ = 0;   // the first packet whose loss started it
@@ -574,6 +642,7 @@ private:
     bool fec_on_ = true;                       // repairs sent (adaptive FEC may turn them off)
     std::uint64_t fa_sent_ = 0, fa_lost_ = 0;  // packets sent / truly lost at the last estimate
     double fa_loss_ = -1;                      // smoothed loss estimate (-1: none yet)
+    bool fa_prior_ = true;                     // the prior's choice is still to make (at the first RTT sample)
     std::unique_ptr<fec::Decoder> dec_;
     std::unique_ptr<TimingBuffer> tb_;
     std::vector<std::pair<std::uint64_t, sansio::Time>> rt_sent_;   // (pn, send time) by pn % size
@@ -581,8 +650,22 @@ private:
     std::uint64_t pkt_time_us_ = 0;
     bool pkt_ping_ = false;            // ... and PING
     sansio::Time rt_last_rx_ = sansio::kNever;          // last MESSAGE from the peer
+    std::int64_t rt_rx_largest_ = -1;  // largest seq taken from a MESSAGE (its low 16 bits decode against it)
+    std::uint64_t rt_rx_largest_stamp_ = 0;   // ... and its send time (us, unwrapped)
+    void rt_note_largest(std::uint64_t seq, std::uint64_t stamp) noexcept;
     sansio::Time rt_last_eliciting_ = 0;                // last ack-eliciting packet we sent
     std::vector<std::uint8_t> rt_scratch_;
+
+    // Address validation (server, admitted without a cookie).
+    bool unvalidated_ = false;
+    std::uint64_t amp_rx_ = 0, amp_tx_ = 0;   // bytes from / to the client meanwhile
+    sansio::Time validate_by_ = sansio::kNever;
+    // Client: until the server is heard from, a class without sack (whose
+    // PING no loss detector resends) PINGs again at confirm_at_, so a
+    // server that admitted it without a cookie learns its address.
+    sansio::Time confirm_at_ = sansio::kNever;
+    sansio::Time confirm_rto_ = 0;
+    sansio::Time confirm_until_ = sansio::kNever;
 
     // control frames waiting for a packet
     bool max_data_pending_ = false;

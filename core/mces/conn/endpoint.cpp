@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include "core/mces/wire/packet.h"
 
@@ -36,14 +37,25 @@ Endpoint::Endpoint(const EndpointConfig& cfg)
         proof_ = std::make_shared<auth::HandshakeProof>();
         // On failure (empty PSK, no memory) the proof stays keyless: every
         // sign and check fails, so nothing connects (fail closed).
-        (void)proof_->init(*cfg_.psk);
+        (void)proof_->init(*cfg_.psk, cfg_.auth_mode);   // the mode is in the proof's key
     }
 }
 
 Endpoint::~Endpoint() {
     // Handles outlive the endpoint: none may keep a view of the owner's buffers.
     on_batch_end();
-    for (auto& [k, e] : conns_) e.conn->ep_ = nullptr;
+    for (auto& [k, e] : conns_) {
+        e.conn->ep_ = nullptr;
+        give_back(std::exchange(e.held, 0));   // no endpoint runs it any more
+    }
+}
+
+void Endpoint::give_back(std::uint64_t held) noexcept {
+    if (held == 0 || !release_) return;
+    try {
+        release_(held);
+    } catch (...) {   // the owner's callback: nothing to undo here
+    }
 }
 
 std::uint64_t Endpoint::key(const wire::ConnectionId& cid) noexcept {
@@ -98,7 +110,7 @@ std::uint64_t Endpoint::connection_drops() const {
     return t;
 }
 
-int Endpoint::listen(wire::ServerConfig sc, wire::AdmitFn admit) {
+int Endpoint::listen(wire::ServerConfig sc, wire::AdmitFn admit, ReleaseFn release) {
     if (server_) return -EALREADY;
     sc.server_cid_len = kCidLen;
     wire::CookieJar::Key key{};
@@ -109,19 +121,26 @@ int Endpoint::listen(wire::ServerConfig sc, wire::AdmitFn admit) {
     }
     sc.proof = proof_;   // null when keyless
     user_admit_ = std::move(admit);
+    release_ = std::move(release);
     server_ = std::make_unique<wire::ServerHandshake>(
         std::move(sc), key, [this](const wire::AdmissionRequest& r) { return this->admit(r); });
     return 0;
 }
 
-// Runs inside ServerHandshake::on_initial, only for clients whose cookie
-// proved their address: capacity first, then the owner's decision, then
-// whether a chain exists for the class granted.
+// Runs inside ServerHandshake::on_initial, for clients whose cookie proved
+// their address or (under_load) admitted without one: capacity first, then
+// the owner's decision, then whether a chain exists for the class granted.
 wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
     wire::Admission a;
     if (auto it = by_client_.find(client_key(req.from, req.client_cid)); it != by_client_.end()) {
-        // A repeated INITIAL (our ACCEPT was lost): the same answer again.
+        // A repeated INITIAL (our ACCEPT was lost, or the client resent
+        // before it arrived): the same answer again, with the same ID. The
+        // handshake alone would derive the ID from this INITIAL's cookie,
+        // which can differ from the first one's (no cookie then, or a
+        // RETRY answering an earlier copy in another second): a second
+        // connection for one client.
         if (auto c = conns_.find(it->second); c != conns_.end()) {
+            a.server_cid = c->second.conn->local_cid();
             a.service_class = c->second.conn->service_class();
             a.granted = c->second.conn->granted();
             a.no_checksum = c->second.conn->checksum() == wire::Checksum::none;
@@ -146,6 +165,7 @@ wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
     const ChainResult r = accept_chain(g);
     if (!r.ok()) {
         ++counters_.refused_no_chain;
+        give_back(a.held);   // granted by the owner, refused here: no connection
         wire::Admission no;
         no.admitted = false;
         no.code = kRefuseNoChain;
@@ -157,6 +177,7 @@ wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
     a.no_checksum = !authenticated() &&
                     skip_checksum(*r.chain, !cfg_.accept_elements.empty(), cfg_.conn, req.from);
     if (authenticated()) a.server_nonce = fresh_nonce();   // this connection's, never reused
+    pending_held_ = a.held;   // handle_initial ties it to the connection, or gives it back
     return a;
 }
 
@@ -173,7 +194,18 @@ void Endpoint::queue_reply(const sansio::Addr& to, std::span<const std::uint8_t>
 }
 
 void Endpoint::handle_initial(const sansio::Addr& from, std::span<const std::uint8_t> bytes, Time now) {
+    give_back(std::exchange(pending_held_, 0));   // none, unless an exception left one
+    server_->set_unvalidated(unvalidated_);   // under_load: RETRY once there are max_unvalidated
     const wire::ServerReply r = server_->on_initial(from, bytes, now);
+    // What the owner set aside for this INITIAL (0 unless admit() ran and
+    // granted): the connection made below keeps it; every other way out
+    // gives it back (a grant the handshake could not encode, a collision).
+    std::uint64_t held = std::exchange(pending_held_, 0);
+    struct GiveBack {
+        Endpoint& ep;
+        std::uint64_t& held;
+        ~GiveBack() { ep.give_back(held); }
+    } give_back_unless_kept{*this, held};
     switch (r.kind) {
     case wire::ServerReply::Kind::drop: return;
     case wire::ServerReply::Kind::send:
@@ -182,10 +214,20 @@ void Endpoint::handle_initial(const sansio::Addr& from, std::span<const std::uin
     }
     const std::uint64_t k = key(r.info.server_cid);
     if (auto it = conns_.find(k); it != conns_.end()) {
-        if (it->second.conn->role() == Connection::Role::server && it->second.conn->peer() == from &&
-            it->second.conn->peer_cid() == r.info.client_cid) {
-            ++counters_.accept_resent;
-            queue_reply(from, r.bytes());
+        Connection& c = *it->second.conn;
+        if (c.role() == Connection::Role::server && c.peer() == from && c.peer_cid() == r.info.client_cid) {
+            if (r.info.validated && !c.address_validated()) {
+                // The repeat carried a valid cookie: the address is proved.
+                c.validate();
+                note_validated();
+            }
+            // The repeat counts as received, its ACCEPT as sent (3x budget).
+            if (c.amp_resend(bytes.size(), r.len)) {
+                ++counters_.accept_resent;
+                queue_reply(from, r.bytes());
+            } else {
+                ++counters_.accept_resend_limited;
+            }
         } else {
             ++counters_.dropped_cid_collision;
         }
@@ -198,9 +240,15 @@ void Endpoint::handle_initial(const sansio::Addr& from, std::span<const std::uin
     conn->ep_ = this;
     Entry& e = conns_[k];
     e.conn = conn;
+    e.held = std::exchange(held, 0);   // the connection's now: remove() gives it back
     by_client_[client_key(from, r.info.client_cid)] = k;
     accept_q_.push_back(conn);
     ++counters_.connections_created;
+    if (!r.info.validated) {
+        conn->await_validation(bytes.size(), r.len, now);
+        ++unvalidated_;
+        ++counters_.admitted_unvalidated;
+    }
     queue_reply(from, r.bytes());
     enqueue(k, e);
 }
@@ -235,11 +283,30 @@ int Endpoint::connect(const sansio::Addr& peer, std::uint8_t service_class, cons
     return 0;
 }
 
+// A connection admitted without a cookie waits in the queue until its
+// client's first packet proves the address: the program never sees a
+// connection from a spoofed INITIAL (under retry = under_load up to
+// max_unvalidated of them live at a time, each 5 s; through the shim each
+// would have been a loopback TCP connection handed to the program's
+// accept() and reset). The cost is one round trip for a server that speaks
+// first (its banner leaves when the client's first packet arrives, 1.5 RTT
+// after connect, as on the cookie path). Those that never prove it are
+// dropped from the queue once they expire.
 std::shared_ptr<Connection> Endpoint::accept() {
-    if (accept_q_.empty()) return nullptr;
-    auto c = std::move(accept_q_.front());
-    accept_q_.pop_front();
-    return c;
+    for (auto it = accept_q_.begin(); it != accept_q_.end();) {
+        Connection& c = **it;
+        if (!c.address_validated()) {
+            if (c.state() == Connection::State::closed)
+                it = accept_q_.erase(it);
+            else
+                ++it;
+            continue;
+        }
+        auto conn = std::move(*it);
+        accept_q_.erase(it);
+        return conn;
+    }
+    return nullptr;
 }
 
 void Endpoint::wake(Connection& c) {
@@ -269,11 +336,22 @@ void Endpoint::remove(std::uint64_t k) {
     if (e.conn->role() == Connection::Role::server) {
         auto b = by_client_.find(client_key(e.conn->peer(), e.conn->peer_cid()));
         if (b != by_client_.end() && b->second == k) by_client_.erase(b);
+        if (!e.conn->address_validated()) {
+            --unvalidated_;
+            ++counters_.unvalidated_expired;
+        }
     }
     e.conn->ep_ = nullptr;
     if (last_ == &e) last_ = nullptr;
+    const std::uint64_t held = e.held;
     conns_.erase(it);
+    give_back(held);   // the connection is gone: so is what was set aside for it
     ++counters_.connections_removed;
+}
+
+void Endpoint::note_validated() {
+    --unvalidated_;
+    ++counters_.validated;
 }
 
 bool Endpoint::claims(std::span<const std::uint8_t> bytes) const noexcept {
@@ -351,7 +429,9 @@ void Endpoint::on_datagram(const sansio::Addr& from, const sansio::Addr&,
         last_ = &it->second;
     }
     Entry& e = *last_;
+    const bool was_validated = e.conn->address_validated();
     e.conn->on_packet(from, bytes, now);
+    if (!was_validated && e.conn->address_validated()) note_validated();
     if (!e.conn->borrow_listed_ && e.conn->borrows()) {
         e.conn->borrow_listed_ = true;
         borrowers_.push_back(e.conn);

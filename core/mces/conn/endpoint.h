@@ -9,13 +9,19 @@
 //
 // Demultiplexing: short-header packets go to the connection whose ID (8
 // bytes, kCidLen) is their destination ID; unknown IDs are dropped and
-// counted. Long-header INITIALs go to the ServerHandshake, which keeps no
-// state for a client before its cookie proves its address; RETRY, ACCEPT,
+// counted. Long-header INITIALs go to the ServerHandshake; RETRY, ACCEPT,
 // REFUSE and VERSION_NEGOTIATION go to the connecting client whose ID they
-// name. A connection is created only after a valid cookie and admission, and
-// only while fewer than max_connections exist and the accept queue has room
-// (otherwise the client is refused: "server busy"). Closed connections are
-// forgotten after their drain period.
+// name. A connection is created after admission, only while fewer than
+// max_connections exist and the accept queue has room (otherwise the client
+// is refused: "server busy"), and either after a valid cookie or, with
+// RetryPolicy::under_load (the default), for an INITIAL without one while
+// fewer than ServerConfig::max_unvalidated connections await their client's
+// first short packet: such a connection sends at most 3x what it received
+// until that packet proves the address, and is forgotten if none comes
+// within the handshake timeout (counters admitted_unvalidated, validated,
+// unvalidated_expired). One client (address and client ID) gets one
+// connection however often its INITIAL is repeated, with or without
+// cookies. Closed connections are forgotten after their drain period.
 //
 // Short packets without the CRC32C: skip_checksum() below decides, for the
 // client's offer and the server's agreement alike; the connection then
@@ -50,6 +56,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -72,6 +79,12 @@ constexpr std::size_t kCidLen = 8;
 constexpr std::uint64_t kRefuseBusy = 0x100;
 // REFUSE code when no chain exists for the class asked (realtime, group).
 constexpr std::uint64_t kRefuseNoChain = 0x101;
+// REFUSE code an owner's AdmitFn gives when this host cannot reserve the rate
+// asked (the engine's, core/engine/mces_admit.h; docs/mces.md).
+constexpr std::uint64_t kRefuseHostCapacity = 1;
+
+// Gives back what an AdmitFn set aside (wire::Admission::held, never 0).
+using ReleaseFn = std::function<void(std::uint64_t held)>;
 
 // Whether a connection with `chain` to `peer` goes without the CRC32C on its
 // short packets (a client offers it, a server agrees; the packets go without
@@ -128,6 +141,15 @@ struct EndpointCounters {
     std::uint64_t connections_created = 0;
     std::uint64_t connections_removed = 0;
     std::uint64_t accept_resent = 0;         // ACCEPT sent again for an existing connection
+    std::uint64_t accept_resend_limited = 0; // ... not sent: over the unvalidated connection's 3x budget
+    // Address validation (wire::RetryPolicy::under_load): connections
+    // admitted without a cookie; of those, validated by a short packet from
+    // the client, or a cookie in a repeated INITIAL; and forgotten without
+    // ever being validated (the handshake timeout passed: spoofed sources,
+    // or a client that vanished).
+    std::uint64_t admitted_unvalidated = 0;
+    std::uint64_t validated = 0;
+    std::uint64_t unvalidated_expired = 0;
 };
 
 class Endpoint final : public sansio::Endpoint {
@@ -139,9 +161,13 @@ public:
 
     // Starts answering INITIALs. server_cid_len is forced to kCidLen. The
     // cookie key comes from the seed. admit (optional) decides each proved
-    // client; the endpoint refuses first when it is full. Returns 0, or
-    // -EALREADY when already listening.
-    int listen(wire::ServerConfig sc, wire::AdmitFn admit = {});
+    // client; the endpoint refuses first when it is full. What admit set
+    // aside (Admission::held) goes back to release once: when the connection
+    // is forgotten (closed and drained, reset, timed out), when the endpoint
+    // is destroyed, or at once when no connection came of the admission (the
+    // class has no chain, the reply could not be built, an ID collision).
+    // Returns 0, or -EALREADY when already listening.
+    int listen(wire::ServerConfig sc, wire::AdmitFn admit = {}, ReleaseFn release = {});
 
     // Opens a connection to `peer` asking for `service_class` and `qos`, with
     // the chain `elements` (empty: the class's default). Returns 0 and sets
@@ -175,6 +201,8 @@ public:
     const sansio::Addr& local() const noexcept { return cfg_.local; }
     std::size_t connection_count() const noexcept { return conns_.size(); }
     std::size_t accept_queue_size() const noexcept { return accept_q_.size(); }
+    // Server connections whose client address is not yet proved.
+    std::size_t unvalidated_count() const noexcept { return unvalidated_; }
     const EndpointCounters& counters() const noexcept { return counters_; }
     // Whether the endpoint has a pre-shared key (all its connections are authenticated).
     bool authenticated() const noexcept { return cfg_.psk != nullptr; }
@@ -189,6 +217,7 @@ private:
         std::shared_ptr<Connection> conn;
         sansio::Time armed = sansio::kNever;
         bool queued = false;
+        std::uint64_t held = 0;   // the owner's admission handle, for release_
     };
 
     static std::uint64_t key(const wire::ConnectionId& cid) noexcept;
@@ -197,10 +226,14 @@ private:
     void enqueue(std::uint64_t k, Entry& e);
     void rearm(std::uint64_t k, Entry& e);
     void remove(std::uint64_t k);
+    // A connection's address got proved (it leaves the unvalidated count).
+    void note_validated();
     void handle_initial(const sansio::Addr& from, std::span<const std::uint8_t> bytes, sansio::Time now);
     // The chain an accepted connection of class `cls` runs.
     ChainResult accept_chain(std::uint8_t cls) const;
     wire::Admission admit(const wire::AdmissionRequest& req);
+    // Hands `held` (if any) back to the owner's release callback.
+    void give_back(std::uint64_t held) noexcept;
     void queue_reply(const sansio::Addr& to, std::span<const std::uint8_t> bytes);
     wire::ConnectionId fresh_cid();
     auth::HandshakeNonce fresh_nonce();
@@ -216,6 +249,11 @@ private:
     sansio::Time now_ = 0;
     std::unique_ptr<wire::ServerHandshake> server_;
     wire::AdmitFn user_admit_;
+    ReleaseFn release_;
+    // What user_admit_ set aside for the INITIAL being handled: admit() runs
+    // inside ServerHandshake::on_initial, handle_initial() then ties it to
+    // the connection it creates, or gives it back.
+    std::uint64_t pending_held_ = 0;
     std::unordered_map<std::uint64_t, Entry> conns_;
     // The entry the last packet went to: a GRO batch is many packets of one
     // connection. Elements of an unordered_map keep their address; remove()
@@ -223,6 +261,7 @@ private:
     std::uint64_t last_key_ = 0;
     Entry* last_ = nullptr;
     std::unordered_map<std::string, std::uint64_t> by_client_;   // server side: (addr, client ID)
+    std::size_t unvalidated_ = 0;   // server connections awaiting their client's first short packet
     std::set<std::pair<sansio::Time, std::uint64_t>> timers_;
     std::deque<std::uint64_t> ready_;
     std::deque<std::shared_ptr<Connection>> accept_q_;

@@ -97,6 +97,13 @@ TimingBuffer::Insert TimingBuffer::insert(std::uint64_t seq, std::uint64_t stamp
         ++counters_.duplicate;   // delivered or skipped already
         return Insert::duplicate;
     }
+    // Late before the window is looked at: a late copy's seq may be wrong
+    // (frame.h, decode_message_seq), and the skip below would let it push
+    // the window past messages still to come.
+    if (late(stamp_us, now)) {
+        ++counters_.late;
+        return Insert::late;
+    }
     if (seq - next_ >= slots_.size()) {
         // Sequence numbers a whole window behind this one and never
         // received are not waited for (skipped): without this, a window
@@ -123,10 +130,6 @@ TimingBuffer::Insert TimingBuffer::insert(std::uint64_t seq, std::uint64_t stamp
     if (s.present) {
         ++counters_.duplicate;
         return Insert::duplicate;
-    }
-    if (release_time(stamp_us, now) < now) {
-        ++counters_.late;
-        return Insert::late;
     }
     if (bytes_ + msg.size() > max_bytes_) {
         while (bytes_ + msg.size() > max_bytes_ && grow()) {

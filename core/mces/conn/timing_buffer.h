@@ -105,7 +105,17 @@ public:
     // When a message stamped stamp_us that arrived at `arrival` is released.
     sansio::Time release_time(std::uint64_t stamp_us, sansio::Time arrival) const noexcept;
 
-    // Takes a message (its bytes are copied) at `now`.
+    // Whether a message stamped stamp_us arriving at `now` is past its
+    // release time: insert() would drop it as late.
+    bool late(std::uint64_t stamp_us, sansio::Time now) const noexcept {
+        return release_time(stamp_us, now) < now;
+    }
+
+    // Takes a message (its bytes are copied) at `now`. Lateness is checked
+    // before anything that acts on the seq (only a seq below the next to
+    // deliver, dropped either way, is counted a duplicate first): a late
+    // copy's seq may be wrong (its 16 bits decoded against a largest seq it
+    // is too old for: wire/frame.h), and must not move the window.
     Insert insert(std::uint64_t seq, std::uint64_t stamp_us, std::span<const std::uint8_t> msg,
                   sansio::Time now);
 

@@ -121,19 +121,20 @@ bool SendBuffer::next_segment(std::size_t max_len, std::uint64_t limit, StreamSe
     return false;
 }
 
-void SendBuffer::on_acked(std::uint64_t offset, std::uint32_t length, bool fin) {
+std::uint64_t SendBuffer::on_acked(std::uint64_t offset, std::uint32_t length, bool fin) {
     if (fin && finished_ && offset + length == write_offset_) {
         fin_acked_ = true;
         fin_lost_ = false;
     }
     const std::uint64_t s = std::max(offset, acked_offset_);
     const std::uint64_t e = std::min(offset + length, sent_offset_);
-    if (s >= e) return;
+    if (s >= e) return 0;
     retx_.remove(s, e);
+    std::uint64_t fresh = e - s;
     if (s == acked_offset_ && (acked_.empty() || acked_.front().first > e)) {
         acked_offset_ = e;   // in order, the common case: no interval bookkeeping
     } else {
-        acked_.add(s, e);
+        fresh = acked_.add(s, e);
         while (!acked_.empty() && acked_.front().first <= acked_offset_) {
             acked_offset_ = std::max(acked_offset_, acked_.front().second);
             acked_.remove(acked_.front().first, acked_.front().second);
@@ -141,6 +142,7 @@ void SendBuffer::on_acked(std::uint64_t offset, std::uint32_t length, bool fin) 
     }
     // Empty: the next byte goes to the ring's start (see RecvBuffer::consume).
     if (acked_offset_ == write_offset_) base_ = write_offset_;
+    return fresh;
 }
 
 void SendBuffer::on_lost(std::uint64_t offset, std::uint32_t length, bool fin) {

@@ -60,7 +60,9 @@ public:
         return offset >= acked_offset_ && offset <= write_offset_ && length <= write_offset_ - offset;
     }
 
-    void on_acked(std::uint64_t offset, std::uint32_t length, bool fin);
+    // Returns the bytes it acknowledged for the first time (a copy acked
+    // twice, original and retransmission, counts once).
+    std::uint64_t on_acked(std::uint64_t offset, std::uint32_t length, bool fin);
     // Queues the segment's bytes that are not yet acknowledged for retransmission.
     void on_lost(std::uint64_t offset, std::uint32_t length, bool fin);
 

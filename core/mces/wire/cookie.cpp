@@ -125,4 +125,15 @@ ConnectionId CookieJar::derive_cid(std::span<const std::uint8_t> cookie,
     return cid;
 }
 
+ConnectionId CookieJar::derive_cid(const sansio::Addr& from, const ConnectionId& client_cid,
+                                   std::size_t len) const noexcept {
+    // The cookie this client would get at timestamp 0: fixed for the key,
+    // secret like any cookie's MAC, and never sent (it only feeds the ID).
+    std::uint8_t pseudo[kCookieLen];
+    pseudo[0] = cur_id_;
+    be32(0, pseudo + 1);
+    mac(cur_, cur_id_, 0, from, client_cid, pseudo + 5);
+    return derive_cid(pseudo, len);
+}
+
 }  // namespace gs::mces::wire

@@ -56,6 +56,12 @@ public:
     // INITIAL gets the same answer without the server keeping anything.
     // Precondition: check() returned ok for this cookie.
     ConnectionId derive_cid(std::span<const std::uint8_t> cookie, std::size_t len) const noexcept;
+    // The same for a client admitted without a cookie: from its address,
+    // port and ID under the current key, so a repeated INITIAL gets the same
+    // ID (until a rotation) and no one without the key can guess it (the ID
+    // is what proves the client's first short packet genuine).
+    ConnectionId derive_cid(const sansio::Addr& from, const ConnectionId& client_cid,
+                            std::size_t len) const noexcept;
 
     sansio::Time lifetime() const noexcept { return lifetime_; }
 

@@ -1,5 +1,6 @@
 #include "core/mces/wire/frame.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <limits>
 
@@ -149,6 +150,7 @@ const char* name(FrameType t) noexcept {
     case FrameType::message: return "MESSAGE";
     case FrameType::repair: return "REPAIR";
     case FrameType::timestamp: return "TIMESTAMP";
+    case FrameType::message_last: return "MESSAGE_LAST";
     case FrameType::hello: return "HELLO";
     case FrameType::retry_token: return "RETRY_TOKEN";
     case FrameType::accept: return "ACCEPT";
@@ -170,7 +172,8 @@ bool frame_allowed(PacketType p, FrameType f) noexcept {
         return f == FrameType::ping || f == FrameType::ack || f == FrameType::reset ||
                f == FrameType::stream || f == FrameType::stream_fin ||
                f == FrameType::datagram || f == FrameType::max_data || f == FrameType::close ||
-               f == FrameType::message || f == FrameType::repair || f == FrameType::timestamp;
+               f == FrameType::message || f == FrameType::message_last || f == FrameType::repair ||
+               f == FrameType::timestamp;
     }
     return false;
 }
@@ -208,7 +211,7 @@ ParseError FrameReader::next(Frame& f) noexcept {
     r_.u8(t);
     switch (t) {
     case 0x00: case 0x01: case 0x02: case 0x03: case 0x04: case 0x05: case 0x06: case 0x07:
-    case 0x08: case 0x09: case 0x0a: case 0x0b: case 0x10: case 0x11: case 0x12: case 0x13: case 0x14: break;
+    case 0x08: case 0x09: case 0x0a: case 0x0b: case 0x0c: case 0x10: case 0x11: case 0x12: case 0x13: case 0x14: break;
     default: return fail(ParseError::unknown_frame);
     }
     const auto type = static_cast<FrameType>(t);
@@ -248,18 +251,27 @@ ParseError FrameReader::next(Frame& f) noexcept {
         if (!r_.varint(f.value)) e = ParseError::truncated;
         break;
     case FrameType::message:
-        if (!r_.varint(f.seq)) {
+    case FrameType::message_last: {
+        std::uint16_t seq = 0;
+        if (!r_.u16(seq)) {
             e = ParseError::truncated;
-        } else if ((e = read_blob(r_, kMaxPacketSize, f.body)) == ParseError::ok) {
-            if (f.body.size() < kMessageTimestampLen) {
-                e = ParseError::bad_length;
-            } else {
-                Reader ts(f.body.first(kMessageTimestampLen));
-                ts.uint(kMessageTimestampLen, f.value);
-                f.data = f.body.subspan(kMessageTimestampLen);
-            }
+            break;
+        }
+        f.seq = seq;
+        // MESSAGE_LAST runs to the payload's end: the packet layer has cut
+        // the CRC or AEAD tag off already (parse_packet), so what is left
+        // is the body, exactly.
+        if (type == FrameType::message) e = read_blob(r_, kMaxPacketSize, f.body);
+        else r_.bytes(r_.left(), f.body);
+        if (e != ParseError::ok) break;
+        if (f.body.size() < kMessageTimestampLen) {
+            e = ParseError::bad_length;
+        } else {
+            f.value = get_stamp(f.body);
+            f.data = f.body.subspan(kMessageTimestampLen);
         }
         break;
+    }
     case FrameType::repair: e = read_blob(r_, kMaxPacketSize, f.body); break;
     case FrameType::timestamp:
         if (!r_.varint(f.value)) e = ParseError::truncated;
@@ -372,11 +384,56 @@ void write_datagram(Writer& w, std::span<const std::uint8_t> data) noexcept {
     write_blob(w, data, kMaxPacketSize);
 }
 
-void write_message(Writer& w, std::uint64_t seq, std::span<const std::uint8_t> body) noexcept {
-    if (body.size() < kMessageTimestampLen || seq > kVarintMax) return w.fail(-EINVAL);
-    w.u8(static_cast<std::uint8_t>(FrameType::message));
-    w.varint(seq);
-    write_blob(w, body, kMaxPacketSize);
+void write_message(Writer& w, std::uint64_t seq, std::span<const std::uint8_t> body,
+                   bool last) noexcept {
+    if (body.size() < kMessageTimestampLen || body.size() > kMaxPacketSize) return w.fail(-EINVAL);
+    w.u8(static_cast<std::uint8_t>(last ? FrameType::message_last : FrameType::message));
+    w.u16(static_cast<std::uint16_t>(seq));
+    if (!last) w.varint(body.size());
+    w.bytes(body);
+}
+
+// The sequence space is 2^16, decoded like a 2-byte packet number: right
+// for every seq from largest - 32766 to largest + 32769. Why every copy that
+// can still be delivered is in that range: the sender keeps at most
+// kMaxMessageSpan messages (Connection::send_datagram), so a copy it sends
+// is at most kMaxMessageSpan - 1 = 32766 below the newest it sent, hence
+// below the largest we received; the timing buffer holds at most
+// kMaxMessageSpan sequence numbers from its next one, which is at most
+// largest + 1 (timing_buffer.h). A copy older than that (it waited in the
+// network while 32,767 newer messages were sent) decodes 2^16 too high, but
+// it is past its deadline, which Connection checks before the seq is used:
+// dropped as late, never delivered. Not covered: after more than 32,768
+// consecutive messages lost (an outage that long at the stream's rate) the
+// next ones decode 2^16 low, are taken for old copies (duplicates) until
+// their numbers pass the largest again, and FEC, whose REPAIR frames name
+// seqs in full, no longer matches them (docs/mces.md).
+std::uint64_t decode_message_seq(std::int64_t largest_received, std::uint64_t truncated) noexcept {
+    return decode_packet_number(largest_received, static_cast<std::uint32_t>(truncated & 0xffff),
+                                static_cast<std::uint8_t>(kMessageSeqLen));
+}
+
+std::uint64_t unwrap_stamp(std::uint64_t reference_us, std::uint64_t stamp32) noexcept {
+    constexpr std::int64_t kWrap = std::int64_t{1} << 32;
+    const auto d = static_cast<std::int32_t>(static_cast<std::uint32_t>(stamp32) -
+                                             static_cast<std::uint32_t>(reference_us));
+    const std::int64_t ref = static_cast<std::int64_t>(std::min<std::uint64_t>(reference_us, kVarintMax));
+    std::int64_t t = ref + d;
+    // Near 0 (the connection's first 35 minutes, reference 0 before any
+    // TIMESTAMP): times before the origin do not exist, the later candidate does.
+    if (t < 0) t += kWrap;
+    return static_cast<std::uint64_t>(t);
+}
+
+void put_stamp(std::span<std::uint8_t> body, std::uint64_t time_us) noexcept {
+    for (std::size_t i = 0; i < kMessageTimestampLen; ++i)
+        body[i] = static_cast<std::uint8_t>(time_us >> (8 * (kMessageTimestampLen - 1 - i)));
+}
+
+std::uint32_t get_stamp(std::span<const std::uint8_t> body) noexcept {
+    std::uint32_t v = 0;
+    for (std::size_t i = 0; i < kMessageTimestampLen; ++i) v = (v << 8) | body[i];
+    return v;
 }
 
 void write_repair(Writer& w, std::span<const std::uint8_t> body) noexcept {
@@ -454,7 +511,10 @@ void write_frame(Writer& w, const Frame& f) noexcept {
         break;
     case FrameType::datagram: write_datagram(w, f.data); break;
     case FrameType::max_data: write_max_data(w, f.value); break;
-    case FrameType::message: write_message(w, f.seq, f.body); break;
+    case FrameType::message:
+    case FrameType::message_last:
+        write_message(w, f.seq, f.body, f.type == FrameType::message_last);
+        break;
     case FrameType::repair: write_repair(w, f.body); break;
     case FrameType::timestamp: write_timestamp(w, f.value); break;
     case FrameType::close: write_close(w, f.value, f.reason); break;
@@ -472,8 +532,8 @@ std::size_t stream_overhead(std::uint64_t offset, std::size_t n) noexcept {
 
 std::size_t datagram_overhead(std::size_t n) noexcept { return 1 + varint_size(n); }
 
-std::size_t message_overhead(std::uint64_t seq, std::size_t n) noexcept {
-    return 1 + varint_size(seq) + varint_size(n);
+std::size_t message_overhead(std::size_t n, bool last) noexcept {
+    return 1 + kMessageSeqLen + (last ? 0 : varint_size(n));
 }
 
 std::size_t repair_overhead(std::size_t n) noexcept { return 1 + varint_size(n); }

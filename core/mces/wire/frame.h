@@ -10,9 +10,10 @@
 //   0x06 DATAGRAM     length, data                           (one class-0 message)
 //   0x07 MAX_DATA     maximum                                (flow-control credit)
 //   0x08 CLOSE        code, reason_len, reason               (graceful close)
-//   0x09 MESSAGE      seq, length, timestamp(8) data          (one realtime message, class 3)
+//   0x09 MESSAGE      seq(2), length, stamp(4) data          (one realtime message, class 3)
 //   0x0A REPAIR       length, body                            (an FEC repair symbol, fec/repair_frame.h)
 //   0x0B TIMESTAMP    time_us                                 (the sender's clock when the packet was built)
+//   0x0C MESSAGE_LAST seq(2), stamp(4) data                  (MESSAGE ending the payload: no length)
 //   0x10 HELLO        n(1) version(4)*n, class(1), qos, token_len, token
 //   0x11 RETRY_TOKEN  token_len, token
 //   0x12 ACCEPT       class(1), qos                           (what was granted)
@@ -43,11 +44,25 @@ constexpr std::size_t kMaxReasonLen = 256;    // CLOSE and REFUSE reason text
 constexpr std::size_t kMaxTokenLen = 64;      // HELLO and RETRY_TOKEN token
 constexpr std::size_t kMaxHelloVersions = 8;  // versions a HELLO may list
 constexpr std::uint8_t kMaxServiceClass = 4;  // 0 datagram .. 4 group
-// MESSAGE: the send time that leads every message's bytes (microseconds on
-// the sender's clock, big-endian), and its whole overhead at most: type,
-// an 8-byte seq varint, a 4-byte length varint, the timestamp.
-constexpr std::size_t kMessageTimestampLen = 8;
-constexpr std::size_t kMaxMessageOverhead = 1 + 8 + 4 + kMessageTimestampLen;
+// MESSAGE carries what SRT's data header carries, in as few bytes (a
+// realtime stream pays them on every packet; docs/mces.md, "Realtime class
+// (class 3)"): the low 16 bits of the sequence number, decoded against the
+// largest one received (decode_message_seq), and the low 32 bits of the send
+// time (microseconds on the sender's clock, big-endian, leading the
+// message's bytes), unwrapped against the receiver's estimate of the
+// sender's clock (unwrap_stamp). MESSAGE_LAST, the form a packet's last frame
+// takes, drops the length as well.
+constexpr std::size_t kMessageSeqLen = 2;
+constexpr std::size_t kMessageTimestampLen = 4;
+// A MESSAGE's overhead at most beyond the message: type, seq, a 4-byte
+// length varint, the stamp; a MESSAGE_LAST's: type, seq, the stamp.
+constexpr std::size_t kMaxMessageOverhead = 1 + kMessageSeqLen + 4 + kMessageTimestampLen;
+constexpr std::size_t kMessageLastOverhead = 1 + kMessageSeqLen + kMessageTimestampLen;
+// The most sequence numbers a sender may have in flight (its queue's span)
+// and a receiver may hold (its timing buffer's window), so that every copy
+// that can still be delivered is within half the 2^16 sequence space of the
+// largest received: decode_message_seq then names it right.
+constexpr std::size_t kMaxMessageSpan = (std::size_t{1} << (8 * kMessageSeqLen - 1)) - 1;
 // REPAIR: the overhead of its carrier, type and a 4-byte length varint.
 constexpr std::size_t kMaxRepairCarrier = 1 + 4;
 
@@ -70,6 +85,7 @@ enum class FrameType : std::uint8_t {
     message = 0x09,
     repair = 0x0a,
     timestamp = 0x0b,
+    message_last = 0x0c,
     hello = 0x10,
     retry_token = 0x11,
     accept = 0x12,
@@ -133,8 +149,9 @@ struct Frame {
     bool fin = false;                            // STREAM
     std::span<const std::uint8_t> data;          // STREAM, DATAGRAM; MESSAGE: the message
     std::uint64_t value = 0;                     // MAX_DATA maximum; CLOSE, RESET code; PARAMS flags;
-                                                 // MESSAGE timestamp; TIMESTAMP time (microseconds)
-    std::uint64_t seq = 0;                       // MESSAGE sequence number
+                                                 // MESSAGE stamp (the low 32 bits, as sent);
+                                                 // TIMESTAMP time (microseconds)
+    std::uint64_t seq = 0;                       // MESSAGE seq: the low 16 bits, as sent
     // MESSAGE: timestamp and message (what FEC protects); REPAIR: the body.
     std::span<const std::uint8_t> body;
     std::uint64_t final_size = 0;                // RESET
@@ -187,9 +204,24 @@ void write_stream(Writer& w, std::uint64_t offset, std::span<const std::uint8_t>
 // from the send buffer into the packet.
 void write_stream_header(Writer& w, std::uint64_t offset, std::size_t len, bool fin) noexcept;
 void write_datagram(Writer& w, std::span<const std::uint8_t> data) noexcept;
-// MESSAGE from its body (the 8-byte timestamp, then the message): body
-// shorter than the timestamp, or seq >= 2^62, fails with -EINVAL.
-void write_message(Writer& w, std::uint64_t seq, std::span<const std::uint8_t> body) noexcept;
+// MESSAGE from its body (the 4-byte stamp, then the message) and the low 16
+// bits of seq; `last`: MESSAGE_LAST, without a length, for the frame that
+// ends the packet's payload (the caller writes nothing after it). A body
+// shorter than the stamp fails with -EINVAL.
+void write_message(Writer& w, std::uint64_t seq, std::span<const std::uint8_t> body,
+                   bool last = false) noexcept;
+// The sequence number a MESSAGE's low 16 bits name: the one nearest the
+// largest received so far (-1: none yet), as packet numbers are decoded.
+std::uint64_t decode_message_seq(std::int64_t largest_received, std::uint64_t truncated) noexcept;
+// A MESSAGE's stamp (the low 32 bits of a microsecond time) as a full time:
+// the value nearest `reference` (reference + int32(stamp - uint32(reference))),
+// never below 0. Right when the true time is within 2^31 us (35.8 minutes)
+// of the reference.
+std::uint64_t unwrap_stamp(std::uint64_t reference_us, std::uint64_t stamp32) noexcept;
+// The 4 bytes a message's body starts with, from its full send time.
+void put_stamp(std::span<std::uint8_t> body, std::uint64_t time_us) noexcept;
+// The stamp (low 32 bits) a body (at least kMessageTimestampLen bytes) starts with.
+std::uint32_t get_stamp(std::span<const std::uint8_t> body) noexcept;
 // REPAIR carrying `body` (fec::Encoder's output; not checked here).
 void write_repair(Writer& w, std::span<const std::uint8_t> body) noexcept;
 void write_timestamp(Writer& w, std::uint64_t time_us) noexcept;
@@ -207,9 +239,9 @@ void write_frame(Writer& w, const Frame& f) noexcept;
 // Bytes STREAM / DATAGRAM overhead takes for a payload of n bytes at offset.
 std::size_t stream_overhead(std::uint64_t offset, std::size_t n) noexcept;
 std::size_t datagram_overhead(std::size_t n) noexcept;
-// Bytes MESSAGE (body of n bytes, the timestamp included) and REPAIR (body
-// of n bytes) take beyond their body.
-std::size_t message_overhead(std::uint64_t seq, std::size_t n) noexcept;
+// Bytes MESSAGE (body of n bytes, the stamp included; `last`: MESSAGE_LAST)
+// and REPAIR (body of n bytes) take beyond their body.
+std::size_t message_overhead(std::size_t n, bool last = false) noexcept;
 std::size_t repair_overhead(std::size_t n) noexcept;
 
 }  // namespace gs::mces::wire

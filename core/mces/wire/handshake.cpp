@@ -165,30 +165,41 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
         return out;
     }
 
-    if (h.token.empty()) {
+    // No cookie: admitted at once (one round trip) unless the policy says
+    // always or the owner holds max_unvalidated unproved connections (a
+    // flood of spoofed sources, or a burst): then a RETRY, and no state.
+    const bool direct = h.token.empty() && cfg_.retry == RetryPolicy::under_load &&
+                        unvalidated_ < cfg_.max_unvalidated;
+    if (h.token.empty() && !direct) {
+        if (cfg_.retry == RetryPolicy::under_load) ++counters_.retries_under_load;
         retry(from, v, bytes.size(), client_nonce, now, out);
         return out;
     }
-    const CookieStatus cs = jar_.check(from, v.hdr.scid, h.token, now);
-    switch (cs) {
-    case CookieStatus::ok: break;
-    case CookieStatus::malformed: ++counters_.cookies_rejected_malformed; break;
-    case CookieStatus::unknown_key: ++counters_.cookies_rejected_unknown_key; break;
-    case CookieStatus::bad_mac: ++counters_.cookies_rejected_bad_mac; break;
-    case CookieStatus::expired: ++counters_.cookies_rejected_expired; break;
+    if (!direct) {
+        const CookieStatus cs = jar_.check(from, v.hdr.scid, h.token, now);
+        switch (cs) {
+        case CookieStatus::ok: break;
+        case CookieStatus::malformed: ++counters_.cookies_rejected_malformed; break;
+        case CookieStatus::unknown_key: ++counters_.cookies_rejected_unknown_key; break;
+        case CookieStatus::bad_mac: ++counters_.cookies_rejected_bad_mac; break;
+        case CookieStatus::expired: ++counters_.cookies_rejected_expired; break;
+        }
+        if (cs != CookieStatus::ok) {
+            // Still unproved: a fresh cookie (an honest client whose cookie
+            // expired recovers), under the same amplification limit.
+            retry(from, v, bytes.size(), client_nonce, now, out);
+            return out;
+        }
+        ++counters_.cookies_accepted;
     }
-    if (cs != CookieStatus::ok) {
-        // Still unproved: a fresh cookie (an honest client whose cookie
-        // expired recovers), under the same amplification limit.
-        retry(from, v, bytes.size(), client_nonce, now, out);
-        return out;
-    }
-    ++counters_.cookies_accepted;
 
-    // The address is proved: from here on the owner may keep state.
+    // The address is proved, or (direct) the owner will hold the connection
+    // to 3x what it received until it is: from here on it may keep state.
     AcceptInfo& info = out.info;
+    info.validated = !direct;
     info.client_cid = v.hdr.scid;
-    info.server_cid = jar_.derive_cid(h.token, cfg_.server_cid_len);
+    info.server_cid = direct ? jar_.derive_cid(from, v.hdr.scid, cfg_.server_cid_len)
+                             : jar_.derive_cid(h.token, cfg_.server_cid_len);
     info.version = v.hdr.version;
     info.asked_class = h.service_class;
     info.asked = h.qos;
@@ -199,9 +210,18 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
     a.granted = h.qos;
     if (admit_) {
         AdmissionRequest req{from, v.hdr.scid, v.hdr.version, h.service_class, h.qos, offered,
-                             client_nonce};
+                             client_nonce, !direct};
         a = admit_(req);
     }
+    if (direct && !a.admitted && a.prove_address) {
+        // The owner would reserve for this client: a cookie first.
+        ++counters_.retries_to_prove;
+        retry(from, v, bytes.size(), client_nonce, now, out);
+        return out;
+    }
+    // The owner's connection for this client (a repeat): its ID, whatever
+    // this INITIAL's cookie would derive.
+    if (a.admitted && a.server_cid.len > 0 && a.server_cid.len <= kMaxCidLen) info.server_cid = a.server_cid;
     PacketWriter pw(out.buf);
     if (a.admitted) {
         const std::uint8_t cls = a.service_class.value_or(h.service_class);
@@ -217,6 +237,7 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
         if (info.no_checksum) write_params(pw.body(), kParamNoChecksum);
         out.kind = ServerReply::Kind::accept;
         ++counters_.admitted;
+        if (direct) ++counters_.admitted_unvalidated;
         if (offered) ++counters_.no_checksum_offered;
         if (info.no_checksum) ++counters_.no_checksum_agreed;
     } else {
@@ -238,6 +259,14 @@ ServerReply ServerHandshake::on_initial(const sansio::Addr& from,
                       accepted ? info.server_nonce : auth::HandshakeNonce{}, out)) {
         // The owner's grant could not be encoded (a field out of range):
         // nothing is sent, the client retries and times out visibly.
+        out.kind = ServerReply::Kind::drop;
+        out.len = 0;
+        return out;
+    }
+    // Unproved address: the ACCEPT or REFUSE (tens of bytes against 1200)
+    // is held to the same budget as a RETRY, whatever the owner's reason.
+    if (direct && out.len > cfg_.amplification_factor * bytes.size()) {
+        ++counters_.amplification_limited;
         out.kind = ServerReply::Kind::drop;
         out.len = 0;
         return out;
@@ -304,7 +333,7 @@ void ClientHandshake::on_timeout(sansio::Time now) {
             why = counters_.bad_proof > 0
                       ? "; " + std::to_string(counters_.bad_proof) +
                             " replies failed the handshake proof: the server has another MCES key"
-                      : "; this side authenticates (auth key): the server may have another key, or none";
+                      : "; this side authenticates (auth key): the server may have another key or auth mode, or none";
         fail(HandshakeError::timeout,
              "no answer from the MCES server after " +
                  std::to_string((now - started_) / sansio::kMillisecond) + " ms (" +

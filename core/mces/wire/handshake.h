@@ -2,17 +2,26 @@
 // takes datagrams out; nothing here reads a clock or touches a socket.
 //
 //   client                                     server
-//   INITIAL(HELLO, no token)    ---->          (no state kept)
-//                               <----  RETRY(RETRY_TOKEN = cookie)
+//   INITIAL(HELLO, no token)    ---->          retry = always, or under load:
+//                               <----  RETRY(RETRY_TOKEN = cookie)   (no state kept)
 //   INITIAL(HELLO, cookie)      ---->          cookie valid: admission callback
 //                               <----  ACCEPT(granted class + QoS) | REFUSE
+//
+//   INITIAL(HELLO, no token)    ---->          retry = under_load, not loaded:
+//                               <----  ACCEPT | REFUSE   (AcceptInfo::validated false)
 //   an unknown version          ---->
 //                               <----  VERSION_NEGOTIATION(versions)
 //
-// The server keeps nothing about a client until that client has returned a
-// valid cookie (proved it receives at its address), and until then each reply
-// is at most amplification_factor (3) times the datagram that caused it, so
-// at most 3x what that address sent in total. docs/mces.md has the details.
+// Address validation (QUIC's, RFC 9000 8.1): with retry = always the server
+// keeps nothing about a client until that client has returned a valid
+// cookie (proved it receives at its address). With under_load (the
+// default) it admits an INITIAL without a cookie directly, saving a round
+// trip, while its owner reports fewer than max_unvalidated connections
+// whose address is unproved (set_unvalidated); the owner then limits what
+// such a connection sends to 3x what it received until the client's first
+// short packet proves the address. Before admission every reply is at most
+// amplification_factor (3) times the datagram that caused it.
+// docs/mces.md has the details.
 //
 // No checksum: a client may offer (kOfferNoChecksum after its versions in
 // HELLO) that the connection's short packets go without the CRC32C; the
@@ -67,6 +76,9 @@ struct AdmissionRequest {
     Qos qos;
     bool no_checksum_offered = false;   // HELLO lists kOfferNoChecksum
     auth::HandshakeNonce client_nonce{};   // authenticated: the INITIAL's (proved)
+    // A valid cookie proved the address; false: admitted without one
+    // (RetryPolicy::under_load), the address is still to be proved.
+    bool validated = true;
 };
 
 // The owner's answer. Admitted: what is granted (may be less than asked; the
@@ -86,14 +98,51 @@ struct Admission {
     // each connection the owner creates, the same in a repeated ACCEPT of
     // that connection. Never derived from the INITIAL alone.
     auth::HandshakeNonce server_nonce{};
+    // Admitted: the owner's handle for what it set aside for this client (a
+    // reservation in the host ledger), 0 for nothing. The handshake ignores
+    // it; mces::Endpoint hands it back to its release callback exactly once,
+    // when the connection is gone or was never made (Endpoint::listen).
+    std::uint64_t held = 0;
+    // Admitted: the server's connection ID for the ACCEPT. Empty (the
+    // default): derived from the cookie, or without one from the client's
+    // address and ID, under the cookie key. An owner that already has a
+    // connection for this client (a repeated INITIAL) sets its ID, so the
+    // repeat gets the same ACCEPT whatever cookie it carries (a RETRY
+    // answering an earlier copy can hold another one: the cookie's clock
+    // ticked, or its key rotated).
+    ConnectionId server_cid;
+    // Not admitted yet (admitted false): the owner would set something
+    // aside for this client (a reservation in the host ledger) and asks
+    // that its address be proved first. For an INITIAL without a cookie
+    // the handshake answers with a RETRY instead (the client comes back
+    // with the cookie, validated); with one it is a refusal like any other.
+    // Else a spoofed INITIAL could hold the host's capacity.
+    bool prove_address = false;
 };
 
-// Called only after a valid cookie, so at most once per INITIAL that proved
-// its address. A null AdmitFn admits everything as asked.
+// Called for an INITIAL with a valid cookie, or (RetryPolicy::under_load,
+// not loaded) one without a cookie: AdmissionRequest::validated tells
+// which. A null AdmitFn admits everything as asked.
 using AdmitFn = std::function<Admission(const AdmissionRequest&)>;
+
+// When the server asks for a cookie (RETRY) before it admits a client.
+enum class RetryPolicy : std::uint8_t {
+    always,       // every client proves its address first: 2 round trips, no state before
+    under_load,   // only past max_unvalidated unproved connections: 1 round trip otherwise
+};
 
 struct ServerConfig {
     std::vector<std::uint32_t> versions{kVersion1};   // spoken, preferred first (<= 16)
+    RetryPolicy retry = RetryPolicy::under_load;
+    // under_load: admit without a cookie while the owner has fewer than this
+    // many connections whose client address is not yet proved. Why 64: it
+    // is the state a spoofer can pin (each such connection lives at most the
+    // handshake timeout, 5 s, and its buffers are reserved, not touched) and
+    // the reflection it can buy (each sends at most 3x the INITIAL it got:
+    // 64 x 3.6 kB), while 64 honest clients opening within one round trip
+    // (a burst of reconnects) still get the 1-RTT handshake; the 65th gets a
+    // RETRY, one round trip more, never a refusal.
+    std::size_t max_unvalidated = 64;
     sansio::Time cookie_lifetime = 10 * sansio::kSecond;
     std::size_t min_initial_size = kMinInitialSize;   // smaller INITIALs get no answer
     std::size_t amplification_factor = 3;             // reply <= factor * received
@@ -115,6 +164,7 @@ struct ServerCounters {
     std::uint64_t version_negotiations = 0;    // VERSION_NEGOTIATION sent
     std::uint64_t version_downgrades = 0;      // INITIAL in a version the client did not prefer
     std::uint64_t cookies_issued = 0;          // RETRY sent
+    std::uint64_t retries_to_prove = 0;        // ... because the owner asked for a proved address (prove_address)
     std::uint64_t cookies_accepted = 0;
     std::uint64_t cookies_rejected_expired = 0;
     std::uint64_t cookies_rejected_bad_mac = 0;     // forged, other address/port/ID
@@ -122,6 +172,8 @@ struct ServerCounters {
     std::uint64_t cookies_rejected_malformed = 0;
     std::uint64_t amplification_limited = 0;   // reply suppressed: over factor * received
     std::uint64_t admitted = 0;
+    std::uint64_t admitted_unvalidated = 0;    // ... of which without a cookie (under_load)
+    std::uint64_t retries_under_load = 0;      // RETRY sent because max_unvalidated was reached
     std::uint64_t refused = 0;
     std::uint64_t no_checksum_offered = 0;     // admitted INITIALs that offered no checksum
     std::uint64_t no_checksum_agreed = 0;      // ... and whose ACCEPT agreed
@@ -140,6 +192,10 @@ struct AcceptInfo {
     bool no_checksum = false;       // agreed: short packets carry no CRC32C, both ways
     auth::HandshakeNonce client_nonce{};   // authenticated: the INITIAL's
     auth::HandshakeNonce server_nonce{};   // authenticated: the ACCEPT's (Admission::server_nonce)
+    // A cookie proved the client's address. false: admitted without one;
+    // the connection sends at most 3x what it received from the client
+    // until a short packet from it arrives (connection.h).
+    bool validated = true;
 };
 
 constexpr std::size_t kMaxReplyLen = 512;
@@ -165,10 +221,18 @@ public:
 
     // A long-header datagram that arrived at the listener from `from`. Any
     // bytes are accepted; no per-client state is created, ever: a repeated
-    // INITIAL with the same cookie gets the same answer (same server ID), so
-    // the owner looks its connection up by (from, client_cid).
+    // INITIAL with the same cookie (or, admitted without one, from the same
+    // address and client ID under the same key) gets the same answer (same
+    // server ID), so the owner looks its connection up by (from, client_cid)
+    // and may pin the ID (Admission::server_cid).
     ServerReply on_initial(const sansio::Addr& from, std::span<const std::uint8_t> bytes,
                            sansio::Time now);
+
+    // RetryPolicy::under_load: how many connections the owner has whose
+    // client address is not yet proved (admitted without a cookie, no short
+    // packet from the client yet). At max_unvalidated, INITIALs without a
+    // cookie get a RETRY. An owner that never calls it has none.
+    void set_unvalidated(std::size_t n) noexcept { unvalidated_ = n; }
 
     CookieJar& cookies() noexcept { return jar_; }
     const ServerCounters& counters() const noexcept { return counters_; }
@@ -191,6 +255,7 @@ private:
     CookieJar jar_;
     AdmitFn admit_;
     ServerCounters counters_;
+    std::size_t unvalidated_ = 0;   // the owner's count (set_unvalidated)
 };
 
 // ---- client ---------------------------------------------------------------

@@ -155,3 +155,18 @@ TEST_CASE("proof errors") {
     CHECK(proof_nonce(std::span(tiny).first(3)) == HandshakeNonce{});
     CHECK(std::string(name(ProofStatus::bad_tag)) == "bad_tag");
 }
+
+TEST_CASE("the mode is in the proof's key: the same key in the other mode does not pass") {
+    HandshakeProof enc, auth_only;
+    REQUIRE(enc.init(psk_of(5), Mode::encrypt) == 0);
+    REQUIRE(auth_only.init(psk_of(5), Mode::authenticate) == 0);
+    const HandshakeValues hv = values(Mode::encrypt);
+    auto a = initial_bytes();
+    REQUIRE(auth_only.sign(ProofKind::initial, {}, hv.client_nonce, a) == 0);
+    CHECK(enc.check(ProofKind::initial, {}, a) == ProofStatus::bad_tag);
+    CHECK(auth_only.check(ProofKind::initial, {}, a) == ProofStatus::ok);
+    auto e = initial_bytes();
+    REQUIRE(enc.sign(ProofKind::initial, {}, hv.client_nonce, e) == 0);
+    CHECK(auth_only.check(ProofKind::initial, {}, e) == ProofStatus::bad_tag);
+    CHECK(enc.check(ProofKind::initial, {}, e) == ProofStatus::ok);
+}

@@ -1,7 +1,9 @@
 // The endpoint under load and attack in the simulator: 1,000 concurrent
-// clients on one server, a spoofed-source flood that creates no state, and
-// packets with a valid checksum but garbage frames that are dropped and
-// counted without harming the connection.
+// clients on one server, a spoofed-source flood that creates no state (retry
+// = always) or at most max_unvalidated connections that expire (under_load),
+// the 1-RTT handshake and anti-amplification, repeated INITIALs, and packets
+// with a valid checksum but garbage frames that are dropped and counted
+// without harming the connection.
 #include <doctest/doctest.h>
 
 #include <cerrno>
@@ -40,6 +42,20 @@ std::vector<std::uint8_t> short_packet(const wire::ConnectionId& dcid, std::uint
     return buf;
 }
 
+}  // namespace
+
+namespace {
+// A well-formed INITIAL from a client handshake nobody runs: what a spoofer
+// sends from forged addresses.
+std::vector<std::uint8_t> forged_initial() {
+    wire::ClientConfig hc;
+    hc.cid = wire::ConnectionId::from(std::vector<std::uint8_t>{1, 2, 3, 4, 5, 6, 7, 8});
+    wire::ClientHandshake hs(hc);
+    hs.start(0);
+    std::vector<std::uint8_t> initial;
+    REQUIRE(hs.poll_transmit(initial));
+    return initial;
+}
 }  // namespace
 
 TEST_CASE("one server, 1,000 concurrent clients each echo 4 KB") {
@@ -131,7 +147,7 @@ TEST_CASE("one server, 1,000 concurrent clients each echo 4 KB") {
     CHECK(sim.stats().timer_livelocks == 0);
 }
 
-TEST_CASE("a spoofed-source flood creates no connection state") {
+TEST_CASE("a spoofed-source flood creates no connection state (retry = always)") {
     gs::sim::Simulator sim(22);
     LinkParams lp;
     lp.delay = kMillisecond;
@@ -140,16 +156,11 @@ TEST_CASE("a spoofed-source flood creates no connection state") {
     EndpointConfig scfg = endpoint_config(sa, 5);
     scfg.max_pending_replies = 64;
     Host server(scfg);
-    REQUIRE(server.ep.listen({}) == 0);
+    REQUIRE(server.ep.listen(Pair::cookie_first()) == 0);
     REQUIRE(sim.add_node(sa, server) == 0);
 
     // A well-formed INITIAL (1200 bytes, HELLO without a cookie).
-    wire::ClientConfig hc;
-    hc.cid = wire::ConnectionId::from(std::vector<std::uint8_t>{1, 2, 3, 4, 5, 6, 7, 8});
-    wire::ClientHandshake hs(hc);
-    hs.start(0);
-    std::vector<std::uint8_t> initial;
-    REQUIRE(hs.poll_transmit(initial));
+    const std::vector<std::uint8_t> initial = forged_initial();
     REQUIRE(initial.size() >= 1200);
 
     // 50,000 INITIALs from 50,000 forged addresses (nobody there to get the
@@ -496,9 +507,277 @@ TEST_CASE("claims: what is MCES for an endpoint that shares its socket with plai
     while (a.poll_transmit(out)) CHECK(out.bytes.size() >= 1200);   // only a's own INITIAL resent, if due
     CHECK(a.connection_count() == 1);
 
-    // The same INITIAL at b: answered (a RETRY: b keeps no state yet).
+    // The same INITIAL at b: answered (an ACCEPT: under_load admits it at once).
     b.on_datagram(ca.local, cb.local, initial.bytes, 1);
     CHECK(b.counters().dropped_reflected == 0);
     REQUIRE(b.poll_transmit(out));
     CHECK(a.claims(out.bytes));
+}
+
+namespace {
+
+// Connect and run until the client is established; returns how long it took.
+Time time_to_establish(Pair& p, std::uint8_t cls) {
+    const Time t0 = p.sim.now();
+    REQUIRE(p.client.ep.connect(Pair::kServer, cls, {}, t0, p.cconn) == 0);
+    p.sim.kick(p.client);
+    REQUIRE(p.sim.run_while([&] { return p.cconn->state() != State::established; }, t0 + 10 * kSecond));
+    return p.sim.now() - t0;
+}
+
+}  // namespace
+
+TEST_CASE("handshake: one round trip with under_load (the default), two with retry = always") {
+    LinkParams lp;
+    lp.delay = 20 * kMillisecond;   // RTT 40 ms
+    for (std::uint8_t cls : {kClassDatagram, kClassReliable, kClassRealtime}) {
+        CAPTURE(int(cls));
+        Pair fast(61, lp);
+        const Time one = time_to_establish(fast, cls);
+        Pair slow(61, lp, {}, {}, Pair::cookie_first());
+        const Time two = time_to_establish(slow, cls);
+        MESSAGE("class " << int(cls) << ": connect to established " << double(one) / 1e6 << " ms under_load, "
+                         << double(two) / 1e6 << " ms retry = always (RTT 40 ms)");
+        CHECK(one >= 40 * kMillisecond);
+        CHECK(one < 45 * kMillisecond);      // ~1 RTT
+        CHECK(two >= 80 * kMillisecond);
+        CHECK(two < 85 * kMillisecond);      // ~2 RTT, as before
+        const auto& fc = *fast.server.ep.server_counters();
+        CHECK(fc.cookies_issued == 0);
+        CHECK(fc.admitted_unvalidated == 1);
+        CHECK(slow.server.ep.server_counters()->cookies_issued >= 1);   // realtime resends its INITIAL at 30 ms
+        CHECK(slow.server.ep.counters().admitted_unvalidated == 0);
+        // The client's first short packet (a PING even with nothing to say)
+        // proves its address half a round trip later.
+        fast.sim.run_until(fast.sim.now() + 25 * kMillisecond);
+        REQUIRE(fast.sconn);
+        CHECK(fast.sconn->address_validated());
+        CHECK(fast.server.ep.counters().validated == 1);
+        CHECK(fast.server.ep.unvalidated_count() == 0);
+        CHECK(fast.cconn->counters().pings_sent >= 1);
+    }
+}
+
+TEST_CASE("a server that speaks first (a banner): the program gets the connection at the client's first packet") {
+    LinkParams lp;
+    lp.delay = 20 * kMillisecond;
+    Pair p(62, lp);
+    std::string got;
+    const std::string banner = "220 hello\r\n";
+    Time banner_at = kNever;
+    p.server.app = [&](Time) {
+        if (!p.sconn && (p.sconn = p.server.ep.accept()))
+            REQUIRE(p.sconn->write({reinterpret_cast<const std::uint8_t*>(banner.data()), banner.size()}) ==
+                    static_cast<std::ptrdiff_t>(banner.size()));
+    };
+    p.client.app = [&](Time t) {
+        if (!p.cconn) return;
+        std::uint8_t b[64];
+        for (std::ptrdiff_t r; (r = p.cconn->read(b)) > 0;) got.append(reinterpret_cast<char*>(b), std::size_t(r));
+        if (got == banner && banner_at == kNever) banner_at = t;
+    };
+    const Time t0 = p.sim.now();
+    REQUIRE(p.client.ep.connect(Pair::kServer, kClassReliable, {}, t0, p.cconn) == 0);
+    p.sim.kick(p.client);
+    p.sim.run_until(t0 + 200 * kMillisecond);
+    CHECK(got == banner);
+    MESSAGE("banner at the client " << double(banner_at - t0) / 1e6 << " ms after connect (RTT 40 ms)");
+    // accept() hands the connection over once the client's first packet
+    // proved its address (its PING, sent at once on the ACCEPT, arrives at
+    // 1.5 RTT): the banner reaches the client at 2 RTT (cookie path: 1.5;
+    // a client that speaks first gets its answer at 2 RTT instead of 3). A
+    // spoofed INITIAL never reaches the program.
+    CHECK(banner_at - t0 >= 79 * kMillisecond);
+    CHECK(banner_at - t0 <= 81 * kMillisecond);
+    CHECK(p.server.ep.counters().validated == 1);
+    CHECK(p.sconn->address_validated());
+}
+
+TEST_CASE("anti-amplification: an unvalidated server connection sends at most 3x what it received") {
+    LinkParams lp;
+    lp.delay = 20 * kMillisecond;
+    Pair p(63, lp);
+    // The client's packets after its first INITIAL are dropped for 300 ms:
+    // until then the server has that INITIAL (1200 bytes) and nothing that
+    // proves the address. The client resends its INITIAL meanwhile: each
+    // repeat earns an ACCEPT again, within 3x.
+    bool hold = true;
+    std::uint64_t to_client = 0, from_client = 0;
+    std::uint64_t written = 0;
+    const std::uint64_t total = 1 << 20;
+    p.server.app = [&](Time) {
+        if (!p.sconn) p.sconn = p.server.ep.accept();
+        if (p.sconn) write_pattern(*p.sconn, written, total);   // 1 MB as soon as it has the connection
+    };
+    const Time t0 = p.sim.now();
+    bool first = true;
+    p.sim.set_link_filter([&](const Addr& from, const Addr&, Time) {
+        if (from != Pair::kClient || !hold) return true;
+        const bool pass = first;
+        first = false;
+        return pass;   // the first INITIAL only
+    });
+    p.sim.set_trace([&](const gs::sim::TraceEvent& e) {
+        if (e.kind == gs::sim::TraceEvent::Kind::send && *e.from == Pair::kServer) to_client += e.bytes.size();
+        if (e.kind == gs::sim::TraceEvent::Kind::deliver && *e.from == Pair::kClient) from_client += e.bytes.size();
+    });
+    REQUIRE(p.client.ep.connect(Pair::kServer, kClassReliable, {}, t0, p.cconn) == 0);
+    p.sim.kick(p.client);
+    p.sim.run_until(t0 + 300 * kMillisecond);
+    // Established on the client; on the server a connection the program has
+    // not been given (a spoofed INITIAL never reaches it).
+    CHECK(p.cconn->state() == Connection::State::established);
+    CHECK_FALSE(p.sconn);
+    CHECK(p.server.ep.counters().admitted_unvalidated == 1);
+    MESSAGE("unvalidated: " << to_client << " bytes sent for " << from_client << " received (limit 3x)");
+    CHECK(from_client > 0);
+    CHECK(to_client <= 3 * from_client);
+    hold = false;
+    std::uint64_t got = 0, bad = 0;
+    p.client.app = [&](Time) { read_pattern(*p.cconn, got, bad); };
+    p.sim.kick(p.client);
+    REQUIRE(p.sim.run_while([&] { return got < total; }, p.sim.now() + 10 * kSecond));
+    CHECK(bad == 0);
+    REQUIRE(p.sconn);
+    CHECK(p.sconn->address_validated());
+    CHECK(p.server.ep.counters().validated == 1);
+    CHECK(p.server.ep.counters().unvalidated_expired == 0);
+}
+
+TEST_CASE("under load: spoofed INITIALs from many addresses switch the server to RETRY; a real client still connects") {
+    gs::sim::Simulator sim(64);
+    LinkParams lp;
+    lp.delay = 10 * kMillisecond;
+    REQUIRE(sim.set_default_link(lp) == 0);
+    const Addr sa = Addr::v4(0x0a000001, 4433);
+    Host server(endpoint_config(sa, 9));
+    REQUIRE(server.ep.listen({}) == 0);   // under_load, max_unvalidated 64
+    std::vector<std::shared_ptr<Connection>> accepted;
+    std::size_t peak = 0;
+    server.app = [&](Time) {
+        while (auto c = server.ep.accept()) accepted.push_back(std::move(c));
+        peak = std::max(peak, server.ep.unvalidated_count());
+    };
+    REQUIRE(sim.add_node(sa, server) == 0);
+    const Addr ca = Addr::v4(0x0b000001, 5000);
+    Host client(endpoint_config(ca, 10));
+    REQUIRE(sim.add_node(ca, client) == 0);
+
+    // A well-formed INITIAL, sent from 2,000 forged addresses over 2 s;
+    // nobody there answers the ACCEPT or the RETRY.
+    const std::vector<std::uint8_t> initial = forged_initial();
+    const std::uint32_t n = 2000;
+    for (std::uint32_t i = 0; i < n; ++i)
+        sim.schedule(static_cast<Time>(i) * kMillisecond, [&sim, &initial, sa, i] {
+            sim.send({Addr::v4(0xc0000000 + i, static_cast<std::uint16_t>(1024 + i)), sa, initial});
+        });
+    // The real client connects in the middle of the flood.
+    std::shared_ptr<Connection> real;
+    Time t_connect = 0;
+    sim.schedule(kSecond, [&] {
+        t_connect = sim.now();
+        REQUIRE(client.ep.connect(sa, kClassReliable, {}, sim.now(), real) == 0);
+        sim.kick(client);
+    });
+    REQUIRE(sim.run_while([&] { return !real || real->state() != State::established; }, 3 * kSecond));
+    const Time took = sim.now() - t_connect;
+    sim.run_until(3 * kSecond);
+    const auto& sc = *server.ep.server_counters();
+    const auto& ec = server.ep.counters();
+    MESSAGE("flood of " << n << ": " << ec.admitted_unvalidated << " admitted unvalidated (peak " << peak
+                        << " at once), " << sc.retries_under_load << " RETRYs under load, " << ec.unvalidated_expired
+                        << " expired so far; the real client connected in " << double(took) / 1e6 << " ms");
+    CHECK(peak <= 64);
+    CHECK(peak == 64);                       // the limit was reached ...
+    CHECK(sc.retries_under_load > 0);        // ... and then the server asked for cookies
+    CHECK(real->state() == State::established);
+    CHECK(real->handshake_counters()->retries == 1);   // the cookie path: 2 RTT
+    CHECK(took <= 45 * kMillisecond);
+    CHECK(sim.stats().timer_livelocks == 0);
+    // Every spoofed connection expires after the handshake timeout (5 s)
+    // and is forgotten at once; the real one stays.
+    sim.run_until(10 * kSecond);
+    CHECK(server.ep.unvalidated_count() == 0);
+    CHECK(server.ep.connection_count() == 1);
+    CHECK(ec.unvalidated_expired == ec.admitted_unvalidated);
+    CHECK(ec.validated == 0);                // the real client came in with a cookie
+    CHECK(sc.admitted_unvalidated == ec.admitted_unvalidated);
+    CHECK(ec.admitted_unvalidated + sc.retries_under_load == n + 1);   // + the real client's first INITIAL
+    for (const auto& c : accepted)
+        if (c != accepted.back() || !(c->peer() == ca)) {
+            if (c->peer() == ca) continue;
+            CHECK(c->state() == State::closed);
+            CHECK(c->error() == ETIMEDOUT);
+        }
+    // What went to the forged addresses: at most 3x what came from them.
+    CHECK(ec.bytes_out <= 3 * ec.bytes_in);
+}
+
+TEST_CASE("a repeated INITIAL yields one connection, with or without a cookie") {
+    // The client resends its INITIAL after 30 ms at 15-20 ms each way (the
+    // shim's UDP case): the copy reaches the server after the first was
+    // answered. retry = always: each copy gets a RETRY, and when the two
+    // RETRYs carry different cookies (the cookie's clock ticked between
+    // them: here a second boundary falls in between) the client's second
+    // cookie used to derive another server ID, so another connection.
+    for (const bool cookie : {false, true}) {
+        for (const Time start : {Time{0}, kSecond - 25 * kMillisecond}) {
+            CAPTURE(cookie);
+            CAPTURE(start);
+            LinkParams lp;
+            lp.delay = 17 * kMillisecond;
+            lp.jitter = 2 * kMillisecond;
+            ConnConfig cc;
+            cc.handshake_rto = 30 * kMillisecond;
+            Pair p(65, lp, cc, {}, cookie ? Pair::cookie_first() : wire::ServerConfig{});
+            p.sim.run_until(start);
+            std::size_t accepted = 0;
+            p.server.app = [&](Time) {
+                while (auto c = p.server.ep.accept()) {
+                    ++accepted;
+                    if (!p.sconn) p.sconn = c;
+                }
+            };
+            REQUIRE(p.client.ep.connect(Pair::kServer, kClassDatagram, {}, p.sim.now(), p.cconn) == 0);
+            p.sim.kick(p.client);
+            p.sim.run_until(p.sim.now() + kSecond);
+            REQUIRE(p.cconn->state() == State::established);
+            const auto* hc = p.cconn->handshake_counters();
+            MESSAGE(std::string(cookie ? "retry = always" : "under_load") << ", start " << double(start) / 1e6 << " ms: "
+                                                              << hc->initials_sent << " INITIALs, " << hc->retries
+                                                              << " RETRYs followed, " << accepted << " accepted");
+            CHECK(hc->initials_sent >= 2);   // the repeat happened
+            CHECK(accepted == 1);
+            CHECK(p.server.ep.counters().connections_created == 1);
+            CHECK(p.server.ep.connection_count() == 1);
+            CHECK(p.sconn->local_cid() == p.cconn->peer_cid());
+            CHECK(p.server.ep.counters().accept_resent >= 1);
+        }
+    }
+}
+
+TEST_CASE("class 0: a client whose first PING is lost PINGs again until the server is heard from") {
+    LinkParams lp;
+    lp.delay = 20 * kMillisecond;
+    Pair p(66, lp);
+    // Everything from the client after its INITIAL is lost for 200 ms: the
+    // PING sent on the ACCEPT among it. Class 0 has no loss detector to
+    // resend it; the client's confirmation timer does (handshake_rto, 250 ms).
+    const Time t0 = p.sim.now();
+    p.sim.set_link_filter([&](const Addr& from, const Addr&, Time now) {
+        return !(from == Pair::kClient && now > t0 && now < t0 + 200 * kMillisecond);
+    });
+    // accept() hands the connection over only once validated: after the
+    // second PING (250 ms + 20 ms), not at the ACCEPT.
+    REQUIRE(p.connect(kClassDatagram, kSecond));
+    CHECK(p.sim.now() - t0 >= 250 * kMillisecond);
+    CHECK(p.sconn->address_validated());
+    p.sim.run_until(t0 + 2 * kSecond);
+    CHECK(p.server.ep.counters().validated == 1);
+    CHECK(p.cconn->counters().pings_sent == 2);   // the first lost, the second answered: no more
+    MESSAGE("validated after the second PING; the client sent " << p.cconn->counters().pings_sent << " PINGs");
+    p.sim.run_until(t0 + 10 * kSecond);
+    CHECK(p.server.ep.counters().unvalidated_expired == 0);
+    CHECK(p.sconn->state() == State::established);
+    CHECK(p.cconn->counters().pings_sent == 2);
 }

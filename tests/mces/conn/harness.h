@@ -130,13 +130,14 @@ namespace gs::mces::test {
 
 // A client and a server endpoint in one simulator, the server listening.
 struct Pair {
+    // sc: the server's handshake (default: RetryPolicy::under_load).
     explicit Pair(std::uint64_t seed, const sim::LinkParams& lp = {}, const ConnConfig& conn = {},
-                  wire::AdmitFn admit = {})
+                  wire::AdmitFn admit = {}, wire::ServerConfig sc = {}, ReleaseFn release = {})
         : sim(seed),
           server(with_conn(endpoint_config(kServer, seed * 2 + 1), conn)),
           client(with_conn(endpoint_config(kClient, seed * 2 + 2), conn)) {
         REQUIRE(sim.set_default_link(lp) == 0);
-        REQUIRE(server.ep.listen({}, std::move(admit)) == 0);
+        REQUIRE(server.ep.listen(std::move(sc), std::move(admit), std::move(release)) == 0);
         server.app = [this](Time) {
             if (!sconn) sconn = server.ep.accept();
         };
@@ -154,6 +155,12 @@ struct Pair {
         return sim.run_while(
             [&] { return !(cconn->state() == Connection::State::established && sconn); },
             sim.now() + limit);
+    }
+    // The server's handshake asking every client for a cookie first.
+    static wire::ServerConfig cookie_first() {
+        wire::ServerConfig sc;
+        sc.retry = wire::RetryPolicy::always;
+        return sc;
     }
     bool run_until_closed(Time limit) {
         return sim.run_while(

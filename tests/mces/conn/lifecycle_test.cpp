@@ -194,6 +194,67 @@ TEST_CASE("admission refusal and impossible chains reach the client as ECONNREFU
                  "missing; without sack a gap would block the stream for ever)");
 }
 
+TEST_CASE("what the owner's admission set aside goes back once: lost ACCEPTs, abort, chain refusal, endpoint gone") {
+    // Each admission sets aside a new handle (a ledger reservation, in the
+    // engine); release records what comes back.
+    std::uint64_t next = 0;
+    std::vector<std::uint64_t> released;
+    gs::sim::Simulator* sim = nullptr;
+    Time mute_server_until = 0;   // the first ACCEPT is lost (below)
+    auto admit = [&](const gs::mces::wire::AdmissionRequest& r) {
+        gs::mces::wire::Admission a;
+        a.granted = r.qos;
+        a.held = ++next;
+        if (next == 1 && sim != nullptr) mute_server_until = sim->now() + 100 * kMillisecond;
+        if (r.service_class == kClassDatagram) a.service_class = kClassGroup;   // a class with no chain
+        return a;
+    };
+    auto release = [&](std::uint64_t h) { released.push_back(h); };
+    // Every handle handed out came back, each once.
+    auto all_back = [&] {
+        std::vector<std::uint64_t> s = released;
+        std::sort(s.begin(), s.end());
+        std::vector<std::uint64_t> want(next);
+        for (std::uint64_t i = 0; i < next; ++i) want[i] = i + 1;
+        return s == want;
+    };
+
+    // The first ACCEPT is lost: the client's INITIAL comes again and is
+    // answered from the connection, without a second admission.
+    Pair p(21, clean(), {}, admit, {}, release);
+    sim = &p.sim;
+    p.sim.set_link_filter([&](const Addr& from, const Addr&, Time now) {
+        return !(from == Pair::kServer && now < mute_server_until);
+    });
+    REQUIRE(p.connect(kClassReliable, 60 * kSecond));
+    CHECK(p.sim.stats().dropped_filter >= 1);
+    CHECK(p.server.ep.counters().accept_resent >= 1);
+    CHECK(next == 1);
+    CHECK(released.empty());
+    // Abort: the server's side is forgotten after its drain period, and its handle comes back.
+    REQUIRE(p.cconn->abort() == 0);
+    p.sim.kick(p.client);
+    REQUIRE(p.sim.run_while([&] { return p.server.ep.connection_count() != 0; }, p.sim.now() + 60 * kSecond));
+    CHECK(released == std::vector<std::uint64_t>{1});
+
+    // The owner grants a class with no chain: refused by the endpoint after
+    // the owner's yes, so no connection holds the handle: back at once.
+    std::shared_ptr<Connection> c;
+    REQUIRE(p.client.ep.connect(Pair::kServer, kClassDatagram, {}, p.sim.now(), c) == 0);
+    p.sim.kick(p.client);
+    REQUIRE(p.sim.run_while([&] { return c->state() != State::closed; }, p.sim.now() + 30 * kSecond));
+    CHECK(c->error() == ECONNREFUSED);
+    CHECK(next >= 2);
+    CHECK(all_back());
+
+    // The endpoint goes while a connection lives: its handle comes back.
+    auto q = std::make_unique<Pair>(22, clean(), ConnConfig{}, admit, wire::ServerConfig{}, release);
+    REQUIRE(q->connect(kClassReliable));
+    CHECK_FALSE(all_back());
+    q.reset();
+    CHECK(all_back());
+}
+
 TEST_CASE("class 0: boundaries kept, nothing duplicated, loss passes through as loss") {
     LinkParams lp = lossy(0.05);
     Pair p(17, lp);
@@ -276,6 +337,7 @@ TEST_CASE("coalesce_size: several messages share a packet only up to it, one mes
     ConnConfig cc;
     cc.max_datagram_size = 65507;
     cc.coalesce_size = 1200;
+    cc.fec_adaptive = false;   // FEC 10/2 throughout: the repairs below are counted from it
     for (std::uint8_t cls : {kClassDatagram, kClassRealtime}) {
         CAPTURE(int(cls));
         Pair p(21, clean(), cc);

@@ -19,6 +19,10 @@
 // addresses, where the default chains agree to short packets without the
 // CRC32C: modes 2 and 3 then wrap frames without it, and the raw modes reach
 // the parser with nothing checked.
+// When the first byte has bit 3 set, the server asks every client for a
+// cookie first (RetryPolicy::always); otherwise it admits INITIALs without
+// one (under_load, the default), so modes 0 and 1 create unvalidated
+// connections (at most max_unvalidated, 4 here) that expire as time passes.
 // When the first byte has bit 5 set, both endpoints share a pre-shared key
 // (authenticated; bit 4: Mode::authenticate, else encrypt): the handshake
 // carries proofs, short packets the AEAD tag; modes 2 and 3 then seal the
@@ -59,20 +63,25 @@ std::shared_ptr<const auth::Psk> fuzz_key() {
 }
 
 struct Rig {
-    explicit Rig(bool loopback, bool realtime, bool authed, auth::Mode mode)
+    explicit Rig(bool loopback, bool realtime, bool authed, auth::Mode mode, bool cookie_first)
         : kServer(loopback ? Addr::v4(0x7f000001, 4433) : Addr::v4(0x0a000001, 4433)),
           kClient(loopback ? Addr::v4(0x7f000002, 5000) : Addr::v4(0x0a000002, 5000)),
           mode(mode),
           server(cfg(kServer, 1, authed, mode)),
           client(cfg(kClient, 2, authed, mode)) {
-        server.listen({});
+        wire::ServerConfig sc;
+        sc.retry = cookie_first ? wire::RetryPolicy::always : wire::RetryPolicy::under_load;
+        sc.max_unvalidated = 4;
+        server.listen(sc);
         client.connect(kServer, realtime ? kClassRealtime : kClassReliable, {}, now, cconn);
         shuttle();
         sconn = server.accept();
-        // Both sides always agree: the checksum is on or off for both.
+        // Both sides always agree: the checksum is on or off for both. Off
+        // with a loopback peer, and for class realtime on any path (its
+        // default chain has no `checksum`); never off when keyed (the tag).
         if (sconn && cconn->state() == Connection::State::established) {
             check(sconn->checksum() == cconn->checksum());
-            check((cconn->checksum() == wire::Checksum::none) == (loopback && !authed));
+            check((cconn->checksum() == wire::Checksum::none) == ((loopback || realtime) && !authed));
             check(sconn->authenticated() == authed && cconn->authenticated() == authed);
         }
     }
@@ -176,7 +185,8 @@ void app(Rig& r, std::span<const std::uint8_t> b) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     Rig r(size > 0 && (data[0] & 0x80), size > 0 && (data[0] & 0x40), size > 0 && (data[0] & 0x20),
-          size > 0 && (data[0] & 0x10) ? auth::Mode::authenticate : auth::Mode::encrypt);
+          size > 0 && (data[0] & 0x10) ? auth::Mode::authenticate : auth::Mode::encrypt,
+          size > 0 && (data[0] & 0x08));
     const Addr kServer = r.kServer, kClient = r.kClient;
     std::size_t i = 0;
     int records = 0;
@@ -228,10 +238,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         r.shuttle();
         check(r.server.connection_count() <= 16);
+        check(r.server.unvalidated_count() <= 4 && r.server.unvalidated_count() <= r.server.connection_count());
         check(r.client.connection_count() <= 16);
     }
     // Time runs out: everything must settle without a crash or a livelock.
     for (int k = 0; k < 20; ++k) r.advance(5 * gs::sansio::kSecond);
+    // Unvalidated connections expire with the handshake timeout (5 s).
+    check(r.server.unvalidated_count() == 0);
     check(r.cconn->state() == Connection::State::closed || r.cconn->next_timeout() > r.now);
     return 0;
 }

@@ -290,7 +290,7 @@ TEST_CASE("frames are only accepted in their packet type; unknown types are refu
     CHECK(parse_raw(PacketType::data, {0x10}) == ParseError::frame_not_allowed);
     CHECK(parse_raw(PacketType::retry, {0x01}) == ParseError::frame_not_allowed);
     CHECK(parse_raw(PacketType::accept, {0x13}) == ParseError::frame_not_allowed);
-    CHECK(parse_raw(PacketType::data, {0x0c}) == ParseError::unknown_frame);
+    CHECK(parse_raw(PacketType::data, {0x0d}) == ParseError::unknown_frame);
     CHECK(parse_raw(PacketType::data, {0x01, 0x00, 0x00, 0xff}) == ParseError::unknown_frame);
     // padding runs are one frame; the payload may end in padding
     std::vector<std::uint8_t> p = {0x00, 0x00, 0x00, 0x01, 0x00};
@@ -306,7 +306,7 @@ TEST_CASE("frames are only accepted in their packet type; unknown types are refu
     REQUIRE(fr.next(f) == ParseError::ok);
     CHECK(fr.done());
     // after an error the reader stays failed
-    const std::vector<std::uint8_t> junk = {0x0c, 0x01};
+    const std::vector<std::uint8_t> junk = {0x0d, 0x01};
     FrameReader bad(PacketType::data, junk);
     CHECK(bad.next(f) == ParseError::unknown_frame);
     CHECK(bad.next(f) == ParseError::unknown_frame);
@@ -368,28 +368,31 @@ TEST_CASE("PARAMS: round trip, only known flags, only in ACCEPT") {
     CHECK_FALSE(w.ok());
 }
 
-TEST_CASE("MESSAGE, REPAIR, TIMESTAMP (class realtime): layout, round trip, bounds") {
-    // MESSAGE seq 5, body = stamp 0x0102030405060708 + "hi".
-    std::vector<std::uint8_t> body = {1, 2, 3, 4, 5, 6, 7, 8, 'h', 'i'};
+TEST_CASE("MESSAGE, MESSAGE_LAST, REPAIR, TIMESTAMP (class realtime): layout, round trip, bounds") {
+    // MESSAGE seq 0x12345 (the low 16 bits go), body = stamp 0x01020304 + "hi".
+    std::vector<std::uint8_t> body = {1, 2, 3, 4, 'h', 'i'};
     std::vector<std::uint8_t> buf(64);
     Writer w(buf);
-    write_message(w, 5, body);
+    write_message(w, 0x12345, body);
     write_repair(w, std::span<const std::uint8_t>(body).first(3));
     write_timestamp(w, 300);
+    write_message(w, 0x2345 + 1, body, true);   // the last frame: no length
     REQUIRE(w.ok());
-    const std::vector<std::uint8_t> expect = {0x09, 0x05, 0x0a, 1, 2, 3, 4, 5, 6, 7, 8, 'h', 'i',
+    const std::vector<std::uint8_t> expect = {0x09, 0x23, 0x45, 0x06, 1, 2, 3, 4, 'h', 'i',
                                               0x0a, 0x03, 1, 2, 3,
-                                              0x0b, 0x41, 0x2c};
+                                              0x0b, 0x41, 0x2c,
+                                              0x0c, 0x23, 0x46, 1, 2, 3, 4, 'h', 'i'};
     CHECK(std::vector<std::uint8_t>(buf.begin(), buf.begin() + w.size()) == expect);
     FrameReader fr(PacketType::data, {buf.data(), w.size()});
     Frame f;
     REQUIRE(fr.next(f) == ParseError::ok);
     CHECK(f.type == FrameType::message);
-    CHECK(f.seq == 5);
-    CHECK(f.value == 0x0102030405060708ull);
-    CHECK(f.body.size() == 10);
+    CHECK(f.seq == 0x2345);
+    CHECK(f.value == 0x01020304u);
+    CHECK(f.body.size() == 6);
     CHECK(std::string(f.data.begin(), f.data.end()) == "hi");
-    CHECK(message_overhead(5, body.size()) == 3);
+    CHECK(message_overhead(body.size()) == 4);
+    CHECK(message_overhead(body.size(), true) == 3);
     REQUIRE(fr.next(f) == ParseError::ok);
     CHECK(f.type == FrameType::repair);
     CHECK(f.body.size() == 3);
@@ -397,18 +400,156 @@ TEST_CASE("MESSAGE, REPAIR, TIMESTAMP (class realtime): layout, round trip, boun
     CHECK(f.type == FrameType::timestamp);
     CHECK(f.value == 300);
     REQUIRE(fr.next(f) == ParseError::ok);
+    CHECK(f.type == FrameType::message_last);
+    CHECK(f.seq == 0x2346);
+    CHECK(f.value == 0x01020304u);
+    CHECK(std::string(f.data.begin(), f.data.end()) == "hi");
+    REQUIRE(fr.next(f) == ParseError::ok);
     CHECK(fr.done());
+    // Round trips through write_frame, both forms.
+    for (FrameType t : {FrameType::message, FrameType::message_last}) {
+        Frame m;
+        m.type = t;
+        m.seq = 0xfffe;
+        m.body = body;
+        std::vector<std::uint8_t> rb;
+        const Frame back = round_trip(m, PacketType::data, rb);
+        CHECK(back.type == t);
+        CHECK(back.seq == 0xfffe);
+        CHECK(back.value == 0x01020304u);
+        CHECK(back.data.size() == 2);
+    }
     // A body shorter than the stamp; truncations; not in handshake packets.
-    CHECK(parse_raw(PacketType::data, {0x09, 0x01, 0x07, 1, 2, 3, 4, 5, 6, 7}) == ParseError::bad_length);
-    CHECK(parse_raw(PacketType::data, {0x09, 0x01, 0x09, 1, 2, 3}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::data, {0x09, 0x00, 0x01, 0x03, 1, 2, 3}) == ParseError::bad_length);
+    CHECK(parse_raw(PacketType::data, {0x09, 0x00, 0x01, 0x05, 1, 2, 3}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::data, {0x09, 0x00}) == ParseError::truncated);
     CHECK(parse_raw(PacketType::data, {0x09}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::data, {0x0c, 0x00, 0x01, 1, 2, 3}) == ParseError::bad_length);
+    CHECK(parse_raw(PacketType::data, {0x0c, 0x00}) == ParseError::truncated);
+    CHECK(parse_raw(PacketType::data, {0x0c, 0x00, 0x01}) == ParseError::bad_length);
+    CHECK(parse_raw(PacketType::data, {0x0c, 0x00, 0x01, 1, 2, 3, 4}) == ParseError::ok);   // an empty message
     CHECK(parse_raw(PacketType::data, {0x0a, 0x05, 1}) == ParseError::truncated);
     CHECK(parse_raw(PacketType::data, {0x0b}) == ParseError::truncated);
     CHECK(parse_raw(PacketType::initial, {0x0b, 0x00}) == ParseError::frame_not_allowed);
-    CHECK(parse_raw(PacketType::accept, {0x09, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0}) ==
+    CHECK(parse_raw(PacketType::accept, {0x09, 0x00, 0x00, 0x04, 0, 0, 0, 0}) ==
           ParseError::frame_not_allowed);
+    CHECK(parse_raw(PacketType::initial, {0x0c, 0x00, 0x00, 0, 0, 0, 0}) == ParseError::frame_not_allowed);
+    // MESSAGE_LAST takes everything after it: a frame written behind it
+    // would be read as its message (the writer never does that).
+    {
+        std::vector<std::uint8_t> b2(32);
+        Writer w2(b2);
+        write_message(w2, 7, body, true);
+        write_ping(w2);
+        FrameReader r2(PacketType::data, {b2.data(), w2.size()});
+        REQUIRE(r2.next(f) == ParseError::ok);
+        CHECK(f.data.size() == 3);   // "hi" and the PING's byte
+        REQUIRE(r2.next(f) == ParseError::ok);
+        CHECK(r2.done());
+    }
     // The writer refuses a body without its stamp.
     Writer bad(buf);
-    write_message(bad, 1, std::span<const std::uint8_t>(body).first(7));
+    write_message(bad, 1, std::span<const std::uint8_t>(body).first(3));
     CHECK(bad.error() == -EINVAL);
+    Writer bad2(buf);
+    write_message(bad2, 1, std::span<const std::uint8_t>(body).first(3), true);
+    CHECK(bad2.error() == -EINVAL);
+    // The stamp: big-endian, the low 32 bits of the time.
+    std::uint8_t st[4];
+    put_stamp(st, 0x1'a1b2c3d4ull);
+    CHECK(st[0] == 0xa1);
+    CHECK(st[3] == 0xd4);
+    CHECK(get_stamp(st) == 0xa1b2c3d4u);
+}
+
+TEST_CASE("MESSAGE_LAST ends the payload with or without the packet's CRC or tag") {
+    std::vector<std::uint8_t> body = {9, 8, 7, 6, 'x', 'y', 'z'};
+    for (Checksum sum : {Checksum::crc32c, Checksum::none}) {
+        std::vector<std::uint8_t> buf(128);
+        PacketWriter pw(buf);
+        ConnectionId dcid;
+        const std::uint8_t id[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+        dcid = ConnectionId::from(id);
+        pw.begin_short(dcid, 3, 1, sum);
+        write_timestamp(pw.body(), 5);
+        write_message(pw.body(), 40, body, true);
+        const int n = pw.finish();
+        REQUIRE(n > 0);
+        PacketView v;
+        REQUIRE(parse_packet({buf.data(), static_cast<std::size_t>(n)}, 8, v, sum) == ParseError::ok);
+        FrameReader fr(PacketType::data, v.payload);
+        Frame f;
+        REQUIRE(fr.next(f) == ParseError::ok);
+        REQUIRE(fr.next(f) == ParseError::ok);
+        CHECK(f.type == FrameType::message_last);
+        CHECK(std::string(f.data.begin(), f.data.end()) == "xyz");   // the CRC is not in it
+        REQUIRE(fr.next(f) == ParseError::ok);
+        CHECK(fr.done());
+    }
+}
+
+TEST_CASE("unwrap_stamp: the full time nearest the reference") {
+    constexpr std::uint64_t k32 = std::uint64_t{1} << 32;
+    // Reference 0 (no TIMESTAMP yet): the connection's first 35 minutes.
+    CHECK(unwrap_stamp(0, 0) == 0);
+    CHECK(unwrap_stamp(0, 123456) == 123456);
+    CHECK(unwrap_stamp(0, 0x7fffffff) == 0x7fffffffu);
+    // Above 2^31 with reference 0 would be before the origin: the later one.
+    CHECK(unwrap_stamp(0, 0x80000000u) == 0x80000000u);
+    CHECK(unwrap_stamp(0, 0xffffffffu) == 0xffffffffu);
+    // Before and after the reference, within the same 2^32 period.
+    CHECK(unwrap_stamp(5'000'000, 4'000'000) == 4'000'000);
+    CHECK(unwrap_stamp(5'000'000, 6'000'000) == 6'000'000);
+    // Across the wrap: the reference just after it, a stamp just before it,
+    // and the reverse.
+    CHECK(unwrap_stamp(k32 + 100, 0xffffff00u) == k32 - 256);
+    CHECK(unwrap_stamp(k32 - 100, 50) == k32 + 50);
+    CHECK(unwrap_stamp(7 * k32 + 10, 0xfffffff0u) == 7 * k32 - 16);
+    CHECK(unwrap_stamp(7 * k32 - 10, 5) == 7 * k32 + 5);
+    // Half a period away: the nearest, within [ref - 2^31, ref + 2^31).
+    CHECK(unwrap_stamp(3 * k32, 0x7fffffffu) == 3 * k32 + 0x7fffffffu);
+    CHECK(unwrap_stamp(3 * k32, 0x80000000u) == 3 * k32 - 0x80000000u);
+    // Every time within 2^31 of the reference comes back from its low 32 bits.
+    for (std::uint64_t ref : {std::uint64_t{0}, std::uint64_t{1} << 31, k32 - 1, k32, 5 * k32 + 12345}) {
+        for (std::int64_t d : {std::int64_t{-(1ll << 31)}, std::int64_t{-1}, std::int64_t{0}, std::int64_t{1},
+                               std::int64_t{(1ll << 31) - 1}}) {
+            const std::int64_t t = static_cast<std::int64_t>(ref) + d;
+            if (t < 0) continue;
+            CAPTURE(ref);
+            CAPTURE(d);
+            CHECK(unwrap_stamp(ref, static_cast<std::uint64_t>(t) & 0xffffffffu) == static_cast<std::uint64_t>(t));
+        }
+    }
+}
+
+TEST_CASE("decode_message_seq: 16 bits against the largest received, across the wrap") {
+    // Nothing received yet: 0 .. 32768 come out as they are.
+    CHECK(decode_message_seq(-1, 0) == 0);
+    CHECK(decode_message_seq(-1, 5) == 5);
+    CHECK(decode_message_seq(-1, 32768) == 32768);
+    // Across the 2^16 wrap, forwards and backwards.
+    CHECK(decode_message_seq(65535, 0) == 65536);
+    CHECK(decode_message_seq(65530, 3) == 65539);
+    CHECK(decode_message_seq(65540, 65530) == 65530);
+    CHECK(decode_message_seq(3 * 65536 + 2, 65535) == 3 * 65536 - 1);
+    // The window's edges. A sender keeps kMaxMessageSpan (32767) messages
+    // at most, so a copy is at most 32766 behind the newest it sent, and so
+    // behind the largest received; the timing buffer holds up to 32767 from
+    // its next seq (at most largest + 1). Both ends decode right.
+    constexpr std::int64_t largest = 5 * 65536 + 100;
+    static_assert(kMaxMessageSpan == 32767);
+    for (std::int64_t d = -static_cast<std::int64_t>(kMaxMessageSpan - 1); d <= static_cast<std::int64_t>(kMaxMessageSpan);
+         d += 1) {
+        const std::uint64_t seq = static_cast<std::uint64_t>(largest + d);
+        if (decode_message_seq(largest, seq & 0xffff) != seq) {
+            CAPTURE(d);
+            CHECK(false);
+        }
+    }
+    // Older than that, a copy is named wrong, a whole 2^16 ahead (such a
+    // copy is past its deadline: Connection drops it as late first).
+    CHECK(decode_message_seq(largest, static_cast<std::uint64_t>(largest - 32767) & 0xffff) ==
+          static_cast<std::uint64_t>(largest - 32767 + 65536));
+    CHECK(decode_message_seq(largest, static_cast<std::uint64_t>(largest + 32769) & 0xffff) ==
+          static_cast<std::uint64_t>(largest + 32769));
 }

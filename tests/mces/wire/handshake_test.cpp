@@ -1,6 +1,7 @@
 // The handshake end to end, in memory: happy path, version negotiation,
 // RETRY then ACCEPT, cookie expiry and binding, key rotation, a spoofed
-// flood, admission refusal, client retransmission and give-up.
+// flood, admission refusal, client retransmission and give-up; the 1-RTT
+// path (RetryPolicy::under_load) and its switch to RETRY under load.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -22,6 +23,14 @@ namespace t = gs::mces::wire::test;
 namespace {
 
 using Kind = ServerReply::Kind;
+
+// The cookie path, as every server took it before RetryPolicy::under_load:
+// the tests below are about RETRY and cookies, so they ask for it.
+ServerConfig cookie_first() {
+    ServerConfig c;
+    c.retry = RetryPolicy::always;
+    return c;
+}
 
 ClientConfig client_config() {
     ClientConfig c;
@@ -67,7 +76,7 @@ std::size_t build_initial(std::span<std::uint8_t> buf, const ConnectionId& cid,
 }  // namespace
 
 TEST_CASE("happy path: INITIAL, RETRY, INITIAL with cookie, ACCEPT") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     ClientHandshake cl(client_config());
     const Addr from = t::client_addr();
     const Time now = 100 * kSecond;
@@ -116,7 +125,7 @@ TEST_CASE("happy path: INITIAL, RETRY, INITIAL with cookie, ACCEPT") {
 }
 
 TEST_CASE("version negotiation: the client falls back to a version both speak") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     ClientConfig cc = client_config();
     cc.versions = {0x4D430002, kVersion1};   // prefers a version the server lacks
     ClientHandshake cl(cc);
@@ -141,7 +150,7 @@ TEST_CASE("version negotiation: the client falls back to a version both speak") 
 }
 
 TEST_CASE("version negotiation: no common version is a clear error") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     ClientConfig cc = client_config();
     cc.versions = {0x4D430002};
     ClientHandshake cl(cc);
@@ -154,7 +163,7 @@ TEST_CASE("version negotiation: no common version is a clear error") {
 }
 
 TEST_CASE("a version the client did not prefer is a downgrade and is dropped") {
-    ServerConfig cfg;
+    ServerConfig cfg = cookie_first();
     cfg.versions = {kVersion1, 0x4D430002};
     ServerHandshake sv(cfg, t::test_key(1));
     std::vector<std::uint8_t> buf(kMaxPacketSize);
@@ -173,7 +182,7 @@ TEST_CASE("a version the client did not prefer is a downgrade and is dropped") {
 }
 
 TEST_CASE("an expired cookie gets a fresh RETRY, and the client then succeeds") {
-    ServerConfig cfg;
+    ServerConfig cfg = cookie_first();
     cfg.cookie_lifetime = 10 * kSecond;
     ServerHandshake sv(cfg, t::test_key(1));
     ClientConfig cc = client_config();
@@ -198,7 +207,7 @@ TEST_CASE("an expired cookie gets a fresh RETRY, and the client then succeeds") 
 }
 
 TEST_CASE("a cookie presented from another address or port is rejected") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     ClientHandshake cl(client_config());
     const Addr from = t::client_addr();
     cl.start(0);
@@ -225,7 +234,7 @@ TEST_CASE("a cookie presented from another address or port is rejected") {
 }
 
 TEST_CASE("key rotation: a cookie survives one rotation, not two") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     const Addr from = t::client_addr();
     auto cookie_initial = [&](std::vector<std::uint8_t>& d) {
         ClientHandshake cl(client_config());
@@ -247,7 +256,7 @@ TEST_CASE("key rotation: a cookie survives one rotation, not two") {
 
 TEST_CASE("spoofed-source flood: 100,000 INITIALs, no state, at most 3x bytes per address") {
     std::size_t admissions = 0;
-    ServerHandshake sv(ServerConfig{}, t::test_key(1), [&](const AdmissionRequest&) {
+    ServerHandshake sv(cookie_first(), t::test_key(1), [&](const AdmissionRequest&) {
         ++admissions;
         return Admission{};
     });
@@ -311,7 +320,7 @@ TEST_CASE("spoofed-source flood: 100,000 INITIALs, no state, at most 3x bytes pe
 }
 
 TEST_CASE("small INITIALs get no answer; replies over the amplification budget are suppressed") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     std::array<std::uint8_t, 64> small{};
     PacketWriter pw(small);
     pw.begin_long(PacketType::initial, kVersion1, ConnectionId{}, t::client_cid(), 0, 1);
@@ -328,7 +337,7 @@ TEST_CASE("small INITIALs get no answer; replies over the amplification budget a
 
     // With no minimum size and a budget of 1x, the ~45-byte RETRY exceeds a
     // ~30-byte INITIAL and must not go out.
-    ServerConfig cfg;
+    ServerConfig cfg = cookie_first();
     cfg.min_initial_size = 0;
     cfg.amplification_factor = 1;
     ServerHandshake sv2(cfg, t::test_key(1));
@@ -340,7 +349,7 @@ TEST_CASE("small INITIALs get no answer; replies over the amplification budget a
 }
 
 TEST_CASE("packets that are not INITIALs, and garbage, are dropped and counted") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     std::size_t parse_errors = 0, not_initial = 0;
     // the INITIAL samples are answered (RETRY, VN); everything else is dropped
     for (const auto& s : t::samples()) {
@@ -361,7 +370,7 @@ TEST_CASE("packets that are not INITIALs, and garbage, are dropped and counted")
 
 TEST_CASE("admission refusal: the client learns what it asked and what is available") {
     const std::uint64_t capacity = 1'000'000;
-    ServerHandshake sv(ServerConfig{}, t::test_key(1), [&](const AdmissionRequest& req) {
+    ServerHandshake sv(cookie_first(), t::test_key(1), [&](const AdmissionRequest& req) {
         Admission a;
         if (req.qos.rate && *req.qos.rate > capacity) {
             a.admitted = false;
@@ -401,7 +410,7 @@ TEST_CASE("admission refusal: the client learns what it asked and what is availa
 }
 
 TEST_CASE("admission may grant less; the client sees the grant") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1), [](const AdmissionRequest&) {
+    ServerHandshake sv(cookie_first(), t::test_key(1), [](const AdmissionRequest&) {
         Admission a;
         a.service_class = std::uint8_t{1};   // downgraded class
         a.granted.rate = 100;
@@ -457,7 +466,7 @@ TEST_CASE("client: retransmits with back-off, then gives up with a clear error")
 }
 
 TEST_CASE("client: replies for another connection ID, or garbage, are ignored") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     ClientHandshake cl(client_config());
     cl.start(0);
     std::vector<std::uint8_t> d;
@@ -479,7 +488,7 @@ TEST_CASE("client: replies for another connection ID, or garbage, are ignored") 
 }
 
 TEST_CASE("client: a server that keeps sending RETRY is given up on") {
-    ServerHandshake sv(ServerConfig{}, t::test_key(1));
+    ServerHandshake sv(cookie_first(), t::test_key(1));
     ClientConfig cc = client_config();
     cc.max_retries = 2;
     ClientHandshake cl(cc);
@@ -518,7 +527,7 @@ TEST_CASE("no checksum: offered in HELLO, agreed in ACCEPT only when both want i
             CAPTURE(offer);
             CAPTURE(agree);
             bool seen_offer = false;
-            ServerHandshake sv(ServerConfig{}, t::test_key(1), [&](const AdmissionRequest& r) {
+            ServerHandshake sv(cookie_first(), t::test_key(1), [&](const AdmissionRequest& r) {
                 seen_offer = r.no_checksum_offered;
                 Admission a;
                 a.granted = r.qos;
@@ -551,7 +560,7 @@ TEST_CASE("no checksum: the offer is never a version, and an unsolicited agreeme
     // A server that predates the offer (no callback: it agrees to nothing)
     // admits a client that offers: the offer is skipped like an unknown version.
     {
-        ServerHandshake sv(ServerConfig{}, t::test_key(1));
+        ServerHandshake sv(cookie_first(), t::test_key(1));
         ClientConfig cc = client_config();
         cc.offer_no_checksum = true;
         ClientHandshake cl(cc);
@@ -565,7 +574,7 @@ TEST_CASE("no checksum: the offer is never a version, and an unsolicited agreeme
     }
     // Listed as a "version" by a misconfigured side: stripped, never spoken.
     {
-        ServerConfig sc;
+        ServerConfig sc = cookie_first();
         sc.versions = {kOfferNoChecksum, kVersion1};
         ServerHandshake sv(sc, t::test_key(1));
         CHECK(sv.config().versions == std::vector<std::uint32_t>{kVersion1});
@@ -618,7 +627,7 @@ std::shared_ptr<gs::mces::auth::HandshakeProof> proof_for(std::uint8_t fill) {
 }  // namespace
 
 TEST_CASE("authenticated: proofs both ways, nonces exchanged; another key gets nothing, without allocating") {
-    ServerConfig sc;
+    ServerConfig sc = cookie_first();
     sc.proof = proof_for(1);
     gs::mces::auth::HandshakeNonce server_nonce;
     server_nonce.fill(0x55);
@@ -664,7 +673,7 @@ TEST_CASE("authenticated: proofs both ways, nonces exchanged; another key gets n
     REQUIRE(keyless.poll_transmit(d));
     CHECK(sv.on_initial(t::client_addr(), d, kSecond).kind == Kind::drop);
     CHECK(sv.counters().parse[ParseError::missing_auth] == 1);
-    ServerConfig sc2;
+    ServerConfig sc2 = cookie_first();
     sc2.proof = proof_for(2);
     ServerHandshake sv2(sc2, t::test_key(1));
     ClientHandshake cl2(cc);
@@ -683,4 +692,172 @@ TEST_CASE("authenticated: proofs both ways, nonces exchanged; another key gets n
     CHECK_FALSE(cl2.on_datagram(rr.bytes(), kSecond));
     CHECK(cl2.counters().bad_proof == 1);
     CHECK(cl2.state() == ClientHandshake::State::connecting);
+}
+
+TEST_CASE("under_load (the default): an INITIAL without a cookie is admitted at once, unvalidated") {
+    const Addr from = t::client_addr();
+    const Time now = 100 * kSecond;
+    std::vector<AdmissionRequest> seen;
+    ServerHandshake sv(ServerConfig{}, t::test_key(1), [&](const AdmissionRequest& r) {
+        seen.push_back(r);
+        Admission a;
+        a.granted = r.qos;
+        return a;
+    });
+    CHECK(sv.config().retry == RetryPolicy::under_load);
+    CHECK(sv.config().max_unvalidated == 64);
+    ClientHandshake cl(client_config());
+    cl.start(now);
+    std::vector<std::uint8_t> d;
+    REQUIRE(cl.poll_transmit(d));
+    const ServerReply r = sv.on_initial(from, d, now);
+    REQUIRE(r.kind == Kind::accept);   // no RETRY: one round trip
+    CHECK_FALSE(r.info.validated);
+    CHECK(r.len <= 3 * d.size());
+    REQUIRE(seen.size() == 1);
+    CHECK_FALSE(seen[0].validated);
+    REQUIRE(cl.on_datagram(r.bytes(), now));
+    CHECK(cl.state() == ClientHandshake::State::established);
+    CHECK(cl.server_cid() == r.info.server_cid);
+    CHECK(cl.counters().retries == 0);
+    const ServerCounters& c = sv.counters();
+    CHECK(c.cookies_issued == 0);
+    CHECK(c.cookies_accepted == 0);
+    CHECK(c.admitted == 1);
+    CHECK(c.admitted_unvalidated == 1);
+
+    // The INITIAL resent (its ACCEPT lost) gets the same ID, seconds later
+    // too: derived from the address and client ID, not the time.
+    const ServerReply again = sv.on_initial(from, d, now + 3 * kSecond);
+    REQUIRE(again.kind == Kind::accept);
+    CHECK(again.info.server_cid == r.info.server_cid);
+    // Another client ID, or the same from another port: another ID.
+    const Addr other{from.ip, static_cast<std::uint16_t>(from.port + 1)};
+    CHECK_FALSE(sv.on_initial(other, d, now).info.server_cid == r.info.server_cid);
+    // An owner that has a connection for the client pins its ID.
+    ServerHandshake pinned(ServerConfig{}, t::test_key(1), [](const AdmissionRequest&) {
+        Admission a;
+        a.server_cid = ConnectionId::from(std::array<std::uint8_t, 8>{1, 2, 3, 4, 5, 6, 7, 8});
+        return a;
+    });
+    const ServerReply p = pinned.on_initial(from, d, now);
+    REQUIRE(p.kind == Kind::accept);
+    CHECK(p.info.server_cid == ConnectionId::from(std::array<std::uint8_t, 8>{1, 2, 3, 4, 5, 6, 7, 8}));
+}
+
+TEST_CASE("under_load: at max_unvalidated the server sends RETRY, and a cookie admits validated") {
+    const Addr from = t::client_addr();
+    const Time now = 100 * kSecond;
+    ServerConfig sc;
+    sc.max_unvalidated = 4;
+    ServerHandshake sv(sc, t::test_key(1));
+    sv.set_unvalidated(3);
+    {
+        ClientHandshake cl(client_config());
+        cl.start(now);
+        AcceptInfo info;
+        REQUIRE(exchange(cl, sv, from, now, &info) == Kind::accept);
+        CHECK_FALSE(info.validated);
+    }
+    sv.set_unvalidated(4);   // the owner now holds 4 unproved connections
+    ClientConfig cc = client_config();
+    cc.cid = ConnectionId::from(std::array<std::uint8_t, 8>{9, 9, 9, 9, 9, 9, 9, 9});
+    ClientHandshake cl(cc);
+    cl.start(now);
+    std::vector<std::uint8_t> d;
+    REQUIRE(cl.poll_transmit(d));
+    const ServerReply r1 = sv.on_initial(from, d, now);
+    REQUIRE(r1.kind == Kind::send);
+    PacketView v;
+    REQUIRE(parse_packet(r1.bytes(), 8, v) == ParseError::ok);
+    CHECK(v.hdr.type == PacketType::retry);
+    CHECK(sv.counters().retries_under_load == 1);
+    REQUIRE(cl.on_datagram(r1.bytes(), now));
+    REQUIRE(cl.poll_transmit(d));
+    const ServerReply r2 = sv.on_initial(from, d, now);   // with the cookie: admitted, proved
+    REQUIRE(r2.kind == Kind::accept);
+    CHECK(r2.info.validated);
+    CHECK(sv.counters().cookies_accepted == 1);
+    CHECK(sv.counters().admitted_unvalidated == 1);
+    REQUIRE(cl.on_datagram(r2.bytes(), now));
+    CHECK(cl.counters().retries == 1);
+
+    // retry = always: a RETRY whatever the count.
+    ServerHandshake always(cookie_first(), t::test_key(1));
+    ClientHandshake cl3(client_config());
+    cl3.start(now);
+    REQUIRE(cl3.poll_transmit(d));
+    CHECK(always.on_initial(from, d, now).kind == Kind::send);
+    CHECK(always.counters().retries_under_load == 0);
+    CHECK(always.counters().cookies_issued == 1);
+}
+
+TEST_CASE("under_load: an owner that would reserve for the client gets a RETRY first, then admits it proved") {
+    const Addr from = t::client_addr();
+    const Time now = 100 * kSecond;
+    std::vector<bool> asked;   // AdmissionRequest::validated, per call
+    ServerHandshake sv(ServerConfig{}, t::test_key(1), [&](const AdmissionRequest& r) {
+        asked.push_back(r.validated);
+        Admission a;
+        if (!r.validated) {
+            a.admitted = false;
+            a.prove_address = true;   // as the engine's ledger admission does for a rate
+        }
+        return a;
+    });
+    ClientHandshake cl(client_config());
+    cl.start(now);
+    std::vector<std::uint8_t> d;
+    REQUIRE(cl.poll_transmit(d));
+    const ServerReply r1 = sv.on_initial(from, d, now);
+    REQUIRE(r1.kind == Kind::send);
+    PacketView v;
+    REQUIRE(parse_packet(r1.bytes(), 8, v) == ParseError::ok);
+    CHECK(v.hdr.type == PacketType::retry);   // not a REFUSE
+    CHECK(sv.counters().retries_to_prove == 1);
+    CHECK(sv.counters().admitted_unvalidated == 0);
+    REQUIRE(cl.on_datagram(r1.bytes(), now));
+    REQUIRE(cl.poll_transmit(d));
+    const ServerReply r2 = sv.on_initial(from, d, now);
+    REQUIRE(r2.kind == Kind::accept);
+    CHECK(r2.info.validated);
+    CHECK(asked == std::vector<bool>{false, true});
+}
+
+TEST_CASE("under_load, authenticated: another key or none still gets no answer and no admission") {
+    ServerConfig sc;   // under_load: nothing but the cookie step changes
+    sc.proof = proof_for(1);
+    int admissions = 0;
+    ServerHandshake sv(sc, t::test_key(1), [&](const AdmissionRequest&) {
+        ++admissions;
+        return Admission{};
+    });
+    ClientConfig other = client_config();
+    other.proof = proof_for(2);
+    ClientHandshake stranger(other);
+    stranger.start(kSecond);
+    std::vector<std::uint8_t> d;
+    REQUIRE(stranger.poll_transmit(d));
+    const std::size_t before = t::alloc_count();
+    CHECK(sv.on_initial(t::client_addr(), d, kSecond).kind == Kind::drop);
+    CHECK(t::alloc_count() - before == 0);
+    ClientHandshake keyless(client_config());
+    keyless.start(kSecond);
+    REQUIRE(keyless.poll_transmit(d));
+    CHECK(sv.on_initial(t::client_addr(), d, kSecond).kind == Kind::drop);
+    CHECK(admissions == 0);
+    CHECK(sv.counters().bad_proof == 1);
+    CHECK(sv.counters().parse[ParseError::missing_auth] == 1);
+    CHECK(sv.counters().admitted == 0);
+    // The right key: admitted in one round trip, proofs both ways.
+    ClientConfig cc = client_config();
+    cc.proof = proof_for(1);
+    cc.nonce.fill(0x33);
+    ClientHandshake cl(cc);
+    cl.start(kSecond);
+    AcceptInfo info;
+    REQUIRE(exchange(cl, sv, t::client_addr(), kSecond, &info) == Kind::accept);
+    CHECK(cl.state() == ClientHandshake::State::established);
+    CHECK_FALSE(info.validated);
+    CHECK(admissions == 1);
 }

@@ -46,6 +46,23 @@ CookieJar::Key corpus_key() {
     return k;
 }
 
+ServerConfig always() {
+    ServerConfig c;
+    c.retry = RetryPolicy::always;
+    return c;
+}
+
+Admission admit(const AdmissionRequest& r) {
+    Admission a;
+    a.no_checksum = r.no_checksum_offered && (r.client_cid.bytes[0] & 1);
+    a.admitted = r.qos.rate.value_or(0) < 1'000'000;
+    a.service_class = r.service_class;
+    a.granted = r.qos;
+    a.available.rate = 999'999;
+    a.reason = std::string(300, 'x');   // longer than the wire allows: cut
+    return a;
+}
+
 void packet(std::span<const std::uint8_t> in) {
     for (std::size_t cid_len : {std::size_t{0}, std::size_t{8}}) {
         // Both short-packet forms: with the CRC32C, and without (a
@@ -57,19 +74,20 @@ void packet(std::span<const std::uint8_t> in) {
             if (v.hdr.type != PacketType::version_negotiation) frames(v.hdr.type, v.payload);
         }
     }
-    static ServerHandshake server(ServerConfig{}, corpus_key(), [](const AdmissionRequest& r) {
-        Admission a;
-        a.no_checksum = r.no_checksum_offered && (r.client_cid.bytes[0] & 1);
-        a.admitted = r.qos.rate.value_or(0) < 1'000'000;
-        a.service_class = r.service_class;
-        a.granted = r.qos;
-        a.available.rate = 999'999;
-        a.reason = std::string(300, 'x');   // longer than the wire allows: cut
-        return a;
-    });
+    // Both policies: the cookie path (RETRY, cookie checks), and under_load
+    // with a load taken from the input, so both of its branches run.
+    static ServerHandshake server(always(), corpus_key(), admit);
+    static ServerHandshake direct(ServerConfig{}, corpus_key(), admit);
     const auto from = gs::sansio::Addr::v4(0x0a000002, 40000);
     const ServerReply r = server.on_initial(from, in, 5 * gs::sansio::kSecond);
     if (r.kind == ServerReply::Kind::send) check(r.len <= 3 * in.size());
+    check(r.kind != ServerReply::Kind::accept || r.info.validated);
+    direct.set_unvalidated(in.empty() ? 0 : in[in.size() / 2] % 128);
+    const ServerReply d = direct.on_initial(from, in, 5 * gs::sansio::kSecond);
+    // Whatever goes to an unproved address is within 3x what came from it.
+    const bool unproved = d.kind == ServerReply::Kind::send ||
+                          (d.kind != ServerReply::Kind::drop && !d.info.validated);
+    if (unproved) check(d.len <= 3 * in.size());
 
     ClientConfig cc;
     const std::uint8_t id[8] = {0xc1, 0x1e, 0x47, 0x00, 0x01, 0x02, 0x03, 0x04};

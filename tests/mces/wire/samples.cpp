@@ -171,6 +171,18 @@ std::vector<Sample> samples() {
         write_max_data(w, 99);
         write_ping(w);
     }));
+    // Class realtime: a TIMESTAMP, two messages (seq 0x1fffe and 0x1ffff go
+    // as their low 16 bits; stamps are the low 32 bits of the send time),
+    // the second one the packet's last frame, without a length; a REPAIR.
+    static const std::uint8_t m1[] = {0x12, 0x34, 0x56, 0x78, 'f', 'r', 'a', 'm', 'e'};
+    static const std::uint8_t m2[] = {0x12, 0x34, 0x56, 0x79, 'l', 'a', 's', 't'};
+    out.push_back(build_short("short_message", 14, 1, [](Writer& w) {
+        write_timestamp(w, 0x1'12345680ull);
+        write_message(w, 0x1fffe, m1);
+        write_message(w, 0x1ffff, m2, true);
+    }));
+    static const std::uint8_t rep[] = {0x01, 0x02, 0x03, 0x04, 0x05};
+    out.push_back(build_short("short_repair", 15, 1, [](Writer& w) { write_repair(w, rep); }));
     return out;
 }
 
