@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <deque>
 #include <memory>
 #include <new>
 
@@ -211,6 +212,7 @@ private:
     }
     void on_app_out(Engine& e, int) noexcept {
         if (ending_) return maybe_free();
+        if (mces_ != nullptr) return give_held(e);
         down_work(e);
     }
     void on_tr_out(Engine& e, int) noexcept {
@@ -613,7 +615,10 @@ private:
         DgramHeader h;
         sockaddr_storage ss{};
         socklen_t sl = from_addr(from, ss, d_.family);
-        if (sl == 0) return false;
+        if (sl == 0) {
+            errno = EAFNOSUPPORT;
+            return false;
+        }
         h.name_len = static_cast<uint16_t>(sl);
         memcpy(&h.name, &ss, sl);
         iovec iov[2] = {{&h, sizeof h}, {const_cast<void*>(payload), len}};
@@ -752,9 +757,61 @@ private:
             }
             qos::chain_consume(d->down_bucket_, n, now);
         }
-        if (d->give(from, p, n)) return true;
-        d->d_.drops.fetch_add(1, std::memory_order_relaxed);
-        return false;
+        if (d->waiting_.empty() && d->give(from, p, n)) return true;
+        if ((d->waiting_.empty() && errno != EAGAIN) || !d->hold(from, p, n)) {
+            d->d_.drops.fetch_add(1, std::memory_order_relaxed);
+            return false;
+        }
+        return true;
+    }
+
+    // Down over MCES, a slow reader: MCES reads the transport whatever the
+    // program does (its ACKs and resends depend on it), so the pair's buffer
+    // alone would be all a program that falls behind has, where the plain
+    // path has the pair's and the transport's own (the engine stops reading
+    // it). What the pair has no room for waits here, in order, up to as much
+    // again as the pair holds (its send buffer follows the program's
+    // SO_RCVBUF: follow_rcvbuf), and goes as the program reads (POLLOUT).
+    // Past that it is lost, as a full receive buffer loses it.
+    struct Waiting {
+        sansio::Addr from;
+        std::unique_ptr<uint8_t[]> bytes;
+        size_t len = 0;
+    };
+    static constexpr size_t kWaitingCost = 256;   // per message, beyond its bytes (as the kernel's truesize)
+    bool hold(const sansio::Addr& from, const uint8_t* p, size_t n) noexcept {
+        if (waiting_.empty()) {
+            int v = 0;
+            socklen_t l = sizeof v;
+            waiting_cap_ = syscall(SYS_getsockopt, b_.app_end, SOL_SOCKET, SO_SNDBUF, &v, &l) == 0 && v > 0
+                            ? static_cast<size_t>(v) : size_t{212992};
+        }
+        if (waiting_bytes_ + n + kWaitingCost > waiting_cap_) return false;
+        try {
+            Waiting h{from, std::unique_ptr<uint8_t[]>(new uint8_t[n > 0 ? n : 1]), n};
+            memcpy(h.bytes.get(), p, n);
+            waiting_.push_back(std::move(h));
+        } catch (...) {   // bad_alloc: lost, as on a congested link
+            return false;
+        }
+        waiting_bytes_ += n + kWaitingCost;
+        if (waiting_.size() == 1 && e_ != nullptr) arm(*e_, app_out_, b_.app_end, POLLOUT, false);
+        return true;
+    }
+    void give_held(Engine& e) noexcept {
+        while (!waiting_.empty()) {
+            Waiting& h = waiting_.front();
+            if (!give(h.from, h.bytes.get(), h.len)) {
+                if (errno == EAGAIN) return arm(e, app_out_, b_.app_end, POLLOUT, false);
+                // The program's end is shut or gone: what waits is lost.
+                d_.drops.fetch_add(waiting_.size(), std::memory_order_relaxed);
+                waiting_.clear();
+                waiting_bytes_ = 0;
+                return;
+            }
+            waiting_bytes_ -= h.len + kWaitingCost;
+            waiting_.pop_front();
+        }
     }
     // No MCES with a peer (transport = mces): a connected socket hears of
     // it as of an ICMP error; an unconnected one does not (as the kernel's).
@@ -824,6 +881,8 @@ private:
     int inflight_ = 0;
     bool up_over_ = false, down_over_ = false, ending_ = false;
     McesDgram* mces_ = nullptr;    // MCES runs the transport (d_.mces), if it could start
+    std::deque<Waiting> waiting_;     // down over MCES: for room in the program's end (hold)
+    size_t waiting_bytes_ = 0, waiting_cap_ = 0;
     sansio::Addr peer_;            // the transport's peer (connected_peer)
     uint32_t peer_gen_ = 0;
     bool peer_asked_ = false, peer_known_ = false;
