@@ -117,15 +117,7 @@ void on_fork_child() noexcept {
     }
 }
 
-// "600 Mbit/s", without allocating (hooks call it).
-const char* rate_text(uint64_t bytes_per_s, char* buf, size_t len) noexcept {
-    double bits = static_cast<double>(bytes_per_s) * 8;
-    if (bits >= 1e9) snprintf(buf, len, "%.3g Gbit/s", bits / 1e9);
-    else if (bits >= 1e6) snprintf(buf, len, "%.3g Mbit/s", bits / 1e6);
-    else if (bits >= 1e3) snprintf(buf, len, "%.3g kbit/s", bits / 1e3);
-    else snprintf(buf, len, "%.0f bit/s", bits);
-    return buf;
-}
+using qos::rate_text;
 
 void open_ledger(const policy::Policy& pol, bool needed) {
     // A rule that reserves needs it; so does one that carries flows over

@@ -19,15 +19,7 @@ const char* addr_text(const sansio::Addr& a, char* out, size_t n) noexcept {
     return out;
 }
 
-// "6 Mbit/s", as the shim's client-side lines say it.
-const char* rate_text(uint64_t bytes_per_s, char* buf, size_t len) noexcept {
-    const double bits = static_cast<double>(bytes_per_s) * 8;
-    if (bits >= 1e9) snprintf(buf, len, "%.3g Gbit/s", bits / 1e9);
-    else if (bits >= 1e6) snprintf(buf, len, "%.3g Mbit/s", bits / 1e6);
-    else if (bits >= 1e3) snprintf(buf, len, "%.3g kbit/s", bits / 1e3);
-    else snprintf(buf, len, "%.0f bit/s", bits);
-    return buf;
-}
+using qos::rate_text;
 
 // A down reservation as the endpoint's handle: sequence number << 16 | slot
 // (a ledger has at most kMaxSlots = 2^16 slots). Never 0: seq starts at 1.

@@ -125,6 +125,15 @@ struct SaveErrno {
 
 const char* name(Dir d) noexcept { return d == Dir::up ? "up" : d == Dir::down ? "down" : "?"; }
 
+const char* rate_text(uint64_t bytes_per_s, char* buf, size_t len) noexcept {
+    const double bits = static_cast<double>(bytes_per_s) * 8;
+    if (bits >= 1e9) snprintf(buf, len, "%.3g Gbit/s", bits / 1e9);
+    else if (bits >= 1e6) snprintf(buf, len, "%.3g Mbit/s", bits / 1e6);
+    else if (bits >= 1e3) snprintf(buf, len, "%.3g kbit/s", bits / 1e3);
+    else snprintf(buf, len, "%.0f bit/s", bits);
+    return buf;
+}
+
 const char* name(ReserveResult::Status s) noexcept {
     using S = ReserveResult::Status;
     switch (s) {

@@ -106,6 +106,9 @@ struct ReserveResult {
     bool fail_open() const noexcept { return status == Status::busy || status == Status::unavailable; }
 };
 const char* name(ReserveResult::Status s) noexcept;   // "granted", "downgraded", ...
+// A rate for log lines, "600 Mbit/s", written into buf without allocating
+// (the shim's hooks call it); returns buf.
+const char* rate_text(uint64_t bytes_per_s, char* buf, size_t len) noexcept;
 
 // The errno connect() fails with when admission refuses: ENOBUFS. POSIX lists
 // it for connect() ("no buffer space is available"), so programs already treat
