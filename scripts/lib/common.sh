@@ -13,6 +13,7 @@ PACKAGES=(
     libsodium-dev                                    # MAC for MCES cookies (docs/dependencies.md)
     clang libclang-rt-14-dev                         # libFuzzer and clang's sanitizer runtimes
     python3 curl socat iperf3 iproute2               # real programs the tests run under the shim
+    nftables                                         # random loss in the tests' namespaces (no netem here)
 )
 
 install_missing() {
