@@ -246,8 +246,11 @@ void flow_release(FlowRecord& r, int fd) noexcept {
     // An accepted MCES flow's record is also the engine's until its side
     // ends (mces_attach_accepted), which usually comes after the program's
     // close: take the kernel's figures while the fd is still open (before
-    // our reference goes: after it the record may be reused).
-    if (fd >= 0 && r.mces.kind == engine::McesFlow::accepted && r.refs.load(std::memory_order_relaxed) > 1)
+    // our reference goes: after it the record may be reused). A bridge's
+    // likewise: the engine may still be relaying when the process exits,
+    // and the --stats record would not know the flow's local address.
+    if (fd >= 0 && (r.mces.kind == engine::McesFlow::accepted || r.bridged) &&
+        r.refs.load(std::memory_order_relaxed) > 1)
         flow_refresh(r, fd);
     if (r.refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     // A bridge's last reference is the engine's (fd -1): its transport
