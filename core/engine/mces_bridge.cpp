@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <linux/errqueue.h>
 #include <linux/futex.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -21,6 +23,8 @@
 #include "core/engine/mces_admit.h"
 #include "core/engine/mces_peers.h"
 #include "core/engine/mces_util.h"
+#include "core/engine/relay_qos.h"
+#include "core/engine/send_queue.h"
 #include "core/engine/udp_host.h"
 #include "core/mces/conn/endpoint.h"
 
@@ -149,12 +153,23 @@ class Site;
 // One MCES connection relayed to a stream socket (`fd`): the program's end
 // of a bridge (client), or the engine's end of a loopback TCP connection to
 // the program (server). Engine thread only.
-class Link {
+//
+// Under the process's send aggregate ([general] rate_up), a client link is
+// one of the engine's send queue's flows (send_queue.h), as a TCP bridge
+// is: what the program writes waits in its end until the queue grants it
+// (by class: realtime > guaranteed > reliable, each within its own rate),
+// then goes into the connection, which paces and carries it.
+class Link final : public SendQueue::Client {
 public:
     Link(Site& s, std::shared_ptr<mces::Connection> c) noexcept : site_(s), conn_(std::move(c)) {
         in_.l = out_.l = cancel_.l = connect_.l = this;
     }
-    ~Link() { let_go(); }
+    ~Link() {
+        if (queue_ != nullptr) queue_->detach(*this);
+        let_go();
+    }
+    // The queue's turn: `bytes` of the program's are granted (charged).
+    void go(Engine& e, uint64_t bytes) noexcept override;
 
     // Client: the bridge this link serves (its app_end is `fd`).
     void attach_bridge(BridgeState& b, McesFlow& f) noexcept {
@@ -232,6 +247,9 @@ private:
     bool icmp_unreachable() noexcept;
     bool pump_up(Engine& e) noexcept;
     bool pump_down(Engine& e) noexcept;
+    void join_queue(Engine& e) noexcept;
+    bool offer_waiting() noexcept;
+    bool up_eof(ssize_t r) noexcept;
     void end_app(Engine& e, int err) noexcept;
     void close_app() noexcept;
     void announce(int phase, int err) noexcept;
@@ -259,6 +277,12 @@ private:
     bool up_over_ = false, down_over_ = false, discard_ = false;
     bool app_ending_ = false, app_closed_ = false, handed_over_ = false;
     int inflight_ = 0;
+    // Under the send aggregate (join_queue): the queue, the flow's own
+    // bucket (its policy rate) under the aggregate, and the bytes granted
+    // and not yet read from the program's end.
+    SendQueue* queue_ = nullptr;
+    qos::TokenBucket up_own_;
+    uint64_t granted_ = 0;
     int accept_idx_ = -1;
     uint64_t accept_gen_ = 0;
     sockaddr_storage target_{};
@@ -425,7 +449,48 @@ void Link::arm_out(Engine& e) noexcept {
 
 void Link::start_relay(Engine& e) noexcept {
     relaying_ = true;
+    join_queue(e);
     arm_in(e);
+}
+
+// A client link of a process with [general] rate_up joins the engine's send
+// queue. Without memory for it the flow goes unshaped (fails open), as a
+// TCP bridge's would be paced alone.
+void Link::join_queue(Engine& e) noexcept {
+    if (bridge_ == nullptr || bridge_->aggregate_up == 0) return;
+    const int64_t now = now_ns();
+    qos::TokenBucket* agg = aggregate(0, bridge_->aggregate_up, now);
+    SendQueue* q = SendQueue::get(e, agg);
+    if (q != nullptr && q->attach(*this, bridge_->service, chain(up_own_, bridge_->rate_up, agg, now), true) == 0)
+        queue_ = q;
+}
+
+// Under the queue: tell it what waits in the program's end that it does
+// not know of yet (SIOCINQ). Nothing at all: EOF or an error ends the up
+// direction (returns true: the connection has news to send); EAGAIN waits
+// for the next POLLIN.
+bool Link::offer_waiting() noexcept {
+    int in = 0;
+    if (::ioctl(fd_, SIOCINQ, &in) != 0 || in < 0) in = 0;
+    const uint64_t known = queued_bytes() + granted_;
+    if (static_cast<uint64_t>(in) > known) {
+        queue_->offer(*this, static_cast<uint64_t>(in) - known);
+        return false;
+    }
+    if (in > 0 || known > 0) return false;
+    char c;
+    ssize_t r = sys::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+        up_ready_ = false;   // the next POLLIN says when
+        return false;
+    }
+    return up_eof(r);
+}
+
+void Link::go(Engine& e, uint64_t bytes) noexcept {
+    granted_ += bytes;
+    if (app_ending_ || !relaying_) return;
+    if (pump_up(e)) site_.poke(e);
 }
 
 void Link::announce(int phase, int err) noexcept {
@@ -667,33 +732,42 @@ bool Link::abortive_close() const noexcept {
 bool Link::pump_up(Engine&) noexcept {
     bool sent = false;
     while (!up_over_ && up_ready_) {
+        if (queue_ != nullptr && granted_ == 0) return offer_waiting() || sent;
         std::span<uint8_t> room;
         std::ptrdiff_t avail = conn_->write_reserve(room);
-        if (avail == -EAGAIN) return sent;   // full: the peer's ACKs make room (pump runs again)
+        if (avail == -EAGAIN) {   // full: the peer's ACKs make room (pump runs again)
+            if (queue_ != nullptr) queue_->pause(*this);
+            return sent;
+        }
         if (avail < 0) {                     // closed under us: the program's writes fail from now on
             up_over_ = true;
             return sent;
         }
-        ssize_t r = sys::recv(fd_, room.data(), room.size(), MSG_DONTWAIT);
+        size_t want = room.size();
+        if (queue_ != nullptr && granted_ < want) want = static_cast<size_t>(granted_);
+        ssize_t r = sys::recv(fd_, room.data(), want, MSG_DONTWAIT);
         if (r < 0 && errno == EINTR) return sent;
         if (r < 0 && errno == EAGAIN) {
             up_ready_ = false;   // the next POLLIN says when
             return sent;
         }
-        if (r <= 0) {
-            up_over_ = true;
-            // EOF: FIN after the bytes, unless the program closed with
-            // SO_LINGER {1, 0}, or its socket was reset: an abort, as TCP.
-            if (r == 0 && !abortive_close()) conn_->shutdown_write();
-            else conn_->abort();
-            return true;
-        }
+        if (r <= 0) return up_eof(r);
+        if (queue_ != nullptr) granted_ -= static_cast<uint64_t>(r);
         conn_->write_commit(static_cast<size_t>(r));
         add(g_totals.stream_out, static_cast<uint64_t>(r));
         if (bridge_) add(bridge_->bytes_out, static_cast<uint64_t>(r));
         sent = true;
     }
     return sent;
+}
+
+// EOF (r == 0): FIN after the bytes, unless the program closed with
+// SO_LINGER {1, 0}, or its socket was reset (r < 0): an abort, as TCP.
+bool Link::up_eof(ssize_t r) noexcept {
+    up_over_ = true;
+    if (r == 0 && !abortive_close()) conn_->shutdown_write();
+    else conn_->abort();
+    return true;
 }
 
 // MCES -> program: send() straight from the connection's receive buffer,
@@ -751,8 +825,13 @@ bool Link::pump(Engine& e) noexcept {
         if (!relaying_) return false;
     }
     if (!relaying_) return false;
+    if (queue_ != nullptr && paused()) {
+        std::span<uint8_t> room;
+        if (conn_->write_reserve(room) > 0) queue_->resume(*this);   // the peer's ACKs made room
+    }
     bool any = pump_up(e);
     any |= pump_down(e);
+    if (queue_ != nullptr && !app_ending_) queue_->run(e);   // go() may send: it pokes the host itself
     publish(e);
     using St = mces::Connection::State;
     if (app_ending_) return any;

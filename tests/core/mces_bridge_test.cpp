@@ -447,3 +447,78 @@ TEST_CASE("a listener runs the policy's chain: one that lists checksum keeps the
     }
     Engine::destroy(e);
 }
+
+// [general] rate_up over MCES: client links are the engine's send queue's
+// flows (send_queue.h), as TCP bridges are. A guaranteed flow with its rate
+// and a reliable one, both writing all they can under a 2.5 MB/s aggregate:
+// the guaranteed one gets its 1.5 (an even split would give it 1.25), the
+// reliable one the rest, and the two together the aggregate (unshaped, the
+// reliable one alone moves 1.3 GB/s here).
+TEST_CASE("under the process's rate_up, MCES client flows share it by class: guaranteed its rate, reliable the rest") {
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    uint16_t port = 0;
+    int lfd = mces_listener(*e, port);
+    REQUIRE(test::eventually([] { return mces_listening(); }));
+    constexpr uint64_t kAggregate = 2'500'000, kRate = 1'500'000;   // bytes/s
+    ClientFlow g, r;
+    for (ClientFlow* c : {&g, &r}) {
+        c->prepare(port, false, kMcesWait);
+        c->b.aggregate_up = kAggregate;
+    }
+    g.b.service = policy::ServiceClass::guaranteed;
+    g.b.rate_up = kRate;
+    g.f.params.service_class = 2;
+    g.f.params.rate = kRate;
+    r.b.service = policy::ServiceClass::reliable;
+    // Each flow's first byte says which it is, to the server.
+    std::atomic<bool> stop{false};
+    auto writer = [&](ClientFlow& c, uint8_t tag) {
+        std::vector<uint8_t> chunk(64 * 1024, tag);
+        while (!stop.load() && send(c.program, chunk.data(), chunk.size(), MSG_NOSIGNAL) > 0) {}
+    };
+    int s[2] = {-1, -1};
+    std::atomic<uint64_t> got[2] = {0, 0};   // [0] guaranteed, [1] reliable
+    auto reader = [&](int i) {
+        uint8_t buf[65536];
+        ssize_t n = recv(s[i], buf, sizeof buf, 0);
+        if (n <= 0) return;
+        std::atomic<uint64_t>& to = got[buf[0] == 'G' ? 0 : 1];
+        for (; n > 0; n = recv(s[i], buf, sizeof buf, 0)) to.fetch_add(static_cast<uint64_t>(n));
+    };
+    for (int i = 0; i < 2; ++i) {
+        ClientFlow& c = i == 0 ? g : r;
+        start_mces_bridge(*e, c.b, c.f);
+        REQUIRE(c.b.wait_connected() == 0);
+        sockaddr_storage from{};
+        socklen_t fl = 0;
+        s[i] = accept_claimed(lfd, from, fl);
+    }
+    std::thread w1(writer, std::ref(g), uint8_t{'G'}), w2(writer, std::ref(r), uint8_t{'R'});
+    std::thread r1(reader, 0), r2(reader, 1);
+    usleep(500'000);   // past the start (each bucket's 10 ms of burst, the pairs filling)
+    const uint64_t g0 = got[0].load(), r0 = got[1].load();
+    auto t0 = std::chrono::steady_clock::now();
+    usleep(2'000'000);
+    const uint64_t g1 = got[0].load(), r1n = got[1].load();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    stop.store(true);
+    shutdown(g.program, SHUT_WR);   // the writers stop; the rest drains at the aggregate rate
+    shutdown(r.program, SHUT_WR);
+    w1.join();
+    w2.join();
+    r1.join();
+    r2.join();
+    const double grate = static_cast<double>(g1 - g0) / secs, rrate = static_cast<double>(r1n - r0) / secs;
+    MESSAGE("guaranteed " << grate / 1e6 << " MB/s (rate 1.5), reliable " << rrate / 1e6 << " MB/s, sum "
+                          << (grate + rrate) / 1e6 << " MB/s (aggregate 2.5)");
+    CHECK(grate >= 0.95 * kRate);
+    CHECK(grate <= 1.05 * kRate);
+    CHECK(rrate >= 0.85 * (kAggregate - kRate));
+    CHECK(grate + rrate <= 1.05 * kAggregate);
+    for (int fd : s) close(fd);
+    CHECK(test::eventually([&] { return g.done.load() && r.done.load(); }));
+    stop_listener(lfd);
+    CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));
+    Engine::destroy(e);
+}

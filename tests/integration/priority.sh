@@ -3,7 +3,9 @@
 # rate_up; core/engine/send_queue.h): two flows of one process send as fast
 # as they can; the realtime one (rate = 700kB/s) gets its rate, the other
 # the rest of the 1 MB/s aggregate. Without priority both would get half.
-# TCP and UDP, through the shim, measured at the receiver over 2 s.
+# TCP and UDP, through the shim, measured at the receiver over 2 s; and TCP
+# over MCES (both ends under gsrun), the first flow class guaranteed with
+# rate = 700kB/s: MCES client flows are the send queue's flows too.
 source "$(dirname "$0")/lib.sh"
 
 export GSOCKET_LEDGER="$T/ledger"   # the realtime flow reserves its rate
@@ -58,9 +60,34 @@ for t in threads: t.start()
 for t in threads: t.join()
 PY
 
-for proto in tcp udp; do
-    rt=$(free_port "$proto") bulk=$(free_port "$proto")
-    cat >"$T/$proto.ini" <<INI
+for proto in tcp udp mces; do
+    rt=$(free_port "${proto/mces/tcp}") bulk=$(free_port "${proto/mces/tcp}")
+    if [[ $proto == mces ]]; then
+        cat >"$T/mces.ini" <<INI
+[general]
+capacity = 1gbit
+rate_up = 1MB/s
+[flow rt]
+proto = tcp
+dport = $rt
+class = guaranteed
+rate = 700kB/s
+transport = mces
+[flow bulk]
+proto = tcp
+dport = $bulk
+transport = mces
+INI
+        cat >"$T/mces-server.ini" <<INI
+[flow serve]
+proto = tcp
+dport = $rt,$bulk
+transport = mces
+INI
+        recv=("$GSRUN" --policy "$T/mces-server.ini" -- "$PY")
+    else
+        recv=("$PY")
+        cat >"$T/$proto.ini" <<INI
 [general]
 capacity = 1gbit
 rate_up = 1MB/s
@@ -76,14 +103,28 @@ proto = $proto
 dport = $bulk
 class = $([[ $proto == tcp ]] && echo reliable || echo datagram)
 INI
-    "$PY" "$T/receiver.py" "$proto" "$rt" "$bulk" >"$T/$proto.out" &
+    fi
+    "${recv[@]}" "$T/receiver.py" "${proto/mces/tcp}" "$rt" "$bulk" >"$T/$proto.out" 2>"$T/$proto-recv.err" &
     recv_pid=$!; PIDS+=($recv_pid)
-    wait_port "$rt" "$proto"
-    "$GSRUN" --policy "$T/$proto.ini" -- "$PY" "$T/sender.py" "$proto" "$rt" "$bulk" 2>"$T/$proto.err" \
+    wait_port "$rt" "${proto/mces/tcp}"
+    wait_port "$bulk" "${proto/mces/tcp}"
+    "$GSRUN" --policy "$T/$proto.ini" --stats "$T/$proto.jsonl" -- "$PY" "$T/sender.py" "${proto/mces/tcp}" "$rt" "$bulk" 2>"$T/$proto.err" \
         || { cat "$T/$proto.err" >&2; fail "$proto sender failed"; }
-    wait "$recv_pid" || fail "$proto receiver failed"
+    wait "$recv_pid" || { cat "$T/$proto-recv.err" >&2; fail "$proto receiver failed"; }
     read -r got_rt got_bulk <"$T/$proto.out"
-    note "$proto under rate_up = 1MB/s: realtime $got_rt B/s (rate 700kB/s), $([[ $proto == tcp ]] && echo reliable || echo datagram) $got_bulk B/s"
+    if [[ $proto == mces ]]; then   # both flows were carried over MCES, each in its class
+        c=$("$PY" - "$T/mces.jsonl" <<'PY'
+import json, sys
+seen = {}
+for line in open(sys.argv[1]):
+    for f in json.loads(line)["flows"]:
+        if f.get("transport") == "mces": seen[f["class"]] = 1
+print(" ".join(sorted(seen)))
+PY
+)
+        [[ $c == "guaranteed reliable" ]] || fail "mces: the flows carried over MCES were of classes '$c'"
+    fi
+    note "$proto under rate_up = 1MB/s: $([[ $proto == mces ]] && echo guaranteed || echo realtime) $got_rt B/s (rate 700kB/s), $([[ $proto == udp ]] && echo datagram || echo reliable) $got_bulk B/s"
     "$PY" - "$got_rt" "$got_bulk" "$proto" <<'PY' || fail "$proto: no priority (realtime $got_rt, other $got_bulk B/s)"
 import sys
 rt, bulk = float(sys.argv[1]), float(sys.argv[2])
@@ -92,4 +133,4 @@ ok = rt >= 0.9 * 700e3 and bulk <= 380e3 and 0.9e6 <= rt + bulk <= 1.1e6
 sys.exit(0 if ok else 1)
 PY
 done
-echo "ok priority: under rate_up, a realtime flow gets its rate before a reliable (TCP) or datagram (UDP) one"
+echo "ok priority: under rate_up, a realtime flow gets its rate before a reliable (TCP) or datagram (UDP) one, and a guaranteed one over MCES before a reliable one"
