@@ -32,6 +32,13 @@ install_missing() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The default tree (build/, shared by scripts/demo and scripts/test): -O2
+# with line tables only (-g1). Every report and backtrace still names the
+# file and line; compiling takes about a quarter less than with -g
+# (connection.cpp: 2.7 s against 3.8 s). For gdb's variables, configure a
+# tree of your own with -g.
+DEFAULT_OPTS=(-Dc_args=-g1 -Dcpp_args=-g1)
+
 # build DIR [meson options...]: configure once, then build everything.
 build() {
     configure "$@" && compile "$1"
