@@ -1062,10 +1062,12 @@ void Site::fire(Engine& e, int64_t) noexcept {
                  syscall(SYS_getsockopt, listen_fd_, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) == 0 && acc != 0;
     if (!alive && listening_) {
         listening_ = false;
-        g_listening.fetch_sub(1, std::memory_order_relaxed);
+        // Release: whoever sees the count drop may close the fd (this check
+        // never looks at it again).
+        g_listening.fetch_sub(1, std::memory_order_release);
         g_totals.listeners.fetch_sub(1, std::memory_order_relaxed);
         reap(e);
-        if (closing_) return;
+        return;   // the last link's end frees the site (reap)
     }
     e.arm(*this, now_ns() + kListenCheck);
 }
@@ -1165,7 +1167,7 @@ int mces_listen(Engine& e, int udp_fd, int listen_fd, unsigned long listen_ino, 
     return -EMFILE;
 }
 
-bool mces_listening() noexcept { return g_listening.load(std::memory_order_relaxed) > 0; }
+bool mces_listening() noexcept { return g_listening.load(std::memory_order_acquire) > 0; }
 
 bool mces_claim_accepted(const sockaddr* from, socklen_t len, int family, sockaddr_storage& peer,
                          socklen_t& peer_len) noexcept {

@@ -625,10 +625,11 @@ TEST_CASE("UDP over MCES: a reader that falls behind gets what its receive buffe
     // b's program reads nothing while a sends. MCES reads b's socket all the
     // same; the program's end of the pair holds about 90 of these, and the
     // engine holds as much again (what the plain path has in the transport
-    // itself while the engine waits).
+    // itself while the engine waits). The engine's end has the default send
+    // buffer, as the program's (app_end is the engine's to read).
     int sndbuf = 0;
     socklen_t sl = sizeof sndbuf;
-    REQUIRE(getsockopt(b.b.app_end, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) == 0);
+    REQUIRE(getsockopt(b.prog, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) == 0);
     const size_t size = 1200;
     auto burst = [&](uint32_t first, uint32_t count) {
         for (uint32_t i = first; i < first + count; ++i) {
