@@ -173,6 +173,9 @@ struct ConnConfig {
     // starts protected. false: `fec` always (a policy that names a layout).
     bool fec_adaptive = true;
     double fec_target = 1e-3;
+    // Adaptive FEC's other tool: extra copies of resends where one resend
+    // round fits and leaves too much missing (rt_choose_fec). false: FEC only.
+    bool rt_resend_copies = true;
     double fec_prior_loss = 0.05;
     std::uint32_t fec_adapt_packets = 256;
     // A realtime receiver's ACKs: every 32 messages or 10 ms (SRT's ACK
@@ -293,6 +296,8 @@ struct ConnCounters {
     std::uint64_t repairs_dropped = 0;  // repairs pushed out of a full queue unsent
     std::uint32_t fec_repairs = 0;      // repairs per block sent now (0: none; adaptive FEC's choice)
     std::uint32_t fec_loss_ppm = 0;     // the loss adaptive FEC estimates, parts per million
+    std::uint32_t resend_extra_milli = 0;   // extra copies per resend now, x1000 (adaptive FEC's choice)
+    std::uint64_t extra_copies = 0;     // extra copies of resends queued (sent, in `retransmitted`, unless acked first)
     // Class guaranteed (recovery/guarantee.h), send side:
     std::uint64_t reserved_rate = 0;    // bytes/s the stream is held to (0: not guaranteed)
     std::uint64_t delivered_rate = 0;   // goodput acknowledged in the last interval judged, bytes/s
@@ -643,6 +648,8 @@ private:
     std::uint64_t fa_sent_ = 0, fa_lost_ = 0;  // packets sent / truly lost at the last estimate
     double fa_loss_ = -1;                      // smoothed loss estimate (-1: none yet)
     bool fa_prior_ = true;                     // the prior's choice is still to make (at the first RTT sample)
+    double rt_extra_ = 0;                      // extra copies per resend (adaptive FEC's other tool)
+    double rt_extra_acc_ = 0;                  // its fractional part, accumulated over resends
     std::unique_ptr<fec::Decoder> dec_;
     std::unique_ptr<TimingBuffer> tb_;
     std::vector<std::pair<std::uint64_t, sansio::Time>> rt_sent_;   // (pn, send time) by pn % size
