@@ -426,9 +426,10 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                     out.pop_back();   // the block's '}'
                     snprintf(b, sizeof b,
                              ",\"on_time\":%llu,\"late_dropped\":%llu,\"late_arrivals\":%llu,\"fec_repaired\":%llu,"
-                             "\"repairs_sent\":%llu,\"retransmitted\":%llu,\"expired\":%llu,\"jitter_us\":%llu}",
+                             "\"repairs_sent\":%llu,\"retransmitted\":%llu,\"extra_copies\":%llu,\"expired\":%llu,"
+                             "\"jitter_us\":%llu}",
                              v(m.on_time), v(m.late_dropped), v(m.late_arrivals), v(m.fec_repaired), v(m.repairs_sent),
-                             v(m.retransmitted), v(m.expired), v(m.jitter_us));
+                             v(m.retransmitted), v(m.extra_copies), v(m.expired), v(m.jitter_us));
                     out += b;
                 }
             }

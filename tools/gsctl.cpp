@@ -990,9 +990,10 @@ std::string mces_udp_text(const Json& m) {
     if (m.has("on_time")) {   // class realtime: "; realtime: 99.95% on time (3 late), 41 repaired by FEC, ..."
         const double on = m.num("on_time"), late = m.num("late_dropped");
         snprintf(b, sizeof b, "; realtime: %.2f%% on time (%llu late, %llu copies too late), %llu repaired by FEC, "
-                              "%llu repairs sent, %llu resent, %llu expired, jitter %.2f ms",
+                              "%llu repairs sent, %llu resent (%llu extra copies), %llu expired, jitter %.2f ms",
                  on + late > 0 ? 100.0 * on / (on + late) : 100.0, u("late_dropped"), u("late_arrivals"),
-                 u("fec_repaired"), u("repairs_sent"), u("retransmitted"), u("expired"), m.num("jitter_us") / 1000.0);
+                 u("fec_repaired"), u("repairs_sent"), u("retransmitted"), u("extra_copies"), u("expired"),
+                 m.num("jitter_us") / 1000.0);
         out += b;
     }
     return out;

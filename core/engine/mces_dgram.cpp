@@ -294,7 +294,7 @@ private:
     // (keyed sockets), and class realtime's.
     struct Sums {
         uint64_t on_time = 0, late_dropped = 0, fec_repaired = 0, retransmitted = 0, expired = 0, jitter_ns = 0;
-        uint64_t late_arrivals = 0, repairs_sent = 0;
+        uint64_t late_arrivals = 0, repairs_sent = 0, extra_copies = 0;
         uint64_t auth_failed = 0, replay = 0;
         void add(const mces::Connection& c, bool live) noexcept {
             const mces::ConnCounters k = c.counters();
@@ -308,6 +308,7 @@ private:
             expired += k.expired;
             late_arrivals += k.late_arrivals;
             repairs_sent += k.repairs_sent;
+            extra_copies += k.extra_copies;
             if (live && static_cast<uint64_t>(k.jitter) > jitter_ns) jitter_ns = static_cast<uint64_t>(k.jitter);
         }
         void store(McesDgramStats& s) const noexcept {
@@ -318,6 +319,7 @@ private:
             s.expired.store(expired, std::memory_order_relaxed);
             s.late_arrivals.store(late_arrivals, std::memory_order_relaxed);
             s.repairs_sent.store(repairs_sent, std::memory_order_relaxed);
+            s.extra_copies.store(extra_copies, std::memory_order_relaxed);
             s.jitter_us.store(jitter_ns / 1000, std::memory_order_relaxed);
             s.auth_failed.store(auth_failed, std::memory_order_relaxed);
             s.replay.store(replay, std::memory_order_relaxed);

@@ -66,10 +66,11 @@ struct McesDgramStats {
     // by FEC in time, sent again within their deadline, dropped unsent
     // because they could no longer arrive in time; copies that arrived
     // after their deadline (dropped, never delivered); FEC repairs sent;
-    // and the largest interarrival jitter (RFC 3550) among the live
+    // extra copies of resends (adaptive FEC's other tool, in retransmitted
+    // too); and the largest interarrival jitter (RFC 3550) among the live
     // connections, in us.
     std::atomic<uint64_t> on_time{0}, late_dropped{0}, fec_repaired{0}, retransmitted{0}, expired{0};
-    std::atomic<uint64_t> late_arrivals{0}, repairs_sent{0};
+    std::atomic<uint64_t> late_arrivals{0}, repairs_sent{0}, extra_copies{0};
     std::atomic<uint64_t> jitter_us{0};
     // Keyed sockets (policy auth_key), summed the same way: packets dropped
     // because their tag did not verify (another key or mode, altered,
@@ -78,7 +79,7 @@ struct McesDgramStats {
     void reset() noexcept {
         for (std::atomic<uint64_t>* a : {&connects, &accepted, &established, &failed, &fallbacks, &sent, &received,
                                          &plain_out, &plain_in, &dropped, &on_time, &late_dropped, &fec_repaired,
-                                         &retransmitted, &expired, &late_arrivals, &repairs_sent, &jitter_us,
+                                         &retransmitted, &expired, &late_arrivals, &repairs_sent, &extra_copies, &jitter_us,
                                          &auth_failed, &replay})
             a->store(0, std::memory_order_relaxed);
     }

@@ -145,10 +145,10 @@ c=$(rt "$T/cli.jsonl" '(f["transport"], f["class"], m["established"])')
 s=$(rt "$T/srv.jsonl" '(f["transport"], f["class"], m["accepted"] >= 1)')
 [[ $s == "('mces', 'realtime', True)" ]] || fail "iperf3 -s's UDP flow: (transport, class, accepted >= 1) = $s, want ('mces', 'realtime', True)"
 
-read -r sent retx expired repairs < <(rt "$T/cli.jsonl" '" ".join(map(str, (m["sent"], m["retransmitted"], m["expired"], m["repairs_sent"])))')
+read -r sent retx expired repairs copies < <(rt "$T/cli.jsonl" '" ".join(map(str, (m["sent"], m["retransmitted"], m["expired"], m["repairs_sent"], m["extra_copies"])))')
 read -r recv on late fec drops late_copies < <(rt "$T/srv.jsonl" '" ".join(map(str, (m["received"], m["on_time"], m["late_dropped"], m["fec_repaired"], f["drops"], m["late_arrivals"])))')
 note "relay: toward B $up_loss of $up_in packets dropped (mean $up_avg bytes), back $down_loss of $down_in"
-note "sender: $sent messages on MCES, $retx retransmitted, $repairs FEC repairs sent, $expired expired unsent"
+note "sender: $sent messages on MCES, $retx retransmitted ($copies of them extra copies), $repairs FEC repairs sent, $expired expired unsent"
 note "receiver: $recv delivered to iperf3, $on released on time ($((recv > on ? recv - on : 0)) late deliveries), $late skipped (not there by the deadline), $fec rebuilt by FEC, $late_copies copies too late (dropped), $drops dropped toward iperf3"
 note "iperf3 -s: $lost of $total lost ($pct%) at $rate over MCES class realtime (120 ms), 5% loss, 20 ms +-2 ms each way"
 
