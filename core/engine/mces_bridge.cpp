@@ -163,10 +163,15 @@ class Link final : public SendQueue::Client {
 public:
     Link(Site& s, std::shared_ptr<mces::Connection> c) noexcept : site_(s), conn_(std::move(c)) {
         in_.l = out_.l = cancel_.l = connect_.l = this;
+        down_wait_.l = this;
     }
     ~Link() {
         if (queue_ != nullptr) queue_->detach(*this);
         let_go();
+    }
+    // Before the site deletes the link: its receive limit's timer goes.
+    void stop_timers(Engine& e) noexcept {
+        if (down_wait_.heap_index_ >= 0) e.cancel(down_wait_);
     }
     // The queue's turn: `bytes` of the program's are granted (charged).
     void go(Engine& e, uint64_t bytes) noexcept override;
@@ -233,6 +238,10 @@ private:
         Link* l = nullptr;
         void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
     };
+    struct DownWait final : Timer {   // the receive limit's tokens are there again
+        Link* l = nullptr;
+        void fire(Engine& e, int64_t) noexcept override;
+    };
 
     void store_figures() noexcept;
     void say_shortfall(const mces::ConnCounters& c) noexcept;
@@ -247,7 +256,7 @@ private:
     bool icmp_unreachable() noexcept;
     bool pump_up(Engine& e) noexcept;
     bool pump_down(Engine& e) noexcept;
-    void join_queue(Engine& e) noexcept;
+    void shape(Engine& e) noexcept;
     bool offer_waiting() noexcept;
     bool up_eof(ssize_t r) noexcept;
     void end_app(Engine& e, int err) noexcept;
@@ -283,6 +292,12 @@ private:
     SendQueue* queue_ = nullptr;
     qos::TokenBucket up_own_;
     uint64_t granted_ = 0;
+    // Client: the receive limit (the rule's rate_down under [general]
+    // rate_down), or null. Bytes stay in the connection until its tokens
+    // are there: its window closes and the peer slows, as TCP's would.
+    qos::TokenBucket down_own_;
+    qos::TokenBucket* down_bucket_ = nullptr;
+    DownWait down_wait_;
     int accept_idx_ = -1;
     uint64_t accept_gen_ = 0;
     sockaddr_storage target_{};
@@ -384,6 +399,10 @@ void Link::Cancel::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
     l->after(e);
 }
 
+void Link::DownWait::fire(Engine& e, int64_t) noexcept {
+    if (!l->app_ending_ && l->pump(e)) l->site_.poke(e);
+}
+
 void Link::Connect::complete(Engine& e, const io_uring_cqe& cqe) noexcept {
     --l->inflight_;
     if (l->app_ending_) return l->after(e);
@@ -449,16 +468,19 @@ void Link::arm_out(Engine& e) noexcept {
 
 void Link::start_relay(Engine& e) noexcept {
     relaying_ = true;
-    join_queue(e);
+    shape(e);
     arm_in(e);
 }
 
-// A client link of a process with [general] rate_up joins the engine's send
-// queue. Without memory for it the flow goes unshaped (fails open), as a
-// TCP bridge's would be paced alone.
-void Link::join_queue(Engine& e) noexcept {
-    if (bridge_ == nullptr || bridge_->aggregate_up == 0) return;
+// A client link's limits (relay_qos.h's chains, as a TCP bridge's): down,
+// the rule's rate_down under [general] rate_down; up, with [general]
+// rate_up, the engine's send queue. Without memory for the queue the flow
+// goes unshaped up (fails open), as a TCP bridge's would be paced alone.
+void Link::shape(Engine& e) noexcept {
+    if (bridge_ == nullptr) return;
     const int64_t now = now_ns();
+    down_bucket_ = chain(down_own_, bridge_->rate_down, aggregate(1, bridge_->aggregate_down, now), now);
+    if (bridge_->aggregate_up == 0) return;
     qos::TokenBucket* agg = aggregate(0, bridge_->aggregate_up, now);
     SendQueue* q = SendQueue::get(e, agg);
     if (q != nullptr && q->attach(*this, bridge_->service, chain(up_own_, bridge_->rate_up, agg, now), true) == 0)
@@ -794,7 +816,20 @@ bool Link::pump_down(Engine& e) noexcept {
             credit = true;
             continue;
         }
-        ssize_t n = sys::send(fd_, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        size_t len = data.size();
+        int64_t now = 0;
+        if (down_bucket_ != nullptr) {
+            // Read when there are tokens (the window closes meanwhile), as
+            // the TCP bridge's receive limit does.
+            now = now_ns();
+            const int64_t have = qos::chain_available(down_bucket_, now);
+            if (have <= 0) {
+                if (down_wait_.heap_index_ < 0) e.arm(down_wait_, now + qos::chain_time_until(down_bucket_, 1, now));
+                return credit;
+            }
+            if (static_cast<uint64_t>(have) < len) len = static_cast<size_t>(have);
+        }
+        ssize_t n = sys::send(fd_, data.data(), len, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             arm_out(e);
             return credit;
@@ -803,6 +838,7 @@ bool Link::pump_down(Engine& e) noexcept {
             discard_ = true;
             continue;
         }
+        if (down_bucket_ != nullptr) qos::chain_consume(down_bucket_, static_cast<uint64_t>(n), now);
         conn_->read_consume(static_cast<size_t>(n));
         credit = true;
         add(g_totals.stream_in, static_cast<uint64_t>(n));
@@ -810,7 +846,7 @@ bool Link::pump_down(Engine& e) noexcept {
             add(bridge_->bytes_in, static_cast<uint64_t>(n));
             bridge_->down_relayed.fetch_add(static_cast<uint64_t>(n), std::memory_order_release);
         }
-        if (n < r) {
+        if (static_cast<size_t>(n) < len) {
             arm_out(e);
             return credit;
         }
@@ -1018,6 +1054,7 @@ void Site::reap(Engine& e) noexcept {
             l->add_counters();
             links_[i] = links_.back();
             links_.pop_back();
+            l->stop_timers(e);
             delete l;
             continue;
         }
@@ -1043,6 +1080,7 @@ void Site::fire(Engine& e, int64_t) noexcept {
         for (size_t i = 0; i < links_.size();) {
             if (links_[i]->inflight_ == 0) {
                 if (links_[i]->app_ending_ && !links_[i]->app_closed_) links_[i]->close_app();
+                links_[i]->stop_timers(e);
                 delete links_[i];
                 links_[i] = links_.back();
                 links_.pop_back();

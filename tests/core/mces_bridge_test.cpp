@@ -522,3 +522,59 @@ TEST_CASE("under the process's rate_up, MCES client flows share it by class: gua
     CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));
     Engine::destroy(e);
 }
+
+// A rule's rate_down on a client's TCP flow over MCES: the link reads the
+// connection only as its tokens allow, so the connection's window closes
+// and the peer slows (loopback carries 1.3 GB/s unshaped).
+TEST_CASE("rate_down on a client's MCES flow: the program receives at the rate, the sender is held back") {
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    uint16_t port = 0;
+    int lfd = mces_listener(*e, port);
+    REQUIRE(test::eventually([] { return mces_listening(); }));
+    constexpr uint64_t kRateDown = 1'000'000;   // bytes/s
+    ClientFlow c;
+    c.prepare(port, false, kMcesWait);
+    c.b.rate_down = kRateDown;
+    start_mces_bridge(*e, c.b, c.f);
+    REQUIRE(c.b.wait_connected() == 0);
+    sockaddr_storage from{};
+    socklen_t fl = 0;
+    int s = accept_claimed(lfd, from, fl);
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> written{0}, got{0};
+    std::thread writer([&] {
+        std::vector<uint8_t> chunk(64 * 1024, 'd');
+        for (ssize_t n; !stop.load() && (n = send(s, chunk.data(), chunk.size(), MSG_NOSIGNAL)) > 0;)
+            written.fetch_add(static_cast<uint64_t>(n));
+    });
+    std::thread reader([&] {
+        uint8_t buf[65536];
+        for (ssize_t n; (n = recv(c.program, buf, sizeof buf, 0)) > 0;) got.fetch_add(static_cast<uint64_t>(n));
+    });
+    usleep(500'000);   // past the start: the bucket's 10 ms of burst, the buffers filling
+    const uint64_t g0 = got.load();
+    const auto t0 = std::chrono::steady_clock::now();
+    usleep(2'000'000);
+    const uint64_t g1 = got.load();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double rate = static_cast<double>(g1 - g0) / secs;
+    // Held back: what the server's program could write is what the
+    // connection's buffers hold beyond what came through.
+    const uint64_t ahead = written.load() - got.load();
+    MESSAGE("received " << rate / 1e6 << " MB/s (rate_down 1 MB/s); the writer is " << ahead / 1024
+                        << " KiB ahead of the reader after 2.5 s");
+    CHECK(rate >= 0.95 * kRateDown);
+    CHECK(rate <= 1.05 * kRateDown);
+    CHECK(ahead < 16u << 20);   // not everything it could write in 2.5 s: backpressure reached it
+    stop.store(true);
+    shutdown(s, SHUT_RDWR);   // the writer stops; the client sees the reset or the end
+    writer.join();
+    close(s);
+    shutdown(c.program, SHUT_RDWR);
+    reader.join();
+    CHECK(test::eventually([&] { return c.done.load(); }));
+    stop_listener(lfd);
+    CHECK(test::eventually([] { return mces_sites() == 0; }, 5000));
+    Engine::destroy(e);
+}
