@@ -49,13 +49,6 @@ std::span<const uint8_t> long_scid(std::span<const uint8_t> b) noexcept {
 
 void inc(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept { c.fetch_add(n, std::memory_order_relaxed); }
 
-// A closed socket's MCES side lingers at most this long beyond its latency
-// (McesDgram::linger), and is checked this often.
-constexpr int64_t kLingerNs = 1'000'000'000;
-constexpr int64_t kLingerCheckNs = 10'000'000;
-
-bool discard(void*, const sansio::Addr&, const uint8_t*, size_t) noexcept { return true; }
-
 }  // namespace
 
 // One program's UDP socket, run as an MCES endpoint that lets plain UDP
@@ -65,14 +58,8 @@ class McesDgram final : public sansio::Endpoint {
 public:
     McesDgram(const mces::EndpointConfig& cfg, const McesParams& p, McesDgramStats& st, McesDeliver d, McesError er,
               void* owner)
-        : ep_(cfg), params_(p), stats_(&st), deliver_(d), error_(er), owner_(owner) {
+        : ep_(cfg), params_(p), stats_(st), deliver_(d), error_(er), owner_(owner) {
         plain_in_.reserve(kMaxPlainIn);   // on_datagram never grows it
-    }
-
-    ~McesDgram() {
-        if (prev_) prev_->next_ = next_;
-        else if (first_ == this) first_ = next_;
-        if (next_) next_->prev_ = prev_;
     }
 
     bool start(Engine& e, int fd, int* err) noexcept {
@@ -80,10 +67,6 @@ public:
                                [](Engine& en, void* self) noexcept { static_cast<McesDgram*>(self)->activity(en); },
                                this, err);
         if (host_ == nullptr) return false;
-        next_ = first_;
-        if (next_) next_->prev_ = this;
-        first_ = this;
-        linger_timer_.m = this;
         // A UDP socket answers whoever sends to it; classes 2 and 3 reserve (mces_admit.h).
         McesAdmission::listen(ep_, params_.admission, ep_.local());
         return true;
@@ -95,7 +78,7 @@ public:
         try {   // the host calls this from noexcept code: bad_alloc stops here (the datagram is lost)
             split(from, to, bytes, now);
         } catch (...) {
-            inc(stats_->dropped);
+            inc(stats_.dropped);
         }
     }
     void split(const sansio::Addr& from, const sansio::Addr& to, std::span<const uint8_t> bytes, sansio::Time now) {
@@ -115,7 +98,7 @@ public:
             }
             return ep_.on_datagram(from, to, bytes, now);
         }
-        inc(stats_->plain_in);
+        inc(stats_.plain_in);
         if (it == peers_.end() && peers_.size() < kMaxPeers) it = peers_.try_emplace(from).first;
         if (it != peers_.end() && it->second.mode == Peer::opening) {
             it->second.plain_heard = true;   // it speaks plain UDP: auto falls back at once
@@ -124,7 +107,7 @@ public:
             it->second.mode = Peer::plain;
         }
         if (plain_in_.size() < kMaxPlainIn) plain_in_.push_back({from, bytes});
-        else inc(stats_->dropped);
+        else inc(stats_.dropped);
     }
     void on_timeout(sansio::Time now) override { ep_.on_timeout(now); }
     sansio::Time next_timeout() const override { return ep_.next_timeout(); }
@@ -149,7 +132,7 @@ public:
         try {
             return send_to(e, to, std::span<const uint8_t>(p, n));
         } catch (...) {   // bad_alloc: lost, as on a congested link
-            inc(stats_->dropped);
+            inc(stats_.dropped);
             return -ENOBUFS;
         }
     }
@@ -158,58 +141,10 @@ public:
         if (host_ != nullptr) host_->poke(e);
     }
 
-    // The program's socket is gone (its bridge ended). The kernel would
-    // still send a closed UDP socket's last datagrams; here they live in the
-    // connections, so the endpoint stays until they are settled
-    // (Connection::datagrams_settled: sent, and for realtime acknowledged or
-    // past their deadline, resends within it done), at most its latency +
-    // kLingerNs, then closes and frees itself. Nothing is delivered or
-    // counted into the flow's record meanwhile (it may be another flow's).
-    // The process's exit waits for lingering ones too (drained()).
-    void linger(Engine& e) noexcept {
-        publish_final();
-        stats_ = &sink_;
-        deliver_ = &discard;
-        error_ = nullptr;
-        owner_ = nullptr;
-        linger_until_ = e.now() + static_cast<int64_t>(params_.latency_us) * 1000 + kLingerNs;
-        lingering_ = true;
-        linger_check(e);
-    }
-    bool settled() const noexcept {
-        if (!plain_out_.empty()) return false;
-        for (const auto& c : conns_)
-            if (!c->datagrams_settled()) return false;
-        for (const auto& [addr, p] : peers_)
-            if (p.mode == Peer::opening && !p.held.empty()) return false;
-        return true;
-    }
-    // The process exits (engine drain hooks, engine thread): done when every
-    // endpoint's messages are settled; lingering ones that are (or whose
-    // time is up) are freed here, as the loop may stop before their timer.
-    static void drain_begin(Engine& e) noexcept { drain_engine_ = &e; }
-    static bool drained() noexcept {
-        bool done = true;
-        for (McesDgram* m = first_; m != nullptr;) {
-            McesDgram* next = m->next_;
-            const bool ok = m->settled();
-            if (m->lingering_ && drain_engine_ != nullptr && (ok || drain_engine_->now() >= m->linger_until_))
-                m->finish(*drain_engine_);
-            else if (!ok)
-                done = false;
-            m = next;
-        }
-        return done;
-    }
-    static uint64_t drain_progress() noexcept {   // packets back from peers
-        uint64_t n = 0;
-        for (McesDgram* m = first_; m != nullptr; m = m->next_)
-            if (m->host_ != nullptr) n += m->host_->stats().rx_datagrams;
-        return n;
-    }
-
     void close(Engine& e) noexcept {
-        publish_final();
+        Sums last = ended_;   // the figures as the socket ends
+        for (auto& c : conns_) last.add(*c, true);
+        last.store(stats_);
         for (auto& c : conns_)
             if (c->state() != mces::Connection::State::closed) c->close();
         try {
@@ -272,7 +207,7 @@ private:
         static const std::vector<std::string> none;
         const std::vector<std::string>& el = params_.elements ? *params_.elements : none;
         if (ep_.connect(to, params_.service_class, mces_offer(params_), now, c, el) != 0 || !c) return drop();
-        inc(stats_->connects);
+        inc(stats_.connects);
         conns_.push_back(c);
         Peer& p = peers_[to];
         p.mode = Peer::opening;
@@ -301,17 +236,17 @@ private:
     int on_conn(Peer& p, std::span<const uint8_t> msg, int64_t sent_at = -1) noexcept {
         std::ptrdiff_t r = p.conn->send_datagram(msg, sent_at);
         if (r < 0) return drop();
-        inc(stats_->sent);
+        inc(stats_.sent);
         return 0;
     }
     int plain(const sansio::Addr& to, std::span<const uint8_t> msg) {
         if (plain_out_.size() >= kMaxPlainOut) return drop();
         plain_out_.emplace_back(ep_.local(), to, std::vector<uint8_t>(msg.begin(), msg.end()));
-        inc(stats_->plain_out);
+        inc(stats_.plain_out);
         return 0;
     }
     int drop() noexcept {
-        inc(stats_->dropped);
+        inc(stats_.dropped);
         return -ENOBUFS;
     }
 
@@ -334,7 +269,7 @@ private:
             mces::Connection& c = *conns_[i];
             std::ptrdiff_t n;
             while ((n = c.recv_datagram(std::span<uint8_t>(buf_, sizeof buf_))) >= 0) {
-                inc(stats_->received);
+                inc(stats_.received);
                 deliver_(owner_, c.peer(), buf_, static_cast<size_t>(n));
             }
             // Forgotten once drained: a realtime connection closed by its
@@ -351,7 +286,7 @@ private:
         }
         if (publish) {
             published_at_ = e.now();
-            live.store(*stats_);
+            live.store(stats_);
         }
     }
 
@@ -394,7 +329,7 @@ private:
     // A connection a peer opened to us: it becomes the one we answer that
     // peer on, unless we have a live one to it already.
     void adopt(std::shared_ptr<mces::Connection> c, int64_t now) {
-        inc(stats_->accepted);
+        inc(stats_.accepted);
         conns_.push_back(c);
         auto it = peers_.find(c->peer());
         if (it == peers_.end()) {
@@ -433,7 +368,7 @@ private:
                 continue;
             }
             if (st == St::established || st == St::closing) {
-                inc(stats_->established);
+                inc(stats_.established);
                 PeerTable::process().record(it->first, PeerVerdict::mces, now);
                 p.mode = Peer::mces;
                 for (auto& m : p.held) on_conn(p, m.bytes, m.at);
@@ -453,16 +388,16 @@ private:
     // plain UDP from now on. Otherwise what was held is lost, and the
     // program hears of it as of an ICMP error.
     void failed(const sansio::Addr& addr, Peer& p, int64_t now) {
-        inc(stats_->failed);
+        inc(stats_.failed);
         if (!p.answered) PeerTable::process().record(addr, PeerVerdict::native, now);
         if (params_.fallback && !p.answered) {
-            inc(stats_->fallbacks);
+            inc(stats_.fallbacks);
             p.mode = Peer::plain;
             p.plain_until = now + kPlainTtl;
             p.conn.reset();
             for (auto& m : p.held) plain(addr, m.bytes);
         } else {
-            inc(stats_->dropped, p.held.size());
+            inc(stats_.dropped, p.held.size());
             p.mode = Peer::failed;
             p.retry_at = now + kRetryAfter;
             p.conn.reset();
@@ -471,25 +406,6 @@ private:
         p.held.clear();
         p.held_bytes = 0;
     }
-
-    void publish_final() noexcept {
-        Sums last = ended_;   // the figures as the socket ends
-        for (auto& c : conns_) last.add(*c, true);
-        last.store(*stats_);
-    }
-    void linger_check(Engine& e) noexcept {
-        if (settled() || e.now() >= linger_until_) return finish(e);
-        e.arm(linger_timer_, e.now() + kLingerCheckNs);
-    }
-    void finish(Engine& e) noexcept {
-        if (linger_timer_.heap_index_ >= 0) e.cancel(linger_timer_);
-        close(e);
-        delete this;
-    }
-    struct LingerTimer final : Timer {
-        McesDgram* m = nullptr;
-        void fire(Engine& e, int64_t) noexcept override { m->linger_check(e); }
-    };
 
     // A closed connection leaves: its peer is opened again at the next send.
     void forget(const std::shared_ptr<mces::Connection>& c) noexcept {
@@ -504,7 +420,7 @@ private:
 
     mces::Endpoint ep_;
     McesParams params_;
-    McesDgramStats* stats_;   // the flow record's; a sink of its own once lingering
+    McesDgramStats& stats_;
     Sums ended_;                     // of the connections already forgotten
     int64_t published_at_ = 0;
     McesDeliver deliver_;
@@ -518,15 +434,6 @@ private:
     std::vector<Plain> plain_in_;
     std::deque<sansio::Datagram> plain_out_;
     uint8_t buf_[65536];
-    // Every endpoint of the process (drained()), engine thread only.
-    static inline McesDgram* first_ = nullptr;
-    static inline Engine* drain_engine_ = nullptr;
-    McesDgram* next_ = nullptr;
-    McesDgram* prev_ = nullptr;
-    bool lingering_ = false;
-    int64_t linger_until_ = 0;
-    LingerTimer linger_timer_;
-    McesDgramStats sink_;
 
     friend McesDgram* mces_dgram_start(Engine&, int, const McesParams&, McesDgramStats&, McesDeliver, McesError, void*,
                                        int*) noexcept;
@@ -592,9 +499,6 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
         return nullptr;
     }
     m->max_payload_ = max_message;
-    static std::atomic<bool> hooks{false};
-    if (!hooks.exchange(true))
-        set_drain_hooks(&McesDgram::drain_begin, &McesDgram::drained, &McesDgram::drain_progress);
     return m;
 }
 
@@ -603,6 +507,9 @@ int mces_dgram_send(Engine& e, McesDgram& m, const sansio::Addr& to, const uint8
 }
 void mces_dgram_flush(Engine& e, McesDgram& m) noexcept { m.flush(e); }
 size_t mces_dgram_max_payload(const McesDgram& m) noexcept { return m.max_payload(); }
-void mces_dgram_close(Engine& e, McesDgram& m) noexcept { m.linger(e); }
+void mces_dgram_close(Engine& e, McesDgram& m) noexcept {
+    m.close(e);
+    delete &m;
+}
 
 }  // namespace gs::engine

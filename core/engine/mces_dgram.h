@@ -110,13 +110,8 @@ int mces_dgram_send(Engine& e, McesDgram& m, const sansio::Addr& to, const uint8
 void mces_dgram_flush(Engine& e, McesDgram& m) noexcept;
 // The largest message mces_dgram_send takes (class 0: 65,473 bytes).
 size_t mces_dgram_max_payload(const McesDgram& m) noexcept;
-// The program's socket is gone: no callback after this returns, and
-// `stats` is the caller's again. What the connections still hold for peers
-// goes on (the kernel would still send a closed UDP socket's datagrams)
-// until it is settled: sent, and for realtime acknowledged or past its
-// deadline; at most the latency + 1 s. Then the connections are closed (the
-// peers are told) and the socket with them; `m` frees itself. The process's
-// exit waits for that (engine drain hooks).
+// Stop: connections are closed (the peers are told), the socket is closed
+// once the kernel lets go of it; no callback after this returns. Frees `m`.
 void mces_dgram_close(Engine& e, McesDgram& m) noexcept;
 
 }  // namespace gs::engine

@@ -1529,14 +1529,6 @@ void Connection::rt_trim(Time now) {
         rt_repairs_.pop_front();
 }
 
-bool Connection::datagrams_settled() const noexcept {
-    if (state_ == State::closed || sb_) return true;
-    if (!realtime()) return dg_out_.empty();
-    for (const OutMsg& m : rt_out_)   // unsent ones too: they are neither acked nor past their time yet
-        if (!(m.acked || m.dropped || now_ > m.at + rt_latency_)) return false;
-    return true;
-}
-
 bool Connection::rt_want_send() const noexcept {
     return !rt_rtx_.empty() || rt_next_new_ < rt_out_base_ + rt_out_.size() || !rt_repairs_.empty();
 }

@@ -476,13 +476,6 @@ public:
     bool poll_transmit(std::vector<std::uint8_t>& out, sansio::Time now, Held* held = nullptr);
     // Closed and past the drain period: the owner may forget it.
     bool drained() const noexcept { return state_ == State::closed && now_ >= drain_until_; }
-    // Messages: nothing the application gave waits for this side any more.
-    // Class 0: every datagram sent; realtime: every message acknowledged,
-    // given up, or past its deadline (so resends within it are done). An
-    // owner whose process exits waits for it: unlike the kernel's UDP, the
-    // messages live in the process. Closed: true. Streams: true (their
-    // owner closes them and waits for the close).
-    bool datagrams_settled() const noexcept;
 
 private:
     friend class Endpoint;
