@@ -286,7 +286,7 @@ private:
     bool up_over_ = false, down_over_ = false, discard_ = false;
     bool app_ending_ = false, app_closed_ = false, handed_over_ = false;
     int inflight_ = 0;
-    // Under the send aggregate (join_queue): the queue, the flow's own
+    // Under the send aggregate (shape): the queue, the flow's own
     // bucket (its policy rate) under the aggregate, and the bytes granted
     // and not yet read from the program's end.
     SendQueue* queue_ = nullptr;
@@ -506,6 +506,7 @@ bool Link::offer_waiting() noexcept {
         up_ready_ = false;   // the next POLLIN says when
         return false;
     }
+    if (r > 0) return false;   // bytes after all: SIOCINQ lagged; offered at the next pump
     return up_eof(r);
 }
 
