@@ -61,7 +61,9 @@ constexpr const char* kUsage =
     "    distinct messages), seconds (first to last arrival), goodput_mbit (bytes after the first message over seconds),\n"
     "    foreign (datagrams of another stream or malformed, ignored), latency_ms, tolerance_ms,\n"
     "    late_first and late_last (the lowest and highest sequence number of a late message, -1:\n"
-    "    none: where in the stream the lateness was).\n"
+    "    none: where in the stream the lateness was), lost_runs (runs of consecutive missing\n"
+    "    messages), lost_tail (missing messages past the highest one received: lost at the stream's\n"
+    "    end) and lost_first_runs (the first 8 runs, [first,last] sequence numbers).\n"
     "  --tolerance T (default 0) is added to the latency bound for on_time: a gateway that releases\n"
     "  messages exactly at its own latency (SRT's TSBPD) hands them on a little after the bound.\n"
     "Times: 120ms, 0.12s, 250us; a plain number is milliseconds. --progress S: a line on stderr every S\n"
@@ -411,6 +413,26 @@ int run_recv(const Opts& o) {
         }
     }
     std::sort(delays.begin(), delays.end());
+    // Where the missing messages are: runs of consecutive ones (the first
+    // few, for a person to look at) and how many are past the highest one
+    // received (a stream's tail, lost at its end rather than on the way).
+    uint64_t lost_runs = 0, lost_tail = 0;
+    std::string runs_json;
+    for (uint64_t i = 0; i < o.count;) {
+        if (seen[i]) {
+            ++i;
+            continue;
+        }
+        uint64_t j = i;
+        while (j + 1 < o.count && !seen[j + 1]) ++j;
+        if (lost_runs++ < 8) {
+            char b[64];
+            snprintf(b, sizeof b, "%s[%" PRIu64 ",%" PRIu64 "]", runs_json.empty() ? "" : ",", i, j);
+            runs_json += b;
+        }
+        if (received == 0 || i > highest) lost_tail = j - i + 1;
+        i = j + 1;
+    }
     const double secs = static_cast<double>(last_arrival - first_arrival) / 1e9;
     const double cnt = static_cast<double>(o.count);
     printf("{\"count\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"duplicates\":%" PRIu64
@@ -418,14 +440,15 @@ int run_recv(const Opts& o) {
            ",\"on_time_strict_ratio\":%.6f,\"delay_min_ms\":%.3f,\"delay_p50_ms\":%.3f,\"delay_p99_ms\":%.3f"
            ",\"delay_max_ms\":%.3f,\"jitter_ms\":%.4f,\"bytes\":%" PRIu64 ",\"seconds\":%.6f,\"goodput_mbit\":%.3f"
            ",\"foreign\":%" PRIu64 ",\"latency_ms\":%.3f,\"tolerance_ms\":%.3f"
-           ",\"late_first\":%" PRId64 ",\"late_last\":%" PRId64 "}\n",
+           ",\"late_first\":%" PRId64 ",\"late_last\":%" PRId64 ",\"lost_runs\":%" PRIu64
+           ",\"lost_tail\":%" PRIu64 ",\"lost_first_runs\":[%s]}\n",
            o.count, received, o.count - received, dups, reordered, on_time, cnt > 0 ? static_cast<double>(on_time) / cnt : 0,
            received - on_time, cnt > 0 ? static_cast<double>(on_time_strict) / cnt : 0,
            delays.empty() ? 0.0 : static_cast<double>(delays.front()) / 1e6, percentile(delays, 0.5) / 1e6,
            percentile(delays, 0.99) / 1e6, delays.empty() ? 0.0 : static_cast<double>(delays.back()) / 1e6,
            jitter / 1e6, bytes, secs, secs > 0 ? static_cast<double>(bytes) * 8 / secs / 1e6 * static_cast<double>(received - 1) / static_cast<double>(received) : 0.0, foreign,
            static_cast<double>(o.latency_ns) / 1e6, static_cast<double>(o.tolerance_ns) / 1e6,
-           late_last < 0 ? int64_t{-1} : late_first, late_last);
+           late_last < 0 ? int64_t{-1} : late_first, late_last, lost_runs, lost_tail, runs_json.c_str());
     fflush(stdout);
     close(fd);
     return 0;

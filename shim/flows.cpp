@@ -416,9 +416,9 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                 snprintf(b, sizeof b,
                          ",\"mces_udp\":{\"connects\":%llu,\"accepted\":%llu,\"established\":%llu,\"failed\":%llu,"
                          "\"fallbacks\":%llu,\"sent\":%llu,\"received\":%llu,\"plain_out\":%llu,\"plain_in\":%llu,"
-                         "\"dropped\":%llu,\"auth\":\"%s\",\"auth_failed\":%llu,\"replay\":%llu}",
+                         "\"dropped\":%llu,\"overflow\":%llu,\"auth\":\"%s\",\"auth_failed\":%llu,\"replay\":%llu}",
                          v(m.connects), v(m.accepted), v(m.established), v(m.failed), v(m.fallbacks), v(m.sent),
-                         v(m.received), v(m.plain_out), v(m.plain_in), v(m.dropped),
+                         v(m.received), v(m.plain_out), v(m.plain_in), v(m.dropped), v(m.overflow),
                          auth_name(r.dgram.mces->psk ? static_cast<uint64_t>(r.dgram.mces->auth_mode) : 0),
                          v(m.auth_failed), v(m.replay));
                 out += b;

@@ -983,9 +983,10 @@ std::string mces_udp_text(const Json& m) {
     char b[320];
     snprintf(b, sizeof b,
              "%llu peers opened (%llu established, %llu failed), %llu accepted, %s sent, %s received, plain %llu "
-             "out %llu in, %llu fallbacks, %llu dropped",
+             "out %llu in, %llu fallbacks, %llu dropped, %llu overflowed",
              u("connects"), u("established"), u("failed"), u("accepted"), human(m.num("sent"), "").c_str(),
-             human(m.num("received"), "").c_str(), u("plain_out"), u("plain_in"), u("fallbacks"), u("dropped"));
+             human(m.num("received"), "").c_str(), u("plain_out"), u("plain_in"), u("fallbacks"), u("dropped"),
+             u("overflow"));
     std::string out = b + auth_text(m);
     if (m.has("on_time")) {   // class realtime: "; realtime: 99.95% on time (3 late), 41 repaired by FEC, ..."
         const double on = m.num("on_time"), late = m.num("late_dropped");

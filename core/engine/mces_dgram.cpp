@@ -295,11 +295,12 @@ private:
     struct Sums {
         uint64_t on_time = 0, late_dropped = 0, fec_repaired = 0, retransmitted = 0, expired = 0, jitter_ns = 0;
         uint64_t late_arrivals = 0, repairs_sent = 0, extra_copies = 0;
-        uint64_t auth_failed = 0, replay = 0;
+        uint64_t auth_failed = 0, replay = 0, overflow = 0;
         void add(const mces::Connection& c, bool live) noexcept {
             const mces::ConnCounters k = c.counters();
             auth_failed += k.drops.auth_failed;
             replay += k.drops.replay;
+            overflow += k.drops.datagram_queue_full;
             if (!c.chain().realtime()) return;
             on_time += k.on_time;
             late_dropped += k.late_dropped;
@@ -323,6 +324,7 @@ private:
             s.jitter_us.store(jitter_ns / 1000, std::memory_order_relaxed);
             s.auth_failed.store(auth_failed, std::memory_order_relaxed);
             s.replay.store(replay, std::memory_order_relaxed);
+            s.overflow.store(overflow, std::memory_order_relaxed);
         }
     };
 

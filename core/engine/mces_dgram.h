@@ -76,11 +76,15 @@ struct McesDgramStats {
     // because their tag did not verify (another key or mode, altered,
     // forged), and copies of packets already authenticated.
     std::atomic<uint64_t> auth_failed{0}, replay{0};
+    // Messages a connection took from the network and could not keep: its
+    // receive side (class 0's queue, realtime's timing buffer or queue)
+    // was full. Summed the same way.
+    std::atomic<uint64_t> overflow{0};
     void reset() noexcept {
         for (std::atomic<uint64_t>* a : {&connects, &accepted, &established, &failed, &fallbacks, &sent, &received,
                                          &plain_out, &plain_in, &dropped, &on_time, &late_dropped, &fec_repaired,
                                          &retransmitted, &expired, &late_arrivals, &repairs_sent, &extra_copies, &jitter_us,
-                                         &auth_failed, &replay})
+                                         &auth_failed, &replay, &overflow})
             a->store(0, std::memory_order_relaxed);
     }
 };
