@@ -113,8 +113,12 @@ struct ConnConfig {
     std::size_t max_unsent = 0;
     std::uint64_t recv_window = 256 * 1024;        // initial credit given to the peer
     std::uint64_t recv_window_max = 4 << 20;       // auto-tuning ceiling = receive buffer size
-    std::size_t datagram_queue = 256;              // class 0 messages held each way
-    std::size_t datagram_queue_bytes = 1 << 20;    // and their bytes
+    // Class 0 messages held each way, and their bytes. What arrives in one
+    // of the engine's receive batches (16 GRO runs of up to 64 KiB) waits
+    // here until the batch ends: 1,024 holds a full batch of 1 KiB
+    // messages, and the byte bound a batch of any size.
+    std::size_t datagram_queue = 1024;
+    std::size_t datagram_queue_bytes = 1 << 20;
     AckPolicyConfig ack{};                         // ACK every 2 packets or after 25 ms
     // Undo a window reduction when every loss behind it proves spurious
     // (the packets were reordered, then acknowledged). docs/mces-recovery.md.

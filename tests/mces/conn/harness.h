@@ -30,6 +30,10 @@ public:
     explicit Host(const EndpointConfig& cfg) : ep(cfg) {}
     void on_datagram(const Addr& from, const Addr& to, std::span<const std::uint8_t> bytes,
                      Time now) override {
+        if (now < asleep_until) {   // the kernel keeps it until the process runs
+            slept.push_back({from, to, {bytes.begin(), bytes.end()}});
+            return;
+        }
         if (mutate) {
             // Tampering in flight: the endpoint sees an altered copy (kept
             // until the next datagram, past on_batch_end).
@@ -53,10 +57,19 @@ public:
         }
     }
     void on_timeout(Time now) override {
+        if (now < asleep_until) return;
+        // Awake after a sleep: what came meanwhile, as one batch (the
+        // engine reads its socket's backlog at once), then the timers.
+        for (const Slept& d : slept) ep.on_datagram(d.from, d.to, d.bytes, now);
+        if (!slept.empty()) ep.on_batch_end();
+        slept.clear();
         ep.on_timeout(now);
         if (app) app(now);
     }
-    Time next_timeout() const override { return ep.next_timeout(); }
+    Time next_timeout() const override {
+        if (!slept.empty()) return asleep_until;
+        return std::max(ep.next_timeout(), asleep_until);
+    }
     void advance(Time now) override { ep.advance(now); }
     // With hold, the endpoint may leave payload in its send buffers, as
     // under the engine's UdpHost; the simulator keeps datagrams past the
@@ -82,6 +95,14 @@ public:
     // Called with a copy of every received datagram before the endpoint sees it.
     std::function<void(std::vector<std::uint8_t>&)> mutate;
     std::vector<std::uint8_t> mutated;
+    // A process kept from running (descheduled) until this time: datagrams
+    // wait, timers do not fire, the application does not run.
+    Time asleep_until = 0;
+    struct Slept {
+        Addr from, to;
+        std::vector<std::uint8_t> bytes;
+    };
+    std::vector<Slept> slept;
 };
 
 // The stream's content: a function of the offset, so the reader checks every
