@@ -115,7 +115,7 @@ enum class K : uint8_t {
     // flow
     process, proto, dst, src, dport, sport, direction, klass, transport, rate, rate_down, burst,
     latency, jitter, loss, priority, dscp, fec, rcvbuf, window, notsent_lowat, congestion,
-    elements, auth_key, auth,
+    elements, auth_key, auth, clock,
     // overlay
     id, protocol, group, server,
 };
@@ -143,8 +143,9 @@ constexpr KeySpec kFlowKeys[] = {
     {"latency", K::latency, false},    {"jitter", K::jitter, false},
     {"loss", K::loss, false},          {"priority", K::priority, false},
     {"dscp", K::dscp, false},          {"fec", K::fec, false},
-    {"rcvbuf", K::rcvbuf, false},      {"window", K::window, false},
-    {"notsent_lowat", K::notsent_lowat, false}, {"congestion", K::congestion, false},
+    {"clock", K::clock, false},        {"rcvbuf", K::rcvbuf, false},
+    {"window", K::window, false},      {"notsent_lowat", K::notsent_lowat, false},
+    {"congestion", K::congestion, false},
     {"elements", K::elements, true},   {"auth_key", K::auth_key, false},
     {"auth", K::auth, false},
 };
@@ -744,6 +745,13 @@ void Parser::set_scalar(int key_id, const std::string& key, std::string_view v, 
     }
     case K::auth_key:
         return;   // read in finish_section, once the transport is known
+    case K::clock:
+        if (v == "strict") q.clock_symmetric = false;
+        else if (v == "symmetric") q.clock_symmetric = true;
+        else
+            bad("bad value, write strict (never after the deadline, the default) or symmetric (the whole "
+                "latency where both directions of the path take the same time)");
+        return;
     case K::auth:
         if (v == "encrypt") s.auth = Auth::encrypt;
         else if (v == "authenticate") s.auth = Auth::authenticate;
@@ -895,6 +903,13 @@ void Parser::finish_section() {
                               (known ? name(c) : "unknown: set class") + ")");
             else if (t == Transport::native)
                 at("fec", tname + ", the kernel has no FEC: write transport = mces or auto");
+        }
+        if (has("clock") && q.clock_symmetric) {   // the timing buffer is MCES's, class realtime's
+            if (!known || c != ServiceClass::realtime)
+                at("clock", std::string("applies to class realtime (class is ") +
+                                (known ? name(c) : "unknown: set class") + ")");
+            else if (t == Transport::native)
+                at("clock", tname + ", the kernel has no deadline to map: write transport = mces or auto");
         }
         for (std::string_view k : {"congestion", "window", "notsent_lowat"})
             if (has(k) && r.proto == Proto::udp)

@@ -219,6 +219,7 @@ std::string to_ini(const Policy& p) {
         if (q.dscp >= 0) o += "dscp = " + format_dscp(q.dscp) + "\n";
         if (q.fec_data)
             o += "fec = " + std::to_string(q.fec_data) + "/" + std::to_string(q.fec_parity) + "\n";
+        if (q.clock_symmetric) o += "clock = symmetric\n";
         if (q.rcvbuf) o += "rcvbuf = " + format_size(q.rcvbuf) + "\n";
         if (q.window) o += "window = " + format_size(q.window) + "\n";
         if (q.notsent_lowat) o += "notsent_lowat = " + format_size(q.notsent_lowat) + "\n";

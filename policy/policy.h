@@ -80,6 +80,7 @@ struct Qos {
     int8_t dscp = -1;            // 0-63                          (key: dscp)
     uint8_t fec_data = 0;        // fec = data/parity             (key: fec)
     uint8_t fec_parity = 0;
+    bool clock_symmetric = false;   // realtime deadline clock: symmetric, not strict (key: clock)
     uint32_t rcvbuf = 0;         // SO_RCVBUF bytes               (key: rcvbuf)
     uint32_t window = 0;         // TCP_WINDOW_CLAMP bytes        (key: window)
     uint32_t notsent_lowat = 0;  // TCP_NOTSENT_LOWAT bytes       (key: notsent_lowat)

@@ -307,6 +307,7 @@ engine::McesParams mces_params(const policy::Decision& d) noexcept {
     p.latency_us = d.qos.latency_us;
     p.fec_data = d.qos.fec_data;
     p.fec_parity = d.qos.fec_parity;
+    p.clock_symmetric = d.qos.clock_symmetric;
     p.rate = d.qos.rate;
     p.dscp = d.qos.dscp;
     p.priority = d.qos.priority;
@@ -372,6 +373,7 @@ const policy::Decision& merge_request(Request& q, const policy::Decision& m) noe
     // Not in the API: the rule's.
     o.fec_data = p.fec_data;
     o.fec_parity = p.fec_parity;
+    o.clock_symmetric = p.clock_symmetric;
     o.rcvbuf = p.rcvbuf;
     o.window = p.window;
     o.notsent_lowat = p.notsent_lowat;

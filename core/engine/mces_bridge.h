@@ -64,6 +64,7 @@ struct McesParams {
     const std::vector<std::string>* elements = nullptr;
     uint32_t latency_us = 0;            // realtime: the latency bound asked (QoS offer); 0: none
     uint8_t fec_data = 0, fec_parity = 0;   // realtime: the FEC layout (policy `fec`); 0: the default
+    bool clock_symmetric = false;       // realtime: the deadline clock (policy `clock`; ConnConfig::rt_clock_symmetric)
     bool fallback = false;              // transport = auto: no answer -> kernel TCP (UDP: plain UDP)
     // Give up on a handshake nobody answers after this long: kAutoWait with
     // fallback, kMcesWait without.

@@ -470,6 +470,7 @@ McesDgram* mces_dgram_start(Engine& e, int udp_fd, const McesParams& p, McesDgra
         cfg.conn.fec = mces::fec::Layout{p.fec_data, p.fec_parity, 1};
         cfg.conn.fec_adaptive = false;
     }
+    cfg.conn.rt_clock_symmetric = p.clock_symmetric;
     cfg.max_connections = kMaxPeers * 2;
     cfg.psk = p.psk;   // keyed: every connection of the socket, both roles (docs/mces.md)
     cfg.auth_mode = p.auth_mode;

@@ -1475,6 +1475,11 @@ void Connection::rt_establish(Time now) {
     tc.max_window = std::min(cfg_.rt_window_max, wire::kMaxMessageSpan);
     tc.window = std::min(tc.window, wire::kMaxMessageSpan);
     tc.max_bytes_limit = cfg_.rt_bytes_max;
+    tc.symmetric = cfg_.rt_clock_symmetric;
+    rt_margin_ = cfg_.rt_clock_margin > 0 ? cfg_.rt_clock_margin
+                                          : std::clamp<Time>(rt_latency_ / 24, sansio::kMillisecond,
+                                                             10 * sansio::kMillisecond);
+    tc.margin = rt_margin_;
     tb_ = std::make_unique<TimingBuffer>(tc);
     rt_sent_.assign(1024, {~std::uint64_t{0}, 0});
     ap_.set_threshold(cfg_.rt_ack.threshold);   // invalid values leave class 1's
@@ -1507,12 +1512,19 @@ Connection::OutMsg* Connection::rt_msg(std::uint64_t seq) noexcept {
     return &rt_out_[static_cast<std::size_t>(seq - rt_out_base_)];
 }
 
-// Whether a copy sent now can still be released in time: the receiver
-// releases up to one reverse one-way delay early (its clock bound), the copy
-// needs a forward one: a round trip in all.
-bool Connection::rt_viable(const OutMsg& m, Time now) const noexcept {
+// How long before its deadline a message must be sent to be released in
+// time: a forward one-way delay for the copy, and how early the peer
+// releases. By the strict bound that is up to one reverse one-way delay
+// (its clock bound gives that up): a round trip in all. By the symmetric
+// estimate (rt_clock_symmetric), the margin: half a round trip and it.
+Time Connection::rt_lead() const noexcept {
     const Time rtt = ld_.rtt().has_sample() ? ld_.rtt().smoothed() : 0;
-    return now + rtt <= m.at + rt_latency_;
+    return cfg_.rt_clock_symmetric ? rtt / 2 + rt_margin_ : rtt;
+}
+
+// Whether a copy sent now can still be released in time.
+bool Connection::rt_viable(const OutMsg& m, Time now) const noexcept {
+    return now + rt_lead() <= m.at + rt_latency_;
 }
 
 // Forgets messages nobody needs any more: acknowledged, dropped, or sent and
@@ -1687,7 +1699,8 @@ void Connection::rt_adapt_fec(Time now) {
 // the first copy's arrival (half a round trip after the send) to the
 // release, which the timing buffer puts one reverse one-way delay before
 // the deadline (timing_buffer.h: its clock bound gives that up): so the
-// budget is the latency minus a whole round trip.
+// budget is the latency minus a whole round trip. With the symmetric
+// mapping the release is the margin before the deadline (rt_lead).
 namespace {
 constexpr unsigned kMaxExtraCopies = 3;   // per resend, beyond the first
 }  // namespace
@@ -1695,7 +1708,7 @@ constexpr unsigned kMaxExtraCopies = 3;   // per resend, beyond the first
 void Connection::rt_choose_fec(double p, Time now) {
     const RttEstimator& rtt = ld_.rtt();
     const Time cycle = rtt.smoothed() + 4 * rtt.rttvar() + 2 * sansio::kMillisecond;
-    const Time budget = rt_latency_ - rtt.smoothed();
+    const Time budget = rt_latency_ - rt_lead();
     unsigned rounds = 0;
     if (cfg_.rt_retransmit && budget > 0) rounds = static_cast<unsigned>(std::min<Time>(budget / cycle, 8));
     double left = 1;   // what the resends leave of a message FEC did not repair

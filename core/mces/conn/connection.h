@@ -208,6 +208,16 @@ struct ConnConfig {
     // (At most wire::kMaxMessageSpan, 32,767: a MESSAGE names its
     // sequence number by its low 16 bits, frame.h.)
     std::size_t rt_window_max = 32768;
+    // How this side's timing buffer maps the peer's clock (policy `clock`;
+    // TimingBufferConfig::symmetric): false releases by the strict bound,
+    // never after the deadline, giving up one reverse one-way delay of the
+    // latency; true at the symmetric estimate less rt_clock_margin, the
+    // whole latency where the path's directions take the same time. The
+    // sender side plans resends and FEC as if the peer did the same.
+    // rt_clock_margin 0: the latency / 24 within 1-10 ms (5 ms at 120 ms),
+    // room for the host's own delay in handing a message to the program.
+    bool rt_clock_symmetric = false;
+    sansio::Time rt_clock_margin = 0;
     std::size_t rt_bytes_max = 48u << 20;
     // Tests: what this side's realtime clock (message stamps, TIMESTAMP
     // frames) reads when the connection is created, instead of 0, so a
@@ -545,6 +555,7 @@ private:
     bool realtime() const noexcept { return has(Element::deadline); }
     void rt_establish(sansio::Time now);
     bool rt_want_send() const noexcept;
+    sansio::Time rt_lead() const noexcept;
     bool rt_viable(const OutMsg& m, sansio::Time now) const noexcept;
     OutMsg* rt_msg(std::uint64_t seq) noexcept;
     void rt_trim(sansio::Time now);
@@ -641,6 +652,7 @@ private:
     // realtime (class 3)
     sansio::Time rt_epoch_ = 0;        // this side's stamps count microseconds from here
     sansio::Time rt_latency_ = 0;
+    sansio::Time rt_margin_ = 0;   // the symmetric clock's (rt_establish)
     std::deque<OutMsg> rt_out_;        // by seq, from rt_out_base_
     std::uint64_t rt_out_base_ = 0;
     std::uint64_t rt_next_new_ = 0;    // the first message not sent yet

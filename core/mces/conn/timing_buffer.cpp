@@ -82,9 +82,14 @@ void TimingBuffer::epoch_sample(std::uint64_t stamp_us, Time created) noexcept {
     clock_sample(created - stamp_ns(stamp_us) - sansio::kMicrosecond, false);
 }
 
+Time TimingBuffer::clock_offset() const noexcept {
+    if (!cfg_.symmetric || !has_ack_ || !has_high_) return low_;
+    return std::max(low_, low_ + (high_ - low_) / 2 - cfg_.margin);   // high_ >= low_ (observe_arrival)
+}
+
 Time TimingBuffer::release_time(std::uint64_t stamp_us, Time arrival) const noexcept {
     if (!has_low_) return arrival;
-    const Time r = stamp_ns(stamp_us) + low_ + cfg_.latency;
+    const Time r = stamp_ns(stamp_us) + clock_offset() + cfg_.latency;
     // Before the ACK's sample: the handshake's bound may be loose; a
     // message past it waits an eighth of the latency for the ones
     // reordered around it.

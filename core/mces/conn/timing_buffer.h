@@ -66,6 +66,16 @@ struct TimingBufferConfig {
     // times the latency, never beyond these.
     std::size_t max_window = 1024;
     std::size_t max_bytes_limit = 1 << 20;
+    // How the sender's clock is mapped once an ACK has given a strict lower
+    // bound. false (strict): at that bound, as above. true (symmetric): at
+    // the midpoint of the two bounds, as NTP does, less `margin`, and never
+    // below the strict bound: where the path's two directions take the
+    // same time this releases at the deadline - margin, using the whole
+    // latency; where they differ by d a message may be released up to
+    // d/2 - margin after its deadline. (A path whose round trip is under
+    // 2 x margin is released as strict.)
+    bool symmetric = false;
+    sansio::Time margin = 2 * sansio::kMillisecond;
 };
 
 struct TimingCounters {
@@ -101,6 +111,8 @@ public:
     // An ACK-based sample was taken: the release times are strict.
     bool has_ack_clock() const noexcept { return has_ack_; }
     sansio::Time clock_low() const noexcept { return low_; }
+    // The offset release times use (clock_low(), or the symmetric mapping's).
+    sansio::Time clock_offset() const noexcept;
 
     // When a message stamped stamp_us that arrived at `arrival` is released.
     sansio::Time release_time(std::uint64_t stamp_us, sansio::Time arrival) const noexcept;

@@ -57,6 +57,7 @@ struct StreamParams {
     std::uint64_t clock_origin_us = 0;    // ConnConfig::rt_clock_origin_us (both sides)
     Time outage_at = 0, outage_for = 0;   // client -> server drops everything then (from the stream's start)
     Time sleep_at = 0, sleep_for = 0;     // the receiver's process does not run then (from the stream's start)
+    bool clock_symmetric = false;         // ConnConfig::rt_clock_symmetric (both sides)
 };
 
 struct StreamResult {
@@ -97,6 +98,7 @@ ConnConfig rt_config(const StreamParams& p) {
     if (p.queue_bytes) c.datagram_queue_bytes = p.queue_bytes;
     c.fec_max_delay = p.fec_max_delay;
     c.rt_clock_origin_us = p.clock_origin_us;
+    c.rt_clock_symmetric = p.clock_symmetric;
     return c;
 }
 
@@ -696,6 +698,41 @@ TEST_CASE("timing buffer: releases in order at stamp + offset + latency, skips a
     CHECK(tb.held() == 0);
 }
 
+TEST_CASE("timing buffer: the symmetric clock releases at the midpoint of its bounds, less the margin") {
+    const std::uint8_t m[10] = {};
+    TimingBufferConfig cfg;
+    cfg.latency = 100 * kMillisecond;
+    cfg.symmetric = true;
+    cfg.margin = 2 * kMillisecond;
+    TimingBuffer tb(cfg);
+    TimingBufferConfig scfg = cfg;
+    scfg.symmetric = false;
+    TimingBuffer strict(scfg);
+    for (TimingBuffer* b : {&tb, &strict}) {
+        b->observe_arrival(0, 0, 30 * kMillisecond);       // transit 30 ms: c <= 30 ms
+        b->clock_sample(10 * kMillisecond, false);          // the handshake's bound: c >= 10 ms
+    }
+    // Before an ACK's sample the bounds are not trusted for it: as strict.
+    CHECK(tb.clock_offset() == 10 * kMillisecond);
+    for (TimingBuffer* b : {&tb, &strict}) b->clock_sample(10 * kMillisecond);   // an ACK's
+    // Midpoint 20 ms, less the margin: 18 ms; strict keeps its 10.
+    CHECK(tb.clock_offset() == 18 * kMillisecond);
+    CHECK(strict.clock_offset() == 10 * kMillisecond);
+    CHECK(tb.release_time(5000, 0) == 123 * kMillisecond);
+    CHECK(strict.release_time(5000, 0) == 115 * kMillisecond);
+    // Lateness follows the release time: at 120 ms a message stamped 5 ms
+    // is late for strict, not for symmetric.
+    CHECK(strict.insert(1, 5000, {m, 10}, 120 * kMillisecond) == TimingBuffer::Insert::late);
+    CHECK(tb.insert(1, 5000, {m, 10}, 120 * kMillisecond) == TimingBuffer::Insert::stored);
+    std::vector<std::uint64_t> out;
+    CHECK(tb.release(123 * kMillisecond - 1, [&](std::uint64_t s, auto) { out.push_back(s); }) == 0);
+    CHECK(tb.release(123 * kMillisecond, [&](std::uint64_t s, auto) { out.push_back(s); }) == 1);
+    // Bounds closer than twice the margin (a short path): never below the
+    // strict bound.
+    tb.clock_sample(29 * kMillisecond);
+    CHECK(tb.clock_offset() == 29 * kMillisecond);
+}
+
 TEST_CASE("timing buffer: a late copy is dropped before its seq moves anything") {
     // A MESSAGE copy older than 2^15 messages decodes to a wrong seq, 2^16
     // too high (wire::decode_message_seq). Being that old, it is late: it
@@ -965,6 +1002,57 @@ TEST_CASE("a fast stream whose receiver is kept from running for 5 ms: nothing i
     // late by at most the sleep: no more of them than 5 ms of the stream.
     CHECK(r.after_deadline <= 501);
     CHECK(r.after_deadline > 0);   // the sleep did happen where messages fell due
+}
+
+TEST_CASE("the symmetric clock: the whole latency on a symmetric path, late by at most half the asymmetry") {
+    // 20 ms each way, 5% loss, latency 120 ms (the bench's path). Strict
+    // releases one reverse one-way delay early (100 ms after the send): one
+    // resend round fits. Symmetric releases its margin (latency / 24: 5 ms)
+    // before the deadline: two fit, so the stream needs less protection (extra copies of resends,
+    // FEC repairs: adaptive FEC's choice) and misses fewer.
+    std::uint64_t copies[2] = {}, bytes[2] = {}, missing[2] = {};
+    for (const bool sym : {false, true}) {
+        for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+            CAPTURE(sym);
+            CAPTURE(seed);
+            StreamParams p;
+            p.seed = seed;
+            p.messages = 4000;
+            p.delay = 20 * kMillisecond;
+            p.jitter = kMillisecond;
+            p.loss = 0.05;
+            p.clock_symmetric = sym;
+            const StreamResult r = run_stream(p);
+            if (seed == 1) report(sym ? "symmetric clock, 20 ms each way" : "strict clock, 20 ms each way", p, r);
+            check_common(p, r);
+            CHECK(r.min_margin >= 0);
+            copies[sym] += r.tx.extra_copies + r.tx.repairs_sent;
+            bytes[sym] += r.tx.bytes_sent;
+            missing[sym] += static_cast<std::uint64_t>(r.sent - r.delivered);
+        }
+    }
+    MESSAGE("3 x 4,000 messages: strict " << missing[0] << " missing, " << copies[0] << " extra copies and repairs, "
+                                          << bytes[0] << " bytes; symmetric " << missing[1] << " missing, "
+                                          << copies[1] << " extra copies and repairs, " << bytes[1] << " bytes");
+    CHECK(missing[1] < missing[0]);
+    CHECK(copies[1] < copies[0]);
+    CHECK(bytes[1] < bytes[0]);
+
+    // 40 ms forward, 2 ms back: the midpoint is 19 ms past the true offset,
+    // so messages are released up to 19 - 5 = 14 ms (and the jitter) after
+    // their deadline. Strict is never late (the test above). The price of
+    // the option, as docs/policy.md says.
+    StreamParams p;
+    p.delay = 40 * kMillisecond;
+    p.reverse_delay = 2 * kMillisecond;
+    p.jitter = kMillisecond;
+    p.loss = 0.02;
+    p.clock_symmetric = true;
+    const StreamResult r = run_stream(p);
+    report("symmetric clock, 40 ms forward, 2 ms back", p, r);
+    CHECK(r.after_deadline > 0);
+    CHECK(r.min_margin >= -16 * kMillisecond);
+    CHECK(r.delivered > p.messages * 9 / 10);
 }
 
 TEST_CASE("a stream across the 2^16 seq wrap and the 2^32 us stamp wrap: all on time, in order") {
