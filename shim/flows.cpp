@@ -427,9 +427,10 @@ std::string flows_json(const char* process, const policy::Policy& pol) {
                     snprintf(b, sizeof b,
                              ",\"on_time\":%llu,\"late_dropped\":%llu,\"late_arrivals\":%llu,\"fec_repaired\":%llu,"
                              "\"repairs_sent\":%llu,\"retransmitted\":%llu,\"extra_copies\":%llu,\"expired\":%llu,"
-                             "\"jitter_us\":%llu}",
+                             "\"jitter_us\":%llu,\"clock\":\"%s\"}",
                              v(m.on_time), v(m.late_dropped), v(m.late_arrivals), v(m.fec_repaired), v(m.repairs_sent),
-                             v(m.retransmitted), v(m.extra_copies), v(m.expired), v(m.jitter_us));
+                             v(m.retransmitted), v(m.extra_copies), v(m.expired), v(m.jitter_us),
+                             r.dgram.mces->clock_symmetric ? "symmetric" : "strict");
                     out += b;
                 }
             }

@@ -980,7 +980,7 @@ std::string mces_text(const Json& m) {
 // 1 fallback, 0 dropped": a UDP socket's MCES side (docs/mces.md, "unmodified UDP programs").
 std::string mces_udp_text(const Json& m) {
     auto u = [&](const char* k) { return static_cast<unsigned long long>(as_u64(m.num(k))); };
-    char b[320];
+    char b[512];   // room for every count at 20 digits
     snprintf(b, sizeof b,
              "%llu peers opened (%llu established, %llu failed), %llu accepted, %s sent, %s received, plain %llu "
              "out %llu in, %llu fallbacks, %llu dropped, %llu overflowed",
@@ -991,10 +991,10 @@ std::string mces_udp_text(const Json& m) {
     if (m.has("on_time")) {   // class realtime: "; realtime: 99.95% on time (3 late), 41 repaired by FEC, ..."
         const double on = m.num("on_time"), late = m.num("late_dropped");
         snprintf(b, sizeof b, "; realtime: %.2f%% on time (%llu late, %llu copies too late), %llu repaired by FEC, "
-                              "%llu repairs sent, %llu resent (%llu extra copies), %llu expired, jitter %.2f ms",
+                              "%llu repairs sent, %llu resent (%llu extra copies), %llu expired, jitter %.2f ms, %s clock",
                  on + late > 0 ? 100.0 * on / (on + late) : 100.0, u("late_dropped"), u("late_arrivals"),
                  u("fec_repaired"), u("repairs_sent"), u("retransmitted"), u("extra_copies"), u("expired"),
-                 m.num("jitter_us") / 1000.0);
+                 m.num("jitter_us") / 1000.0, m.str("clock", "strict").c_str());
         out += b;
     }
     return out;

@@ -140,8 +140,8 @@ print(" ".join(str(r[d][k]) for d in ("up", "down") for k in ("packets_in", "dro
     || { cat "$T/relay.json" "$T/relay.err" >&2; fail "no exit record from gsimpair"; }
 read -r up_in up_loss down_in down_loss up_avg <<<"$relay_rec"
 
-c=$(rt "$T/cli.jsonl" '(f["transport"], f["class"], m["established"])')
-[[ $c == "('mces', 'realtime', 1)" ]] || fail "iperf3 -c's UDP flow: (transport, class, established) = $c, want ('mces', 'realtime', 1)"
+c=$(rt "$T/cli.jsonl" '(f["transport"], f["class"], m["established"], m["clock"])')
+[[ $c == "('mces', 'realtime', 1, 'strict')" ]] || fail "iperf3 -c's UDP flow: (transport, class, established, clock) = $c, want ('mces', 'realtime', 1, 'strict')"
 s=$(rt "$T/srv.jsonl" '(f["transport"], f["class"], m["accepted"] >= 1)')
 [[ $s == "('mces', 'realtime', True)" ]] || fail "iperf3 -s's UDP flow: (transport, class, accepted >= 1) = $s, want ('mces', 'realtime', True)"
 
