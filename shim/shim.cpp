@@ -54,6 +54,7 @@ enum Warn : uint32_t {
     kWarnRateDown = 1u << 17,    // rate_down has no native knob
     kWarnUdpRate = 1u << 18,     // UDP pacing needs the fq qdisc
     kWarnNoKey = 1u << 19,       // auth_key set, no key loaded: left native
+    kWarnDefaultAuto = 1u << 20, // the class's default auto, not written: left native
 };
 
 bool once(int rule, uint32_t bit) noexcept {
@@ -269,12 +270,21 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
         else
             GS_LOG(warn, "flow rule %s: transport = %s: %s; this %s flow stays native", d.rule.c_str(),
                    policy::name(d.transport), why, policy::name(proto));
+    } else if (carried && d.transport == policy::Transport::automatic && rule >= 0 &&
+               static_cast<size_t>(rule) < g_policy->rules().size() && !g_policy->rules()[rule].transport_set &&
+               once(rule, kWarnDefaultAuto)) {
+        // docs/policy.md: trying MCES sends a peer handshake packets it never asked for.
+        GS_LOG(info, "flow rule %s (line %d): class %s keeps the kernel's %s with its QoS knobs; write transport "
+                     "= auto (or mces) in the rule to carry it over MCES where the peers run gsocket",
+               d.rule.c_str(), d.line, policy::name(d.service), policy::name(proto));
     }
 }
 
 // Whether a flow's decision sends it over MCES: transport = mces, or auto
-// written in the rule (the class default auto of guaranteed stays native
-// until MCES is the tested default), for a class MCES has a chain for: a
+// written in the rule (the class default auto of guaranteed and realtime
+// stays native: trying MCES sends a peer handshake packets on the flow's
+// port, which a plain program there never asked for; docs/policy.md), for
+// a class MCES has a chain for: a
 // TCP flow of class reliable or guaranteed (a stream), a UDP flow of class
 // datagram or realtime (messages, class 0 or 3: docs/mces.md, "unmodified
 // UDP programs").

@@ -65,4 +65,25 @@ cat "$T/out"
 if "$GSPROBE" qos "tcp://127.0.0.1:$a?tos=184" >/dev/null 2>&1; then
     fail "without the shim the DSCP check passes: it cannot tell whether the shim did anything"
 fi
+# A class the kernel cannot carry, with no transport written: its default
+# auto keeps the kernel's TCP with the class's knobs (MCES is tried only when
+# the rule writes auto or mces: docs/policy.md), and the shim says so once.
+g=$(free_port)
+cat >"$T/g.ini" <<INI
+[general]
+capacity = 1gbit
+
+[flow reserved]
+proto = tcp
+dport = $g
+class = guaranteed
+rate = 8mbit
+dscp = AF21
+INI
+GSOCKET_LOG=info "$GSRUN" --policy "$T/g.ini" -- "$GSPROBE" qos "tcp://127.0.0.1:$g?tos=72&pacing=1000000" \
+    "tcp://127.0.0.1:$g?tos=72&pacing=1000000" >"$T/gout" 2>"$T/gerr" \
+    || { cat "$T/gout" "$T/gerr" >&2; fail "class guaranteed without transport: not native with its knobs"; }
+n=$(grep -c "flow rule reserved (line 4): class guaranteed keeps the kernel's tcp with its QoS knobs; write transport = auto" "$T/gerr")
+[[ $n -eq 1 ]] || { cat "$T/gerr" >&2; fail "class guaranteed without transport: $n log lines saying it stays native, want 1"; }
+grep -q "transport native" "$T/gerr" || { cat "$T/gerr" >&2; fail "class guaranteed without transport: the flows' records do not say native"; }
 echo "ok qos"
