@@ -25,6 +25,10 @@ int64_t now_ns() noexcept {
 
 namespace {
 FdGuard g_guard;
+// After the drain, how long the loop goes on reaping the I/O of what
+// lingered and was ended (Lingering::end).
+constexpr int64_t kLingerReapNs = 20'000'000;
+
 // Pairs claimed with g_drain_count, published by their `done` (release).
 std::atomic<void (*)(Engine&) noexcept> g_drain_begin[kMaxDrainHooks]{};
 std::atomic<bool (*)() noexcept> g_drain_done[kMaxDrainHooks]{};
@@ -266,6 +270,35 @@ void Engine::cancel(Timer& t) noexcept {
     if (t.heap_index_ >= 0) heap_remove(t.heap_index_);
 }
 
+void Engine::linger(Lingering& l) noexcept {
+    l.linger_prev_ = nullptr;
+    l.linger_next_ = lingering_;
+    if (lingering_ != nullptr) lingering_->linger_prev_ = &l;
+    lingering_ = &l;
+    ++lingering_count_;
+}
+
+void Engine::unlinger(Lingering& l) noexcept {
+    if (l.linger_prev_ != nullptr) l.linger_prev_->linger_next_ = l.linger_next_;
+    else if (lingering_ == &l) lingering_ = l.linger_next_;
+    else return;   // not in the list
+    if (l.linger_next_ != nullptr) l.linger_next_->linger_prev_ = l.linger_prev_;
+    l.linger_next_ = l.linger_prev_ = nullptr;
+    --lingering_count_;
+}
+
+bool Engine::lingering_done() const noexcept {
+    for (const Lingering* l = lingering_; l != nullptr; l = l->linger_next_)
+        if (!l->done()) return false;
+    return true;
+}
+
+uint64_t Engine::lingering_progress() const noexcept {
+    uint64_t p = 0;
+    for (const Lingering* l = lingering_; l != nullptr; l = l->linger_next_) p += l->progress();
+    return p;
+}
+
 void Engine::run_timers() noexcept {
     while (!heap_.empty() && heap_[0]->deadline_ <= now_) {
         Timer* t = heap_[0];
@@ -291,14 +324,31 @@ void Engine::loop() noexcept {
                 drain_started_ = now_;
                 drain_deadline_ = now_ + kDrainLimitNs;
                 drain_begin(*this);
-                drain_progress_ = drain_progress();
-            } else if (uint64_t p = drain_progress(); p != drain_progress_) {
+                drain_progress_ = drain_progress() + lingering_progress();
+            } else if (uint64_t p = drain_progress() + lingering_progress();
+                       p != drain_progress_ && !lingering_ended_) {
                 // Still getting somewhere (a peer acknowledging): more time, up to kDrainMaxNs.
                 drain_progress_ = p;
                 drain_deadline_ = std::min(now_ + kDrainLimitNs, drain_started_ + kDrainMaxNs);
             }
-            bool drained = drain_done() || now_ns() >= drain_deadline_;
-            if (drained && head_.load(std::memory_order_acquire) == nullptr) break;
+            const bool drained = (drain_done() && lingering_done()) || now_ns() >= drain_deadline_;
+            if (drained && head_.load(std::memory_order_acquire) == nullptr) {
+                if (lingering_ended_) {
+                    if (now_ns() >= drain_deadline_) break;
+                } else if (lingering_ == nullptr) {
+                    break;
+                } else {
+                    // What still lingers ends now; its I/O (cancelled
+                    // requests) comes back within a few milliseconds, and
+                    // is reaped until then.
+                    lingering_ended_ = true;
+                    while (Lingering* l = lingering_) {
+                        unlinger(*l);
+                        l->end(*this);
+                    }
+                    drain_deadline_ = now_ns() + kLingerReapNs;
+                }
+            }
         }
 
         __kernel_timespec ts{};

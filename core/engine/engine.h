@@ -58,6 +58,24 @@ protected:
     ~Timer() = default;
 };
 
+// Work its owner has let go of that still has a little to do on the engine
+// thread (a closed UDP socket's last MCES messages, which the kernel would
+// still have sent): the engine keeps a list of them (Engine::linger). At
+// exit its drain waits for each to be done() as for the drain hooks, and
+// counts its progress(); when the loop ends, each one left is told to end
+// (end(): unlinger, then free itself, at once or once its I/O is back; the
+// loop reaps for a moment after). Engine thread only.
+struct Lingering {
+    virtual bool done() const noexcept = 0;
+    virtual uint64_t progress() const noexcept { return 0; }
+    virtual void end(Engine& e) noexcept = 0;
+    Lingering* linger_next_ = nullptr;
+    Lingering* linger_prev_ = nullptr;
+
+protected:
+    ~Lingering() = default;
+};
+
 // The engine's fds (and the shim's) are moved to this number or above, out
 // of the numbers programs pick, use in loops and count.
 constexpr int kInternalFdBase = 512;
@@ -135,6 +153,10 @@ public:
     unsigned setup_flags() const noexcept { return setup_flags_; }
     // The engine's send queue (send_queue.h), made on first use; freed with the engine.
     SendQueue*& send_queue() noexcept { return send_queue_; }
+    // Lingering work (above): kept from now until unlinger().
+    void linger(Lingering& l) noexcept;
+    void unlinger(Lingering& l) noexcept;
+    size_t lingering() const noexcept { return lingering_count_; }
 
 private:
     Engine() = default;
@@ -149,6 +171,8 @@ private:
     void heap_up(int i) noexcept;
     void heap_down(int i) noexcept;
     void heap_remove(int i) noexcept;
+    bool lingering_done() const noexcept;
+    uint64_t lingering_progress() const noexcept;
 
     struct WakeRead final : Completion {
         void complete(Engine& e, const io_uring_cqe& cqe) noexcept override;
@@ -176,6 +200,9 @@ private:
     bool draining_ = false;
     int64_t drain_deadline_ = 0, drain_started_ = 0;
     uint64_t drain_progress_ = 0;
+    bool lingering_ended_ = false;   // the drain is over and end() was called on what lingered
+    Lingering* lingering_ = nullptr;
+    size_t lingering_count_ = 0;
     Stats stats_;
     SendQueue* send_queue_ = nullptr;
 };

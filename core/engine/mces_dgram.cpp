@@ -49,16 +49,23 @@ std::span<const uint8_t> long_scid(std::span<const uint8_t> b) noexcept {
 
 void inc(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept { c.fetch_add(n, std::memory_order_relaxed); }
 
+// A closed socket's MCES side lingers at most this long beyond its latency
+// (McesDgram::linger), and looks at its messages this often.
+constexpr int64_t kLingerNs = 1'000'000'000;
+constexpr int64_t kLingerCheckNs = 10'000'000;
+
+bool discard(void*, const sansio::Addr&, const uint8_t*, size_t) noexcept { return true; }
+
 }  // namespace
 
 // One program's UDP socket, run as an MCES endpoint that lets plain UDP
 // through (it is the sans-IO endpoint the UdpHost drives: a splitter in
 // front of the mces::Endpoint).
-class McesDgram final : public sansio::Endpoint {
+class McesDgram final : public sansio::Endpoint, public Lingering {
 public:
     McesDgram(const mces::EndpointConfig& cfg, const McesParams& p, McesDgramStats& st, McesDeliver d, McesError er,
               void* owner)
-        : ep_(cfg), params_(p), stats_(st), deliver_(d), error_(er), owner_(owner) {
+        : ep_(cfg), params_(p), stats_(&st), deliver_(d), error_(er), owner_(owner) {
         plain_in_.reserve(kMaxPlainIn);   // on_datagram never grows it
     }
 
@@ -78,7 +85,7 @@ public:
         try {   // the host calls this from noexcept code: bad_alloc stops here (the datagram is lost)
             split(from, to, bytes, now);
         } catch (...) {
-            inc(stats_.dropped);
+            inc(stats_->dropped);
         }
     }
     void split(const sansio::Addr& from, const sansio::Addr& to, std::span<const uint8_t> bytes, sansio::Time now) {
@@ -98,7 +105,7 @@ public:
             }
             return ep_.on_datagram(from, to, bytes, now);
         }
-        inc(stats_.plain_in);
+        inc(stats_->plain_in);
         if (it == peers_.end() && peers_.size() < kMaxPeers) it = peers_.try_emplace(from).first;
         if (it != peers_.end() && it->second.mode == Peer::opening) {
             it->second.plain_heard = true;   // it speaks plain UDP: auto falls back at once
@@ -107,7 +114,7 @@ public:
             it->second.mode = Peer::plain;
         }
         if (plain_in_.size() < kMaxPlainIn) plain_in_.push_back({from, bytes});
-        else inc(stats_.dropped);
+        else inc(stats_->dropped);
     }
     void on_timeout(sansio::Time now) override { ep_.on_timeout(now); }
     sansio::Time next_timeout() const override { return ep_.next_timeout(); }
@@ -132,7 +139,7 @@ public:
         try {
             return send_to(e, to, std::span<const uint8_t>(p, n));
         } catch (...) {   // bad_alloc: lost, as on a congested link
-            inc(stats_.dropped);
+            inc(stats_->dropped);
             return -ENOBUFS;
         }
     }
@@ -141,10 +148,37 @@ public:
         if (host_ != nullptr) host_->poke(e);
     }
 
+    // The program's socket is gone (its bridge ended). The kernel would
+    // still send a closed UDP socket's last datagrams; here they live in the
+    // connections (or wait for a handshake), so the endpoint stays, on the
+    // engine's list of lingering work, until they are settled (sent, and
+    // for realtime acknowledged or past their deadline), at most its
+    // latency + kLingerNs; then it closes and frees itself. Nothing is
+    // delivered or counted into the flow's record meanwhile (the record
+    // may be another flow's by then). Settled already: closed at once.
+    void release(Engine& e) noexcept {
+        publish_final();
+        if (settled(e.now())) {
+            close(e);
+            delete this;
+            return;
+        }
+        stats_ = &sink_;
+        deliver_ = &discard;
+        error_ = nullptr;
+        owner_ = nullptr;
+        linger_until_ = e.now() + static_cast<int64_t>(params_.latency_us) * 1000 + kLingerNs;
+        linger_timer_.m = this;
+        e.linger(*this);
+        e.arm(linger_timer_, e.now() + kLingerCheckNs);
+    }
+
+    // ---- Lingering: the engine's exit drain ----
+    bool done() const noexcept override { return settled(now_ns()); }
+    uint64_t progress() const noexcept override { return host_ != nullptr ? host_->stats().rx_datagrams : 0; }
+    void end(Engine& e) noexcept override { finish(e); }
+
     void close(Engine& e) noexcept {
-        Sums last = ended_;   // the figures as the socket ends
-        for (auto& c : conns_) last.add(*c, true);
-        last.store(stats_);
         for (auto& c : conns_)
             if (c->state() != mces::Connection::State::closed) c->close();
         try {
@@ -207,7 +241,7 @@ private:
         static const std::vector<std::string> none;
         const std::vector<std::string>& el = params_.elements ? *params_.elements : none;
         if (ep_.connect(to, params_.service_class, mces_offer(params_), now, c, el) != 0 || !c) return drop();
-        inc(stats_.connects);
+        inc(stats_->connects);
         conns_.push_back(c);
         Peer& p = peers_[to];
         p.mode = Peer::opening;
@@ -236,17 +270,17 @@ private:
     int on_conn(Peer& p, std::span<const uint8_t> msg, int64_t sent_at = -1) noexcept {
         std::ptrdiff_t r = p.conn->send_datagram(msg, sent_at);
         if (r < 0) return drop();
-        inc(stats_.sent);
+        inc(stats_->sent);
         return 0;
     }
     int plain(const sansio::Addr& to, std::span<const uint8_t> msg) {
         if (plain_out_.size() >= kMaxPlainOut) return drop();
         plain_out_.emplace_back(ep_.local(), to, std::vector<uint8_t>(msg.begin(), msg.end()));
-        inc(stats_.plain_out);
+        inc(stats_->plain_out);
         return 0;
     }
     int drop() noexcept {
-        inc(stats_.dropped);
+        inc(stats_->dropped);
         return -ENOBUFS;
     }
 
@@ -269,7 +303,7 @@ private:
             mces::Connection& c = *conns_[i];
             std::ptrdiff_t n;
             while ((n = c.recv_datagram(std::span<uint8_t>(buf_, sizeof buf_))) >= 0) {
-                inc(stats_.received);
+                inc(stats_->received);
                 deliver_(owner_, c.peer(), buf_, static_cast<size_t>(n));
             }
             // Forgotten once drained: a realtime connection closed by its
@@ -286,7 +320,7 @@ private:
         }
         if (publish) {
             published_at_ = e.now();
-            live.store(stats_);
+            live.store(*stats_);
         }
     }
 
@@ -331,7 +365,7 @@ private:
     // A connection a peer opened to us: it becomes the one we answer that
     // peer on, unless we have a live one to it already.
     void adopt(std::shared_ptr<mces::Connection> c, int64_t now) {
-        inc(stats_.accepted);
+        inc(stats_->accepted);
         conns_.push_back(c);
         auto it = peers_.find(c->peer());
         if (it == peers_.end()) {
@@ -370,7 +404,7 @@ private:
                 continue;
             }
             if (st == St::established || st == St::closing) {
-                inc(stats_.established);
+                inc(stats_->established);
                 PeerTable::process().record(it->first, PeerVerdict::mces, now);
                 p.mode = Peer::mces;
                 for (auto& m : p.held) on_conn(p, m.bytes, m.at);
@@ -390,16 +424,16 @@ private:
     // plain UDP from now on. Otherwise what was held is lost, and the
     // program hears of it as of an ICMP error.
     void failed(const sansio::Addr& addr, Peer& p, int64_t now) {
-        inc(stats_.failed);
+        inc(stats_->failed);
         if (!p.answered) PeerTable::process().record(addr, PeerVerdict::native, now);
         if (params_.fallback && !p.answered) {
-            inc(stats_.fallbacks);
+            inc(stats_->fallbacks);
             p.mode = Peer::plain;
             p.plain_until = now + kPlainTtl;
             p.conn.reset();
             for (auto& m : p.held) plain(addr, m.bytes);
         } else {
-            inc(stats_.dropped, p.held.size());
+            inc(stats_->dropped, p.held.size());
             p.mode = Peer::failed;
             p.retry_at = now + kRetryAfter;
             p.conn.reset();
@@ -408,6 +442,34 @@ private:
         p.held.clear();
         p.held_bytes = 0;
     }
+
+    void publish_final() noexcept {
+        Sums last = ended_;   // the figures as the socket ends
+        for (auto& c : conns_) last.add(*c, true);
+        last.store(*stats_);
+    }
+    bool settled(int64_t now) const noexcept {
+        if (!plain_out_.empty()) return false;
+        for (const auto& c : conns_)
+            if (!c->datagrams_settled(now)) return false;
+        for (const auto& [addr, p] : peers_)
+            if (p.mode == Peer::opening && !p.held.empty()) return false;
+        return true;
+    }
+    void linger_check(Engine& e) noexcept {
+        if (settled(e.now()) || e.now() >= linger_until_) return finish(e);
+        e.arm(linger_timer_, e.now() + kLingerCheckNs);
+    }
+    void finish(Engine& e) noexcept {
+        e.unlinger(*this);
+        e.cancel(linger_timer_);
+        close(e);
+        delete this;
+    }
+    struct LingerTimer final : Timer {
+        McesDgram* m = nullptr;
+        void fire(Engine& e, int64_t) noexcept override { m->linger_check(e); }
+    };
 
     // A closed connection leaves: its peer is opened again at the next send.
     void forget(const std::shared_ptr<mces::Connection>& c) noexcept {
@@ -422,7 +484,10 @@ private:
 
     mces::Endpoint ep_;
     McesParams params_;
-    McesDgramStats& stats_;
+    McesDgramStats* stats_;          // the flow record's; sink_ once lingering
+    McesDgramStats sink_;
+    int64_t linger_until_ = 0;
+    LingerTimer linger_timer_;
     Sums ended_;                     // of the connections already forgotten
     int64_t published_at_ = 0;
     McesDeliver deliver_;
@@ -510,9 +575,6 @@ int mces_dgram_send(Engine& e, McesDgram& m, const sansio::Addr& to, const uint8
 }
 void mces_dgram_flush(Engine& e, McesDgram& m) noexcept { m.flush(e); }
 size_t mces_dgram_max_payload(const McesDgram& m) noexcept { return m.max_payload(); }
-void mces_dgram_close(Engine& e, McesDgram& m) noexcept {
-    m.close(e);
-    delete &m;
-}
+void mces_dgram_close(Engine& e, McesDgram& m) noexcept { m.release(e); }
 
 }  // namespace gs::engine

@@ -114,8 +114,14 @@ int mces_dgram_send(Engine& e, McesDgram& m, const sansio::Addr& to, const uint8
 void mces_dgram_flush(Engine& e, McesDgram& m) noexcept;
 // The largest message mces_dgram_send takes (class 0: 65,473 bytes).
 size_t mces_dgram_max_payload(const McesDgram& m) noexcept;
-// Stop: connections are closed (the peers are told), the socket is closed
-// once the kernel lets go of it; no callback after this returns. Frees `m`.
+// The program's socket is gone: no callback after this returns, and
+// `stats` is the caller's again. What the connections still hold for peers
+// goes on (the kernel would still send a closed UDP socket's datagrams)
+// until it is settled: sent, and for realtime acknowledged or past its
+// deadline; at most the latency + 1 s. Then the connections are closed (the
+// peers are told) and the socket with them, and `m` frees itself. Meanwhile
+// it is on the engine's list of lingering work, which the exit drain waits
+// for and which the engine ends when its loop ends (engine.h, Lingering).
 void mces_dgram_close(Engine& e, McesDgram& m) noexcept;
 
 }  // namespace gs::engine

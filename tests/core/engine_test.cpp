@@ -193,6 +193,77 @@ TEST_CASE("timers fire in deadline order, never early; cancelled ones never") {
     }
 }
 
+// Lingering work: done at `ready_at` (engine time), or never (0).
+struct Linger final : Lingering {
+    int64_t ready_at = 0;
+    std::atomic<int>* ended = nullptr;
+    std::atomic<int64_t>* ended_at = nullptr;
+    bool done() const noexcept override { return ready_at != 0 && now_ns() >= ready_at; }
+    void end(Engine& e) noexcept override {
+        e.unlinger(*this);   // already out when the engine ends it: harmless
+        ended_at->store(now_ns());
+        ended->fetch_add(1);
+        delete this;
+    }
+};
+
+// Adds Linger pieces on the engine thread: one per entry of ready_in, done
+// that long after (ns), or never (-1).
+struct AddLingering final : Command {
+    std::vector<int64_t> ready_in;
+    std::atomic<int>* ended = nullptr;
+    std::atomic<int64_t>* ended_at = nullptr;
+    std::atomic<size_t> count{0};
+    void run(Engine& en) noexcept override {
+        for (int64_t in : ready_in) {
+            auto* l = new Linger;
+            l->ready_at = in < 0 ? 0 : now_ns() + in;
+            l->ended = ended;
+            l->ended_at = ended_at;
+            en.linger(*l);
+        }
+        count.store(en.lingering());
+    }
+};
+
+TEST_CASE("lingering work: the exit waits for it while it gets done, then ends what is left, once") {
+    // Two pieces: one done 300 ms after stop is asked, one never. The stop
+    // returns once the first is done and the drain's limit has passed for
+    // the second (2 s without progress); each is ended exactly once.
+    std::atomic<int> ended{0};
+    std::atomic<int64_t> ended_at{0};
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    AddLingering add;
+    add.ready_in = {300'000'000, -1};
+    add.ended = &ended;
+    add.ended_at = &ended_at;
+    e->submit(add);
+    REQUIRE(eventually([&] { return add.count.load() == 2; }));
+    const int64_t t0 = now_ns();
+    Engine::destroy(e);
+    const int64_t took = now_ns() - t0;
+    CHECK(ended.load() == 2);
+    CHECK(took >= kDrainLimitNs);              // it waited for the one never done
+    CHECK(took < kDrainLimitNs + 1'000'000'000);
+    CHECK(ended_at.load() - t0 >= kDrainLimitNs);
+
+    // Done ones do not hold the exit up.
+    ended = 0;
+    e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    AddLingering done;
+    done.ready_in = {0};
+    done.ended = &ended;
+    done.ended_at = &ended_at;
+    e->submit(done);
+    REQUIRE(eventually([&] { return done.count.load() == 1; }));
+    const int64_t t1 = now_ns();
+    Engine::destroy(e);
+    CHECK(ended.load() == 1);
+    CHECK(now_ns() - t1 < 500'000'000);
+}
+
 TEST_CASE("an engine that cannot start says why and returns nothing") {
     int err = 0;
     Options o;

@@ -1529,6 +1529,14 @@ bool Connection::rt_viable(const OutMsg& m, Time now) const noexcept {
 
 // Forgets messages nobody needs any more: acknowledged, dropped, or sent and
 // past their deadline.
+bool Connection::datagrams_settled(Time now) const noexcept {
+    if (state_ == State::closed || sb_) return true;
+    if (!realtime()) return dg_out_.empty();
+    for (const OutMsg& m : rt_out_)   // unsent ones too: neither acked nor past their time yet
+        if (!(m.acked || m.dropped || now > m.at + rt_latency_)) return false;
+    return true;
+}
+
 void Connection::rt_trim(Time now) {
     while (!rt_out_.empty() && rt_out_base_ < rt_next_new_) {
         const OutMsg& m = rt_out_.front();

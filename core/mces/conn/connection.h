@@ -490,6 +490,13 @@ public:
     bool poll_transmit(std::vector<std::uint8_t>& out, sansio::Time now, Held* held = nullptr);
     // Closed and past the drain period: the owner may forget it.
     bool drained() const noexcept { return state_ == State::closed && now_ >= drain_until_; }
+    // Messages: nothing the application gave waits for this side any more
+    // at `now`. Class 0: every datagram sent; realtime: every message
+    // acknowledged, given up, or past its deadline (so its resends within
+    // it are done). An owner whose socket closed waits for it: unlike the
+    // kernel's UDP, the messages live in the process. Closed: true.
+    // Streams: true (their owner closes them and waits for the close).
+    bool datagrams_settled(sansio::Time now) const noexcept;
 
 private:
     friend class Endpoint;
