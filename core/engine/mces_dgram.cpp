@@ -50,7 +50,7 @@ std::span<const uint8_t> long_scid(std::span<const uint8_t> b) noexcept {
 void inc(std::atomic<uint64_t>& c, uint64_t n = 1) noexcept { c.fetch_add(n, std::memory_order_relaxed); }
 
 // A closed socket's MCES side lingers at most this long beyond its latency
-// (McesDgram::linger), and looks at its messages this often.
+// (McesDgram::release), and looks at its messages this often.
 constexpr int64_t kLingerNs = 1'000'000'000;
 constexpr int64_t kLingerCheckNs = 10'000'000;
 
