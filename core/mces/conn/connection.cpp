@@ -1527,8 +1527,6 @@ bool Connection::rt_viable(const OutMsg& m, Time now) const noexcept {
     return now + rt_lead() <= m.at + rt_latency_;
 }
 
-// Forgets messages nobody needs any more: acknowledged, dropped, or sent and
-// past their deadline.
 bool Connection::datagrams_settled(Time now) const noexcept {
     if (state_ == State::closed || sb_) return true;
     if (!realtime()) return dg_out_.empty();
@@ -1537,6 +1535,8 @@ bool Connection::datagrams_settled(Time now) const noexcept {
     return true;
 }
 
+// Forgets messages nobody needs any more: acknowledged, dropped, or sent and
+// past their deadline.
 void Connection::rt_trim(Time now) {
     while (!rt_out_.empty() && rt_out_base_ < rt_next_new_) {
         const OutMsg& m = rt_out_.front();
