@@ -155,7 +155,9 @@ public:
     // for realtime acknowledged or past their deadline), at most its
     // latency + kLingerNs; then it closes and frees itself. Nothing is
     // delivered or counted into the flow's record meanwhile (the record
-    // may be another flow's by then). Settled already: closed at once.
+    // may be another flow's by then), and a peer that opens a connection
+    // meanwhile is refused (ECONNREFUSED at its end, as the closed socket's
+    // port would answer). Settled already: closed at once.
     void release(Engine& e) noexcept {
         publish_final();
         if (settled(e.now())) {
@@ -163,6 +165,7 @@ public:
             delete this;
             return;
         }
+        ep_.refuse_new();
         stats_ = &sink_;
         deliver_ = &discard;
         error_ = nullptr;

@@ -829,3 +829,36 @@ TEST_CASE("UDP over MCES, class realtime: a sender that closes right after its l
     CHECK(seen.size() >= static_cast<size_t>(n) / 2);
     CHECK(std::is_sorted(seen.begin(), seen.end()));
 }
+
+// While a closed socket's endpoint lingers for its last messages, a new
+// peer's connection is refused (kRefuseClosed): its connected socket gets
+// ECONNREFUSED, as from the closed port's ICMP, instead of a connection
+// whose messages would be dropped unread.
+TEST_CASE("UDP over MCES: a new peer of a closed socket whose endpoint lingers is refused, ECONNREFUSED") {
+    PeerTable::process().clear();
+    McesParams p = mces_params(false);
+    p.service_class = 3;
+    p.latency_us = 2'000'000;
+    Dgram b(0, 0, false, &p);
+    DelayRelay path(b.addr, 300'000'000);   // a 600 ms round trip: a's messages wait that long for their ACKs
+    Dgram a(0, 0, false, &p);
+    REQUIRE(a.send("first", &path.addr) == 5);
+    std::string got;
+    REQUIRE(b.recv(got, 100) == 5);
+    for (int i = 0; i < 20; ++i) REQUIRE(a.send(pattern(1200, static_cast<unsigned>(i)), &path.addr) == 1200);
+    CHECK(eventually([&] { return a.d.mces_stats.sent.load() == 21; }));
+    close(a.prog);   // the program closes its socket: the bridge ends, the endpoint lingers for the ACKs
+    a.prog = -1;
+    REQUIRE(eventually([&] { return a.done.load(); }));
+    McesParams q = mces_params(false);   // class 0
+    Dgram c(0, 0, false, &q);
+    REQUIRE(dgram_connect(c.b, c.d, reinterpret_cast<const sockaddr*>(&a.addr), sizeof a.addr) == 0);
+    REQUIRE(c.send("x", nullptr) == 1);
+    CHECK(eventually([&] { return c.d.mces_stats.failed.load() == 1; }));
+    CHECK(c.d.mces_stats.established.load() == 0);
+    CHECK(dgram_so_error(c.b, c.d) == ECONNREFUSED);
+    // What a sent before it closed still arrives.
+    int n = 0;
+    while (n < 20 && b.recv(got, 2000) == 1200) ++n;
+    CHECK(n == 20);
+}

@@ -148,6 +148,13 @@ wire::Admission Endpoint::admit(const wire::AdmissionRequest& req) {
             return a;
         }
     }
+    if (refusing_) {
+        ++counters_.refused_closed;
+        a.admitted = false;
+        a.code = kRefuseClosed;
+        a.reason = "closed: not taking connections";
+        return a;
+    }
     if (conns_.size() >= cfg_.max_connections || accept_q_.size() >= cfg_.accept_backlog) {
         ++counters_.refused_busy;
         a.admitted = false;

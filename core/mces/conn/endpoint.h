@@ -79,6 +79,9 @@ constexpr std::size_t kCidLen = 8;
 constexpr std::uint64_t kRefuseBusy = 0x100;
 // REFUSE code when no chain exists for the class asked (realtime, group).
 constexpr std::uint64_t kRefuseNoChain = 0x101;
+// REFUSE code once the owner has stopped taking new connections (refuse_new:
+// a closed UDP socket's endpoint that lingers for its last messages).
+constexpr std::uint64_t kRefuseClosed = 0x102;
 // REFUSE code an owner's AdmitFn gives when this host cannot reserve the rate
 // asked (the engine's, core/engine/mces_admit.h; docs/mces.md).
 constexpr std::uint64_t kRefuseHostCapacity = 1;
@@ -138,6 +141,7 @@ struct EndpointCounters {
     std::uint64_t dropped_reflected = 0;     // INITIAL naming one of our own IDs as its source: ours, sent back
     std::uint64_t refused_busy = 0;          // admission refused: full
     std::uint64_t refused_no_chain = 0;      // admission refused: no chain for the class
+    std::uint64_t refused_closed = 0;        // admission refused: refuse_new() was called
     std::uint64_t connections_created = 0;
     std::uint64_t connections_removed = 0;
     std::uint64_t accept_resent = 0;         // ACCEPT sent again for an existing connection
@@ -168,6 +172,11 @@ public:
     // class has no chain, the reply could not be built, an ID collision).
     // Returns 0, or -EALREADY when already listening.
     int listen(wire::ServerConfig sc, wire::AdmitFn admit = {}, ReleaseFn release = {});
+    // From now on a new client is refused (kRefuseClosed: its connect fails
+    // with ECONNREFUSED, as a closed UDP port answers); the connections
+    // there are go on. A repeated INITIAL of one already admitted gets its
+    // ACCEPT again.
+    void refuse_new() noexcept { refusing_ = true; }
 
     // Opens a connection to `peer` asking for `service_class` and `qos`, with
     // the chain `elements` (empty: the class's default). Returns 0 and sets
@@ -249,6 +258,7 @@ private:
     sansio::Time now_ = 0;
     std::unique_ptr<wire::ServerHandshake> server_;
     wire::AdmitFn user_admit_;
+    bool refusing_ = false;   // refuse_new()
     ReleaseFn release_;
     // What user_admit_ set aside for the INITIAL being handled: admit() runs
     // inside ServerHandshake::on_initial, handle_initial() then ties it to

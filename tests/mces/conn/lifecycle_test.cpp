@@ -194,6 +194,33 @@ TEST_CASE("admission refusal and impossible chains reach the client as ECONNREFU
                  "missing; without sack a gap would block the stream for ever)");
 }
 
+TEST_CASE("refuse_new: a new client is refused with ECONNREFUSED; the connection already there goes on") {
+    // A closed UDP socket's endpoint lingering for its last messages
+    // (core/engine/mces_dgram.cpp) answers a new peer as the closed port
+    // would, and keeps serving the peer it was sending to.
+    Pair p(23, clean());
+    REQUIRE(p.connect(kClassDatagram));
+    p.server.ep.refuse_new();
+    std::shared_ptr<Connection> c;
+    REQUIRE(p.client.ep.connect(Pair::kServer, kClassDatagram, {}, p.sim.now(), c) == 0);
+    p.sim.kick(p.client);
+    REQUIRE(p.sim.run_while([&] { return c->state() != State::closed; }, p.sim.now() + 10 * kSecond));
+    CHECK(c->error() == ECONNREFUSED);
+    CHECK(c->message().find("not taking connections") != std::string::npos);
+    CHECK(p.server.ep.counters().refused_closed == 1);
+    CHECK(p.server.ep.connection_count() == 1);
+    // The first connection still carries messages both ways.
+    const std::vector<std::uint8_t> hi = {'h', 'i'};
+    REQUIRE(p.cconn->send_datagram(hi) == 2);
+    REQUIRE(p.sconn->send_datagram(hi) == 2);
+    p.sim.kick(p.client);
+    p.sim.kick(p.server);
+    p.sim.run_until(p.sim.now() + kSecond);
+    std::uint8_t b[8];
+    CHECK(p.sconn->recv_datagram(b) == 2);
+    CHECK(p.cconn->recv_datagram(b) == 2);
+}
+
 TEST_CASE("what the owner's admission set aside goes back once: lost ACCEPTs, abort, chain refusal, endpoint gone") {
     // Each admission sets aside a new handle (a ledger reservation, in the
     // engine); release records what comes back.
