@@ -333,20 +333,20 @@ void Engine::loop() noexcept {
             }
             const bool drained = (drain_done() && lingering_done()) || now_ns() >= drain_deadline_;
             if (drained && head_.load(std::memory_order_acquire) == nullptr) {
-                if (lingering_ended_) {
-                    if (now_ns() >= drain_deadline_) break;
-                } else if (lingering_ == nullptr) {
-                    break;
-                } else {
+                if (lingering_ != nullptr) {
                     // What still lingers ends now; its I/O (cancelled
                     // requests) comes back within a few milliseconds, and
-                    // is reaped until then.
+                    // is reaped until then. (Work that starts to linger
+                    // meanwhile, a bridge ending on a completion reaped
+                    // then, is ended the same way at the next round.)
                     lingering_ended_ = true;
                     while (Lingering* l = lingering_) {
                         unlinger(*l);
                         l->end(*this);
                     }
                     drain_deadline_ = now_ns() + kLingerReapNs;
+                } else if (!lingering_ended_ || now_ns() >= drain_deadline_) {
+                    break;
                 }
             }
         }

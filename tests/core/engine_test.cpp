@@ -264,6 +264,60 @@ TEST_CASE("lingering work: the exit waits for it while it gets done, then ends w
     CHECK(now_ns() - t1 < 500'000'000);
 }
 
+// Lingering work that, when ended, has more start to linger a few
+// milliseconds later (as a bridge ends on a completion reaped after the
+// drain): that one is ended too, before the loop stops.
+struct LaterLinger final : Timer {
+    std::atomic<int>* ended = nullptr;
+    std::atomic<int64_t>* ended_at = nullptr;
+    void fire(Engine& e, int64_t) noexcept override {
+        auto* l = new Linger;   // never done
+        l->ended = ended;
+        l->ended_at = ended_at;
+        e.linger(*l);
+    }
+};
+struct SpawningLinger final : Lingering {
+    LaterLinger* later = nullptr;
+    std::atomic<int>* ended = nullptr;
+    bool done() const noexcept override { return true; }
+    void end(Engine& e) noexcept override {
+        e.arm(*later, e.now() + 5'000'000);
+        ended->fetch_add(1);
+        delete this;
+    }
+};
+
+TEST_CASE("lingering work: what starts to linger while the loop reaps after the drain is ended too") {
+    std::atomic<int> ended{0};
+    std::atomic<int64_t> ended_at{0};
+    LaterLinger later;
+    later.ended = &ended;
+    later.ended_at = &ended_at;
+    Engine* e = Engine::create(Options{}, nullptr);
+    REQUIRE(e != nullptr);
+    struct Add final : Command {
+        LaterLinger* later;
+        std::atomic<int>* ended;
+        std::atomic<bool> added{false};
+        void run(Engine& en) noexcept override {
+            auto* s = new SpawningLinger;
+            s->later = later;
+            s->ended = ended;
+            en.linger(*s);
+            added.store(true);
+        }
+    } add;
+    add.later = &later;
+    add.ended = &ended;
+    e->submit(add);
+    REQUIRE(eventually([&] { return add.added.load(); }));
+    const int64_t t0 = now_ns();
+    Engine::destroy(e);
+    CHECK(ended.load() == 2);   // before: 1, and the second piece leaked
+    CHECK(now_ns() - t0 < 1'000'000'000);
+}
+
 TEST_CASE("an engine that cannot start says why and returns nothing") {
     int err = 0;
     Options o;
