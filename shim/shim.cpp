@@ -57,6 +57,11 @@ enum Warn : uint32_t {
     kWarnDefaultAuto = 1u << 20, // the class's default auto, not written: left native
 };
 
+// Whether rule `rule` writes its transport (not the class's default).
+bool transport_written(int rule) noexcept {
+    return rule >= 0 && static_cast<size_t>(rule) < g_policy->rules().size() && g_policy->rules()[rule].transport_set;
+}
+
 bool once(int rule, uint32_t bit) noexcept {
     size_t i = static_cast<size_t>(rule + 1);
     if (i >= g_warned_count) return false;
@@ -270,8 +275,7 @@ void apply_native(int fd, const policy::Decision& d, int rule, int family, polic
         else
             GS_LOG(warn, "flow rule %s: transport = %s: %s; this %s flow stays native", d.rule.c_str(),
                    policy::name(d.transport), why, policy::name(proto));
-    } else if (carried && d.transport == policy::Transport::automatic && rule >= 0 &&
-               static_cast<size_t>(rule) < g_policy->rules().size() && !g_policy->rules()[rule].transport_set &&
+    } else if (carried && d.transport == policy::Transport::automatic && !transport_written(rule) &&
                once(rule, kWarnDefaultAuto)) {
         // docs/policy.md: trying MCES sends a peer handshake packets it never asked for.
         GS_LOG(info, "flow rule %s (line %d): class %s keeps the kernel's %s with its QoS knobs; write transport "
@@ -293,8 +297,7 @@ bool mces_wanted(const policy::Decision& d, int rule, policy::Proto proto) noexc
     const bool messages = d.service == policy::ServiceClass::datagram || d.service == policy::ServiceClass::realtime;
     if (proto == policy::Proto::udp ? !messages : !stream) return false;
     const bool wanted = d.transport == policy::Transport::mces ||
-                        (d.transport == policy::Transport::automatic && rule >= 0 &&
-                         static_cast<size_t>(rule) < g_policy->rules().size() && g_policy->rules()[rule].transport_set);
+                        (d.transport == policy::Transport::automatic && transport_written(rule));
     // A rule with auth_key never runs MCES without its key: the policy reads
     // and checks the key when it loads (a rule whose key fails is not kept),
     // so this is a guard; such a flow stays native, as a program expects.

@@ -275,7 +275,6 @@ void Engine::linger(Lingering& l) noexcept {
     l.linger_next_ = lingering_;
     if (lingering_ != nullptr) lingering_->linger_prev_ = &l;
     lingering_ = &l;
-    ++lingering_count_;
 }
 
 void Engine::unlinger(Lingering& l) noexcept {
@@ -284,7 +283,12 @@ void Engine::unlinger(Lingering& l) noexcept {
     else return;   // not in the list
     if (l.linger_next_ != nullptr) l.linger_next_->linger_prev_ = l.linger_prev_;
     l.linger_next_ = l.linger_prev_ = nullptr;
-    --lingering_count_;
+}
+
+size_t Engine::lingering() const noexcept {
+    size_t n = 0;
+    for (const Lingering* l = lingering_; l != nullptr; l = l->linger_next_) ++n;
+    return n;
 }
 
 bool Engine::lingering_done() const noexcept {

@@ -156,7 +156,7 @@ public:
     // Lingering work (above): kept from now until unlinger().
     void linger(Lingering& l) noexcept;
     void unlinger(Lingering& l) noexcept;
-    size_t lingering() const noexcept { return lingering_count_; }
+    size_t lingering() const noexcept;   // how many (walks the list: for tests and reports)
 
 private:
     Engine() = default;
@@ -202,7 +202,6 @@ private:
     uint64_t drain_progress_ = 0;
     bool lingering_ended_ = false;   // the drain is over and end() was called on what lingered
     Lingering* lingering_ = nullptr;
-    size_t lingering_count_ = 0;
     Stats stats_;
     SendQueue* send_queue_ = nullptr;
 };
